@@ -1,0 +1,89 @@
+"""LoRA and DoRA through peft (``LoraConfig(use_dora=...)``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
+
+from ftlab.adapters.base import AdaptedModel
+from ftlab.adapters.registry import AdapterSpec, register_adapter
+from ftlab.config.schema import AdapterConfig
+from ftlab.errors import fail
+
+
+@dataclass
+class LowRankConfig(AdapterConfig):
+    """Keys shared by every low-rank family (LoRA, DoRA, SoRA, SDoRA, masked LoRA)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+
+
+@dataclass
+class LoraConfig(LowRankConfig):
+    name: str = "lora"
+
+
+@dataclass
+class DoraConfig(LowRankConfig):
+    name: str = "dora"
+
+
+def validate_low_rank(adapter_cfg, run_cfg=None) -> None:
+    if adapter_cfg.r < 1:
+        fail("adapter.r", adapter_cfg.r, "an integer >= 1")
+    if adapter_cfg.alpha <= 0:
+        fail("adapter.alpha", adapter_cfg.alpha, "a number > 0")
+    if not 0.0 <= adapter_cfg.dropout < 1.0:
+        fail("adapter.dropout", adapter_cfg.dropout, "a number in [0, 1)")
+    targets = adapter_cfg.target_modules
+    if targets is not None and len(targets) == 0:
+        fail("adapter.target_modules", list(targets), "a non-empty list of module names, or null")
+
+
+def target_modules(adapter_cfg, run_cfg) -> list[str]:
+    targets = adapter_cfg.target_modules or run_cfg.model.target_modules
+    return list(targets)
+
+
+def peft_config(adapter_cfg, run_cfg, *, use_dora: bool) -> PeftLoraConfig:
+    return PeftLoraConfig(
+        r=adapter_cfg.r,
+        lora_alpha=adapter_cfg.alpha,
+        lora_dropout=adapter_cfg.dropout,
+        target_modules=target_modules(adapter_cfg, run_cfg),
+        use_dora=use_dora,
+        task_type="CAUSAL_LM",
+    )
+
+
+class PeftLowRank(AdaptedModel):
+    use_dora = False
+
+    def __init__(self, model, adapter_cfg, run_cfg):
+        super().__init__(get_peft_model(model, peft_config(adapter_cfg, run_cfg, use_dora=self.use_dora)),
+                         adapter_cfg, run_cfg)
+
+    def save_adapter(self, directory: Path) -> bool:
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+        return True
+
+    def merged_model(self):
+        """Folds the adapter into the base weights; the peft wrapper is consumed (call last)."""
+        return self.model.merge_and_unload()
+
+
+class PeftLora(PeftLowRank):
+    use_dora = False
+
+
+class PeftDora(PeftLowRank):
+    use_dora = True
+
+
+register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_low_rank))
+register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_low_rank))

@@ -1,0 +1,128 @@
+"""Range checks a type cannot express. Each failure is one :class:`ConfigError` line.
+
+Group-specific checks are registered next to the code that owns the group (adapters register
+theirs in the adapter registry; later groups can add to ``VALIDATORS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ftlab.errors import fail
+
+SCHEDULES = ("constant", "cosine", "linear", "stages")
+ACCELERATORS = ("cpu", "gpu", "auto", "cerebras")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+LOGGERS = ("csv", "wandb")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def _positive(key: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        what = "an integer" if integer else "a number"
+        fail(key, value, f"{what} {'>= 0' if allow_zero else '> 0' if not integer else '>= 1'}")
+
+
+def validate_schedule(cfg) -> None:
+    s = cfg.schedule
+    if s.name not in SCHEDULES:
+        fail("schedule.name", s.name, f"one of {list(SCHEDULES)}")
+    _positive("schedule.lr", s.lr)
+    _positive("schedule.warmup_steps", s.warmup_steps, integer=True, allow_zero=True)
+    if not 0.0 <= s.min_lr_ratio <= 1.0:
+        fail("schedule.min_lr_ratio", s.min_lr_ratio, "a number in [0, 1]")
+    if s.name == "stages":
+        if not s.stages:
+            fail("schedule.stages", s.stages, "a non-empty list of {iters, lr}")
+        for i, st in enumerate(s.stages):
+            _positive(f"schedule.stages[{i}].iters", st.iters, integer=True)
+            _positive(f"schedule.stages[{i}].lr", st.lr)
+            if st.sparse_lambda_2 is not None and st.sparse_lambda_2 < 0:
+                fail(f"schedule.stages[{i}].sparse_lambda_2", st.sparse_lambda_2, "a number >= 0")
+
+
+def validate_train(cfg) -> None:
+    t = cfg.train
+    for key in ("batch_size", "eval_batch_size", "max_steps", "accumulate_grad_batches", "log_every_n_steps"):
+        _positive(f"train.{key}", getattr(t, key), integer=True)
+    if t.save_every_n_steps is not None:
+        _positive("train.save_every_n_steps", t.save_every_n_steps, integer=True)
+    if t.gradient_clip_val is not None:
+        _positive("train.gradient_clip_val", t.gradient_clip_val)
+    _positive("train.weight_decay", t.weight_decay, allow_zero=True)
+    if cfg.base.enabled:
+        _positive("base.steps", cfg.base.steps, integer=True)
+        _positive("base.lr", cfg.base.lr)
+        _positive("base.batch_size", cfg.base.batch_size, integer=True)
+
+
+def validate_hardware(cfg) -> None:
+    h = cfg.hardware
+    if h.accelerator not in ACCELERATORS:
+        fail("hardware.accelerator", h.accelerator, f"one of {list(ACCELERATORS)}")
+    _positive("hardware.devices", h.devices, integer=True)
+    _positive("hardware.num_nodes", h.num_nodes, integer=True)
+    if h.accelerator != "cerebras" and str(h.precision) not in PRECISIONS:
+        fail("hardware.precision", h.precision, f"one of {list(PRECISIONS)}")
+
+
+def validate_task(cfg) -> None:
+    from ftlab.data.tasks import task_names
+
+    t = cfg.task
+    if t.name not in task_names():
+        fail("task.name", t.name, f"one of {task_names()}")
+    if t.path is not None and not Path(t.path).is_file():
+        fail("task.path", t.path, "an existing data file")
+    _positive("task.num_examples", t.num_examples, integer=True)
+    for key in ("val_fraction", "test_fraction"):
+        v = getattr(t, key)
+        if not 0.0 < v < 1.0:
+            fail(f"task.{key}", v, "a number in (0, 1)")
+    if t.val_fraction + t.test_fraction >= 1.0:
+        fail("task.val_fraction+task.test_fraction", t.val_fraction + t.test_fraction, "a sum < 1")
+    _positive("task.max_length", t.max_length, integer=True)
+    _positive("task.max_new_tokens", t.max_new_tokens, integer=True)
+
+
+def validate_logger(cfg) -> None:
+    lg = cfg.logger
+    if lg.name not in LOGGERS:
+        fail("logger.name", lg.name, f"one of {list(LOGGERS)}")
+    if lg.name == "wandb" and lg.mode not in WANDB_MODES:
+        fail("logger.mode", lg.mode, f"one of {list(WANDB_MODES)}")
+
+
+def validate_adapter(cfg) -> None:
+    from ftlab.adapters.registry import get_adapter
+
+    spec = get_adapter(cfg.adapter.name)
+    if spec.validate is not None:
+        spec.validate(cfg.adapter, cfg)
+
+
+def validate_resume(cfg) -> None:
+    r = cfg.resume
+    if r is not None and r != "auto" and not Path(r).exists():
+        fail("resume", r, "null, 'auto' or an existing checkpoint directory")
+
+
+#: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
+VALIDATORS: list[Callable[[Any], None]] = [
+    validate_adapter,
+    validate_schedule,
+    validate_train,
+    validate_hardware,
+    validate_task,
+    validate_logger,
+    validate_resume,
+]
+
+
+def validate_config(cfg) -> None:
+    """Raise :class:`ftlab.errors.ConfigError` on the first bad value."""
+    for check in VALIDATORS:
+        check(cfg)

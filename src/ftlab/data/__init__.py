@@ -1,0 +1,1 @@
+"""Tasks (prompt/answer sources, metrics) and the LightningDataModule."""

@@ -1,0 +1,56 @@
+"""Turn examples into token tensors. The loss covers answer tokens (and the closing EOS) only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode_example(tokenizer, prompt: str, answer: str, max_length: int) -> Encoded:
+    """prompt+answer+EOS; labels mask the prompt. Truncation keeps the prompt's tail so the
+    answer survives (a prompt longer than ``max_length`` keeps at least one answer token)."""
+    p = tokenizer.encode(prompt, add_special_tokens=False)
+    a = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
+    a = a[:max_length - 1] if len(a) >= max_length else a
+    p = p[-(max_length - len(a)):] if len(p) + len(a) > max_length else p
+    return Encoded(p + a, [IGNORE_INDEX] * len(p) + a)
+
+
+def encode_text(tokenizer, text: str, max_length: int) -> Encoded:
+    """Plain LM text (base-model corpus): every token is a target."""
+    ids = (tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id])[:max_length]
+    return Encoded(ids, list(ids))
+
+
+def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence of the batch (training and loss evaluation)."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt batch for generation and choice scoring."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids, mask

@@ -1,0 +1,19 @@
+"""The one error type users see: a single line naming the key, the bad value and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FtlabError(Exception):
+    """An error caused by user input. The CLI prints ``str(err)`` as one line and exits 2."""
+
+
+class ConfigError(FtlabError):
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is invalid: {allowed}")
+
+
+def fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(key, value, allowed)

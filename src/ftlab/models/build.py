@@ -1,0 +1,90 @@
+"""Build the base causal LM and its tokenizer.
+
+Tiny models are built from a transformers config with random weights and a byte-level
+tokenizer that needs no files, so tests and the quickstart never download anything. Presets of
+real models carry their architecture in the config too, which lets them be instantiated on the
+``meta`` device to count parameters and check target modules without weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer
+
+from ftlab.errors import ConfigError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ConfigError("model.dtype", name, f"one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def build_tokenizer(model_cfg):
+    """Byte-level tokenizer (ByT5's: 3 specials + 256 bytes, no vocab file) or the model's own."""
+    if model_cfg.tokenizer == "byte":
+        tok = ByT5Tokenizer(extra_ids=0)
+    elif model_cfg.tokenizer == "auto":
+        if not model_cfg.name_or_path:
+            raise ConfigError("model.tokenizer", "auto", "needs model.name_or_path (or use 'byte')")
+        tok = AutoTokenizer.from_pretrained(model_cfg.name_or_path)
+    else:
+        raise ConfigError("model.tokenizer", model_cfg.tokenizer, "one of ['auto', 'byte']")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def model_config(model_cfg, tokenizer=None):
+    """The transformers config of the architecture, vocabulary matched to the tokenizer."""
+    kwargs = dict(model_cfg.config)
+    if tokenizer is not None and model_cfg.tokenizer == "byte":
+        kwargs["vocab_size"] = len(tokenizer)
+        kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        kwargs.setdefault("bos_token_id", tokenizer.eos_token_id)
+    return AutoConfig.for_model(model_cfg.arch, **kwargs)
+
+
+def _is_local_dir(path: str | None) -> bool:
+    return bool(path) and Path(path).is_dir()
+
+
+def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | None = None) -> nn.Module:
+    """Instantiate the base model.
+
+    ``device="meta"`` builds the architecture without allocating weights (presets of 7B+ models).
+    With ``name_or_path`` pointing at a local HF directory the weights are loaded from it;
+    otherwise the model is built from ``model_cfg.config`` with seeded random weights.
+    """
+    dtype = torch_dtype(model_cfg.dtype)
+    path = model_cfg.name_or_path
+    if device != "meta" and path:
+        if not _is_local_dir(path):
+            raise ConfigError(
+                "model.name_or_path", path, "a local HF model directory (no downloads on this machine)"
+            )
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    config = model_config(model_cfg, tokenizer)
+    ctx = torch.device("meta") if device == "meta" else contextlib.nullcontext()
+    fork = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    with fork, ctx:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Leaf names (``q_proj``...) of the linear layers, for checking target modules."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})

@@ -1,0 +1,166 @@
+"""The recipe: one run from config to outputs, top to bottom.
+
+    config -> tokenizer + base model (-> optional base pre-training) -> adapter -> data
+           -> fit (callbacks write logs and checkpoints) -> evaluate -> export -> metrics.json
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ftlab.adapters.base import AdaptedModel
+from ftlab.adapters.registry import get_adapter
+from ftlab.base_model import pretrain_base
+from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory, find_latest_checkpoint
+from ftlab.callbacks.checkpoints import STATE_FILE
+from ftlab.callbacks.history import empty_history, write_json
+from ftlab.data.datamodule import TaskDataModule
+from ftlab.errors import ConfigError
+from ftlab.evaluation import evaluate
+from ftlab.models import build_model, build_tokenizer
+from ftlab.training.module import FtlabModule
+from ftlab.training.schedules import total_steps
+from ftlab.training.trainer import build_logger, build_trainer
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """Hydra's job output dir (``experiments/<name>/<ts>`` or the sweep's job dir)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path("experiments") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        found = find_latest_checkpoint(run_dir)
+        return found / STATE_FILE if found else None
+    path = Path(cfg.resume)
+    path = path / STATE_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError("resume", cfg.resume, "null, 'auto' or a checkpoint dir containing state.ckpt")
+    return path
+
+
+def peak_memory_mb() -> float:
+    """Peak device memory on CUDA, else the process's peak resident set."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def prepare_model(cfg: DictConfig):
+    """Tokenizer and base model, pre-trained on the task corpus when ``base.enabled``."""
+    tokenizer = build_tokenizer(cfg.model)
+    seed = cfg.model.init_seed if cfg.model.init_seed is not None else cfg.seed
+    model = build_model(cfg.model, tokenizer, seed=seed)
+    if cfg.base.enabled:
+        model = pretrain_base(cfg, model, tokenizer)
+    return tokenizer, model
+
+
+def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Path,
+        extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Train with the run's callbacks; returns throughput facts for ``metrics.json``."""
+    steps = total_steps(cfg.schedule, cfg.train.max_steps)
+    module = FtlabModule(adapted, cfg)
+    callbacks = [
+        LossLog(run_dir, cfg.train.log_every_n_steps, cfg.train.log_measurements),
+        TrainingHistory(run_dir),
+        PeriodicCheckpoint(run_dir, cfg.train.save_every_n_steps, cfg.train.save_epoch_checkpoints,
+                           cfg.train.keep_checkpoints),
+        *(extra_callbacks or []),
+    ]
+    trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
+                            run_dir=run_dir)
+    ckpt = resume_checkpoint(cfg, run_dir)
+    start_step = 0
+    if ckpt is not None:
+        start_step = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    train_time = time.perf_counter() - t0
+    steps_run = trainer.global_step - start_step
+    samples = steps_run * cfg.train.batch_size * cfg.train.accumulate_grad_batches * trainer.world_size
+    tokens = samples * _mean_tokens(dm)
+    if cfg.logger.name == "wandb" and trainer.is_global_zero:
+        import wandb
+
+        wandb.finish()
+    return {
+        "is_global_zero": trainer.is_global_zero,
+        "train_time_s": train_time,
+        "train_steps": trainer.global_step,
+        "resumed_from_step": start_step,
+        "samples_per_sec": samples / train_time if train_time > 0 else 0.0,
+        "tokens_per_sec": tokens / train_time if train_time > 0 else 0.0,
+    }
+
+
+def _mean_tokens(dm: TaskDataModule) -> float:
+    data = dm.train_data
+    return sum(len(e.input_ids) for e in data) / max(1, len(data))
+
+
+def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if cfg.train.save_adapter and adapted.save_adapter(run_dir / "adapter"):
+        out["adapter_dir"] = "adapter"
+    if cfg.train.save_merged_model:
+        merged = adapted.merged_model()
+        merged.save_pretrained(str(run_dir / "model"), safe_serialization=True)
+        tokenizer.save_pretrained(str(run_dir / "model"))
+        out["model_dir"] = "model"
+    return out
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | None = None) -> float | None:
+    """Train (unless the adapter is an eval-only control), evaluate, export; returns the task metric."""
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    tokenizer, model = prepare_model(cfg)
+    spec = get_adapter(cfg.adapter.name)
+    adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    dm = TaskDataModule(cfg, tokenizer)
+    dm.setup()
+
+    facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}
+    if adapted.trains:
+        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks)
+        if not facts.pop("is_global_zero"):
+            return None  # DDP: rank 0 evaluates and writes the outputs
+    else:
+        write_json(run_dir / "training_history.json", empty_history(adapted.gated))
+
+    metrics: dict[str, Any] = {}
+    if cfg.eval.enabled:
+        metrics.update(evaluate(adapted.model, tokenizer, dm.splits, cfg))
+    metrics.update(facts)
+    metrics.update({
+        "peak_memory_mb": peak_memory_mb(),
+        "trainable_params": adapted.trainable_params() if adapted.trains else 0,
+        "effective_params": adapted.effective_params() if adapted.trains else 0,
+        "total_params": sum(p.numel() for p in adapted.model.parameters()),
+    })
+    if adapted.gated:
+        metrics["sparsity"] = adapted.sparsity()
+    if adapted.trains:
+        metrics.update(export(adapted, tokenizer, cfg, run_dir))
+    write_json(run_dir / "metrics.json", metrics)
+    key = next((k for k in ("eval_exact_match", "eval_accuracy") if k in metrics), "val_loss")
+    return metrics.get(key)

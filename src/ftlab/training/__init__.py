@@ -1,0 +1,1 @@
+"""The LightningModule, schedules and optimiser construction."""

@@ -1,0 +1,98 @@
+"""The LightningModule: loss on answer tokens, one AdamW, a step-indexed lr schedule.
+
+Adapter families plug in through :class:`ftlab.adapters.base.AdaptedModel`: their parameter
+groups, an extra loss term, and a hook that runs after every *real* optimiser step (registered
+with ``Optimizer.register_step_post_hook``, so a step skipped by AMP's scaler runs no prox).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics.aggregation import MeanMetric
+
+from ftlab.adapters.base import AdaptedModel
+from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
+
+
+def gpu_memory_mb() -> float:
+    return torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+
+
+class FtlabModule(L.LightningModule):
+    def __init__(self, adapted: AdaptedModel, cfg: Any, *, lr: float | None = None,
+                 schedule: Any = None, max_steps: int | None = None):
+        super().__init__()
+        self.adapted = adapted
+        self.model = adapted.model
+        self.cfg = cfg
+        self.schedule = schedule if schedule is not None else cfg.schedule
+        self.max_steps = total_steps(self.schedule, max_steps or cfg.train.max_steps)
+        self.base_lr = float(lr if lr is not None else self.schedule.lr)
+        self.stages = stage_table(self.schedule)
+        self._stage_index: int | None = None
+        self.val_loss = MeanMetric()
+        # Per-micro-batch losses and token counts since the last optimiser step (read by callbacks).
+        self.pending_losses: list[float] = []
+        self.pending_tokens = 0
+        self.epoch_losses: list[float] = []  # task loss of every micro-batch of this epoch
+
+    def lr_at(self, step: int) -> float:
+        return lr_at(step, self.schedule, self.max_steps) * self.base_lr / float(self.schedule.lr)
+
+    def current_stage(self):
+        return stage_at(self.stages, self.global_step) if self.stages else None
+
+    def _enter_stage(self) -> None:
+        stage = self.current_stage()
+        if stage is not None and stage.index != self._stage_index:
+            self._stage_index = stage.index
+            self.adapted.on_stage_start(stage)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._enter_stage()
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          labels=batch["labels"])
+
+    def training_step(self, batch, batch_idx):
+        loss = self(batch).loss
+        value = loss.detach().item()
+        self.pending_losses.append(value)
+        self.epoch_losses.append(value)
+        self.pending_tokens += int(batch["attention_mask"].sum())
+        reg = self.adapted.regularization()
+        total = loss if reg is None else loss + reg
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        self.log("lr", self.lr_at(self.global_step), prog_bar=True, on_step=True, logger=False)
+        self.log("mem_mb", gpu_memory_mb(), prog_bar=True, on_step=True, logger=False)
+        sparsity = self.adapted.sparsity()
+        if sparsity is not None:
+            self.log("sparsity", sparsity, prog_bar=True, on_step=True, logger=False)
+        return total
+
+    def validation_step(self, batch, batch_idx):
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
+        valid = labels.flatten() != -100
+        self.val_loss.update(nll[valid])
+        return None
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
+        self.val_loss.reset()
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        groups = self.adapted.param_groups(self.base_lr, t.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=self.base_lr, betas=tuple(t.betas), eps=t.eps,
+                                weight_decay=t.weight_decay)
+        opt.register_step_post_hook(lambda optimizer, args, kwargs: self.adapted.after_optimizer_step(optimizer))
+        sched = LambdaLR(opt, lr_multiplier(self.schedule, self.max_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

@@ -1,0 +1,63 @@
+"""Build the Lightning Trainer from the ``hardware``, ``train`` and ``logger`` groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from ftlab.errors import ConfigError
+
+
+def build_logger(cfg: Any, run_dir: Path):
+    name = cfg.logger.name
+    if name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="lightning_logs", version="")
+    if name == "wandb":
+        import os
+
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ["WANDB_MODE"] = cfg.logger.mode
+        os.environ.setdefault("WANDB_SILENT", "true")
+        return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
+                           name=cfg.name, tags=list(cfg.logger.tags), offline=cfg.logger.mode == "offline")
+    raise ConfigError("logger", name, "one of ['csv', 'wandb']")
+
+
+def strategy(cfg: Any) -> str:
+    h = cfg.hardware
+    if h.strategy != "auto":
+        return h.strategy
+    if h.devices * h.num_nodes > 1:
+        return "ddp"
+    return "auto"
+
+
+def build_trainer(cfg: Any, *, max_steps: int, callbacks: list, logger=False, run_dir: Path | None = None,
+                  validate: bool = True, accumulate: int | None = None) -> L.Trainer:
+    h, t = cfg.hardware, cfg.train
+    return L.Trainer(
+        accelerator=h.accelerator,
+        devices=h.devices,
+        num_nodes=h.num_nodes,
+        strategy=strategy(cfg),
+        precision=h.precision,
+        max_steps=max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=t.accumulate_grad_batches if accumulate is None else accumulate,
+        gradient_clip_val=t.gradient_clip_val,
+        deterministic=t.deterministic,
+        callbacks=callbacks,
+        logger=logger,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_checkpointing=False,  # ftlab's PeriodicCheckpoint writes the checkpoint dirs
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if validate else 0,
+        default_root_dir=str(run_dir) if run_dir else None,
+        use_distributed_sampler=False,  # ResumableSampler shards by rank itself
+    )
