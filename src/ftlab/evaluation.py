@@ -6,12 +6,12 @@ so the same code gives the same numbers under DDP sync or single process.
 
 from __future__ import annotations
 
-
 import torch
 from torchmetrics.aggregation import MeanMetric
 
 from ftlab.data.encoding import IGNORE_INDEX, collate, encode_example, left_pad
 from ftlab.data.tasks import Example
+from ftlab.scoring import choice_accuracy, final_number_match
 
 
 def normalize_answer(text: str) -> str:
@@ -68,6 +68,13 @@ SCORERS = {
     "exact_match": ("eval_exact_match",
                     lambda model, tok, ex, cfg: exact_match(model, tok, ex, cfg.task.max_new_tokens,
                                                             cfg.train.eval_batch_size)),
+    "accuracy": ("eval_accuracy",
+                 lambda model, tok, ex, cfg: choice_accuracy(
+                     model, tok, ex, cfg.task.max_length, cfg.train.eval_batch_size,
+                     bool((cfg.task.options or {}).get("length_normalize", False)))),
+    "final_number": ("eval_exact_match",
+                     lambda model, tok, ex, cfg: final_number_match(model, tok, ex, cfg.task.max_new_tokens,
+                                                                    cfg.train.eval_batch_size)),
 }
 
 

@@ -110,6 +110,15 @@ def validate_resume(cfg) -> None:
         fail("resume", r, "null, 'auto' or an existing checkpoint directory")
 
 
+def validate_task_metric(cfg) -> None:
+    from ftlab.data.real_tasks import validate_real_task
+    from ftlab.evaluation import SCORERS
+
+    if cfg.task.metric not in SCORERS:
+        fail("task.metric", cfg.task.metric, f"one of {sorted(SCORERS)}")
+    validate_real_task(cfg)
+
+
 #: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
 VALIDATORS: list[Callable[[Any], None]] = [
     validate_adapter,
@@ -117,6 +126,7 @@ VALIDATORS: list[Callable[[Any], None]] = [
     validate_train,
     validate_hardware,
     validate_task,
+    validate_task_metric,
     validate_logger,
     validate_resume,
 ]

@@ -166,7 +166,7 @@ register_task("arithmetic", Arithmetic)
 
 def _load_builtin() -> None:
     # Real-dataset tasks register themselves on import (one line per module).
-    pass
+    import ftlab.data.real_tasks  # noqa: F401
 
 
 def task_names() -> list[str]:

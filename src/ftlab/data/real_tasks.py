@@ -1,0 +1,211 @@
+"""BoolQ, HellaSwag and GSM8K read from local files in the layouts of their public releases.
+
+The files are the researcher's own copies (``task.path``): JSONL as released by the authors, or
+the parquet shards of the public Hugging Face mirrors, with the field names as published. Nothing
+is downloaded and no dataset text ships with ftlab; tests generate small files in these schemas.
+
+- BoolQ (google-research-datasets/boolean-questions; HF ``google/boolq``): ``question``,
+  ``passage``, ``answer`` (bool; ``title`` optional). Scored as a two-way choice " no"/" yes".
+- HellaSwag (rowanz/hellaswag ``hellaswag_*.jsonl``; HF ``Rowan/hellaswag``): ``ctx``,
+  ``endings`` (list), ``label`` (int in the JSONL, a digit string in the parquet),
+  ``activity_label`` optional. Scored by the log-likelihood of each ending.
+- GSM8K (openai/grade-school-math ``*.jsonl``; HF ``openai/gsm8k`` main): ``question``,
+  ``answer`` (worked solution ending in ``#### N``). Scored by exact match of the final number.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ftlab.data.tasks import Example, Task, read_jsonl, register_task
+from ftlab.errors import FtlabError, fail
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+FINAL_ANSWER_MARK = "####"
+
+
+def read_rows(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """``(where, row)`` pairs of a JSONL or parquet file; ``where`` names the file and line/row
+    so that a bad value deeper in a task's parser can still point at its source."""
+    path = Path(path)
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return _read_parquet(path, required)
+    rows = read_jsonl(path, required)
+    # read_jsonl skips blank lines; recover the line numbers for later messages.
+    with open(path, encoding="utf-8") as fh:
+        numbers = [i for i, line in enumerate(fh, start=1) if line.strip()]
+    return [(f"{path}:{n}", r) for n, r in zip(numbers, rows)]
+
+
+def _read_parquet(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a corrupt/foreign file
+        raise FtlabError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from err
+    for key in required:
+        if key not in frame.columns:
+            raise FtlabError(f"{path}: missing field {key!r} (required: {list(required)}; "
+                             f"columns: {list(frame.columns)})")
+    if frame.empty:
+        raise FtlabError(f"{path}: no examples")
+    out = []
+    for i, row in enumerate(frame.to_dict(orient="records"), start=1):
+        for key in required:
+            if _is_null(row[key]):
+                raise FtlabError(f"{path}: row {i}: field {key!r} is empty (required: {list(required)})")
+        out.append((f"{path}: row {i}", row))
+    return out
+
+
+def _is_null(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN
+    except (TypeError, ValueError):  # arrays: not a scalar null
+        return False
+
+
+def _bad(where: str, key: str, value: Any, allowed: str) -> FtlabError:
+    return FtlabError(f"{where}: field {key!r}={value!r} is invalid: {allowed}")
+
+
+def _text(where: str, row: dict, key: str) -> str:
+    value = row[key]
+    if not isinstance(value, str):
+        raise _bad(where, key, value, "a string")
+    return value
+
+
+def _clean(text: str) -> str:
+    """HellaSwag's WikiHow contexts carry markup like ``[title]`` / ``[step]``; keep the words."""
+    return " ".join(re.sub(r"\s*\[[a-z]+\]\s*", " ", text).split())
+
+
+# -- BoolQ ---------------------------------------------------------------------------------
+
+BOOLQ_CHOICES = (" no", " yes")
+
+
+def boolq_example(where: str, row: dict) -> Example:
+    answer = row["answer"]
+    if hasattr(answer, "item"):  # numpy bool from parquet
+        answer = answer.item()
+    if not isinstance(answer, bool):
+        raise _bad(where, "answer", answer, "true or false")
+    question = _text(where, row, "question").strip().rstrip("?")
+    prompt = f"{_text(where, row, 'passage').strip()}\nQuestion: {question}?\nAnswer:"
+    label = int(answer)
+    return Example(prompt, BOOLQ_CHOICES[label], choices=BOOLQ_CHOICES, label=label)
+
+
+class BoolQ(Task):
+    name = "boolq"
+    metric = "accuracy"
+    required = ("question", "passage", "answer")
+
+    def load_file(self, path: Path) -> list[Example]:
+        return [boolq_example(w, r) for w, r in read_rows(path, self.required)]
+
+
+# -- HellaSwag -----------------------------------------------------------------------------
+
+def hellaswag_example(where: str, row: dict) -> Example:
+    endings = row["endings"]
+    if hasattr(endings, "tolist"):  # numpy array from parquet
+        endings = endings.tolist()
+    if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
+        raise _bad(where, "endings", endings, "a list of at least 2 strings")
+    label = row["label"]
+    if isinstance(label, str) and label.strip().lstrip("-").isdigit():
+        label = int(label)
+    if hasattr(label, "item"):
+        label = label.item()
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(endings):
+        raise _bad(where, "label", row["label"], f"an index in [0, {len(endings) - 1}]")
+    ctx = _clean(_text(where, row, "ctx"))
+    activity = row.get("activity_label")
+    prompt = f"{_clean(activity)}: {ctx}" if isinstance(activity, str) and activity.strip() else ctx
+    choices = tuple(" " + _clean(e) for e in endings)
+    return Example(prompt, choices[label], choices=choices, label=label)
+
+
+class HellaSwag(Task):
+    name = "hellaswag"
+    metric = "accuracy"
+    required = ("ctx", "endings", "label")
+
+    def load_file(self, path: Path) -> list[Example]:
+        return [hellaswag_example(w, r) for w, r in read_rows(path, self.required)]
+
+
+# -- GSM8K ---------------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def normalize_number(text: str) -> str | None:
+    """Canonical form of a number as written in a solution: no ``$`` or thousands commas,
+    no trailing ``.0``; ``None`` when the text holds no number."""
+    match = _NUMBER.search(text)
+    if match is None:
+        return None
+    raw = match.group(0).replace("$", "").replace(",", "")
+    if "." in raw:
+        raw = raw.rstrip("0").rstrip(".")
+    if raw in ("-0", ""):
+        raw = "0"
+    return raw
+
+
+def final_number(text: str) -> str | None:
+    """The answer a GSM8K-style solution commits to: the number after the last ``####``, else the
+    last number in the text (a model may stop before writing the marker)."""
+    if FINAL_ANSWER_MARK in text:
+        tail = text.rsplit(FINAL_ANSWER_MARK, 1)[1]
+        found = normalize_number(tail)
+        if found is not None:
+            return found
+    numbers = _NUMBER.findall(text)
+    return normalize_number(numbers[-1]) if numbers else None
+
+
+def gsm8k_example(where: str, row: dict) -> Example:
+    answer = _text(where, row, "answer")
+    if FINAL_ANSWER_MARK not in answer or normalize_number(answer.rsplit(FINAL_ANSWER_MARK, 1)[1]) is None:
+        raise _bad(where, "answer", answer[-40:], f"a solution ending in '{FINAL_ANSWER_MARK} <number>'")
+    prompt = f"Question: {_text(where, row, 'question').strip()}\nAnswer:"
+    return Example(prompt, " " + answer.strip())
+
+
+class GSM8K(Task):
+    name = "gsm8k"
+    metric = "final_number"
+    required = ("question", "answer")
+
+    def load_file(self, path: Path) -> list[Example]:
+        return [gsm8k_example(w, r) for w, r in read_rows(path, self.required)]
+
+
+REAL_TASKS = {t.name: t for t in (BoolQ, HellaSwag, GSM8K)}
+#: metrics each real task can be scored with (the first is the task's own)
+TASK_METRICS = {"boolq": ("accuracy", "exact_match"), "hellaswag": ("accuracy",),
+                "gsm8k": ("final_number", "exact_match")}
+
+for _cls in REAL_TASKS.values():
+    register_task(_cls.name, _cls)
+
+
+def validate_real_task(cfg: Any) -> None:
+    """At composition: a real task needs its file, and a metric that fits its answers."""
+    t = cfg.task
+    if t.name not in REAL_TASKS:
+        return
+    if not t.path:
+        fail("task.path", t.path, f"a local JSONL or parquet file in the published {t.name} format")
+    if t.metric not in TASK_METRICS[t.name]:
+        fail("task.metric", t.metric, f"one of {list(TASK_METRICS[t.name])} for task {t.name}")
