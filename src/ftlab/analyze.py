@@ -1,0 +1,52 @@
+"""``python -m ftlab.analyze DIR [--plot] [--out OUT]``: tables and plots over a tree of run dirs.
+
+Writes ``summary.csv``, ``grouped_summary.csv`` and ``sparsity_vs_performance.csv`` (and with
+``--plot`` PNGs under ``plots/``) into ``DIR/analysis`` unless ``--out`` says otherwise. Runs
+without ``metrics.json`` are listed as unfinished on stdout and in ``summary.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ftlab.errors import FtlabError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ftlab.analyze", description=__doc__.splitlines()[0])
+    p.add_argument("dir", type=Path, help="a run dir, a sweep dir, or any tree of them")
+    p.add_argument("--plot", action="store_true", help="also write PNG plots under OUT/plots/")
+    p.add_argument("--out", type=Path, default=None, help="output dir (default: DIR/analysis)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from ftlab.analysis import analyze
+
+    try:
+        result = analyze(args.dir, args.out, plot=args.plot)
+    except FtlabError as err:
+        print(f"ftlab: error: {err}", file=sys.stderr)
+        return 2
+    done = len(result.records) - len(result.unfinished)
+    print(f"{len(result.records)} run(s) under {args.dir}: {done} finished, {len(result.unfinished)} unfinished")
+    for rec in result.unfinished:
+        step = rec.last_step()
+        where = f"last logged step {step}" if step is not None else "no steps logged"
+        print(f"  unfinished: {rec.rel} (no metrics.json; {where})")
+    for rec in result.records:
+        for problem in rec.problems:
+            print(f"  warning: {rec.rel}: {problem}")
+    cols = [c for c in ("run", "status", "metric", "metric_value", "val_loss", "sparsity", "tokens_per_sec",
+                        "train_time_s") if c in result.summary]
+    print(result.summary[cols].to_string(index=False, max_colwidth=40))
+    for f in result.files:
+        print(f"wrote {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
