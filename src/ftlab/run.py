@@ -25,6 +25,7 @@ from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
 from ftlab.evaluation import evaluate
 from ftlab.models import build_model, build_tokenizer
+from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
 from ftlab.training.schedules import total_steps
 from ftlab.training.trainer import build_logger, build_trainer
@@ -134,8 +135,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     tokenizer, model = prepare_model(cfg)
+    masks = prepare_masks(cfg, model, tokenizer)  # sparse base: W <- W * M (None when dense)
     spec = get_adapter(cfg.adapter.name)
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
     dm = TaskDataModule(cfg, tokenizer)
     dm.setup()
 
@@ -148,6 +151,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
         write_json(run_dir / "training_history.json", empty_history(adapted.gated))
 
     metrics: dict[str, Any] = {}
+    if masks is not None:  # merge + re-mask + validate; evaluation and export see that sparse model
+        metrics.update(finish_sparse(adapted, cfg, run_dir))
     if cfg.eval.enabled:
         metrics.update(evaluate(adapted.model, tokenizer, dm.splits, cfg))
     metrics.update(facts)

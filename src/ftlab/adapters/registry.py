@@ -39,6 +39,7 @@ def register_adapter(spec: AdapterSpec) -> AdapterSpec:
 def _load_builtin() -> None:
     # Import for the side effect of registration; one line per adapter family.
     import ftlab.adapters.full  # noqa: F401
+    import ftlab.adapters.masked  # noqa: F401
     import ftlab.adapters.peft_lora  # noqa: F401
 
 

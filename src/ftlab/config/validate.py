@@ -119,6 +119,12 @@ def validate_task_metric(cfg) -> None:
     validate_real_task(cfg)
 
 
+def validate_sparsity(cfg) -> None:
+    from ftlab.sparsity.config import validate_sparsity as check_sparsity
+
+    check_sparsity(cfg)
+
+
 #: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
 VALIDATORS: list[Callable[[Any], None]] = [
     validate_adapter,
@@ -129,6 +135,7 @@ VALIDATORS: list[Callable[[Any], None]] = [
     validate_task_metric,
     validate_logger,
     validate_resume,
+    validate_sparsity,
 ]
 
 

@@ -1,0 +1,123 @@
+"""Checks on masks (do they fit the model, do they reach their target) and on weights (do they
+keep a mask's zeros). Each failed check on user input is one line naming the parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ftlab.errors import ConfigError
+from ftlab.sparsity.masks import group_count, nm_pattern_ok, prune_count, sparsity_of, structured_ok
+from ftlab.sparsity.selection import HeadLayout
+
+#: Allowed gap between achieved and target sparsity of unstructured masks (0.5 percentage points).
+TOLERANCE = 0.005
+
+
+def check_fit(masks: dict[str, Any], shapes: dict[str, tuple[int, ...]], key: str, value: Any) -> None:
+    """Every mask names a parameter of the model, has its shape and is boolean.
+
+    ``masks`` values are tensors or ``(shape, dtype string)`` pairs (a file header).
+    """
+    if not masks:
+        raise ConfigError(key, value, "a mask file with at least one mask")
+    for name, m in masks.items():
+        shape, dtype = (tuple(m.shape), str(m.dtype)) if isinstance(m, torch.Tensor) else (tuple(m[0]), str(m[1]))
+        if name not in shapes:
+            raise ConfigError(key, value, f"masks for parameters of this model; {name!r} is not one of its "
+                              "parameters (a mask made for another model?)")
+        if shape != tuple(shapes[name]):
+            raise ConfigError(key, value, f"mask for {name} has shape {list(shape)}, the model's parameter has "
+                              f"{list(shapes[name])} (a mask made for another model?)")
+        if dtype.lower().removeprefix("torch.") not in ("bool",):
+            raise ConfigError(key, value, f"boolean masks; {name} has dtype {dtype.removeprefix('torch.')}")
+
+
+def check_model(meta: dict | None, model_name: str, key: str, value: Any) -> None:
+    """A sidecar that names another model is refused even when every shape happens to fit."""
+    if meta and meta.get("model") and meta["model"] != model_name:
+        raise ConfigError(key, value, f"a mask for model {model_name!r}; this one was computed for "
+                          f"{meta['model']!r}")
+
+
+def _layout(entry: dict) -> HeadLayout | None:
+    head = entry.get("heads")
+    return HeadLayout(head["dim"], int(head["heads"])) if head else None
+
+
+def check_targets(masks: dict[str, torch.Tensor], meta: dict, key: str, value: Any) -> None:
+    """Achieved sparsity matches the sidecar's target: N:M exactly (pattern), structured as whole
+    groups at the nearest achievable count, unstructured within 0.5 pp (per layer, or over all
+    layers for the global comparison group)."""
+    method, level = meta["method"], float(meta["level"])
+    layers = meta.get("layers", {})
+    if method == "nm":
+        n, m = int(meta["n"]), int(meta["m"])
+        for name, mask in masks.items():
+            if not nm_pattern_ok(mask, n, m):
+                raise ConfigError(key, value, f"an exact {n}:{m} pattern; {name} has a group of {m} columns "
+                                  f"without exactly {n} pruned entries")
+        return
+    if method == "structured":
+        for name, mask in masks.items():
+            layout = _layout(layers.get(name, {}))
+            if not structured_ok(mask, layout):
+                raise ConfigError(key, value, f"whole {'heads' if layout else 'channels'} pruned; {name} has a "
+                                  "partially pruned group")
+            groups = group_count(tuple(mask.shape), method, meta.get("group", "layer"), layout)
+            want = prune_count(level, groups) / groups
+            if abs(sparsity_of(mask) - want) > TOLERANCE:
+                raise ConfigError(key, value, f"{want:.4f} sparsity in {name} ({prune_count(level, groups)} of "
+                                  f"{groups} groups); achieved {sparsity_of(mask):.4f}")
+        return
+    if meta.get("group") == "global":
+        total = sum(m.numel() for m in masks.values())
+        achieved = 1.0 - sum(int(m.sum()) for m in masks.values()) / total
+        if abs(achieved - level) > TOLERANCE:
+            raise ConfigError(key, value, f"overall sparsity within 0.5 pp of {level}; achieved {achieved:.4f}")
+        return
+    for name, mask in masks.items():
+        if abs(sparsity_of(mask) - level) > TOLERANCE:
+            raise ConfigError(key, value, f"sparsity within 0.5 pp of {level} in every layer; {name} has "
+                              f"{sparsity_of(mask):.4f}")
+
+
+# -- weights against a mask -------------------------------------------------------------------
+def validate_weights(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Per layer: expected sparsity (the mask's), achieved (exact zeros of W), max |W| where M = 0
+    and the count of such non-zeros ("leaks"); ``passed`` when no layer leaks.
+
+    ``weights`` must hold every masked parameter (see :func:`check_fit`).
+    """
+    layers: dict[str, dict[str, Any]] = {}
+    total = zeros = pruned = leaks = 0
+    max_leak = 0.0
+    for name, mask in masks.items():
+        w = weights[name].detach()
+        m = mask.to(w.device)
+        off = w[~m]
+        n_leaks = int(torch.count_nonzero(off))
+        layer_max = float(off.abs().max()) if off.numel() else 0.0
+        n_zero = int((w == 0).sum())
+        layers[name] = {
+            "expected_sparsity": sparsity_of(mask),
+            "achieved_sparsity": n_zero / w.numel(),
+            "max_abs_where_pruned": layer_max,
+            "leaks": n_leaks,
+            "passed": n_leaks == 0,
+        }
+        total += w.numel()
+        zeros += n_zero
+        pruned += int((~mask).sum())
+        leaks += n_leaks
+        max_leak = max(max_leak, layer_max)
+    return {
+        "passed": leaks == 0,
+        "leaks": leaks,
+        "max_abs_where_pruned": max_leak,
+        "expected_sparsity": pruned / max(1, total),
+        "achieved_sparsity": zeros / max(1, total),
+        "layers": layers,
+    }

@@ -1,0 +1,115 @@
+"""Checks of the ``sparsity`` group, run at composition for every job of a run or sweep.
+
+Structural checks (which modules match, do they have heads, does N:M divide their width, does a
+mask file fit) use the model built on the ``meta`` device, so they cost no weights and no data.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ftlab.errors import fail
+from ftlab.sparsity.masks import GROUPS, METHODS, STRUCTURES
+from ftlab.sparsity.scores import IMPORTANCES
+
+MODES = ("sparse_to_dense", "sparse_to_sparse")
+
+
+def sparsity_enabled(sparsity_cfg: Any) -> bool:
+    """A run has a sparse base when it names a method or a mask file."""
+    return sparsity_cfg.method != "none" or bool(sparsity_cfg.mask_path)
+
+
+def _level(key: str, value: Any) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= float(value) < 1.0):
+        fail(key, value, "a number in [0, 1)")
+
+
+@functools.lru_cache(maxsize=8)
+def _meta_model(model_yaml: str):
+    """The architecture on the meta device (no weights), or ``None`` if it cannot be built here."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ftlab.models import build_model
+
+    model_cfg = OmegaConf.create(model_yaml)
+    try:
+        path = model_cfg.name_or_path
+        if path and Path(path).is_dir():
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+        return build_model(model_cfg, device="meta")
+    except Exception:  # noqa: BLE001 - the run builds the model itself and reports its own error
+        return None
+
+
+def _structural_checks(cfg: Any) -> None:
+    from ftlab.sparsity.check import check_fit, check_model
+    from ftlab.sparsity.compute import layouts_for, spec_of
+    from ftlab.sparsity.io import mask_shapes, sidecar_path
+    from ftlab.sparsity.selection import select_modules
+
+    sp = cfg.sparsity
+    model = _meta_model(OmegaConf.to_yaml(cfg.model, resolve=True))
+    if model is None:
+        return
+    if sp.mask_path and Path(sp.mask_path).suffix == ".safetensors":
+        shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+        check_fit(mask_shapes(sp.mask_path), shapes, "sparsity.mask_path", sp.mask_path)
+        side = sidecar_path(sp.mask_path)
+        if side.is_file():
+            import json
+
+            check_model(json.loads(side.read_text()), cfg.model.name, "sparsity.mask_path", sp.mask_path)
+    if sp.method == "none":
+        return
+    spec = spec_of(sp)
+    targets = select_modules(model, list(sp.modules))
+    layouts_for(model, targets, spec)  # raises for structure=head on a module without heads
+    if sp.method == "nm":
+        for name, lin in targets.items():
+            if lin.in_features % sp.m:
+                fail("sparsity.m", sp.m, f"a divisor of the input width of every pruned module; {name} has "
+                     f"{lin.in_features} columns")
+
+
+def validate_sparsity(cfg: Any) -> None:
+    sp = cfg.sparsity
+    if sp.method not in ("none", *METHODS):
+        fail("sparsity.method", sp.method, f"one of {['none', *METHODS]}")
+    if sp.importance not in IMPORTANCES:
+        fail("sparsity.importance", sp.importance, f"one of {list(IMPORTANCES)}")
+    if sp.group not in GROUPS:
+        fail("sparsity.group", sp.group, f"one of {list(GROUPS)}")
+    if sp.structure not in STRUCTURES:
+        fail("sparsity.structure", sp.structure, f"one of {list(STRUCTURES)}")
+    if sp.mode not in MODES:
+        fail("sparsity.mode", sp.mode, f"one of {list(MODES)}")
+    _level("sparsity.level", sp.level)
+    for i, level in enumerate(sp.levels or []):
+        _level(f"sparsity.levels[{i}]", level)
+    if sp.method == "nm" and not 1 <= sp.n < sp.m:
+        fail("sparsity.n", sp.n, f"an integer in [1, sparsity.m={sp.m}): N:M prunes N of every M weights")
+    if sp.method in ("structured", "nm") and sp.group != "layer":
+        fail("sparsity.group", sp.group, f"'layer' for method={sp.method} (its groups are fixed by the method)")
+    if sp.method != "random" and sp.importance == "wanda" and sp.group == "global":
+        fail("sparsity.group", sp.group, "'row' or 'layer' with importance=wanda (Wanda prunes layer by layer, "
+             "each pruned layer feeding the next)")
+    for key in ("batches", "batch_size"):
+        if getattr(sp.calibration, key) < 1:
+            fail(f"sparsity.calibration.{key}", getattr(sp.calibration, key), "an integer >= 1")
+    if not sp.modules:
+        fail("sparsity.modules", list(sp.modules), "a non-empty list of fnmatch patterns over module names")
+    if sp.mask_path:
+        path = Path(sp.mask_path)
+        if path.suffix not in (".safetensors", ".pt"):
+            fail("sparsity.mask_path", sp.mask_path, "a .safetensors or .pt mask file")
+        if not path.is_file():
+            fail("sparsity.mask_path", sp.mask_path, "an existing mask file")
+    if sparsity_enabled(sp):
+        _structural_checks(cfg)

@@ -1,0 +1,93 @@
+"""What a mask is (the sidecar) and what it looks like (per-layer CSV table, PNG histogram)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftlab.callbacks.csvfile import CsvAppender
+from ftlab.sparsity.masks import overall_sparsity, sparsity_of
+from ftlab.sparsity.selection import HeadLayout
+
+TABLE_COLUMNS = ["layer", "rows", "cols", "numel", "pruned", "sparsity", "target"]
+
+
+def describe(masks: dict[str, torch.Tensor], *, model: str, method: str, importance: str, target: float,
+             spec: Any, layouts: dict[str, HeadLayout | None] | None = None,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sidecar: model, method, importance, level and per-layer achieved sparsity."""
+    layouts = layouts or {}
+    layers = {}
+    for name, m in masks.items():
+        entry: dict[str, Any] = {"shape": list(m.shape), "sparsity": sparsity_of(m)}
+        if layouts.get(name) is not None:
+            entry["heads"] = {"dim": layouts[name].dim, "heads": layouts[name].heads}
+        layers[name] = entry
+    return {
+        "model": model,
+        "method": method,
+        "importance": importance,
+        "level": target,
+        "group": spec.group,
+        "n": spec.n,
+        "m": spec.m,
+        "structure": spec.structure,
+        "overall_sparsity": overall_sparsity(masks),
+        **(extra or {}),
+        "layers": layers,
+    }
+
+
+def layer_rows(masks: dict[str, torch.Tensor], target: float) -> list[dict[str, Any]]:
+    rows = []
+    for name, m in masks.items():
+        r, c = m.shape
+        pruned = int((~m).sum())
+        rows.append({"layer": name, "rows": r, "cols": c, "numel": m.numel(), "pruned": pruned,
+                     "sparsity": f"{pruned / m.numel():.6f}", "target": f"{target:.6f}"})
+    return rows
+
+
+def write_layer_table(masks: dict[str, torch.Tensor], target: float, path: str | Path) -> Path:
+    out = CsvAppender(Path(path), TABLE_COLUMNS)
+    out.open()
+    for row in layer_rows(masks, target):
+        out.append(row)
+    return Path(path)
+
+
+def plot_histogram(masks: dict[str, torch.Tensor], target: float, path: str | Path, title: str = "") -> Path:
+    """Left: achieved sparsity per layer against the target. Right: histogram of per-row
+    sparsity over all pruned layers (uniform for row groups, spread out for global masks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(masks)
+    per_layer = [sparsity_of(masks[n]) for n in names]
+    per_row = torch.cat([1.0 - masks[n].float().mean(1) for n in names]).numpy()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4 + 0.12 * len(names)))
+    short = [n.removesuffix(".weight").removeprefix("model.") for n in names]
+    ax1.barh(range(len(names)), per_layer, color="tab:blue")
+    ax1.axvline(target, color="tab:red", linestyle="--", label=f"target {target:.2f}")
+    ax1.set_yticks(range(len(names)), short, fontsize=7)
+    ax1.invert_yaxis()
+    ax1.set_xlim(0, 1)
+    ax1.set_xlabel("sparsity per layer")
+    ax1.legend(loc="lower right")
+    ax2.hist(per_row, bins=50, range=(0, 1), color="tab:gray")
+    ax2.axvline(target, color="tab:red", linestyle="--")
+    ax2.set_xlabel("sparsity per output row")
+    ax2.set_ylabel("rows")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
