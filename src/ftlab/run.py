@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.base import AdaptedModel
@@ -41,9 +42,12 @@ def run_dir_of(cfg: DictConfig) -> Path:
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
-    if cfg.resume is None:
+    from ftlab.launchers.slurm import resume_setting
+
+    resume = resume_setting(cfg.resume)  # a requeued SLURM job resumes from its job dir ("auto")
+    if resume is None:
         return None
-    if cfg.resume == "auto":
+    if resume == "auto":
         found = find_latest_checkpoint(run_dir)
         return found / STATE_FILE if found else None
     path = Path(cfg.resume)
@@ -129,7 +133,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     """Train (unless the adapter is an eval-only control), evaluate, export; returns the task metric."""
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:  # DDP runs this recipe once per rank; rank 0 writes the files
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

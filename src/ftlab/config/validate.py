@@ -125,6 +125,13 @@ def validate_sparsity(cfg) -> None:
     check_sparsity(cfg)
 
 
+def validate_launcher(cfg) -> None:
+    """With its ``hydra`` node composed: a SLURM launcher asks for the job's own device layout."""
+    from ftlab.launchers.slurm import validate_launcher as check
+
+    check(cfg)
+
+
 #: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
 VALIDATORS: list[Callable[[Any], None]] = [
     validate_adapter,
@@ -136,6 +143,7 @@ VALIDATORS: list[Callable[[Any], None]] = [
     validate_logger,
     validate_resume,
     validate_sparsity,
+    validate_launcher,
 ]
 
 

@@ -78,30 +78,47 @@ def masks_from_scores(scores: dict[str, torch.Tensor], spec: MaskSpec,
 def compute_masks(cfg: Any, model: nn.Module, tokenizer, level: float | None = None) -> dict[str, torch.Tensor]:
     """Masks ``{weight name: bool keep-mask on CPU}`` for ``cfg.sparsity`` (``level`` overrides it)."""
     sp = cfg.sparsity
-    spec = spec_of(sp, level)
+    return compute_masks_for_levels(cfg, model, tokenizer, [sp.level if level is None else level])[0]
+
+
+def compute_masks_for_levels(cfg: Any, model: nn.Module, tokenizer,
+                             levels: list[float]) -> list[dict[str, torch.Tensor]]:
+    """One mask per level. Scores are computed once for all levels, except Wanda's, which depend
+    on the level through the pruned layers feeding the next ones."""
+    sp = cfg.sparsity
+    specs = [spec_of(sp, level) for level in levels]
     targets = select_modules(model, list(sp.modules))
-    layouts = layouts_for(model, targets, spec)
+    layouts = layouts_for(model, targets, specs[0])
+    if importance_of(sp) == "wanda":
+        batches = calibration_batches(cfg, tokenizer)
+        out = [wanda_masks(model, targets, batches, spec, layouts) for spec in specs]
+    else:
+        scores = importance_scores(cfg, model, tokenizer, targets)
+        out = [masks_from_scores(scores, spec, layouts) for spec in specs]
+    return [{name: mask.cpu() for name, mask in masks.items()} for masks in out]
+
+
+def importance_scores(cfg: Any, model: nn.Module, tokenizer, targets: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
+    """Per-weight scores of every importance but Wanda (which needs the layer-by-layer pass)."""
+    sp = cfg.sparsity
     importance = importance_of(sp)
     seed = cfg.seed if sp.seed is None else sp.seed
-    if importance == "wanda":
-        masks = wanda_masks(model, targets, calibration_batches(cfg, tokenizer), spec, layouts)
-    else:
-        if importance in S.NEEDS_GRADIENTS:
-            grads = accumulate_gradients(model, targets, calibration_batches(cfg, tokenizer))
-        scores = {}
-        for name, lin in targets.items():
-            if importance == "magnitude":
-                scores[name] = S.magnitude(lin.weight)
-            elif importance == "gradient":
-                scores[name] = S.gradient(grads.pop(name))
-            elif importance == "taylor":
-                scores[name] = S.taylor(lin.weight, grads.pop(name))
-            elif importance == "random":
-                scores[name] = S.random_scores(tuple(lin.weight.shape), seed, name)
-            else:
-                raise ConfigError("sparsity.importance", importance, f"one of {list(S.IMPORTANCES)}")
-        masks = masks_from_scores(scores, spec, layouts)
-    return {name: mask.cpu() for name, mask in masks.items()}
+    grads: dict[str, torch.Tensor] = {}
+    if importance in S.NEEDS_GRADIENTS:
+        grads = accumulate_gradients(model, targets, calibration_batches(cfg, tokenizer))
+    scores = {}
+    for name, lin in targets.items():
+        if importance == "magnitude":
+            scores[name] = S.magnitude(lin.weight)
+        elif importance == "gradient":
+            scores[name] = S.gradient(grads.pop(name))
+        elif importance == "taylor":
+            scores[name] = S.taylor(lin.weight, grads.pop(name))
+        elif importance == "random":
+            scores[name] = S.random_scores(tuple(lin.weight.shape), seed, name)
+        else:
+            raise ConfigError("sparsity.importance", importance, f"one of {list(S.IMPORTANCES)}")
+    return scores
 
 
 # -- gradients (gradient, taylor) ----------------------------------------------------------------

@@ -1,0 +1,46 @@
+"""Options of ``hydra/launcher=cerebras`` (the schema the Hydra plugin registers).
+
+Kept free of heavy imports: Hydra imports the plugin, and with it this module, whenever it scans
+for plugins, i.e. at the start of every ftlab command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+#: ``_target_`` of ftlab's Cerebras launcher plugin.
+CEREBRAS_TARGET = "hydra_plugins.ftlab_cerebras_launcher.cerebras_launcher.CerebrasLauncher"
+
+SPARSITY_ALGORITHMS = ("static", "gmp")
+
+
+@dataclass
+class CerebrasOptions:
+    # The ModelZoo CLI; found on PATH after ``python_env`` is activated.
+    executable: str = "cszoo"
+    target_device: str = "CSX"
+    # CS-X systems per job; null = each job's hardware.num_csx.
+    num_csx: Optional[int] = None
+    # A virtual environment with the Cerebras ModelZoo: ``source <python_env>/bin/activate`` runs first.
+    python_env: Optional[str] = None
+    # --mount_dirs / --python_paths: what the appliance's workers must see (data, code).
+    mount_dirs: list[str] = field(default_factory=list)
+    python_paths: list[str] = field(default_factory=list)
+    # ModelZoo data: directories of pre-processed (HDF5) train / validation samples.
+    data_processor: str = "GptHDF5MapDataProcessor"
+    train_data_dir: Optional[str] = None
+    val_data_dir: Optional[str] = None
+    # A base-model checkpoint in Cerebras format (``cszoo checkpoint convert`` from HF) to start from.
+    checkpoint_path: Optional[str] = None
+    # ftlab / HF module names -> ModelZoo names, applied to each dotted component of LoRA target
+    # modules and sparsity param filters (e.g. {q_proj: proj_q_dense_layer}); empty = unchanged.
+    module_names: dict[str, str] = field(default_factory=dict)
+    # Base-weight sparsity: static (one mask from the start, as ftlab) or gmp (gradual magnitude
+    # pruning from 0 to sparsity.level, mask updated every sparsity_update_freq steps).
+    sparsity_algorithm: str = "static"
+    sparsity_update_freq: int = 100
+    # Extra arguments appended to ``cszoo fit`` (e.g. [--compile_only]).
+    extra_args: list[str] = field(default_factory=list)
+    # Write each job's params YAML and command script, run nothing.
+    dry_run: bool = False

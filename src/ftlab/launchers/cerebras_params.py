@@ -1,0 +1,347 @@
+"""Translate one composed ftlab run config into a Cerebras ModelZoo trainer YAML (``cszoo fit``).
+
+The translation is a pure function of the config (plus the launcher's options), so it is tested
+field by field and runs identically in a dry run. What maps where:
+
+- ``model``    -> ``trainer.init.model`` (ModelZoo's llama / mistral / mixtral), dimensions read from
+  the same transformers config ftlab builds the model from, so both describe one architecture.
+- ``schedule`` -> ``trainer.init.schedulers``: ConstantLR / LinearLR / CosineDecayLR, chained with
+  SequentialLR; the warm-up is written so that the lr of every step equals ftlab's ``lr_at``
+  (:func:`cerebras_lr` evaluates the emitted schedule; tests compare the two step by step).
+- ``train``    -> optimizer (AdamW), loop, checkpoint and logging steps; ``precision`` from
+  ``hardware.precision`` with ``train.gradient_clip_val`` as ``max_gradient_norm``; the train
+  dataloader's ``batch_size`` is the *global* batch (ftlab's per-device batch x accumulation x
+  devices), which ModelZoo splits across the CS-X systems.
+- ``sparsity`` -> the ``sparsity`` block: level, ``static`` (one mask, as ftlab) or ``gmp``,
+  ``init_method`` topk (magnitude) or random, and ``param_filter`` globs built from the modules
+  ftlab would prune (layer indices replaced by ``*``).
+- ``adapter``  -> the ``Lora`` callback (lora, masked) or nothing (full). With ``adapter=masked``
+  the base weights are masked on the CS-X but ModelZoo's LoRA update is dense: the merged model
+  keeps the base mask only when the mask is applied again at merge (ftlab's masked merge does).
+
+Anything without a faithful Cerebras equivalent fails in :func:`check_supported` with one line
+naming the option, before any job is launched.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ftlab.errors import ConfigError
+from ftlab.launchers.cerebras_options import SPARSITY_ALGORITHMS
+
+#: ftlab ``model.arch`` -> ModelZoo model name.
+ARCHS = {"llama": "llama", "mistral": "mistral", "mixtral": "mixtral"}
+#: ``hardware.precision`` values that mean something on a CS-X (float32 = mixed precision off).
+PRECISIONS = ("cbfloat16", "bfloat16", "float16", "float32")
+LORA_ADAPTERS = ("lora", "masked")
+ADAPTERS = ("full", *LORA_ADAPTERS)
+#: Why the other adapters cannot run, for the error line.
+_UNSUPPORTED_ADAPTERS = {
+    "sora": "SoRA's rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for",
+    "sdora": "SDoRA's rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for",
+    "dora": "ModelZoo's Lora callback has no DoRA magnitude vector",
+    "none": "an eval-only control trains nothing to launch",
+}
+#: ftlab importance -> ModelZoo sparsity ``init_method``.
+INIT_METHODS = {"magnitude": "topk", "random": "random"}
+
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(node, key, default=default) if OmegaConf.is_config(node) else getattr(node, key, default)
+
+
+# ---------------------------------------------------------------------------- support checks
+def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
+    """Raise :class:`ConfigError` naming the first option Cerebras cannot run as configured."""
+    h = cfg.hardware
+    if h.accelerator != "cerebras":
+        raise ConfigError("hardware", h.name, "hardware=cerebras with hydra/launcher=cerebras")
+    if str(h.precision) not in PRECISIONS:
+        raise ConfigError("hardware.precision", h.precision, f"one of {list(PRECISIONS)} on Cerebras")
+    num_csx = opts.num_csx if opts.num_csx is not None else h.num_csx
+    if num_csx < 1:
+        raise ConfigError("hydra.launcher.num_csx" if opts.num_csx is not None else "hardware.num_csx",
+                          num_csx, "an integer >= 1")
+    name = cfg.adapter.name
+    if name in _UNSUPPORTED_ADAPTERS:
+        raise ConfigError("adapter", name, f"one of {list(ADAPTERS)} on Cerebras: {_UNSUPPORTED_ADAPTERS[name]}")
+    if name not in ADAPTERS:
+        raise ConfigError("adapter", name, f"one of {list(ADAPTERS)} on Cerebras")
+    if cfg.model.arch not in ARCHS:
+        raise ConfigError("model.arch", cfg.model.arch, f"one of {sorted(ARCHS)} (ModelZoo models ftlab translates)")
+    rope = _get(cfg.model.config, "rope_scaling") or {}
+    if rope and _get(rope, "rope_type", _get(rope, "type")) not in (None, "default"):
+        raise ConfigError("model.config.rope_scaling", OmegaConf.to_container(rope) if OmegaConf.is_config(rope)
+                          else rope, "null on Cerebras (ftlab does not translate RoPE scaling)")
+    if cfg.base.enabled:
+        raise ConfigError("base.enabled", True, "false on Cerebras (pre-train the base as its own cszoo run)")
+    if cfg.logger.name != "csv":
+        raise ConfigError("logger", cfg.logger.name, "csv on Cerebras (loss_log.csv is converted from cszoo's logs)")
+    _check_sparsity(cfg.sparsity, opts)
+    if launching and not opts.dry_run and not opts.train_data_dir:
+        raise ConfigError("hydra.launcher.train_data_dir", opts.train_data_dir,
+                          "a directory of ModelZoo-preprocessed training data (cszoo data_preprocess)")
+
+
+def _check_sparsity(s: Any, opts: Any) -> None:
+    if opts.sparsity_algorithm not in SPARSITY_ALGORITHMS:
+        raise ConfigError("hydra.launcher.sparsity_algorithm", opts.sparsity_algorithm,
+                          f"one of {list(SPARSITY_ALGORITHMS)}")
+    if opts.sparsity_update_freq < 1:
+        raise ConfigError("hydra.launcher.sparsity_update_freq", opts.sparsity_update_freq, "an integer >= 1")
+    if s.method == "none" or not s.level:
+        return
+    if s.method not in ("unstructured", "random"):
+        raise ConfigError("sparsity.method", s.method,
+                          "none, unstructured or random on Cerebras (its sparsity is unstructured per tensor)")
+    importance = "random" if s.method == "random" else s.importance
+    if importance not in INIT_METHODS:
+        raise ConfigError("sparsity.importance", s.importance,
+                          f"one of {sorted(INIT_METHODS)} on Cerebras (no calibration data on the appliance)")
+    if s.method == "unstructured" and s.group != "layer":
+        raise ConfigError("sparsity.group", s.group, "layer on Cerebras (topk ranks each weight tensor on its own)")
+    if s.mask_path:
+        raise ConfigError("sparsity.mask_path", s.mask_path, "null on Cerebras (masks are computed on the appliance)")
+
+
+# ---------------------------------------------------------------------------- schedules
+def _step_count(schedule_cfg: Any, max_steps: int) -> int:
+    from ftlab.training.schedules import total_steps
+
+    return total_steps(schedule_cfg, max_steps)
+
+
+def schedulers(schedule_cfg: Any, max_steps: int) -> list[dict]:
+    """ModelZoo schedulers whose lr at every step equals ftlab's ``lr_at``."""
+    name, lr = schedule_cfg.name, float(schedule_cfg.lr)
+    if name == "stages":
+        parts = [{"ConstantLR": {"learning_rate": float(st.lr), "total_iters": int(st.iters)}}
+                 for st in schedule_cfg.stages]
+        return _chain(parts)
+    warmup = int(schedule_cfg.warmup_steps)
+    parts = []
+    if warmup:
+        # ftlab: lr * (step + 1) / warmup for step < warmup. A LinearLR over `warmup` iters from
+        # lr/warmup towards lr*(warmup+1)/warmup hits exactly those values (its end is never used).
+        parts.append({"LinearLR": {"initial_learning_rate": lr / warmup,
+                                   "end_learning_rate": lr * (warmup + 1) / warmup, "total_iters": warmup}})
+    span = max(1, max_steps - warmup)
+    floor = lr * float(schedule_cfg.min_lr_ratio)
+    if name == "constant":
+        parts.append({"ConstantLR": {"learning_rate": lr}})
+    elif name == "cosine":
+        parts.append({"CosineDecayLR": {"initial_learning_rate": lr, "end_learning_rate": floor, "total_iters": span}})
+    elif name == "linear":
+        parts.append({"LinearLR": {"initial_learning_rate": lr, "end_learning_rate": floor, "total_iters": span}})
+    else:
+        raise ConfigError("schedule.name", name, "one of ['constant', 'cosine', 'linear', 'stages']")
+    return _chain(parts)
+
+
+def _chain(parts: list[dict]) -> list[dict]:
+    return parts if len(parts) == 1 else [{"SequentialLR": {"schedulers": parts}}]
+
+
+def cerebras_lr(scheds: list[dict], step: int) -> float:
+    """The lr ModelZoo's schedulers give at ``step`` (0-based), for the kinds :func:`schedulers`
+    emits: a segment runs ``total_iters`` steps, the last one forever; inside a segment ``t`` counts
+    from 0; LinearLR interpolates, CosineDecayLR follows half a cosine, both hold their end value."""
+    (only,) = scheds
+    kind, args = next(iter(only.items()))
+    if kind == "SequentialLR":
+        segs = args["schedulers"]
+        for i, seg in enumerate(segs):
+            iters = next(iter(seg.values())).get("total_iters")
+            if i == len(segs) - 1 or iters is None or step < iters:
+                return cerebras_lr([seg], step)
+            step -= iters
+    if kind == "ConstantLR":
+        return float(args["learning_rate"])
+    t = min(step, args["total_iters"]) / args["total_iters"]
+    a, b = float(args["initial_learning_rate"]), float(args["end_learning_rate"])
+    if kind == "LinearLR":
+        return a + (b - a) * t
+    if kind == "CosineDecayLR":
+        return b + (a - b) * 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(f"unknown scheduler {kind!r}")
+
+
+# ---------------------------------------------------------------------------- model
+def _hf_config(model_cfg: Any):
+    from ftlab.models import build_tokenizer
+    from ftlab.models.build import model_config
+
+    tokenizer = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
+    return model_config(model_cfg, tokenizer)
+
+
+def model_block(cfg: Any) -> dict:
+    """ModelZoo model params of the architecture ftlab would build."""
+    m = _hf_config(cfg.model)
+    heads = m.num_attention_heads
+    kv = getattr(m, "num_key_value_heads", None) or heads
+    head_dim = getattr(m, "head_dim", None) or m.hidden_size // heads
+    rope = getattr(m, "rope_theta", None) or (getattr(m, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+    bias = bool(getattr(m, "attention_bias", False))
+    if getattr(m, "hidden_act", "silu") != "silu":
+        raise ConfigError("model.config.hidden_act", m.hidden_act, "silu on Cerebras (ModelZoo's swiglu)")
+    block: dict[str, Any] = {
+        "name": ARCHS[cfg.model.arch],
+        "vocab_size": int(m.vocab_size),
+        "hidden_size": int(m.hidden_size),
+        "num_hidden_layers": int(m.num_hidden_layers),
+        "num_heads": int(heads),
+        "filter_size": int(m.intermediate_size),
+        "max_position_embeddings": int(m.max_position_embeddings),
+        "position_embedding_type": "rotary",
+        "rotary_dim": int(head_dim),
+        "rope_theta": float(rope),
+        "norm_type": "rmsnorm",
+        "layer_norm_epsilon": float(m.rms_norm_eps),
+        "nonlinearity": "swiglu",
+        "attention_type": "scaled_dot_product",
+        "attention_module": "multiquery_attention" if kv != heads else "aiayn_attention",
+        "use_projection_bias_in_attention": bias,
+        "use_ffn_bias_in_attention": bias,
+        "use_ffn_bias": bool(getattr(m, "mlp_bias", False)),
+        "use_bias_in_output": False,
+        "share_embedding_weights": bool(m.tie_word_embeddings),
+        "dropout_rate": 0.0,
+        "embedding_dropout_rate": 0.0,
+        "attention_dropout_rate": float(getattr(m, "attention_dropout", 0.0) or 0.0),
+    }
+    if kv != heads:
+        block["extra_attention_params"] = {"num_kv_groups": int(kv)}
+    window = getattr(m, "sliding_window", None)
+    if cfg.model.arch in ("mistral", "mixtral") and window:
+        block["attention_sliding_window_length"] = int(window)
+    if cfg.model.arch == "mixtral":
+        block["moe"] = {"num_experts": int(m.num_local_experts), "top_k": int(m.num_experts_per_tok)}
+    precision = str(cfg.hardware.precision)
+    if precision != "float32":
+        block.update({"mixed_precision": True, "fp16_type": precision})
+    return block
+
+
+# ---------------------------------------------------------------------------- adapter, sparsity
+def rename(path: str, module_names: Any) -> str:
+    """Apply the launcher's ``module_names`` map to every dotted component of ``path``."""
+    table = dict(module_names or {})
+    return ".".join(table.get(part, part) for part in path.split("."))
+
+
+def lora_callback(cfg: Any, opts: Any) -> dict | None:
+    a = cfg.adapter
+    if a.name not in LORA_ADAPTERS:
+        return None
+    targets = list(a.target_modules if a.target_modules is not None else cfg.model.target_modules)
+    return {"Lora": {"lora_params": {
+        "r": int(a.r),
+        "alpha": float(a.alpha),
+        "dropout": float(_get(a, "dropout", 0.0)),
+        "target_modules": [rename(t, opts.module_names) for t in targets],
+        "merge_weights": False,
+    }}}
+
+
+def param_globs(weight_names: list[str], module_names: Any = None) -> list[str]:
+    """Globs over parameter names that cover ``weight_names``: the top-level wrapper becomes ``*``
+    and layer indices ``*``, so one glob per kind of pruned weight (for any depth of model)."""
+    out = set()
+    for name in weight_names:
+        parts = name.split(".")[1:]
+        generic = ".".join("*" if re.fullmatch(r"\d+", p) else p for p in parts)
+        out.add("*." + rename(generic, module_names))
+    return sorted(out)
+
+
+def pruned_weight_names(cfg: Any) -> list[str]:
+    """The weights ftlab's sparsity config would prune, read off the architecture on the meta device."""
+    from ftlab.models import build_model
+    from ftlab.sparsity.selection import select_modules
+
+    model = build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")
+    return sorted(select_modules(model, list(cfg.sparsity.modules)))
+
+
+def _tokenizer_or_none(model_cfg: Any):
+    from ftlab.models import build_tokenizer
+
+    return build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
+
+
+def sparsity_block(cfg: Any, opts: Any, max_steps: int) -> dict | None:
+    s = cfg.sparsity
+    if s.method == "none" or not s.level:
+        return None
+    method = "random" if s.method == "random" else INIT_METHODS[s.importance]
+    block: dict[str, Any] = {"algorithm": opts.sparsity_algorithm, "init_method": method}
+    if opts.sparsity_algorithm == "static":
+        block["sparsity"] = float(s.level)
+    else:  # gmp: ramp linearly from dense to the level by the last step, one mask update every freq steps
+        block["sparsity"] = {"type": "linear", "init": 0.0, "slope": float(s.level) / max_steps}
+        block["update"] = {"freq": int(opts.sparsity_update_freq), "stop": int(max_steps)}
+    block["param_filter"] = param_globs(pruned_weight_names(cfg), opts.module_names)
+    return block
+
+
+# ---------------------------------------------------------------------------- the whole YAML
+def global_batch(cfg: Any) -> int:
+    """Samples per optimiser step over all devices: ModelZoo's ``batch_size`` (split over systems)."""
+    h, t = cfg.hardware, cfg.train
+    return int(t.batch_size * t.accumulate_grad_batches * h.devices * h.num_nodes)
+
+
+def precision_block(cfg: Any) -> dict:
+    precision = str(cfg.hardware.precision)
+    block: dict[str, Any] = {"enabled": precision != "float32"}
+    if precision != "float32":
+        block.update({"fp16_type": precision, "loss_scaling_factor": "dynamic"})
+    if cfg.train.gradient_clip_val is not None:
+        block["max_gradient_norm"] = float(cfg.train.gradient_clip_val)
+    return block
+
+
+def cszoo_params(cfg: Any, opts: Any, num_csx: int | None = None) -> dict:
+    """The trainer YAML (as a dict) for one job."""
+    check_supported(cfg, opts, launching=False)
+    t = cfg.train
+    steps = _step_count(cfg.schedule, t.max_steps)
+    num_csx = num_csx or (opts.num_csx if opts.num_csx is not None else cfg.hardware.num_csx)
+    init: dict[str, Any] = {
+        "backend": {"backend_type": str(opts.target_device),
+                    "cluster_config": {"num_csx": int(num_csx), "mount_dirs": list(opts.mount_dirs),
+                                       "python_paths": list(opts.python_paths)}},
+        "seed": int(cfg.seed),
+        "model": model_block(cfg),
+        "optimizer": {"AdamW": {"betas": [float(b) for b in t.betas], "eps": float(t.eps),
+                                "weight_decay": float(t.weight_decay), "correct_bias": True}},
+        "schedulers": schedulers(cfg.schedule, steps),
+        "precision": precision_block(cfg),
+        "loop": {"max_steps": steps},
+        "checkpoint": {"steps": int(t.save_every_n_steps or steps), "save_initial_checkpoint": False},
+        "logging": {"log_steps": int(t.log_every_n_steps)},
+    }
+    if opts.val_data_dir:
+        init["loop"]["eval_frequency"] = steps
+    if opts.checkpoint_path and cfg.adapter.name in LORA_ADAPTERS:
+        init["checkpoint"]["disable_strict_checkpoint_loading"] = True  # the base has no LoRA weights
+    sparsity = sparsity_block(cfg, opts, steps)
+    if sparsity is not None:
+        init["sparsity"] = sparsity
+    callbacks = [cb for cb in (lora_callback(cfg, opts),) if cb]
+    if callbacks:
+        init["callbacks"] = callbacks
+    loader = {"data_processor": opts.data_processor, "num_workers": int(t.num_workers)}
+    fit: dict[str, Any] = {"train_dataloader": {**loader, "data_dir": opts.train_data_dir,
+                                                "batch_size": global_batch(cfg), "shuffle": True,
+                                                "shuffle_seed": int(cfg.seed)}}
+    if opts.val_data_dir:
+        fit["val_dataloader"] = {**loader, "data_dir": opts.val_data_dir,
+                                 "batch_size": int(t.eval_batch_size), "shuffle": False}
+    return {"trainer": {"init": init, "fit": fit}}

@@ -1,0 +1,78 @@
+"""Launcher checks that ``python -m ftlab`` runs after every job's config validated and before
+Hydra launches anything: a sweep that cannot run where it is sent fails in seconds, with one line.
+
+The launcher's config is read from the sweep's *base* config (the command's overrides without
+the swept ones), because that is the one Hydra instantiates the launcher from: e.g. submitit
+resolves ``tasks_per_node: ${hardware.devices}`` once, against the base config's hardware.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from ftlab.errors import ConfigError
+from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
+from ftlab.launchers.slurm import check_cluster, check_resources, is_slurm_launcher
+
+
+def base_overrides(overrides: list[str]) -> list[str]:
+    """The overrides Hydra composes a multirun's base config from (sweeps dropped)."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
+
+
+def base_config(overrides: list[str], config_name: str = "config") -> DictConfig:
+    from ftlab.config.compose import compose_config
+
+    return compose_config(base_overrides(overrides), with_hydra=True, config_name=config_name)
+
+
+def cerebras_options(launcher: Any) -> CerebrasOptions:
+    plain = OmegaConf.to_container(launcher, resolve=True)
+    plain.pop("_target_", None)
+    return CerebrasOptions(**plain)
+
+
+def _local_job_checks(cfgs: list[DictConfig], multirun: bool, launcher_name: str) -> None:
+    for i, cfg in enumerate(cfgs):
+        h = cfg.hardware
+        if h.accelerator == "cerebras":
+            how = f"with hydra/launcher={launcher_name}" if multirun else "for a single run"
+            raise ConfigError("hardware", h.name, f"a local hardware option {how}; Cerebras jobs run "
+                              "through --multirun hydra/launcher=cerebras")
+        if multirun and h.devices * h.num_nodes > 1:
+            # Lightning's DDP re-executes the command line per rank; under a local multirun that
+            # would re-launch the whole sweep.
+            raise ConfigError("hardware.devices", h.devices,
+                              f"1 in a --multirun with hydra/launcher={launcher_name} (job #{i}): run multi-process "
+                              "jobs as single runs, or sweep them with hydra/launcher=slurm")
+
+
+def check_launch(overrides: list[str], cfgs: list[DictConfig], *, multirun: bool,
+                 config_name: str = "config") -> None:
+    """Raise :class:`ftlab.errors.FtlabError` if the jobs cannot run where they are sent."""
+    if not multirun:
+        _local_job_checks(cfgs, multirun=False, launcher_name="basic")
+        return
+    base = base_config(overrides, config_name)
+    launcher = base.hydra.launcher
+    target = OmegaConf.select(launcher, "_target_", default="")
+    if is_slurm_launcher(launcher):
+        for i, cfg in enumerate(cfgs):
+            check_resources(launcher, cfg.hardware, where=f"job #{i}")
+        check_cluster(launcher.partition)
+    elif target == CEREBRAS_TARGET:
+        from ftlab.launchers.cerebras_job import check_executable
+        from ftlab.launchers.cerebras_params import check_supported
+
+        opts = cerebras_options(launcher)
+        for cfg in cfgs:
+            check_supported(cfg, opts)
+        if not opts.dry_run:
+            check_executable(opts)
+    else:
+        name = OmegaConf.select(base, "hydra.runtime.choices", default={}).get("hydra/launcher", target)
+        _local_job_checks(cfgs, multirun=True, launcher_name=name)

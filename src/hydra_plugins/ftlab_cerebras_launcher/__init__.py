@@ -1,0 +1,5 @@
+"""ftlab's Hydra launcher plugin for Cerebras CS-X clusters: ``--multirun hydra/launcher=cerebras``.
+
+Lives in Hydra's ``hydra_plugins`` namespace package (there is deliberately no
+``hydra_plugins/__init__.py``), which is where Hydra discovers launchers.
+"""

@@ -1,0 +1,101 @@
+"""``hydra/launcher=cerebras``: every job of a sweep becomes one ``cszoo fit`` run.
+
+For each job the launcher composes the job's config exactly as the other launchers do, then,
+instead of training locally, translates it into a ModelZoo trainer YAML, writes it with the
+command script into the job dir and (unless ``dry_run``) runs ``cszoo fit`` and converts its logs.
+All jobs are translated and checked before the first one is launched, so an option Cerebras
+cannot run stops the sweep with one line and nothing half-launched.
+"""
+
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CerebrasLauncherConf(CerebrasOptions):
+    _target_: str = CEREBRAS_TARGET
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="cerebras", node=CerebrasLauncherConf, provider="ftlab")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class CerebrasLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        self.options = CerebrasOptions(**{k: _plain(v) for k, v in params.items()})
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # task_function (local training) is not used: the job runs on the appliance.
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def _num_csx(self, cfg: DictConfig) -> int:
+        return int(self.options.num_csx if self.options.num_csx is not None else cfg.hardware.num_csx)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
+        from omegaconf import open_dict
+
+        from ftlab.launchers.cerebras_job import check_executable
+        from ftlab.launchers.cerebras_params import check_supported, cszoo_params
+
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        opts = self.options
+        # 1. compose, check and translate every job before launching any
+        jobs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            check_supported(sweep_config, opts)
+            jobs.append((idx, overrides, sweep_config, cszoo_params(sweep_config, opts, self._num_csx(sweep_config))))
+        if not opts.dry_run:
+            check_executable(opts)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        verb = "Writing (dry run)" if opts.dry_run else "Launching"
+        log.info(f"{verb} {len(jobs)} Cerebras jobs with {opts.executable}")
+        # 2. run them (cszoo blocks until its appliance job ends)
+        runs = []
+        for idx, overrides, sweep_config, params in jobs:
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            runs.append(run_job(hydra_context=self.hydra_context, task_function=self._job(params, sweep_config),
+                                config=sweep_config, job_dir_key="hydra.sweep.dir",
+                                job_subdir_key="hydra.sweep.subdir"))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return runs
+
+    def _job(self, params: dict, sweep_config: DictConfig):
+        opts, num_csx = self.options, self._num_csx(sweep_config)
+
+        def cerebras_job(cfg: DictConfig):
+            from hydra.core.hydra_config import HydraConfig
+
+            from ftlab.launchers.cerebras_job import run_job as run_cszoo
+
+            job_dir = Path(HydraConfig.get().runtime.output_dir)
+            job_dir.mkdir(parents=True, exist_ok=True)
+            (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            metrics = run_cszoo(cfg, params, opts, job_dir, num_csx)
+            return None if metrics is None else metrics.get("final_train_loss")
+
+        return cerebras_job
