@@ -7,7 +7,6 @@ for plugins, i.e. at the start of every ftlab command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 #: ``_target_`` of ftlab's Cerebras launcher plugin.
 CEREBRAS_TARGET = "hydra_plugins.ftlab_cerebras_launcher.cerebras_launcher.CerebrasLauncher"
@@ -21,18 +20,18 @@ class CerebrasOptions:
     executable: str = "cszoo"
     target_device: str = "CSX"
     # CS-X systems per job; null = each job's hardware.num_csx.
-    num_csx: Optional[int] = None
+    num_csx: int | None = None
     # A virtual environment with the Cerebras ModelZoo: ``source <python_env>/bin/activate`` runs first.
-    python_env: Optional[str] = None
+    python_env: str | None = None
     # --mount_dirs / --python_paths: what the appliance's workers must see (data, code).
     mount_dirs: list[str] = field(default_factory=list)
     python_paths: list[str] = field(default_factory=list)
     # ModelZoo data: directories of pre-processed (HDF5) train / validation samples.
     data_processor: str = "GptHDF5MapDataProcessor"
-    train_data_dir: Optional[str] = None
-    val_data_dir: Optional[str] = None
+    train_data_dir: str | None = None
+    val_data_dir: str | None = None
     # A base-model checkpoint in Cerebras format (``cszoo checkpoint convert`` from HF) to start from.
-    checkpoint_path: Optional[str] = None
+    checkpoint_path: str | None = None
     # ftlab / HF module names -> ModelZoo names, applied to each dotted component of LoRA target
     # modules and sparsity param filters (e.g. {q_proj: proj_q_dense_layer}); empty = unchanged.
     module_names: dict[str, str] = field(default_factory=dict)

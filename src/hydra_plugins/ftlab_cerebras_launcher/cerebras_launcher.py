@@ -9,9 +9,10 @@ cannot run stops the sweep with one line and nothing half-launched.
 
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.launcher import Launcher
@@ -38,9 +39,9 @@ def _plain(value: Any) -> Any:
 class CerebrasLauncher(Launcher):
     def __init__(self, **params: Any) -> None:
         self.options = CerebrasOptions(**{k: _plain(v) for k, v in params.items()})
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
-        self.task_function: Optional[TaskFunction] = None
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         # task_function (local training) is not used: the job runs on the appliance.
