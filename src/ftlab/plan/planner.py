@@ -1,0 +1,178 @@
+"""Assemble a plan: compose every job of the sweep (+ controls), name them, build the stage tree,
+estimate each run's time and memory, and total the device-hours with and without reuse."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftlab.config.compose import compose_run, expand_sweep
+from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
+from ftlab.plan.naming import name_runs, split_override
+from ftlab.plan.options import PlanOptions
+from ftlab.plan.params import activation_mb_per_sample, model_facts, static_memory_mb, trainable_params
+from ftlab.plan.priors import Prior, find_priors
+from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree
+
+PLAN_VERSION = 1
+
+
+@dataclass
+class PlannedRun:
+    index: int
+    name: str
+    overrides: list[str]
+    cfg: DictConfig
+    control: bool
+    facts: RunFacts
+    trainable: int
+    time: TimeEstimate
+    memory: MemoryEstimate
+    chain: list[str] = field(default_factory=list)
+    seconds: float | None = None  # this run's iterations, computed from scratch
+
+    @property
+    def steps(self) -> int:
+        return 0 if self.control else _train_steps(self.cfg)
+
+
+@dataclass
+class Plan:
+    overrides: list[str]
+    options: PlanOptions
+    runs: list[PlannedRun]
+    tree: StageTree
+    reuse: dict[str, Any]
+    totals: dict[str, Any]
+    priors: list[Prior]
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _train_steps(cfg: DictConfig) -> int:
+    if cfg.schedule.name == "stages" and cfg.schedule.stages:
+        return sum(int(s.iters) for s in cfg.schedule.stages)
+    return int(cfg.train.max_steps)
+
+
+def control_overrides(job: list[str]) -> list[str]:
+    """The job with its adapter swapped for the eval-only control (adapter keys dropped)."""
+    keep = [o for o in job if split_override(o)[0].split(".", 1)[0] != "adapter"]
+    return [*keep, "adapter=none"]
+
+
+def run_facts(cfg: DictConfig) -> RunFacts:
+    """``total_params`` counts like ``metrics.json`` does: the base plus the adapter's own weights
+    (full fine-tuning adds none), so runs and priors scale against the same quantity."""
+    h = cfg.hardware
+    mf = model_facts(cfg.model)
+    total = mf.total + (trainable_params(mf, cfg) if cfg.adapter.name not in ("full", "none") else 0)
+    return RunFacts(
+        model=cfg.model.name, hardware=h.name, accelerator=h.accelerator, devices=int(h.devices) * int(h.num_nodes),
+        precision=str(h.precision), batch_size=int(cfg.train.batch_size),
+        accumulate=int(cfg.train.accumulate_grad_batches), adapter=cfg.adapter.name, task=cfg.task.name,
+        max_length=int(cfg.task.max_length), total_params=total,
+    )
+
+
+def activation_dtype(cfg: DictConfig) -> str:
+    return "bfloat16" if "16" in str(cfg.hardware.precision) else str(cfg.model.dtype)
+
+
+def node_seconds(node: StageNode, run: PlannedRun) -> float | None:
+    """Seconds for one stage node, from the run's seconds per fine-tuning step. Pre-training and
+    calibration steps are costed by their share of sequences x length relative to a training step."""
+    sec = run.time.sec_per_step
+    if sec is None or node.iters == 0:
+        return 0.0 if node.iters == 0 else None
+    cfg = run.cfg
+    train_work = cfg.train.batch_size * cfg.train.accumulate_grad_batches * cfg.task.max_length
+    if node.kind == "train":
+        return node.iters * sec
+    if node.kind == "base":
+        return node.iters * sec * (cfg.base.batch_size * cfg.base.max_length) / train_work
+    calib = cfg.sparsity.calibration
+    return node.iters * sec * (calib.batch_size * cfg.task.max_length) / train_work
+
+
+def build_runs(overrides: list[str], options: PlanOptions) -> tuple[list[list[str]], list[DictConfig], list[bool]]:
+    jobs = expand_sweep(overrides)
+    cfgs = [compose_run(job) for job in jobs]
+    controls_of: dict[str, list[str]] = {}
+    if options.controls:
+        from ftlab.plan.stages import trial_chain
+
+        for job, cfg in zip(jobs, cfgs):
+            key = trial_chain(cfg, trains=False)[0].key
+            controls_of.setdefault(key, control_overrides(job))
+    ctrl_jobs = list(controls_of.values())
+    ctrl_cfgs = [compose_run(job) for job in ctrl_jobs]
+    return jobs + ctrl_jobs, cfgs + ctrl_cfgs, [False] * len(jobs) + [True] * len(ctrl_jobs)
+
+
+def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | None = None) -> Plan:
+    jobs, cfgs, is_control = build_runs(overrides, options)
+    n_jobs = is_control.count(False)
+    names = name_runs(jobs[:n_jobs], cfgs[:n_jobs], list(zip(jobs[n_jobs:], cfgs[n_jobs:])))
+    priors = find_priors(options.prior_dirs) if priors is None else priors
+    trains = [not c and cfg.adapter.name != "none" for c, cfg in zip(is_control, cfgs)]
+    tree = stage_tree(cfgs, trains)
+    runs = []
+    for i, (job, cfg, ctrl, name) in enumerate(zip(jobs, cfgs, is_control, names)):
+        facts = run_facts(cfg)
+        mf = model_facts(cfg.model)
+        trainable = trainable_params(mf, cfg)
+        static = static_memory_mb(mf, trainable, str(cfg.model.dtype))
+        act = activation_mb_per_sample(mf, int(cfg.task.max_length), activation_dtype(cfg))
+        mem_gb = cfg.hardware.memory_gb
+        memory = estimate_memory(facts, priors, static, act, None if mem_gb is None else float(mem_gb) * 1024,
+                                 options.safety_factor)
+        if trains[i]:
+            est = estimate_time(facts, priors)
+        else:  # eval-only: no optimiser steps; its base pre-training is costed like the runs'
+            est = estimate_time(facts if cfg.adapter.name != "none" else _as_trained(facts, cfgs, i), priors)
+        runs.append(PlannedRun(i, name, job, cfg, ctrl or not trains[i], facts, trainable, est, memory,
+                               tree.trials[i]))
+    totals = compute_totals(runs, tree)
+    return Plan(list(overrides), options, runs, tree, reuse_numbers(tree), totals, priors)
+
+
+def _as_trained(facts: RunFacts, cfgs: list[DictConfig], i: int) -> RunFacts:
+    """A control has no training steps of its own; a base pre-training it shares is costed with
+    the adapter of a run that trains on the same setup (or LoRA)."""
+    others = [c.adapter.name for c in cfgs if c.adapter.name != "none" and c.model.name == facts.model]
+    return RunFacts(**{**facts.__dict__, "adapter": others[0] if others else "lora"})
+
+
+def compute_totals(runs: list[PlannedRun], tree: StageTree) -> dict[str, Any]:
+    """Device-hours naive (each run alone) and planned (each stage node once)."""
+    node_time: dict[str, float | None] = {}
+    node_run: dict[str, PlannedRun] = {}
+    for run in runs:
+        secs: float | None = 0.0
+        for key in run.chain:
+            t = node_seconds(tree.nodes[key], run)
+            node_time.setdefault(key, t)
+            node_run.setdefault(key, run)
+            secs = None if t is None or secs is None else secs + t
+        run.seconds = secs
+    known = [r for r in runs if r.seconds is not None]
+    naive = sum(r.seconds * r.facts.devices for r in known)
+    planned = 0.0
+    for key, t in node_time.items():
+        if t is not None and all(r.seconds is not None for r in runs if key in r.chain):
+            planned += t * tree.nodes[key].devices
+    return {
+        "runs": len(runs),
+        "runs_without_basis": [r.name for r in runs if r.seconds is None],
+        "device_hours_naive": naive / 3600,
+        "device_hours_planned": planned / 3600,
+        "device_hours_saved": (naive - planned) / 3600,
+        "speedup": naive / planned if planned else None,
+    }
+
+
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
