@@ -1,0 +1,117 @@
+"""``python -m ftlab.plan ... emit=slurm``: per-run dirs with composed config + sbatch, submit_all.sh."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from ftlab.config.compose import compose_run
+from ftlab.plan.options import SlurmOptions
+from ftlab.plan.slurm import fmt_time, time_limit_min
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["task.num_examples=60", "task.eval_examples=4", "train.max_steps=3", "train.batch_size=4",
+        "train.log_every_n_steps=1", "train.save_merged_model=false", "train.save_adapter=false",
+        "eval.generate=false", "task.max_length=32"]
+
+
+def plan_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ftlab.plan", *args], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def test_time_limit_from_estimate():
+    class Run:
+        seconds = 600.0
+    s = SlurmOptions(time_factor=2.0, min_time_min=15)
+    assert time_limit_min(Run, s) == 20
+    Run.seconds = 60.0
+    assert time_limit_min(Run, s) == 15
+    Run.seconds = None
+    assert time_limit_min(Run, s) == s.default_time_min
+    assert time_limit_min(Run, SlurmOptions(time_min=7)) == 7
+    assert fmt_time(20) == "00:20:00" and fmt_time(24 * 60 + 61) == "1-01:01:00"
+
+
+def test_emit_slurm_writes_run_dirs_scripts_and_submit_all(tmp_path):
+    out = tmp_path / "plan"
+    proc = plan_cli(*TINY, "adapter.r=2,4", "hardware.devices=1", "emit=slurm", f"plan.dir={out}",
+                    "plan.controls=true", "plan.slurm.partition=debug", "plan.slurm.cpus_per_task=1",
+                    "plan.slurm.setup=[\"export FOO=1\"]", "plan.slurm.extra=[\"--constraint=x\"]",
+                    f"plan.prior_dirs=[{tmp_path}/none]")
+    assert proc.returncode == 0, proc.stderr
+    names = ["tiny_llama-lora-r2", "tiny_llama-lora-r4", "tiny_llama-control"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(names)
+    plan = json.loads((out / "plan.json").read_text())
+    for entry in plan["runs"]:
+        d = out / "runs" / entry["name"]
+        # the composed config is exactly what the job will compose (its overrides + resume=auto)
+        want = OmegaConf.to_yaml(compose_run([*entry["overrides"], "resume=auto"]), resolve=True)
+        assert (d / "config.yaml").read_text() == want
+        script = (d / "job.sbatch").read_text()
+        assert entry["sbatch"] == str(d.resolve() / "job.sbatch")
+        # no prior run: the default limit; the control trains nothing: the minimum
+        limit = "00:15:00" if entry["control"] else "04:00:00"
+        for line in (f"#SBATCH --job-name={entry['name']}", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
+                     "#SBATCH --cpus-per-task=1", "#SBATCH --partition=debug", f"#SBATCH --time={limit}",
+                     "#SBATCH --constraint=x", f"#SBATCH --chdir={ROOT}", "export FOO=1"):
+            assert line in script.splitlines(), line
+        assert f"hydra.run.dir={d.resolve()}" in script and "resume=auto" in script
+        assert subprocess.run(["bash", "-n", str(d / "job.sbatch")]).returncode == 0
+    dry = subprocess.run(["bash", str(out / "submit_all.sh")], capture_output=True, text=True,
+                         env={**os.environ, "DRY_RUN": "1"})
+    assert dry.returncode == 0
+    assert dry.stdout.split("\n")[:3] == [f"sbatch runs/{n}/job.sbatch" for n in names]
+    # finished runs are skipped on a re-submit
+    (out / "runs" / names[0] / "metrics.json").write_text("{}")
+    again = subprocess.run(["bash", str(out / "submit_all.sh")], capture_output=True, text=True,
+                           env={**os.environ, "DRY_RUN": "1"})
+    assert f"skip runs/{names[0]} (finished)" in again.stdout
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_bad_emit_writes_nothing(tmp_path):
+    proc = plan_cli(*TINY, "emit=pbs", f"plan.dir={tmp_path}/plan")
+    assert proc.returncode == 2 and proc.stderr.strip() == "ftlab: error: emit='pbs' is invalid: one of ['slurm'] (or leave it out)"
+    assert not (tmp_path / "plan").exists()
+
+
+def _local_cluster_env() -> dict | None:
+    env_file = Path(os.environ.get("FTLAB_SLURM_DIR", "/tmp/ftlab-slurm")) / "env.sh"
+    if not env_file.is_file() or shutil.which("sbatch") is None:
+        return None
+    dump = subprocess.run(["bash", "-c", f"source {env_file} && env -0"], capture_output=True, text=True)
+    env = dict(kv.split("=", 1) for kv in dump.stdout.split("\0") if "=" in kv)
+    ok = subprocess.run(["sinfo", "-h"], env=env, capture_output=True, text=True, timeout=30)
+    return env if ok.returncode == 0 and ok.stdout.strip() else None
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submit_all_runs_on_the_local_cluster(tmp_path):
+    env = _local_cluster_env()
+    if env is None:
+        pytest.skip("local SLURM cluster not running (scripts/slurm/start_local_cluster.sh)")
+    out = tmp_path / "plan"
+    proc = plan_cli(*TINY, "emit=slurm", f"plan.dir={out}", "plan.slurm.partition=debug",
+                    "plan.slurm.cpus_per_task=1", f"plan.slurm.python={sys.executable}", env=env)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = list((out / "runs").iterdir())
+    planned_cfg = (run_dir / "config.yaml").read_text()
+    sub = subprocess.run(["bash", str(out / "submit_all.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    deadline = time.time() + 400
+    while time.time() < deadline and not (run_dir / "metrics.json").exists():
+        time.sleep(3)
+    logs = "".join(p.read_text() for p in run_dir.glob("slurm-*.out"))
+    assert (run_dir / "metrics.json").exists(), logs[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 3
+    assert (run_dir / "config.yaml").read_text() == planned_cfg  # the job ran the planned config
