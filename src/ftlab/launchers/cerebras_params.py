@@ -94,7 +94,9 @@ def _check_sparsity(s: Any, opts: Any) -> None:
                           f"one of {list(SPARSITY_ALGORITHMS)}")
     if opts.sparsity_update_freq < 1:
         raise ConfigError("hydra.launcher.sparsity_update_freq", opts.sparsity_update_freq, "an integer >= 1")
-    if s.method == "none" or not s.level:
+    if s.mask_path:
+        raise ConfigError("sparsity.mask_path", s.mask_path, "null on Cerebras (masks are computed on the appliance)")
+    if s.method == "none":
         return
     if s.method not in ("unstructured", "random"):
         raise ConfigError("sparsity.method", s.method,
@@ -105,8 +107,6 @@ def _check_sparsity(s: Any, opts: Any) -> None:
                           f"one of {sorted(INIT_METHODS)} on Cerebras (no calibration data on the appliance)")
     if s.method == "unstructured" and s.group != "layer":
         raise ConfigError("sparsity.group", s.group, "layer on Cerebras (topk ranks each weight tensor on its own)")
-    if s.mask_path:
-        raise ConfigError("sparsity.mask_path", s.mask_path, "null on Cerebras (masks are computed on the appliance)")
 
 
 # ---------------------------------------------------------------------------- schedules

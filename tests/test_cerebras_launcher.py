@@ -1,0 +1,111 @@
+"""The Cerebras launcher plugin end to end through the CLI, with a stand-in ``cszoo`` first on PATH
+(tests/fixtures/bin/cszoo): discovery, dry run, the exact launch command, output collection,
+failures, and unsupported options stopping the sweep before anything is launched."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, cli
+
+FIXTURE_BIN = ROOT / "tests" / "fixtures" / "bin"
+FAST = ["train.max_steps=20", "train.log_every_n_steps=5", "train.save_every_n_steps=10"]
+
+
+def fake_env(**extra: str) -> dict:
+    return {"PATH": f"{FIXTURE_BIN}{os.pathsep}{os.environ['PATH']}", "FTLAB_TEST_PYTHON": sys.executable, **extra}
+
+
+def test_plugin_is_discovered_from_the_namespace_package():
+    assert not (ROOT / "src" / "hydra_plugins" / "__init__.py").exists()  # namespace package
+    proc = cli("ftlab", "--info", "plugins")
+    assert proc.returncode == 0, proc.stderr
+    launchers = proc.stdout.split("Launcher:")[1].split("Sweeper:")[0]
+    assert "CerebrasLauncher" in launchers
+
+
+@pytest.mark.slow
+def test_dry_run_writes_yaml_and_command_without_executing(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    proc = cli("ftlab", "--multirun", "hardware=cerebras", "hydra.launcher.dry_run=true", "adapter=lora,full",
+               *FAST, f"hydra.sweep.dir={sweep}", env=fake_env())
+    assert proc.returncode == 0, proc.stderr
+    for num, adapter in ((0, "lora"), (1, "full")):
+        job = sweep / str(num)
+        params = yaml.safe_load((job / "cszoo_params.yaml").read_text())
+        assert ("callbacks" in params["trainer"]["init"]) == (adapter == "lora")
+        script = (job / "cszoo_command.sh").read_text()
+        assert f"exec cszoo fit {job / 'cszoo_params.yaml'} --target_device CSX -o {job} --num_csx 1" in script
+        assert not (job / "fake_cszoo_call.json").exists() and not (job / "cszoo.log").exists()
+        assert yaml.safe_load((job / "config.yaml").read_text())["adapter"]["name"] == adapter
+
+
+@pytest.mark.slow
+def test_launch_runs_cszoo_with_options_and_collects_outputs(tmp_path: Path):
+    venv = tmp_path / "modelzoo-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("export FAKE_CSZOO_ENV=activated\n")
+    sweep = tmp_path / "sweep"
+    proc = cli("ftlab", "--multirun", "hardware=cerebras", "adapter=masked", "sparsity=unstructured",
+               "sparsity.level=0.7", "seed=1,2", *FAST,
+               f"hydra.launcher.python_env={venv}", "hydra.launcher.num_csx=2",
+               "hydra.launcher.train_data_dir=/cb/data/train", "hydra.launcher.val_data_dir=/cb/data/val",
+               "hydra.launcher.mount_dirs=[/cb/data,/cb/code]", "hydra.launcher.python_paths=[/cb/code]",
+               f"hydra.sweep.dir={sweep}", env=fake_env())
+    assert proc.returncode == 0, proc.stderr
+    for num in (0, 1):
+        job = sweep / str(num)
+        call = json.loads((job / "fake_cszoo_call.json").read_text())
+        assert call["argv"] == ["fit", str(job / "cszoo_params.yaml"), "--target_device", "CSX", "-o", str(job),
+                                "--num_csx", "2", "--mount_dirs", "/cb/data", "/cb/code",
+                                "--python_paths", "/cb/code"]
+        assert call["env_marker"] == "activated" and call["cwd"] == str(job)
+        assert call["params"] == yaml.safe_load((job / "cszoo_params.yaml").read_text())
+        init = call["params"]["trainer"]["init"]
+        assert init["seed"] == num + 1 and init["sparsity"]["sparsity"] == 0.7
+        assert init["backend"]["cluster_config"]["num_csx"] == 2
+        with open(job / "loss_log.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert list(rows[0])[:6] == ["epoch", "step", "train_loss", "learning_rate", "gpu_memory_mb", "sparsity"]
+        assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+        assert float(rows[-1]["train_loss"]) == pytest.approx(5.0 / (1 + 0.1 * 20), abs=1e-5)
+        assert float(rows[0]["learning_rate"]) == pytest.approx(1e-3)
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["train_steps"] == 20 and metrics["cszoo_returncode"] == 0
+        assert metrics["checkpoints"] == ["checkpoint_10.mdl", "checkpoint_20.mdl"]
+        assert "Step=20" in (job / "cszoo.log").read_text()
+
+
+@pytest.mark.slow
+def test_failing_cszoo_fails_the_sweep_with_its_message(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    proc = cli("ftlab", "--multirun", "hardware=cerebras", *FAST, "hydra.launcher.train_data_dir=/d",
+               f"hydra.sweep.dir={sweep}", env=fake_env(FAKE_CSZOO_FAIL="1"))
+    assert proc.returncode != 0
+    assert "cszoo fit exited 1" in proc.stderr and "compile failed" in proc.stderr
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["cszoo_returncode"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "needle"), [
+    (["adapter=sora"], "adapter='sora' is invalid"),
+    (["adapter=lora", "hydra.launcher.executable=cszoo-not-installed"], "hydra.launcher.executable='cszoo-not-installed'"),
+])
+def test_unsupported_options_fail_before_launch(tmp_path: Path, args, needle):
+    sweep = tmp_path / "sweep"
+    t0 = time.perf_counter()
+    proc = cli("ftlab", "--multirun", "hardware=cerebras", *args, "seed=1,2", "hydra.launcher.train_data_dir=/d",
+               f"hydra.sweep.dir={sweep}", env=fake_env())
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ftlab: error:")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not sweep.exists()  # nothing launched, nothing half-written
+    assert time.perf_counter() - t0 < 60

@@ -1,0 +1,160 @@
+"""ftlab config -> Cerebras ModelZoo trainer YAML: structure and values, schedules, unsupported options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ftlab.config.compose import compose_run
+from ftlab.errors import ConfigError
+from ftlab.launchers.cerebras_options import CerebrasOptions
+from ftlab.launchers.cerebras_params import (
+    cerebras_lr,
+    check_supported,
+    cszoo_params,
+    param_globs,
+    schedulers,
+)
+from ftlab.training.schedules import lr_at
+
+DATA = CerebrasOptions(train_data_dir="/data/train", val_data_dir="/data/val")
+TINY_LLAMA_GLOBS = sorted(f"*.layers.*.{m}.weight" for m in (
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
+
+
+def params(*overrides: str, opts: CerebrasOptions = DATA) -> dict:
+    return cszoo_params(compose_run(["hardware=cerebras", *overrides]), opts)
+
+
+def test_lora_yaml_structure_and_values():
+    p = params("adapter=lora", "adapter.r=4", "adapter.alpha=8", "adapter.dropout=0.05",
+               "schedule=cosine", "schedule.lr=2e-3", "schedule.warmup_steps=5", "schedule.min_lr_ratio=0.1",
+               "train.max_steps=40", "train.batch_size=8", "train.accumulate_grad_batches=2",
+               "train.save_every_n_steps=10", "train.log_every_n_steps=5", "train.weight_decay=0.01",
+               "train.gradient_clip_val=0.5", "seed=7")
+    assert list(p) == ["trainer"] and list(p["trainer"]) == ["init", "fit"]
+    init, fit = p["trainer"]["init"], p["trainer"]["fit"]
+    assert init["backend"] == {"backend_type": "CSX",
+                               "cluster_config": {"num_csx": 1, "mount_dirs": [], "python_paths": []}}
+    assert init["seed"] == 7
+    m = init["model"]
+    assert (m["name"], m["hidden_size"], m["num_hidden_layers"], m["num_heads"], m["filter_size"]) == \
+        ("llama", 128, 2, 4, 256)
+    assert m["vocab_size"] == 259  # ftlab's byte tokenizer
+    assert m["attention_module"] == "multiquery_attention" and m["extra_attention_params"] == {"num_kv_groups": 2}
+    assert (m["rotary_dim"], m["nonlinearity"], m["norm_type"]) == (32, "swiglu", "rmsnorm")
+    assert (m["mixed_precision"], m["fp16_type"]) == (True, "cbfloat16")
+    assert init["optimizer"] == {"AdamW": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01,
+                                           "correct_bias": True}}
+    (seq,) = init["schedulers"]
+    kinds = [next(iter(s)) for s in seq["SequentialLR"]["schedulers"]]
+    assert kinds == ["LinearLR", "CosineDecayLR"]
+    cos = seq["SequentialLR"]["schedulers"][1]["CosineDecayLR"]
+    assert cos == {"initial_learning_rate": 2e-3, "end_learning_rate": pytest.approx(2e-4), "total_iters": 35}
+    assert init["precision"] == {"enabled": True, "fp16_type": "cbfloat16", "loss_scaling_factor": "dynamic",
+                                 "max_gradient_norm": 0.5}
+    assert init["loop"] == {"max_steps": 40, "eval_frequency": 40}
+    assert init["checkpoint"] == {"steps": 10, "save_initial_checkpoint": False}
+    assert init["logging"] == {"log_steps": 5}
+    assert "sparsity" not in init
+    assert init["callbacks"] == [{"Lora": {"lora_params": {
+        "r": 4, "alpha": 8.0, "dropout": 0.05, "merge_weights": False,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}}}]
+    train = fit["train_dataloader"]
+    assert train["batch_size"] == 16  # global: 8 per device x 2 accumulated
+    assert (train["data_dir"], train["shuffle"], train["shuffle_seed"]) == ("/data/train", True, 7)
+    assert fit["val_dataloader"]["data_dir"] == "/data/val" and fit["val_dataloader"]["shuffle"] is False
+
+
+def test_masked_unstructured_07_yaml():
+    p = params("adapter=masked", "sparsity=unstructured", "sparsity.level=0.7", "adapter.target_modules=[q_proj,v_proj]")
+    init = p["trainer"]["init"]
+    assert init["sparsity"] == {"algorithm": "static", "init_method": "topk", "sparsity": 0.7,
+                                "param_filter": TINY_LLAMA_GLOBS}
+    lora = init["callbacks"][0]["Lora"]["lora_params"]
+    assert lora["target_modules"] == ["q_proj", "v_proj"] and lora["r"] == 8
+
+
+def test_full_yaml_has_no_adapter_or_sparsity():
+    init = params("adapter=full", "model=tiny_mistral", "hardware.precision=float32")["trainer"]["init"]
+    assert "callbacks" not in init and "sparsity" not in init
+    assert init["model"]["name"] == "mistral" and "attention_sliding_window_length" in init["model"]
+    assert init["precision"] == {"enabled": False, "max_gradient_norm": 1.0}
+    assert "mixed_precision" not in init["model"]
+
+
+def test_gmp_random_and_module_names():
+    opts = CerebrasOptions(train_data_dir="/d", sparsity_algorithm="gmp", sparsity_update_freq=5,
+                           module_names={"q_proj": "proj_q_dense_layer", "self_attn": "self_attn"}, num_csx=2)
+    p = params("adapter=lora", "sparsity=random", "sparsity.level=0.5", "train.max_steps=50",
+               "adapter.target_modules=[q_proj]", opts=opts)
+    s = p["trainer"]["init"]["sparsity"]
+    assert s["algorithm"] == "gmp" and s["init_method"] == "random"
+    assert s["sparsity"] == {"type": "linear", "init": 0.0, "slope": 0.5 / 50}
+    assert s["update"] == {"freq": 5, "stop": 50}
+    assert "*.layers.*.self_attn.proj_q_dense_layer.weight" in s["param_filter"]
+    assert p["trainer"]["init"]["callbacks"][0]["Lora"]["lora_params"]["target_modules"] == ["proj_q_dense_layer"]
+    assert p["trainer"]["init"]["backend"]["cluster_config"]["num_csx"] == 2
+
+
+def test_param_globs_cover_every_layer_with_one_glob_per_kind():
+    names = [f"model.layers.{i}.self_attn.q_proj.weight" for i in range(32)] + ["model.layers.3.mlp.up_proj.weight"]
+    assert param_globs(names) == ["*.layers.*.mlp.up_proj.weight", "*.layers.*.self_attn.q_proj.weight"]
+
+
+@pytest.mark.parametrize("schedule", [
+    {"name": "constant", "lr": 1e-3, "warmup_steps": 0, "min_lr_ratio": 0.0},
+    {"name": "constant", "lr": 1e-3, "warmup_steps": 7, "min_lr_ratio": 0.0},
+    {"name": "cosine", "lr": 3e-3, "warmup_steps": 10, "min_lr_ratio": 0.1},
+    {"name": "cosine", "lr": 3e-3, "warmup_steps": 0, "min_lr_ratio": 0.0},
+    {"name": "linear", "lr": 2e-4, "warmup_steps": 1, "min_lr_ratio": 0.25},
+    {"name": "linear", "lr": 2e-4, "warmup_steps": 4, "min_lr_ratio": 0.0},
+])
+def test_emitted_schedule_equals_ftlab_lr_at_every_step(schedule):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({**schedule, "stages": None})
+    steps = 60
+    emitted = schedulers(cfg, steps)
+    for step in range(steps + 5):
+        assert math.isclose(cerebras_lr(emitted, step), lr_at(step, cfg, steps), rel_tol=1e-12, abs_tol=1e-15), step
+
+
+def test_stages_schedule_equals_lr_at():
+    cfg = compose_run(["hardware=cerebras", "schedule=stages",
+                       "schedule.stages=[{iters:5,lr:1e-3},{iters:7,lr:3e-4},{iters:3,lr:1e-4}]"])
+    emitted = cszoo_params(cfg, DATA)["trainer"]["init"]["schedulers"]
+    assert [next(iter(s)) for s in emitted[0]["SequentialLR"]["schedulers"]] == ["ConstantLR"] * 3
+    for step in range(15):
+        assert cerebras_lr(emitted, step) == lr_at(step, cfg.schedule, 15)
+
+
+@pytest.mark.parametrize(("overrides", "key", "words"), [
+    (["adapter=sora"], "adapter", "proximal step"),
+    (["adapter=sdora"], "adapter", "proximal step"),
+    (["adapter=dora"], "adapter", "DoRA"),
+    (["adapter=none"], "adapter", "trains nothing"),
+    (["sparsity=nm"], "sparsity.method", "unstructured"),
+    (["sparsity=unstructured", "sparsity.importance=wanda"], "sparsity.importance", "calibration"),
+    (["sparsity=unstructured", "sparsity.group=row"], "sparsity.group", "layer"),
+    (["model=tiny_qwen2"], "model.arch", "llama"),
+    (["base.enabled=true"], "base.enabled", "own cszoo run"),
+    (["hardware.precision=16-mixed"], "hardware.precision", "cbfloat16"),
+])
+def test_unsupported_options_name_the_option(overrides, key, words):
+    cfg = compose_run(["hardware=cerebras", *overrides])
+    with pytest.raises(ConfigError) as err:
+        check_supported(cfg, DATA)
+    assert err.value.key == key and words in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_local_hardware_and_missing_data_are_rejected():
+    with pytest.raises(ConfigError, match="hardware=cerebras"):
+        check_supported(compose_run(["hardware=cpu"]), DATA)
+    with pytest.raises(ConfigError) as err:
+        check_supported(compose_run(["hardware=cerebras"]), CerebrasOptions())
+    assert err.value.key == "hydra.launcher.train_data_dir"
+    check_supported(compose_run(["hardware=cerebras"]), CerebrasOptions(dry_run=True))  # a dry run needs no data
