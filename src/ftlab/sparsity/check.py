@@ -51,6 +51,8 @@ def check_targets(masks: dict[str, torch.Tensor], meta: dict, key: str, value: A
     """Achieved sparsity matches the sidecar's target: N:M exactly (pattern), structured as whole
     groups at the nearest achievable count, unstructured within 0.5 pp (per layer, or over all
     layers for the global comparison group)."""
+    if "method" not in meta or "level" not in meta:
+        return  # a sidecar without a target (e.g. a masked adapter's) describes, it does not promise
     method, level = meta["method"], float(meta["level"])
     layers = meta.get("layers", {})
     if method == "nm":

@@ -48,6 +48,20 @@ def _meta_model(model_yaml: str):
         return None
 
 
+def check_agrees(sp: Any, meta: dict) -> None:
+    """A configured method/level must be the mask file's; ``sparsity=none`` takes the file as is."""
+    from ftlab.sparsity.compute import spec_of
+
+    if sp.method == "none":
+        return
+    if sp.method != meta.get("method"):
+        fail("sparsity.method", sp.method, f"the mask file's method {meta.get('method')!r} "
+             "(or sparsity=none to use the file as it is)")
+    if "level" in meta and abs(spec_of(sp).target - float(meta["level"])) > 1e-9:
+        fail("sparsity.level", spec_of(sp).target, f"the mask file's level {meta['level']} "
+             "(or sparsity=none to use the file as it is)")
+
+
 def _structural_checks(cfg: Any) -> None:
     from ftlab.sparsity.check import check_fit, check_model
     from ftlab.sparsity.compute import layouts_for, spec_of
@@ -65,7 +79,9 @@ def _structural_checks(cfg: Any) -> None:
         if side.is_file():
             import json
 
-            check_model(json.loads(side.read_text()), cfg.model.name, "sparsity.mask_path", sp.mask_path)
+            meta = json.loads(side.read_text())
+            check_model(meta, cfg.model.name, "sparsity.mask_path", sp.mask_path)
+            check_agrees(sp, meta)
     if sp.method == "none":
         return
     spec = spec_of(sp)

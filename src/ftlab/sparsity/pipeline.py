@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from ftlab.callbacks.history import write_json
-from ftlab.errors import ConfigError
 from ftlab.sparsity.apply import MaskApplier, apply_masks_
 from ftlab.sparsity.check import check_fit, check_model, check_targets, validate_weights
 from ftlab.sparsity.compute import compute_masks, importance_of, spec_of
-from ftlab.sparsity.config import sparsity_enabled
+from ftlab.sparsity.config import check_agrees, sparsity_enabled
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.masks import overall_sparsity
 from ftlab.sparsity.selection import canonical_parameters
@@ -44,15 +43,8 @@ def load_checked_masks(path: str, model: nn.Module, model_name: str, key: str = 
     check_model(meta, model_name, key, path)
     if meta:
         check_targets(masks, meta, key, path)
-        sp = sparsity_cfg
-        if sp is not None and sp.method != "none":
-            if sp.method != meta.get("method"):
-                raise ConfigError("sparsity.method", sp.method, f"the mask file's method {meta.get('method')!r} "
-                                  "(or sparsity=none to use the file as it is)")
-            target = spec_of(sp).target
-            if abs(target - float(meta["level"])) > 1e-9:
-                raise ConfigError("sparsity.level", target, f"the mask file's level {meta['level']} "
-                                  "(or sparsity=none to use the file as it is)")
+        if sparsity_cfg is not None:
+            check_agrees(sparsity_cfg, meta)
     return masks, meta
 
 
