@@ -116,6 +116,9 @@ def test_time_estimate_exact_scaled_and_none():
     scaled = estimate_time(FACTS.__class__(**{**FACTS.__dict__, "total_params": 2_000_000}), [_prior(4, 1.0)])
     assert scaled.method == "scaled" and scaled.sec_per_step == pytest.approx(0.1 * 2 * 2)
     assert scaled.basis == ["prior-bs4"]
+    # the same setup at two other batch sizes: seconds/step = overhead + cost x samples
+    fit = estimate_time(FACTS, [_prior(2, 1.0, time_s=20.0), _prior(4, 1.0, time_s=30.0)])
+    assert fit.method == "fit" and fit.sec_per_step == pytest.approx(0.1 + 0.05 * 8)
     none = estimate_time(FACTS, [_prior(8, 1.0, accelerator="cpu", hardware="cpu")])
     assert none.method == "none" and none.sec_per_step is None and not none.has_basis
 

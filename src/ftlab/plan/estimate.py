@@ -1,9 +1,10 @@
 """Time and memory estimates for one planned run from prior runs (pure functions).
 
 Time: a prior run on the same model, hardware and batch size gives seconds per optimiser step
-directly. Otherwise the most similar prior on the same kind of accelerator is scaled by parameter
-count x tokens per step (training cost ~ 6 * params * tokens). No prior on that accelerator =
-no basis, said so, and left out of totals rather than guessed.
+directly. Priors of the same setup at two or more other batch sizes fit ``overhead + cost x
+samples``. Otherwise the most similar prior on the same kind of accelerator (closest in tokens
+per step) is scaled by parameter count x tokens per step (training cost ~ 6 * params * tokens).
+No prior on that accelerator = no basis, said so, and left out of totals rather than guessed.
 
 Memory: peak memory is modelled as ``fixed + per_sample * batch_size`` (weights and optimiser
 state, plus activations per sequence). Two or more prior batch sizes fit both terms; one prior
@@ -40,7 +41,7 @@ class RunFacts:
 @dataclass
 class TimeEstimate:
     sec_per_step: float | None
-    method: str  # exact | scaled | none
+    method: str  # exact | fit | scaled | none
     basis: list[str] = field(default_factory=list)
     note: str = ""
 
@@ -102,22 +103,44 @@ def scaled_sec_per_step(run: RunFacts, p: Prior) -> float:
     return p.sec_per_step * (run.total_params / p.total_params) * (t_run / t_prior)
 
 
+def same_setup(run: RunFacts, p: Prior) -> bool:
+    """Everything but the batch size matches (the throughput benchmark's runs)."""
+    return (same_hardware(run, p) and p.model == run.model and p.adapter == run.adapter and p.task == run.task
+            and p.max_length == run.max_length)
+
+
 def estimate_time(run: RunFacts, priors: list[Prior]) -> TimeEstimate:
     exact = [p for p in priors if exact_match(run, p)]
     if exact:
         sec = sum(p.train_time_s for p in exact) / sum(p.steps for p in exact)
         return TimeEstimate(sec, "exact", [p.path for p in exact],
                             f"measured on {len(exact)} identical-setup run(s)")
+    setup = [p for p in priors if same_setup(run, p)]
+    if len({p.samples_per_step for p in setup}) >= 2:
+        # seconds per step = overhead + cost per sample, fitted over the measured batch sizes
+        a, b = fit_line([(p.batch_size * p.accumulate, p.sec_per_step) for p in setup])
+        if b > 0:
+            sec = max(a, 0.0) + b * run.batch_size * run.accumulate
+            return TimeEstimate(sec, "fit", [p.path for p in setup],
+                                f"s/step = {max(a, 0.0):.3g} + {b:.3g} x samples, fitted over batch sizes "
+                                f"{sorted({p.batch_size for p in setup})}")
     usable = [p for p in priors if p.accelerator == run.accelerator and p.total_params and p.tokens_per_sample]
     if not usable or not run.total_params:
         return TimeEstimate(None, "none", [], f"no finished prior run on accelerator={run.accelerator}")
     best = max(similarity(run, p) for p in usable)
-    chosen = [p for p in usable if similarity(run, p) == best]
+    tied = [p for p in usable if similarity(run, p) == best]
+
+    def distance(p: Prior) -> float:  # how far the scaling reaches: log ratio of tokens per step
+        t_run = tokens_per_step(run.batch_size, run.accumulate, run_tokens_per_sample(run, p))
+        return abs(math.log(t_run / tokens_per_step(p.batch_size, p.accumulate, p.tokens_per_sample or 1.0)))
+
+    closest = min(distance(p) for p in tied)
+    chosen = [p for p in tied if distance(p) == closest]
     values = sorted(scaled_sec_per_step(run, p) for p in chosen)
     sec = values[len(values) // 2]
     p0 = chosen[0]
-    note = (f"scaled from {len(chosen)} run(s) by params x tokens/step "
-            f"(e.g. {p0.model}/{p0.hardware}/bs{p0.batch_size}: x{sec / p0.sec_per_step:.3g})")
+    note = (f"scaled by params x tokens/step from the closest similar run "
+            f"({p0.model}/{p0.hardware}/{p0.adapter}/bs{p0.batch_size}: x{sec / p0.sec_per_step:.3g})")
     return TimeEstimate(sec, "scaled", [p.path for p in chosen], note)
 
 
