@@ -96,6 +96,9 @@ class TaskDataModule(L.LightningDataModule):
             drop_last=sampler is not None,
             collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id),
             num_workers=self.cfg.train.num_workers,
+            # Own generator: creating the iterator must not draw from the global RNG (dropout),
+            # or a resumed run's RNG stream would drift from an uninterrupted one's.
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

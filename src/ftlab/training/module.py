@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
 from ftlab.adapters.base import AdaptedModel
+from ftlab.training.rng import rng_state, set_rng_state
 from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
 
 
@@ -39,6 +40,7 @@ class FtlabModule(L.LightningModule):
         self.pending_losses: list[float] = []
         self.pending_tokens = 0
         self.epoch_losses: list[float] = []  # task loss of every micro-batch of this epoch
+        self._restored_rng: dict | None = None
 
     def lr_at(self, step: int) -> float:
         return lr_at(step, self.schedule, self.max_steps) * self.base_lr / float(self.schedule.lr)
@@ -53,7 +55,18 @@ class FtlabModule(L.LightningModule):
             self.adapted.on_stage_start(stage)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self._restored_rng is not None:
+            # Applied right before the first step after a resume: nothing between the save and
+            # this point may draw from the RNGs, so the sequence continues exactly.
+            set_rng_state(self._restored_rng)
+            self._restored_rng = None
         self._enter_stage()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ftlab_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_rng = checkpoint.get("ftlab_rng")
 
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
