@@ -17,3 +17,9 @@ class ConfigError(FtlabError):
 
 def fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(key, value, allowed)
+
+
+class UnknownKeyError(ConfigError):
+    def __init__(self, key: str, node: str, allowed: str):
+        FtlabError.__init__(self, f"{key} is not a key of {node}; allowed: {allowed}")
+        self.key, self.value, self.allowed = key, None, allowed

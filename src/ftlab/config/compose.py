@@ -15,10 +15,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ftlab.config.store import register_configs
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.errors import ConfigError, FtlabError, UnknownKeyError
 
 
 def config_dir() -> Path:
@@ -32,7 +32,7 @@ def config_dir() -> Path:
 def _allowed_keys(err: OmegaConfBaseException) -> str:
     cls = getattr(err, "object_type", None)
     fields = getattr(cls, "__dataclass_fields__", None)
-    return f"one of {sorted(fields)}" if fields else "a key of this config node"
+    return ", ".join(sorted(fields)) if fields else "the keys of this config node"
 
 
 def _first_line(text: str) -> str:
@@ -47,10 +47,13 @@ def translate_hydra_error(err: Exception) -> FtlabError:
         if group:
             return ConfigError(group.replace("/", "."), option, f"one of {options}")
         return ConfigError("config", err.missing_cfg_file, "an existing config")
-    cause = err.__cause__ if err.__cause__ is not None else err
-    if isinstance(cause, ConfigKeyError):
+    cause = err
+    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         key = cause.full_key or str(getattr(cause, "key", "?"))
-        return ConfigError(key, "<unknown key>", f"{_allowed_keys(cause)}")
+        node = getattr(getattr(cause, "object_type", None), "__name__", "this config node")
+        return UnknownKeyError(key, node, _allowed_keys(cause))
     if isinstance(cause, ValidationError):
         key = cause.full_key or str(getattr(cause, "key", "?"))
         return ConfigError(key, getattr(cause, "value", None), _first_line(cause.msg or str(cause)))

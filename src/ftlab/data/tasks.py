@@ -123,7 +123,11 @@ class Capitalization(Task):
         return out
 
     def corpus(self, n: int, rng: random.Random) -> list[str]:
-        return [" ".join(f"{w} {w.upper()}" for w in self._words(rng)) + "." for _ in range(n)]
+        out = []
+        for _ in range(n):
+            text = " ".join(self._words(rng))
+            out.append(f"{text} => {text.upper()}.")
+        return out
 
 
 class Arithmetic(Task):

@@ -1,0 +1,51 @@
+"""Shared helpers: compose a run like the CLI does and run it in-process on a tiny model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+#: Overrides that make a run take a couple of seconds on a tiny model.
+FAST = [
+    "task.num_examples=240",
+    "train.max_steps=12",
+    "train.batch_size=8",
+    "train.eval_batch_size=32",
+    "train.log_every_n_steps=2",
+    "task.eval_examples=16",
+    "task.max_new_tokens=8",
+]
+
+
+def compose(*overrides: str):
+    from ftlab.config.compose import compose_run
+
+    return compose_run(list(overrides))
+
+
+def run_tiny(run_dir: Path, *overrides: str, callbacks: list | None = None):
+    """Compose ``FAST + overrides`` and run it into ``run_dir``; returns (cfg, task metric)."""
+    from ftlab.run import run
+
+    cfg = compose(*FAST, *overrides)
+    return cfg, run(cfg, run_dir=run_dir, extra_callbacks=callbacks)
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m <args>`` as a user would type it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
