@@ -26,6 +26,11 @@ from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
 from ftlab.evaluation import evaluate
 from ftlab.models import build_model, build_tokenizer
+from ftlab.reuse.cached import cached_base_model, cached_mask_fn
+from ftlab.reuse.records import write_record
+from ftlab.reuse.rng import StepSeed
+from ftlab.reuse.stages import stage_run
+from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
 from ftlab.training.schedules import total_steps
@@ -64,18 +69,21 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def prepare_model(cfg: DictConfig):
-    """Tokenizer and base model, pre-trained on the task corpus when ``base.enabled``."""
+def prepare_model(cfg: DictConfig, record: dict | None = None):
+    """Tokenizer and base model, pre-trained on the task corpus when ``base.enabled``: a cached
+    step, built once per base key and shared by every run that has that key (``ftlab.reuse``)."""
     tokenizer = build_tokenizer(cfg.model)
     seed = cfg.model.init_seed if cfg.model.init_seed is not None else cfg.seed
-    model = build_model(cfg.model, tokenizer, seed=seed)
     if cfg.base.enabled:
-        model = pretrain_base(cfg, model, tokenizer)
+        model = cached_base_model(
+            cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), record)
+    else:
+        model = build_model(cfg.model, tokenizer, seed=seed)
     return tokenizer, model
 
 
 def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Path,
-        extra_callbacks: list | None = None) -> dict[str, Any]:
+        extra_callbacks: list | None = None, record: dict | None = None) -> dict[str, Any]:
     """Train with the run's callbacks; returns throughput facts for ``metrics.json``."""
     steps = total_steps(cfg.schedule, cfg.train.max_steps)
     module = FtlabModule(adapted, cfg)
@@ -86,15 +94,25 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
                            cfg.train.keep_checkpoints),
         *(extra_callbacks or []),
     ]
-    trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
-                            run_dir=run_dir)
     ckpt = resume_checkpoint(cfg, run_dir)
     start_step = 0
     if ckpt is not None:
         start_step = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
-    t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
-    train_time = time.perf_counter() - t0
+    # schedule=stages: resume from the deepest cached stage, hold the build locks of the others,
+    # publish each at its last step; whatever is still locked is released on any exit
+    with stage_run(cfg, run_dir) as stages:
+        stages.plan(own_step=start_step if ckpt is not None else None)
+        if stages.resume_path is not None:
+            ckpt, start_step = stages.resume_path, stages.start_step
+            stages.prefill_logs()
+        callbacks += [StepSeed(cfg.seed), *stages.callbacks()]  # dropout stream = f(seed, position)
+        trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
+                                run_dir=run_dir)
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+        train_time = time.perf_counter() - t0
+    if record is not None:
+        record["stages"] = stages.records()
     steps_run = trainer.global_step - start_step
     samples = steps_run * cfg.train.batch_size * cfg.train.accumulate_grad_batches * trainer.world_size
     tokens = samples * _mean_tokens(dm)
@@ -139,8 +157,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    tokenizer, model = prepare_model(cfg)
-    masks = prepare_masks(cfg, model, tokenizer)  # sparse base: W <- W * M (None when dense)
+    record: dict[str, Any] = {"reuse_enabled": bool(cfg.reuse.enabled), "stages": []}  # -> reuse_record.json
+    tokenizer, model = prepare_model(cfg, record)
+    # sparse base: W <- W * M (None when dense); the mask is a cached step
+    masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_masks, record))
     spec = get_adapter(cfg.adapter.name)
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
     adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
@@ -149,11 +169,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
 
     facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}
     if adapted.trains:
-        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks)
+        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, record=record)
         if not facts.pop("is_global_zero"):
             return None  # DDP: rank 0 evaluates and writes the outputs
     else:
         write_json(run_dir / "training_history.json", empty_history(adapted.gated))
+    write_record(run_dir, record)  # aggregated into the sweep's stage_log.csv / reuse_summary.json
 
     metrics: dict[str, Any] = {}
     if masks is not None:  # merge + re-mask + validate; evaluation and export see that sparse model

@@ -125,6 +125,12 @@ def validate_sparsity(cfg) -> None:
     check_sparsity(cfg)
 
 
+def validate_cache_dir(cfg) -> None:
+    from ftlab.reuse.checks import validate_cache_dir as check
+
+    check(cfg)
+
+
 def validate_launcher(cfg) -> None:
     """With its ``hydra`` node composed: a SLURM launcher asks for the job's own device layout."""
     from ftlab.launchers.slurm import validate_launcher as check
@@ -143,6 +149,7 @@ VALIDATORS: list[Callable[[Any], None]] = [
     validate_logger,
     validate_resume,
     validate_sparsity,
+    validate_cache_dir,
     validate_launcher,
 ]
 

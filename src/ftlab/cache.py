@@ -1,0 +1,184 @@
+"""``python -m ftlab.cache [--cache-dir DIR] ls|verify|gc``: inspect and prune the reuse cache.
+
+    ls       keys with their kind, size, dates and config (``-v``: the full config, ``--json``)
+    verify   re-check every entry against its manifest; damaged entries are listed (exit 1) and
+             removed with ``--delete`` (the next run that needs them rebuilds them)
+    gc       remove entries not used since ``--unused-since DATE`` and/or least recently used ones
+             beyond ``--max-size SIZE``, plus builds abandoned by crashed jobs (``--dry-run``)
+
+The cache dir defaults to the config default (``experiments/.cache``); point ``--cache-dir`` at
+a shared cache (``paths.cache_dir``) to manage that one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ftlab.errors import ConfigError, FtlabError
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, flags=re.IGNORECASE)
+    if not m:
+        raise ConfigError("--max-size", text, "a size such as 500M, 20G or 1048576 (bytes)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def parse_date(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError as err:
+        raise ConfigError("--unused-since", text, "an ISO date such as 2026-01-31 or 2026-01-31T12:00") from err
+
+
+def human(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}T"
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One-line gist of an entry's config."""
+    cfg = info.get("config", {})
+    kind = info.get("kind")
+    if kind == "stage":
+        return ", ".join(f"{k}={v}" for k, v in sorted(cfg.items()) if v is not None)
+    if kind == "base":
+        return f"{cfg.get('base.steps')} steps, lr={cfg.get('base.lr')}, task={cfg.get('task.name')}"
+    if kind == "mask":
+        return f"{cfg.get('sparsity.method')} {cfg.get('sparsity.level')} ({cfg.get('derived.importance')})"
+    return ""
+
+
+def open_store(path: Path):
+    from ftlab.reuse.store import ArtifactStore
+
+    if not path.is_dir():
+        raise ConfigError("--cache-dir", str(path), "an existing cache directory (paths.cache_dir of the runs)")
+    return ArtifactStore(path)
+
+
+def cmd_ls(store, args) -> int:
+    rows = []
+    for entry in store.entries():
+        try:
+            info, size = entry.info(), entry.size()
+        except (OSError, ValueError):
+            info, size = {"kind": "?", "config": {}}, 0
+        rows.append({"key": entry.key, "kind": info.get("kind"), "size": size, "created": info.get("created"),
+                     "last_used": _when(entry.last_used()), "parent": info.get("parent"), "config": info.get("config")})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        info = {"kind": row["kind"], "config": row["config"] or {}}
+        print(f"{row['key'][:16]}  {row['kind'] or '?':<6} {human(row['size']):>8}  used {row['last_used']}  "
+              f"{describe(info)}")
+        if args.verbose:
+            print(f"    parent: {row['parent']}")
+            for k, v in sorted((row["config"] or {}).items()):
+                print(f"    {k}: {json.dumps(v)}")
+    print(f"{len(rows)} entries, {human(sum(r['size'] for r in rows))} in {store.root}")
+    return 0
+
+
+def cmd_verify(store, args) -> int:
+    damaged = 0
+    for entry in store.entries():
+        problems = store.problems(entry.key, checksums=True)
+        if not problems:
+            print(f"ok       {entry.key}")
+            continue
+        damaged += 1
+        removed = args.delete and store.remove(entry.key)
+        print(f"DAMAGED  {entry.key}: {'; '.join(problems)}{' (removed)' if removed else ''}")
+        damaged -= bool(removed)
+    print(f"{damaged} damaged entr{'y' if damaged == 1 else 'ies'} left")
+    return 1 if damaged else 0
+
+
+def cmd_gc(store, args) -> int:
+    import shutil
+
+    cutoff = parse_date(args.unused_since) if args.unused_since else None
+    budget = parse_size(args.max_size) if args.max_size is not None else None
+    used, sizes = {}, {}
+    entries = list(store.entries())
+    for e in entries:
+        used[e.key] = e.last_used()
+        try:
+            sizes[e.key] = e.size()
+        except (OSError, ValueError):
+            sizes[e.key] = 0
+    entries.sort(key=lambda e: used[e.key])  # least recently used first
+    total = sum(sizes.values())
+    doomed = [e for e in entries if cutoff is not None and used[e.key] < cutoff]
+    left = total - sum(sizes[e.key] for e in doomed)
+    for e in entries:
+        if budget is None or left <= budget:
+            break
+        if e not in doomed:
+            doomed.append(e)
+            left -= sizes[e.key]
+    freed = 0
+    for e in doomed:
+        if args.dry_run or store.remove(e.key):
+            freed += sizes[e.key]
+            print(f"{'would remove' if args.dry_run else 'removed'} {e.key} ({human(sizes[e.key])}, used {_when(used[e.key])})")
+        else:
+            print(f"skipped {e.key}: a build holds its lock")
+    for path in store.orphans():
+        print(f"{'would remove' if args.dry_run else 'removed'} abandoned {path.relative_to(store.root)}")
+        if not args.dry_run:
+            shutil.rmtree(path, ignore_errors=True)
+    print(f"{'would free' if args.dry_run else 'freed'} {human(freed)}; {human(total - freed)} in {store.root}")
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ftlab.cache", description=__doc__.splitlines()[0])
+    p.add_argument("--cache-dir", type=Path, default=None, help="the cache (default: paths.cache_dir's default)")
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("ls", help="list entries")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("-v", "--verbose", action="store_true", help="print each entry's full config")
+    ver = sub.add_parser("verify", help="check every entry's checksums")
+    ver.add_argument("--delete", action="store_true", help="remove damaged entries")
+    gc = sub.add_parser("gc", help="remove old or least recently used entries")
+    gc.add_argument("--unused-since", default=None, metavar="DATE", help="remove entries not used since DATE")
+    gc.add_argument("--max-size", default=None, metavar="SIZE", help="then remove LRU entries beyond SIZE")
+    gc.add_argument("--dry-run", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.cache_dir is None:
+        from ftlab.config.schema import PathsConfig
+
+        args.cache_dir = Path(PathsConfig().cache_dir)
+    try:
+        store = open_store(args.cache_dir)
+        return {"ls": cmd_ls, "verify": cmd_verify, "gc": cmd_gc}[args.command](store, args)
+    except FtlabError as err:
+        print(f"ftlab: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

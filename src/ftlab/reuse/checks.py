@@ -1,0 +1,40 @@
+"""Composition-time checks of the reuse settings (registered in ``ftlab.config.validate``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ftlab.errors import fail
+
+
+def uses_cache(cfg: Any) -> bool:
+    """Whether the run has a cached step: training stages, a pre-trained base or a computed mask."""
+    if not cfg.reuse.enabled:
+        return False
+    sp = cfg.sparsity
+    computes_mask = sp.method != "none" and not sp.mask_path
+    return cfg.schedule.name == "stages" or bool(cfg.base.enabled) or computes_mask
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why entries could not be created under ``path`` (``None``: they can). Creates nothing: the
+    nearest existing ancestor must be a writable directory."""
+    p = Path(os.path.expanduser(str(path))).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is not a directory"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable"
+    return None
+
+
+def validate_cache_dir(cfg: Any) -> None:
+    if not uses_cache(cfg):
+        return
+    reason = unwritable_reason(Path(cfg.paths.cache_dir))
+    if reason:
+        fail("paths.cache_dir", cfg.paths.cache_dir,
+             f"a writable directory for the reuse cache ({reason}); or reuse.enabled=false")

@@ -1,0 +1,51 @@
+"""Checksums of an artifact's files, so a truncated or corrupted entry never counts as a hit."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_manifest(root: Path) -> dict[str, Any]:
+    """``{"files": {relative posix path: {"sha256", "size"}}, "total_size"}`` of every regular file
+    under ``root`` (symlinks are refused: they could point outside the entry)."""
+    root = Path(root)
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            raise ValueError(f"{path}: symlinks cannot be stored in an artifact")
+        if path.is_file():
+            files[path.relative_to(root).as_posix()] = {"sha256": file_sha256(path), "size": path.stat().st_size}
+    return {"files": files, "total_size": sum(f["size"] for f in files.values())}
+
+
+def check_manifest(root: Path, manifest: dict[str, Any], *, checksums: bool = True) -> list[str]:
+    """Problems found (empty = complete and intact). Sizes are compared first, so a truncated file
+    is reported without hashing it; ``checksums=False`` stops there."""
+    root = Path(root)
+    problems: list[str] = []
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return ["manifest has no file list"]
+    for rel, info in files.items():
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+            continue
+        size = path.stat().st_size
+        if size != info.get("size"):
+            problems.append(f"{rel}: size {size} != {info.get('size')}")
+        elif checksums and file_sha256(path) != info.get("sha256"):
+            problems.append(f"{rel}: checksum mismatch")
+    return problems

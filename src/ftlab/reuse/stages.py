@@ -1,0 +1,292 @@
+"""Training stages as cached steps (``schedule=stages`` with ``reuse.enabled``).
+
+Before ``trainer.fit`` the trial looks for the deepest stage whose key is in the store and
+resumes from its Lightning checkpoint (weights, optimiser, scheduler, loop counters, data
+position; randomness is a function of the position, see :mod:`ftlab.reuse.rng`). It then takes
+the build locks of the stages it will train, in stage order, so a concurrent trial that needs one
+of them waits and resumes from it instead of training it again. The fit runs once; at each
+stage's last optimiser step :class:`StagePublisher` writes the checkpoint into a staging dir,
+publishes it and releases that stage's lock.
+
+The per-step logs of the resumed prefix (``loss_log.csv`` ...) are copied into the run dir, so a
+trial's files look the same whether its prefix was trained here or fetched.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.optim.lr_scheduler import LambdaLR
+
+from ftlab.callbacks.checkpoints import STATE_FILE
+from ftlab.callbacks.loss_log import COLUMNS as LOSS_COLUMNS
+from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
+from ftlab.reuse.keys import canonical_json, lookup
+from ftlab.reuse.locks import KeyLock
+from ftlab.reuse.steps import Step, as_plain, cache_dir, run_steps
+from ftlab.reuse.store import ArtifactStore, Entry
+from ftlab.training.schedules import Stage, stage_table, total_steps
+
+META_FILE = "meta.json"
+LOG_DIR = "logs"
+LOSS_LOG = "loss_log.csv"
+#: Run files that describe the training prefix and are carried with a stage's state.
+PREFIX_LOGS = ("loss_log.csv", "sparsity_log.csv", "stage_metrics.csv", "training_history.json")
+#: Settings that change ``stage_metrics.csv`` values without changing training.
+EVAL_SIGNATURE_KEYS = ("eval", "task.eval_examples", "task.max_new_tokens", "task.metric", "train.eval_batch_size")
+
+
+@dataclass
+class StageRecord:
+    stage_idx: int  # 1-based, as in the stage tree
+    iters: int
+    lr: float
+    key: str
+    cache_hit: bool
+    runtime_s: float
+    name: str | None = None
+    parent: str | None = None
+
+
+def world_size(c: dict[str, Any]) -> int:
+    return int(lookup(c, "hardware.devices", 1)) * int(lookup(c, "hardware.num_nodes", 1))
+
+
+def eval_signature(c: dict[str, Any]) -> str:
+    return canonical_json({k: lookup(c, k, None) for k in EVAL_SIGNATURE_KEYS})
+
+
+def reuse_applies(c: dict[str, Any]) -> tuple[bool, str]:
+    """(applies, why not). Stage caching needs one process: under DDP every rank would take locks
+    and a rank-0-only publish would need collective checkpoint saving."""
+    if lookup(c, "schedule.name", None) != "stages":
+        return False, "schedule is not 'stages'"
+    if not lookup(c, "reuse.enabled", True):
+        return False, "reuse.enabled=false"
+    if world_size(c) != 1:
+        return False, "distributed training (devices x nodes > 1)"
+    return True, ""
+
+
+class SyncStageLr(L.Callback):
+    """After a resume, set every group's lr from *this* trial's schedule.
+
+    A checkpoint taken at a stage boundary already holds the lr of the step after it, i.e. of the
+    next stage of the trial that produced it, which may differ from this trial's next stage (the
+    next stage is not part of the cached stage's key). Recomputing it the way ``LambdaLR`` does
+    (``base_lr * lambda(last_epoch)``) is a no-op for an uninterrupted run."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for config in trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if not isinstance(sched, LambdaLR):
+                continue
+            lrs = [base * lam(sched.last_epoch) for lam, base in zip(sched.lr_lambdas, sched.base_lrs)]
+            for group, lr in zip(sched.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            sched._last_lr = list(lrs)
+
+
+class StageRun:
+    """What one trial does about its stages: resume point, locks held, records."""
+
+    def __init__(self, c: dict[str, Any], run_dir: Path, stages: list[Stage], steps: list[Step],
+                 store: ArtifactStore | None, why_not: str = ""):
+        self.c, self.run_dir = c, Path(run_dir)
+        self.stages, self.steps, self.store = stages, steps, store
+        self.why_not = why_not
+        self.resume_entry: Entry | None = None
+        self.start_step = 0
+        self.cached = 0  # stages taken from the store
+        self.locks: dict[int, KeyLock] = {}
+        self.published: set[int] = set()
+        self.runtime: dict[int, float] = {}
+        self.plan_s = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    @property
+    def resume_path(self) -> Path | None:
+        return self.resume_entry.artifact / STATE_FILE if self.resume_entry else None
+
+    # -- planning -------------------------------------------------------------------------
+    def _deepest_hit(self) -> tuple[int, Entry | None]:
+        for i in reversed(range(len(self.steps))):
+            entry = self.store.lookup(self.steps[i].key)
+            if entry is not None:
+                return i + 1, entry
+        return 0, None
+
+    def plan(self, own_step: int | None = None, timeout: float | None = None) -> StageRun:
+        """Pick the resume point and take the locks of the stages this trial will build.
+
+        ``own_step``: global step of the run's own checkpoint (``resume=auto``); it wins over a
+        cached stage that ends no later."""
+        if not self.enabled:
+            return self
+        t0 = time.perf_counter()
+        while True:
+            depth, entry = self._deepest_hit()
+            start = self.stages[depth - 1].end if depth else 0
+            if own_step is not None and own_step >= start:
+                depth, entry, start = 0, None, own_step
+            todo = [i for i, st in enumerate(self.stages) if st.end > start]
+            if self._lock_all(todo, timeout):
+                break
+        self.resume_entry, self.start_step = entry, start
+        self.cached = depth
+        self.plan_s = time.perf_counter() - t0
+        return self
+
+    def _lock_all(self, todo: list[int], timeout: float | None) -> bool:
+        """Take the locks in stage order; False (all released) if a stage got published meanwhile."""
+        for i in todo:
+            lock = self.store.lock(self.steps[i].key)
+            lock.acquire(timeout)
+            self.locks[i] = lock
+            if any(self.store.lookup(self.steps[j].key) for j in todo if j >= i):
+                self.close()
+                return False
+        return True
+
+    # -- during the fit -------------------------------------------------------------------
+    def callbacks(self) -> list[L.Callback]:
+        out: list[L.Callback] = [StageTimer(self)]
+        if self.enabled:
+            out.insert(0, SyncStageLr())
+            out.append(StagePublisher(self))
+        return out
+
+    def prefill_logs(self) -> None:
+        """Copy the resumed prefix's logs into the run dir (before the fit opens them)."""
+        if self.resume_entry is None:
+            return
+        src = self.resume_entry.artifact / LOG_DIR
+        meta = json.loads((self.resume_entry.artifact / META_FILE).read_text())
+        for name in PREFIX_LOGS:
+            path = src / name
+            if not path.is_file():
+                continue
+            if name == "stage_metrics.csv" and meta.get("eval_signature") != eval_signature(self.c):
+                continue  # evaluated under other eval settings: the callback re-evaluates instead
+            if name == LOSS_LOG:
+                header = LOSS_COLUMNS + (MEASUREMENT_COLUMNS if lookup(self.c, "train.log_measurements", True) else [])
+                _copy_csv(path, self.run_dir / name, header)
+            else:
+                shutil.copyfile(path, self.run_dir / name)
+
+    def publish(self, trainer: L.Trainer, i: int) -> None:
+        step = self.steps[i]
+        staging = self.store.stage(step.key)
+        try:
+            trainer.save_checkpoint(staging.artifact / STATE_FILE)
+            logs = staging.artifact / LOG_DIR
+            logs.mkdir()
+            for name in PREFIX_LOGS:
+                if (self.run_dir / name).is_file():
+                    shutil.copyfile(self.run_dir / name, logs / name)
+            meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "stage_idx": i + 1,
+                    "eval_signature": eval_signature(self.c)}
+            (staging.artifact / META_FILE).write_text(json.dumps(meta))
+            self.store.publish(staging, kind=step.kind, parent=step.parent, config=step.config,
+                               version=step.version, meta={"runtime_s": self.runtime.get(i, 0.0)})
+        except BaseException:
+            self.store.discard(staging)
+            raise
+        self.published.add(i)
+        lock = self.locks.pop(i, None)
+        if lock is not None:
+            lock.release()
+
+    def close(self) -> None:
+        """Release every lock still held (a failed or interrupted fit publishes nothing more)."""
+        for lock in self.locks.values():
+            lock.release()
+        self.locks.clear()
+
+    def __enter__(self) -> StageRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the record -----------------------------------------------------------------------
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for i, st in enumerate(self.stages):
+            cfg = st.config
+            name = getattr(cfg, "name", None) if not isinstance(cfg, dict) else cfg.get("name")
+            hit = self.enabled and i < self.cached
+            runtime = self.plan_s if hit and i == self.cached - 1 else (0.0 if hit else self.runtime.get(i, 0.0))
+            step = self.steps[i] if self.steps else None
+            out.append(asdict(StageRecord(i + 1, st.iters, st.lr, step.key if step else "", hit, round(runtime, 4),
+                                          name, step.parent if step else None)))
+        return out
+
+
+class StageTimer(L.Callback):
+    """Wall time of each stage trained in this fit (recorded with or without reuse)."""
+
+    def __init__(self, run: StageRun):
+        self.run = run
+        self._t0 = time.perf_counter()
+        self._last_step = -1
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+        self._last_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == self._last_step:
+            return
+        self._last_step = step
+        for i, st in enumerate(self.run.stages):
+            if st.end == step:
+                now = time.perf_counter()
+                self.run.runtime[i] = now - self._t0
+                self._t0 = now
+
+
+class StagePublisher(L.Callback):
+    def __init__(self, run: StageRun):
+        self.run = run
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        for i in list(self.run.locks):
+            if self.run.stages[i].end == step and i not in self.run.published:
+                self.run.publish(trainer, i)
+
+
+def _copy_csv(src: Path, dest: Path, header: list[str]) -> None:
+    with open(src, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    tmp = dest.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=header, restval="", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(dest)
+
+
+def stage_run(cfg: Any, run_dir: Path) -> StageRun:
+    """The :class:`StageRun` of a run config (not yet planned). Without ``schedule=stages`` the
+    whole training is one uncached pseudo-stage, so sweeps of any schedule get a stage log."""
+    c = as_plain(cfg)
+    ok, why = reuse_applies(c)
+    steps = run_steps(c).stages
+    stages = stage_table(cfg.schedule)
+    if not stages:
+        stages = [Stage(0, total_steps(cfg.schedule, cfg.train.max_steps), float(cfg.schedule.lr), 0, None)]
+    store = ArtifactStore(cache_dir(c)) if ok else None
+    return StageRun(c, run_dir, stages, steps, store, why)

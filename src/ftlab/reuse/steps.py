@@ -1,0 +1,230 @@
+"""The steps of an ftlab run and the config keys each depends on (the allow-lists).
+
+    model ─> base (continued pre-training, cached) ─> mask (cached) ─> train root ─> stage 1 ─> stage 2 ...
+
+Every list here is explicit. A key that is in no list and not in :data:`EXCLUDED` is caught by
+``tests/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
+classified before it can silently produce stale hits. Values the code derives (the effective
+seeds, a data file's content) enter a key under a ``derived.`` name.
+
+Functions take the run config as a plain dict (``OmegaConf.to_container(cfg, resolve=True)``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftlab.reuse.keys import lookup, pick, step_key
+
+#: Format version per step kind: bump when the artifact layout or the producing code changes
+#: results for the same config.
+VERSIONS = {"model": 1, "base": 1, "mask": 1, "mask_file": 1, "train": 1, "stage": 1}
+
+MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer")
+
+HARDWARE_KEYS = ("hardware.accelerator", "hardware.devices", "hardware.num_nodes", "hardware.strategy",
+                 "hardware.precision", "hardware.num_csx")
+
+#: Optimiser settings that pre-training shares with fine-tuning (``FtlabModule``/``build_trainer``).
+OPTIM_KEYS = ("train.weight_decay", "train.betas", "train.eps", "train.gradient_clip_val", "train.deterministic")
+
+BASE_KEYS = ("base.corpus", "base.num_examples", "base.steps", "base.lr", "base.batch_size", "base.max_length",
+             "base.warmup_steps", "seed", "task.name", "task.options", *OPTIM_KEYS, *HARDWARE_KEYS)
+
+MASK_KEYS = ("sparsity.method", "sparsity.level", "sparsity.group", "sparsity.n", "sparsity.m",
+             "sparsity.structure", "sparsity.modules")
+#: Importances that read calibration batches of the task's train split.
+CALIBRATED = ("gradient", "taylor", "wanda")
+CALIBRATION_KEYS = ("sparsity.calibration", "seed", "task.name", "task.num_examples", "task.val_fraction",
+                    "task.test_fraction", "task.max_length", "task.options")
+
+TRAIN_KEYS = ("seed", "adapter", "model.target_modules", "schedule.name", "schedule.lr", "sparsity.mode",
+              "train.batch_size", "train.accumulate_grad_batches", *OPTIM_KEYS,
+              "task.name", "task.num_examples", "task.val_fraction", "task.test_fraction", "task.max_length",
+              "task.options", *HARDWARE_KEYS)
+
+#: Per-stage keys that only label a stage.
+STAGE_LABELS = ("name",)
+
+#: Keys that change nothing any cached step computes: naming, logging, outputs, evaluation, and
+#: the schedule keys ``schedule=stages`` does not read.
+EXCLUDED = (
+    "name", "tags", "logger", "eval", "paths", "reuse", "resume",
+    "model.name", "hardware.name", "hardware.memory_gb", "sparsity.name", "sparsity.levels",
+    "task.max_new_tokens", "task.metric", "task.eval_examples",
+    "schedule.warmup_steps", "schedule.min_lr_ratio",
+    "train.eval_batch_size", "train.max_steps", "train.log_every_n_steps", "train.save_every_n_steps",
+    "train.save_epoch_checkpoints", "train.keep_checkpoints", "train.log_measurements", "train.save_adapter",
+    "train.save_merged_model", "train.num_workers",
+)
+
+#: Keys that select a step or enter a key in derived form (``derived.*``).
+DERIVED = (
+    "model.init_seed",  # derived.init_seed (None -> run seed)
+    "base.enabled",  # whether the base step exists
+    "base.seed",  # derived.base_seed
+    "task.path",  # derived.task_file (content hash)
+    "sparsity.mask_path",  # the mask_file step (content hash)
+    "sparsity.importance",  # derived.importance (method=random forces random)
+    "sparsity.seed",  # derived.mask_seed (random importance only)
+    "schedule.stages",  # one stage step per entry
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    key: str
+    parent: str | None
+    config: dict[str, Any]
+    version: int
+
+
+@dataclass(frozen=True)
+class RunSteps:
+    model: Step
+    base: Step | None
+    mask: Step | None
+    train: Step
+    stages: list[Step]
+
+    @property
+    def weights(self) -> Step:
+        """The step whose output the adapter is built on."""
+        return self.mask or self.base or self.model
+
+
+def make_step(kind: str, parent: Step | None, config: dict[str, Any]) -> Step:
+    version = VERSIONS[kind]
+    pkey = parent.key if parent else None
+    return Step(kind, step_key(kind, pkey, config, version), pkey, config, version)
+
+
+# -- fingerprints of things outside the config ---------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    from ftlab.reuse.manifest import file_sha256
+
+    return file_sha256(Path(path))
+
+
+def fingerprint(path: str | None) -> dict[str, Any] | None:
+    """Identity of a data/mask file (content hash) or a local model directory (names, sizes and
+    modification times of its files: hashing gigabytes of weights per run costs too much)."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        return {"sha256": _file_sha256(str(p.resolve()), st.st_size, st.st_mtime_ns), "size": st.st_size}
+    if p.is_dir():
+        files = []
+        for f in sorted(p.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                files.append([f.relative_to(p).as_posix(), st.st_size, st.st_mtime_ns])
+        return {"dir": hashlib.sha256(repr(files).encode()).hexdigest()}
+    return {"missing": str(path)}
+
+
+def _or(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
+
+
+def environment() -> dict[str, str]:
+    """Versions of the code that produces every artifact (stale hits across upgrades are worse
+    than one rebuild)."""
+    import torch
+    import transformers
+
+    import ftlab
+
+    return {"ftlab": ftlab.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+# -- the steps -----------------------------------------------------------------------------
+def model_step(c: dict[str, Any]) -> Step:
+    config = pick(c, MODEL_KEYS)
+    config["derived.init_seed"] = _or(lookup(c, "model.init_seed", None), c["seed"])
+    config["derived.model_files"] = fingerprint(lookup(c, "model.name_or_path", None))
+    config["derived.environment"] = environment()
+    return make_step("model", None, config)
+
+
+def base_step(c: dict[str, Any], model: Step) -> Step | None:
+    if not lookup(c, "base.enabled", False):
+        return None
+    config = pick(c, BASE_KEYS)
+    config["derived.base_seed"] = _or(lookup(c, "base.seed", None), c["seed"])
+    config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    return make_step("base", model, config)
+
+
+def importance(c: dict[str, Any]) -> str:
+    return "random" if lookup(c, "sparsity.method", "none") == "random" else lookup(c, "sparsity.importance", None)
+
+
+def mask_keys(c: dict[str, Any]) -> tuple[str, ...]:
+    """The allow-list of the mask step for this config (calibration only where it is read)."""
+    return MASK_KEYS + (CALIBRATION_KEYS if importance(c) in CALIBRATED else ())
+
+
+def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
+    sp = c.get("sparsity") or {}
+    if sp.get("mask_path"):
+        return make_step("mask_file", parent, {"derived.mask_file": fingerprint(sp["mask_path"])})
+    if sp.get("method", "none") == "none":
+        return None
+    config = pick(c, mask_keys(c))
+    config["derived.importance"] = importance(c)
+    if importance(c) == "random":
+        config["derived.mask_seed"] = _or(sp.get("seed"), c["seed"])
+    if importance(c) in CALIBRATED:
+        config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    return make_step("mask", parent, config)
+
+
+def train_step(c: dict[str, Any], parent: Step) -> Step:
+    config = pick(c, TRAIN_KEYS)
+    config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    return make_step("train", parent, config)
+
+
+def stage_config(stage: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stage.items() if k not in STAGE_LABELS}
+
+
+def stage_steps(c: dict[str, Any], root: Step) -> list[Step]:
+    if lookup(c, "schedule.name", None) != "stages":
+        return []
+    out, parent = [], root
+    for stage in lookup(c, "schedule.stages", None) or []:
+        parent = make_step("stage", parent, stage_config(dict(stage)))
+        out.append(parent)
+    return out
+
+
+def run_steps(c: dict[str, Any]) -> RunSteps:
+    model = model_step(c)
+    base = base_step(c, model)
+    mask = mask_step(c, base or model)
+    train = train_step(c, mask or base or model)
+    return RunSteps(model, base, mask, train, stage_steps(c, train))
+
+
+def as_plain(cfg: Any) -> dict[str, Any]:
+    """A run config (DictConfig or dict) as a plain resolved dict."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg)
+
+
+def cache_dir(c: dict[str, Any]) -> Path:
+    return Path(os.path.expanduser(lookup(c, "paths.cache_dir", "experiments/.cache")))
