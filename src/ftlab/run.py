@@ -22,6 +22,7 @@ from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory, find_latest_checkpoint
 from ftlab.callbacks.checkpoints import STATE_FILE
 from ftlab.callbacks.history import empty_history, write_json
+from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
 from ftlab.evaluation import evaluate
@@ -90,6 +91,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     callbacks = [
         LossLog(run_dir, cfg.train.log_every_n_steps, cfg.train.log_measurements),
         TrainingHistory(run_dir),
+        *(gated_callbacks(cfg, run_dir) if adapted.gated else []),  # before checkpoints: rows precede state
         PeriodicCheckpoint(run_dir, cfg.train.save_every_n_steps, cfg.train.save_epoch_checkpoints,
                            cfg.train.keep_checkpoints),
         *(extra_callbacks or []),

@@ -41,6 +41,7 @@ def _load_builtin() -> None:
     import ftlab.adapters.full  # noqa: F401
     import ftlab.adapters.masked  # noqa: F401
     import ftlab.adapters.peft_lora  # noqa: F401
+    import ftlab.adapters.sora  # noqa: F401
 
 
 def all_adapters() -> list[AdapterSpec]:
