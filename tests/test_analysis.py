@@ -33,15 +33,14 @@ def sweep(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sweep")
     make_run(root / "0", ["adapter.r=4", "seed=0"])
     make_run(root / "1", ["adapter.r=4", "seed=1"])
-    make_run(root / "2", ["adapter.r=2", "seed=0"])
+    # SoRA gates (sparsity_log.csv) on a 50 % magnitude-pruned base (validation_report.json)
+    make_run(root / "2", ["adapter=sora", "adapter.r=2", "adapter.sparse_lambda_2=0.3", "seed=0",
+                          "sparsity=unstructured", "sparsity.level=0.5"])
     # An interrupted run: its config and a partial log, no metrics.json.
     (root / "3").mkdir()
     shutil.copy(root / "0" / "config.yaml", root / "3" / "config.yaml")
     lines = (root / "0" / "loss_log.csv").read_text().splitlines()[:2]
     (root / "3" / "loss_log.csv").write_text("\n".join(lines) + "\n")
-    # A gated run's per-layer log in the documented layout (epoch,step,overall_sparsity,<layer>...).
-    (root / "0" / "sparsity_log.csv").write_text(
-        "epoch,step,overall_sparsity,layers.0.q_proj,layers.0.v_proj\n0,2,0.25,0.0,0.5\n0,4,0.5,0.25,0.75\n")
     return root
 
 
@@ -81,6 +80,10 @@ def test_tables_one_row_per_run_and_seed_groups(sweep, tmp_path):
 
     sp = pd.read_csv(tmp_path / "out" / "sparsity_vs_performance.csv")
     assert len(sp) == 3 and {"gate_sparsity", "sparsity_level", "metric_value", "tokens_per_sec"} <= set(sp)
+    sora = sp[sp["run"].astype(str) == "2"].iloc[0]
+    assert sora["gate_sparsity"] == pytest.approx(records["2"].metrics["sparsity"])
+    assert sora["mask_sparsity"] == pytest.approx(0.5) and sora["validation"] == "passed"
+    assert sp[sp["run"].astype(str) == "0"]["gate_sparsity"].isna().all()  # ungated
 
 
 @pytest.mark.slow
@@ -92,7 +95,7 @@ def test_cli_plots_are_valid_pngs(sweep, tmp_path):
     assert "unfinished: 3" in proc.stdout and "3 finished, 1 unfinished" in proc.stdout
     pngs = {p.name for p in (out / "plots").glob("*.png")}
     assert {"loss_curves.png", "lr_schedule.png", "memory.png", "sparsity_vs_metric.png",
-            "sparsity_vs_throughput.png", "gate_sparsity_0.png"} <= pngs
+            "sparsity_vs_throughput.png", "gate_sparsity_2.png"} <= pngs
     for p in (out / "plots").glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(p) as im:

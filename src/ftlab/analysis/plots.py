@@ -82,11 +82,13 @@ def scatter(summary: pd.DataFrame, x: str, y: str, path: Path, xlabel: str, ylab
 
 
 def run_sparsity(summary: pd.DataFrame) -> pd.Series:
-    """One sparsity number per run for the x axis: gate sparsity if gated, else the mask level."""
-    gate = pd.to_numeric(summary.get("sparsity", pd.Series(index=summary.index, dtype=float)), errors="coerce")
-    level = pd.to_numeric(summary.get("sparsity_level", pd.Series(index=summary.index, dtype=float)),
-                          errors="coerce")
-    return gate.fillna(level)
+    """One sparsity number per run for the x axis: gate sparsity if gated, else the base mask's
+    measured sparsity, else its configured level."""
+    out = pd.Series(index=summary.index, dtype=float)
+    for col in ("sparsity", "mask_sparsity", "sparsity_level"):
+        if col in summary:
+            out = out.fillna(pd.to_numeric(summary[col], errors="coerce"))
+    return out
 
 
 def sparsity_vs(summary: pd.DataFrame, y: str, path: Path, ylabel: str, title: str) -> Path | None:

@@ -61,7 +61,8 @@ def validation_result(rec: RunRecord) -> str | None:
     """``passed``/``failed`` from ``validation_report.json`` (mask zeros kept), if the run has one."""
     report = rec.validation
     if not isinstance(report, dict):
-        return None
+        passed = (rec.metrics or {}).get("validation_passed")
+        return None if not isinstance(passed, bool) else "passed" if passed else "failed"
     for key in ("passed", "ok", "valid", "keeps_zeros"):
         if isinstance(report.get(key), bool):
             return "passed" if report[key] else "failed"
@@ -152,7 +153,8 @@ def grouped_table(summary: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-SPARSITY_COLUMNS = ["run", "model", "task", "adapter", "method", "sparsity_level", "seed", "gate_sparsity",
+SPARSITY_COLUMNS = ["run", "model", "task", "adapter", "method", "sparsity_level", "mask_sparsity",
+                    "weight_sparsity", "seed", "gate_sparsity",
                     "metric", "metric_value", "val_loss", "trainable_params", "effective_params",
                     "tokens_per_sec", "samples_per_sec", "peak_memory_mb", "validation"]
 
