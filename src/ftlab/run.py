@@ -29,7 +29,6 @@ from ftlab.evaluation import evaluate
 from ftlab.models import build_model, build_tokenizer
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.records import write_record
-from ftlab.reuse.rng import StepSeed
 from ftlab.reuse.stages import stage_run
 from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
@@ -107,7 +106,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         if stages.resume_path is not None:
             ckpt, start_step = stages.resume_path, stages.start_step
             stages.prefill_logs()
-        callbacks += [StepSeed(cfg.seed), *stages.callbacks()]  # dropout stream = f(seed, position)
+        callbacks += stages.callbacks()
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
                                 run_dir=run_dir)
         t0 = time.perf_counter()

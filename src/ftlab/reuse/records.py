@@ -108,7 +108,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "mask": {"trials": len(masks), "unique": len({m["key"] for m in masks}),
                  "built": sum(not m["cache_hit"] for m in masks), "hits": sum(m["cache_hit"] for m in masks)},
         "jobs": [{"trial": rec["trial"], "job": rec.get("job_num"), "overrides": rec.get("overrides", []),
-                  "run_dir": rec["run_dir"]} for rec in records],
+                  "run_dir": rec.get("run_dir")} for rec in records],
     }
 
 

@@ -2,7 +2,7 @@
 
 Before ``trainer.fit`` the trial looks for the deepest stage whose key is in the store and
 resumes from its Lightning checkpoint (weights, optimiser, scheduler, loop counters, data
-position; randomness is a function of the position, see :mod:`ftlab.reuse.rng`). It then takes
+position, RNG state). It then takes
 the build locks of the stages it will train, in stage order, so a concurrent trial that needs one
 of them waits and resumes from it instead of training it again. The fit runs once; at each
 stage's last optimiser step :class:`StagePublisher` writes the checkpoint into a staging dir,
