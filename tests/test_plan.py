@@ -39,7 +39,8 @@ def test_2x2_sweep_with_controls_table_names_and_reuse(tmp_path):
     assert names == ["tiny_llama-lora-r4", "tiny_llama-lora-r8", "tiny_mistral-lora-r4", "tiny_mistral-lora-r8",
                      "tiny_llama-control", "tiny_mistral-control"]
     assert [r["control"] for r in plan["runs"]] == [False] * 4 + [True] * 2
-    assert plan["runs"][4]["overrides"][-1] == "adapter=none" and "adapter.r=4" not in plan["runs"][4]["overrides"]
+    assert plan["runs"][4]["overrides"][-2:] == ["adapter=none", "sparsity=none"]
+    assert "adapter.r=4" not in plan["runs"][4]["overrides"]
     # stdout and plan.md carry the same Markdown table, one row per run
     md = (out / "plan.md").read_text()
     assert md in proc.stdout

@@ -18,6 +18,8 @@ ABBREVIATIONS = {
     "train.batch_size": "bs", "train.max_steps": "steps", "train.accumulate_grad_batches": "acc",
     "seed": "seed", "base.steps": "base", "hardware.devices": "dev", "task.max_length": "len",
 }
+#: values shortened in names
+VALUE_ABBREVIATIONS = {"sparse_to_dense": "s2d", "sparse_to_sparse": "s2s"}
 #: keys that change the base model (controls are named by these only)
 BASE_PREFIXES = ("model", "base", "task", "seed")
 _SAFE = re.compile(r"[^A-Za-z0-9_.+]+")
@@ -31,6 +33,7 @@ def split_override(override: str) -> tuple[str, str]:
 def fmt_value(value: str) -> str:
     """Compact, filesystem-safe form of an override value (``3e-4`` stays, ``0.30`` -> ``0.3``)."""
     text = value.strip().strip("'\"")
+    text = VALUE_ABBREVIATIONS.get(text, text)
     try:
         number = float(text)
     except ValueError:

@@ -58,9 +58,10 @@ def _train_steps(cfg: DictConfig) -> int:
 
 
 def control_overrides(job: list[str]) -> list[str]:
-    """The job with its adapter swapped for the eval-only control (adapter keys dropped)."""
-    keep = [o for o in job if split_override(o)[0].split(".", 1)[0] != "adapter"]
-    return [*keep, "adapter=none"]
+    """The job with its adapter swapped for the eval-only control: the base model itself, so the
+    adapter and any pruning of it are dropped."""
+    keep = [o for o in job if split_override(o)[0].split(".", 1)[0] not in ("adapter", "sparsity")]
+    return [*keep, "adapter=none", "sparsity=none"]
 
 
 def run_facts(cfg: DictConfig) -> RunFacts:

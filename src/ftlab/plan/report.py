@@ -16,6 +16,10 @@ NOTES = (
 )
 
 
+#: run names listed per stage-tree node
+MAX_USERS = 6
+
+
 def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "?"
@@ -78,7 +82,8 @@ def tree_lines(tree: StageTree, names: list[str]) -> list[str]:
     def walk(parent: str | None, depth: int) -> None:
         for node in tree.children(parent):
             users = tree.users(node.key)
-            who = ", ".join(names[i] for i in users)
+            who = ", ".join(names[i] for i in users[:MAX_USERS])
+            who += f", ... (+{len(users) - MAX_USERS} more)" if len(users) > MAX_USERS else ""
             out.append(f"{'  ' * depth}[{node.kind} {node.key}] {node.label}: {node.iters} it x{len(users)} <- {who}")
             walk(node.key, depth + 1)
 
