@@ -65,7 +65,8 @@ def merged_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def run_sparse(run_dir: Path, *overrides: str, callbacks=None):
-    cfg = compose_run([*FAST, *overrides])
+    """One run, with its own reuse cache: every step (mask, training) is computed here."""
+    cfg = compose_run([*FAST, *overrides, f"paths.cache_dir={run_dir / 'cache'}"])
     run(cfg, run_dir=run_dir, extra_callbacks=callbacks)
     return cfg, json.loads((run_dir / "metrics.json").read_text())
 
