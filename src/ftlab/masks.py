@@ -120,6 +120,9 @@ def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return
     try:
         overrides, fmt = parse_argv(argv)
         out = make_masks(overrides, fmt)

@@ -113,6 +113,9 @@ def validate(checkpoint: str, mask: str, report_path: str | Path) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return
     try:
         args = parse_args(argv)
         report = validate(args["checkpoint"], args["mask"], args["report"])
