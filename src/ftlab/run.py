@@ -173,6 +173,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
         facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, record=record)
         if not facts.pop("is_global_zero"):
             return None  # DDP: rank 0 evaluates and writes the outputs
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # rank 0 evaluates alone: its metrics must not sync
     else:
         write_json(run_dir / "training_history.json", empty_history(adapted.gated))
     write_record(run_dir, record)  # aggregated into the sweep's stage_log.csv / reuse_summary.json
