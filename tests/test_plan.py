@@ -81,6 +81,13 @@ def test_stage_tree_merges_identical_history_only():
     # reuse.enabled=false: the trial shares nothing
     f = compose_run([*common, _stages((30, 1e-3), (20, 1e-4)), "reuse.enabled=false"])
     assert reuse_numbers(stage_tree([a, f]))["planned_iters"] == 100
+    # the keys are the reuse cache's own step keys
+    from ftlab.reuse.steps import as_plain, run_steps
+
+    assert tree.trials[0][1:] == [st.key for st in run_steps(as_plain(a)).stages]
+    # a plain (non-stage) schedule is not a cached step: identical trials still train twice
+    g = compose_run([])
+    assert reuse_numbers(stage_tree([g, g]))["planned_iters"] == 2 * g.train.max_steps
 
 
 def test_meta_device_counts_match_the_built_adapters():

@@ -106,7 +106,7 @@ def build_runs(overrides: list[str], options: PlanOptions) -> tuple[list[list[st
         from ftlab.plan.stages import trial_chain
 
         for job, cfg in zip(jobs, cfgs):
-            key = trial_chain(cfg, trains=False)[0].key
+            key = trial_chain(cfg, trains=False)[0].key  # the base model (trial 0: its shared key)
             controls_of.setdefault(key, control_overrides(job))
     ctrl_jobs = list(controls_of.values())
     ctrl_cfgs = [compose_run(job) for job in ctrl_jobs]

@@ -87,10 +87,7 @@ def tree_lines(tree: StageTree, names: list[str]) -> list[str]:
             out.append(f"{'  ' * depth}[{node.kind} {node.key}] {node.label}: {node.iters} it x{len(users)} <- {who}")
             walk(node.key, depth + 1)
 
-    roots = {n.parent for n in tree.nodes.values() if n.parent is not None and n.parent not in tree.nodes}
     walk(None, 0)
-    for salt in sorted(roots):  # private chains of trials with reuse.enabled=false
-        walk(salt, 0)
     return out
 
 
