@@ -121,7 +121,7 @@ def test_unwritable_cache_dir_stops_a_sweep_before_any_job(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     sweep = tmp_path / "sweep"
-    res = cli("ftlab", "+experiment=stage_reuse_demo", "--multirun", f"paths.cache_dir={blocker}/cache",
+    res = cli("ftlab", "--multirun", "+experiment=stage_reuse_demo", f"paths.cache_dir={blocker}/cache",
               f"hydra.sweep.dir={sweep}", timeout=120)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
