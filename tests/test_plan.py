@@ -12,7 +12,7 @@ import pytest
 from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.plan.estimate import RunFacts, estimate_memory, estimate_time, fit_line
-from ftlab.plan.naming import fmt_value, swept_keys
+from ftlab.plan.naming import fmt_value, swept_keys, tag
 from ftlab.plan.options import PlanOptions, parse_planner_args
 from ftlab.plan.params import model_facts, trainable_params
 from ftlab.plan.planner import make_plan
@@ -164,6 +164,10 @@ def test_estimate_for_a_run_identical_to_a_finished_prior(tmp_path):
 def test_naming_helpers():
     assert swept_keys([["a=1", "b=2"], ["a=1", "b=3"]]) == ["b"]
     assert [fmt_value(v) for v in ("0.30", "3e-4", "8", "tiny/x")] == ["0.3", "0.0003", "8", "tiny_x"]
+    assert tag("schedule.stages", "[{iters:100,lr:1e-3},{iters:50,lr:1e-4}]") == "100x0.001_50x0.0001"
+    assert tag("sparsity.mode", "sparse_to_sparse") == "s2s" and tag("adapter.sparse_lambda", "0.30") == "l0.3"
+    long = tag("task.options", "{" + "x" * 60 + "}")
+    assert len(long) == len("options") + 32 and long != tag("task.options", "{" + "y" * 60 + "}")
 
 
 def test_planner_options_fail_with_one_line():

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -16,7 +17,7 @@ ABBREVIATIONS = {
     "adapter.sparse_lambda_2": "xi", "sparsity.level": "s", "sparsity.importance": "",
     "sparsity.method": "", "sparsity.mode": "", "schedule.lr": "lr", "schedule.warmup_steps": "wu",
     "train.batch_size": "bs", "train.max_steps": "steps", "train.accumulate_grad_batches": "acc",
-    "seed": "seed", "base.steps": "base", "hardware.devices": "dev", "task.max_length": "len",
+    "seed": "seed", "schedule.stages": "", "base.steps": "base", "hardware.devices": "dev", "task.max_length": "len",
 }
 #: values shortened in names
 VALUE_ABBREVIATIONS = {"sparse_to_dense": "s2d", "sparse_to_sparse": "s2s"}
@@ -43,9 +44,23 @@ def fmt_value(value: str) -> str:
     return format(number, "g")
 
 
+#: longest value text kept in a name; longer ones keep a prefix and a short hash
+MAX_VALUE_CHARS = 32
+_STAGE = re.compile(r"iters\s*:\s*([^,}\]]+)\s*,\s*lr\s*:\s*([^,}\]]+)")
+
+
+def stages_value(value: str) -> str | None:
+    """``[{iters:100,lr:1e-3},{iters:50,lr:1e-4}]`` -> ``100x0.001_50x0.0001``."""
+    pairs = _STAGE.findall(value)
+    return "_".join(f"{fmt_value(i)}x{fmt_value(lr)}" for i, lr in pairs) if pairs else None
+
+
 def tag(key: str, value: str) -> str:
     prefix = ABBREVIATIONS.get(key, "" if "." not in key else key.rsplit(".", 1)[-1])
-    return f"{prefix}{fmt_value(value)}"
+    text = (stages_value(value) if key == "schedule.stages" else None) or fmt_value(value)
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[:MAX_VALUE_CHARS - 7] + "~" + hashlib.sha256(value.encode()).hexdigest()[:6]
+    return f"{prefix}{text}"
 
 
 def swept_keys(jobs: list[list[str]]) -> list[str]:

@@ -76,6 +76,12 @@ def run_table(plan: Plan) -> list[str]:
     return lines
 
 
+def short_key(key: str) -> str:
+    """First 12 hex digits (+ the private-trial suffix); plan.json keeps the full key."""
+    head, sep, tail = key.partition("~")
+    return head[:12] + sep + tail
+
+
 def tree_lines(tree: StageTree, names: list[str]) -> list[str]:
     out: list[str] = []
 
@@ -84,7 +90,8 @@ def tree_lines(tree: StageTree, names: list[str]) -> list[str]:
             users = tree.users(node.key)
             who = ", ".join(names[i] for i in users[:MAX_USERS])
             who += f", ... (+{len(users) - MAX_USERS} more)" if len(users) > MAX_USERS else ""
-            out.append(f"{'  ' * depth}[{node.kind} {node.key}] {node.label}: {node.iters} it x{len(users)} <- {who}")
+            out.append(f"{'  ' * depth}[{node.kind} {short_key(node.key)}] {node.label}: {node.iters} it "
+                       f"x{len(users)} <- {who}")
             walk(node.key, depth + 1)
 
     walk(None, 0)
