@@ -90,6 +90,29 @@ def test_stage_tree_merges_identical_history_only():
     assert reuse_numbers(stage_tree([g, g]))["planned_iters"] == 2 * g.train.max_steps
 
 
+@pytest.mark.slow
+def test_planned_sharing_matches_what_the_cache_does(tmp_path):
+    """Two trials sharing stage 1: the plan's tree says which stages the second trial gets from the
+    cache; running both (cache in tmp) must show exactly those hits, under the same keys."""
+    from ftlab.run import run
+
+    common = [*TINY, "schedule=stages", f"paths.cache_dir={tmp_path}/cache"]
+    jobs = [[*common, _stages((4, 1e-3), (3, 1e-4))], [*common, _stages((4, 1e-3), (3, 3e-4))]]
+    sweep = "schedule.stages=[{iters:4,lr:1e-3},{iters:3,lr:1e-4}],[{iters:4,lr:1e-3},{iters:3,lr:3e-4}]"
+    plan = make_plan([*common, sweep], PlanOptions(prior_dirs=[]))
+    assert plan.reuse["naive_iters"] == 14 and plan.reuse["planned_iters"] == 10
+    for i, job in enumerate(jobs):
+        run(compose_run(job), run_dir=tmp_path / str(i))
+    records = [json.loads((tmp_path / str(i) / "reuse_record.json").read_text()) for i in range(2)]
+    for i, (r, rec) in enumerate(zip(plan.runs, records)):
+        stage_keys = [k for k in r.chain if plan.tree.nodes[k].kind == "train"]
+        assert [st["key"] for st in rec["stages"]] == stage_keys
+        # a stage is a hit exactly when an earlier trial of the plan already had it
+        earlier = {k for other in plan.runs[:i] for k in other.chain}
+        assert [st["cache_hit"] for st in rec["stages"]] == [k in earlier for k in stage_keys]
+    assert [st["cache_hit"] for st in records[1]["stages"]] == [True, False]
+
+
 def test_meta_device_counts_match_the_built_adapters():
     from ftlab.adapters.registry import get_adapter
     from ftlab.models import build_model, build_tokenizer
