@@ -88,6 +88,8 @@ def test_composition_requires_path_and_fitting_metric(tmp_path):
         compose_run(["task=gsm8k", f"task.path={path}", "task.metric=accuracy"])
     with pytest.raises(ConfigError, match="task.metric='bleu'"):
         compose_run(["task.metric=bleu"])
+    with pytest.raises(ConfigError, match="task.metric='accuracy'.*multiple-choice"):
+        compose_run(["task=arithmetic", "task.metric=accuracy"])
 
 
 @pytest.mark.parametrize("text,want", [

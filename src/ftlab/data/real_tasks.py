@@ -200,9 +200,16 @@ for _cls in REAL_TASKS.values():
     register_task(_cls.name, _cls)
 
 
+#: tasks whose examples carry choices (the only ones ``accuracy`` can score)
+MULTIPLE_CHOICE = ("boolq", "hellaswag")
+
+
 def validate_real_task(cfg: Any) -> None:
     """At composition: a real task needs its file, and a metric that fits its answers."""
     t = cfg.task
+    if t.metric == "accuracy" and t.name not in MULTIPLE_CHOICE:
+        fail("task.metric", t.metric, f"a generation metric for task {t.name} "
+             f"('accuracy' scores multiple-choice tasks: {list(MULTIPLE_CHOICE)})")
     if t.name not in REAL_TASKS:
         return
     if not t.path:
