@@ -110,17 +110,18 @@ class Crash(L.Callback):
             raise KeyboardInterrupt  # Lightning re-raises after its teardown, like a real SIGINT
 
 
-@pytest.mark.parametrize("crash_at", [10, 24])  # mid-epoch, and exactly at an epoch end
-def test_resume_equals_uninterrupted(tmp_path: Path, crash_at: int) -> None:
-    args = ("train.max_steps=30", "train.save_every_n_steps=5", "train.log_measurements=false",
+# 24 batches per epoch, checkpoints every 10 steps and at the epoch end (step 24)
+@pytest.mark.parametrize("crash_at,resume_at", [(13, 10), (27, 24)])  # mid-epoch; from the epoch-end checkpoint
+def test_resume_equals_uninterrupted(tmp_path: Path, crash_at: int, resume_at: int) -> None:
+    args = ("train.max_steps=30", "train.save_every_n_steps=10", "train.log_measurements=false",
             "eval.generate=false", "adapter.dropout=0.1", "schedule=cosine", "adapter=dora")
     run_tiny(tmp_path / "full", *args)
     with pytest.raises(BaseException):  # noqa: B017 - the simulated kill
-        run_tiny(tmp_path / "resumed", *args, callbacks=[Crash(crash_at + 1)])
+        run_tiny(tmp_path / "resumed", *args, callbacks=[Crash(crash_at)])
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     run_tiny(tmp_path / "resumed", *args, "resume=auto")
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] == crash_at
+    assert metrics["resumed_from_step"] == resume_at
 
     full = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
