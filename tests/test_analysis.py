@@ -37,6 +37,10 @@ def sweep(tmp_path_factory) -> Path:
     # SoRA gates (sparsity_log.csv) on a 50 % magnitude-pruned base (validation_report.json)
     make_run(root / "2", ["adapter=sora", "adapter.r=2", "adapter.sparse_lambda_2=0.3", "seed=0",
                           "sparsity=unstructured", "sparsity.level=0.5"])
+    # What the sweep callback writes at the end of a --multirun (stage_log.csv, reuse_summary.json).
+    from ftlab.reuse.records import write_sweep_records
+
+    write_sweep_records(root)
     # An interrupted run: its config and a partial log, no metrics.json.
     (root / "3").mkdir()
     shutil.copy(root / "0" / "config.yaml", root / "3" / "config.yaml")
@@ -78,6 +82,10 @@ def test_tables_one_row_per_run_and_seed_groups(sweep, tmp_path):
     losses = [records[k].metrics["val_loss"] for k in ("0", "1")]
     assert g4["val_loss_mean"] == pytest.approx(sum(losses) / 2)
     assert g4["val_loss_std"] == pytest.approx(pd.Series(losses).std(ddof=1))
+
+    reuse = pd.read_csv(tmp_path / "out" / "reuse_summary.csv")
+    assert reuse["sweep"].tolist() == ["."] and reuse["trials"].tolist() == [3]
+    assert reuse["naive_iters"].tolist() == [3 * 6] and reuse["executed_iters"].tolist() == [3 * 6]
 
     sp = pd.read_csv(tmp_path / "out" / "sparsity_vs_performance.csv")
     assert len(sp) == 3 and {"gate_sparsity", "sparsity_level", "metric_value", "tokens_per_sec"} <= set(sp)

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     cols = [c for c in ("run", "status", "metric", "metric_value", "val_loss", "sparsity", "tokens_per_sec",
                         "train_time_s") if c in result.summary]
     print(result.summary[cols].to_string(index=False, max_colwidth=40))
+    for _, row in result.reuse.iterrows():
+        print(f"reuse in {row['sweep']}: {row['trials']} trials, {row['executed_iters']} of {row['naive_iters']} "
+              f"iterations executed ({row['speedup']:.2f}x)")
     for f in result.files:
         print(f"wrote {f}")
     return 0

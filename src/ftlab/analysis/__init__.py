@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftlab.analysis.runs import RunRecord, find_run_dirs, load_runs
-from ftlab.analysis.tables import grouped_table, sparsity_table, summary_table
+from ftlab.analysis.runs import RunRecord, find_reuse_summaries, find_run_dirs, load_runs
+from ftlab.analysis.tables import grouped_table, reuse_table, sparsity_table, summary_table
 from ftlab.errors import FtlabError
 
 TABLES = ("summary.csv", "grouped_summary.csv", "sparsity_vs_performance.csv")
+#: written when the tree holds sweeps with ``reuse_summary.json``
+REUSE_TABLE = "reuse_summary.csv"
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Analysis:
     summary: pd.DataFrame
     grouped: pd.DataFrame
     sparsity: pd.DataFrame
+    reuse: pd.DataFrame
     files: list[Path]
 
     @property
@@ -49,12 +52,15 @@ def analyze(root: Path, out: Path | None = None, plot: bool = False) -> Analysis
     summary, varying = summary_table(records)
     grouped = grouped_table(summary, varying)
     sparsity = sparsity_table(summary)
+    reuse = reuse_table(find_reuse_summaries(root))
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".analysis-", dir=out))
     try:
         summary.to_csv(staging / TABLES[0], index=False)
         grouped.to_csv(staging / TABLES[1], index=False)
         sparsity.to_csv(staging / TABLES[2], index=False)
+        if len(reuse):
+            reuse.to_csv(staging / REUSE_TABLE, index=False)
         if plot:
             from ftlab.analysis.plots import all_plots
 
@@ -68,7 +74,7 @@ def analyze(root: Path, out: Path | None = None, plot: bool = False) -> Analysis
                 files.append(dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Analysis(out, records, summary, grouped, sparsity, files)
+    return Analysis(out, records, summary, grouped, sparsity, reuse, files)
 
 
 __all__ = ["Analysis", "RunRecord", "TABLES", "analyze", "find_run_dirs", "load_runs"]

@@ -126,3 +126,17 @@ def load_run(path: Path, root: Path) -> RunRecord:
 def load_runs(root: Path) -> list[RunRecord]:
     root = Path(root)
     return [load_run(d, root) for d in find_run_dirs(root)]
+
+
+def find_reuse_summaries(root: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(sweep dir relative to root, reuse_summary.json)`` of every sweep under ``root``."""
+    root = Path(root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _NOT_RUNS)
+        if "reuse_summary.json" in filenames:
+            data = _read_json(Path(dirpath) / "reuse_summary.json", [])
+            if isinstance(data, dict):
+                rel = str(Path(dirpath).relative_to(root)) if Path(dirpath) != root else "."
+                out.append((rel, data))
+    return out

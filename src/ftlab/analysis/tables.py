@@ -167,3 +167,18 @@ def sparsity_table(summary: pd.DataFrame) -> pd.DataFrame:
         if c not in done:
             done[c] = None
     return done[SPARSITY_COLUMNS].reset_index(drop=True)
+
+
+REUSE_COLUMNS = ["sweep", "trials", "naive_iters", "executed_iters", "saved_iters", "saved_pct", "speedup",
+                 "stage_runtime_s", "base_built", "base_hits", "mask_built", "mask_hits"]
+
+
+def reuse_table(summaries: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """One row per sweep with a ``reuse_summary.json``: what the cache actually saved."""
+    rows = []
+    for rel, d in summaries:
+        stages, base, mask = d.get("stages") or {}, d.get("base") or {}, d.get("mask") or {}
+        rows.append({"sweep": rel, **{k: d.get(k) for k in REUSE_COLUMNS[1:7]},
+                     "stage_runtime_s": stages.get("runtime_s"), "base_built": base.get("built"),
+                     "base_hits": base.get("hits"), "mask_built": mask.get("built"), "mask_hits": mask.get("hits")})
+    return pd.DataFrame(rows, columns=REUSE_COLUMNS)
