@@ -82,6 +82,11 @@ def test_bad_emit_writes_nothing(tmp_path):
     proc = plan_cli(*TINY, "emit=pbs", f"plan.dir={tmp_path}/plan")
     assert proc.returncode == 2 and proc.stderr.strip() == "ftlab: error: emit='pbs' is invalid: one of ['slurm'] (or leave it out)"
     assert not (tmp_path / "plan").exists()
+    # a job the run's own preflight would refuse on the cluster is refused here, before any file
+    proc = plan_cli(*TINY, "hardware=cpu,cerebras", "emit=slurm", f"plan.dir={tmp_path}/plan")
+    assert proc.returncode == 2 and proc.stderr.startswith("ftlab: error: hardware='cerebras' is invalid")
+    assert "hydra/launcher=cerebras" in proc.stderr and not (tmp_path / "plan").exists()
+    assert not list(tmp_path.iterdir())
 
 
 def _local_cluster_env() -> dict | None:

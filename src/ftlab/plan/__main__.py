@@ -31,6 +31,10 @@ def default_dir(plan: Plan) -> Path:
 
 def write_plan(plan: Plan, args: PlannerArgs, markdown: str) -> Path:
     """Everything is written into a staging dir next to the plan dir and renamed into place."""
+    if args.emit == "slurm":
+        from ftlab.plan.slurm import check_runnable
+
+        check_runnable(plan, args.plan.slurm)
     final = Path(args.plan.dir) if args.plan.dir else default_dir(plan)
     if final.exists() and any(final.iterdir()):
         raise FtlabError(f"plan.dir={str(final)!r} is invalid: a new or empty directory")

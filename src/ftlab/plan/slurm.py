@@ -86,6 +86,15 @@ def submit_script(names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_runnable(plan: Plan, s: SlurmOptions) -> None:
+    """Each sbatch job is a single ``python -m ftlab`` run: refuse now what its preflight would
+    refuse on the cluster (e.g. Cerebras hardware, which runs through its own launcher)."""
+    from ftlab.launchers.preflight import check_launch
+
+    for run in plan.runs:
+        check_launch(job_overrides(run, s), [run.cfg], multirun=False)
+
+
 def emit_slurm(plan: Plan, staging: Path, final_dir: Path, s: SlurmOptions) -> dict[str, dict[str, str]]:
     """Write the run dirs and ``submit_all.sh`` into ``staging`` (paths inside the scripts name
     ``final_dir``, where the staging dir is moved). Returns per-run paths for ``plan.json``."""
