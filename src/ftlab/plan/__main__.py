@@ -60,6 +60,11 @@ def write_plan(plan: Plan, args: PlannerArgs, markdown: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        import ftlab.plan
+
+        print(__doc__.strip() + "\n\n" + (ftlab.plan.__doc__ or "").strip())
+        return 0
     try:
         flags = [a for a in argv if a.startswith("-")]
         for flag in flags:
