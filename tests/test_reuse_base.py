@@ -73,3 +73,15 @@ def test_mask_is_computed_once_per_base_and_shared_across_adapters(tmp_path):
         assert r["metrics"]["validation_passed"] is True
         assert r["metrics"]["mask_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert go(tmp_path / "l6", cache, *BASE, *mask, "sparsity.level=0.6")["record"]["mask"]["cache_hit"] is False
+
+
+def test_node_local_copy_of_a_shared_base(tmp_path):
+    shared, node = tmp_path / "shared", tmp_path / "node-local"
+    first = go(tmp_path / "first", shared, *BASE, f"paths.local_cache_dir={node}")
+    second = go(tmp_path / "second", shared, *BASE, f"paths.local_cache_dir={node}", "schedule.lr=2e-3")
+    plain = go(tmp_path / "plain", tmp_path / "other", *BASE)
+    assert (first["record"]["base"]["cache_hit"], second["record"]["base"]["cache_hit"]) == (False, True)
+    local = list(ArtifactStore(node).entries())
+    assert [e.key for e in local] == [first["record"]["base"]["key"]]
+    assert local[0].info()["meta"]["copied_from"].startswith(str(shared))
+    assert same(first["adapter"], plain["adapter"])

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import ROOT, cli
 
 TINY = ["task.num_examples=120", "train.batch_size=8", "train.eval_batch_size=32", "schedule.stages.0.iters=4",
         "schedule.stages.1.iters=3", "eval.generate=false", "train.save_merged_model=false",
@@ -48,3 +51,23 @@ def test_stage_reuse_demo_sweep_and_its_rerun(tmp_path):
         assert metrics["resumed_from_step"] == metrics["train_steps"] == 7  # no training step ran
         first = json.loads((tmp_path / "first" / job / "metrics.json").read_text())
         assert metrics["val_loss"] == first["val_loss"]
+
+
+@pytest.mark.slow
+def test_parallel_jobs_sharing_a_stage_train_it_once(tmp_path):
+    """Two jobs started together (as a SLURM array would start them) with one shared cache."""
+    cache = tmp_path / "cache"
+    procs = []
+    for name, lr2 in (("a", 5e-5), ("b", 3e-5)):
+        args = ["+experiment=stage_reuse_demo", *TINY, "schedule.stages.0.iters=30", f"schedule.stages.1.lr={lr2}",
+                f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / name}"]
+        procs.append(subprocess.Popen([sys.executable, "-m", "ftlab", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    records = [json.loads((tmp_path / n / "reuse_record.json").read_text())["stages"] for n in "ab"]
+    assert sorted(r[0]["cache_hit"] for r in records) == [False, True]  # stage 1: one build, one hit
+    assert [r[1]["cache_hit"] for r in records] == [False, False]
+    assert records[0][0]["key"] == records[1][0]["key"]
+    assert len(list((cache / "entries").iterdir())) == 3 and not list((cache / "locks").glob("*.lock"))

@@ -159,3 +159,15 @@ def test_invalid_keys_are_refused(tmp_path):
     for bad in ("../escape", "", "a/b", "x" * 200):
         with pytest.raises(ValueError):
             store.entry_dir(bad)
+
+
+def test_import_entry_makes_a_verified_local_copy(tmp_path):
+    shared, local, n = ArtifactStore(tmp_path / "shared"), ArtifactStore(tmp_path / "local"), []
+    entry = build(shared, key(30), n).entry
+    copy = local.import_entry(entry)
+    assert copy.root.parent == tmp_path / "local" / "entries" and local.lookup(key(30)) is not None
+    assert copy.info()["config"] == entry.info()["config"] and copy.info()["meta"]["copied_from"] == str(entry.root)
+    assert (copy.artifact / "sub" / "data.bin").read_bytes() == (entry.artifact / "sub" / "data.bin").read_bytes()
+    (copy.artifact / "note.txt").write_text("HELLO")  # a damaged local copy is replaced from the shared one
+    again = local.import_entry(entry)
+    assert (again.artifact / "note.txt").read_text() == "hello" and local.lookup(key(30)) is not None

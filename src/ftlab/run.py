@@ -110,8 +110,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
                                 run_dir=run_dir)
         t0 = time.perf_counter()
-        # ftlab's own checkpoints (run dir or reuse cache) hold numpy RNG state: not weights-only
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         train_time = time.perf_counter() - t0
     if record is not None:
         record["stages"] = stages.records()

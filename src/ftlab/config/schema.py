@@ -162,6 +162,9 @@ class BaseConfig:
 @dataclass
 class PathsConfig:
     cache_dir: str = "experiments/.cache"
+    # Optional node-local copy of cached base models (e.g. $TMPDIR on a SLURM node): entries of
+    # cache_dir (shared filesystem) are copied here once per node and loaded from here.
+    local_cache_dir: Optional[str] = None
 
 
 @dataclass

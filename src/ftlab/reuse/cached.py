@@ -56,7 +56,11 @@ def cached_base_model(cfg: Any, build: Callable[[], nn.Module], record: dict | N
 
         res = store.get_or_build(step.key, write, kind=step.kind, parent=step.parent, config=step.config,
                                  version=step.version)
-        model = load_base(res.entry.artifact / MODEL_DIR, cfg.model.dtype)
+        entry = res.entry
+        local = (c.get("paths") or {}).get("local_cache_dir")
+        if local:  # shared cache -> node-local copy, read from local disk from then on
+            entry = ArtifactStore(local).import_entry(entry)
+        model = load_base(entry.artifact / MODEL_DIR, cfg.model.dtype)
     if record is not None:
         record["base"] = _record(step, res, time.perf_counter() - t0, why, steps=int(cfg.base.steps))
     return model

@@ -38,3 +38,8 @@ def validate_cache_dir(cfg: Any) -> None:
     if reason:
         fail("paths.cache_dir", cfg.paths.cache_dir,
              f"a writable directory for the reuse cache ({reason}); or reuse.enabled=false")
+    local = cfg.paths.get("local_cache_dir")
+    if local and cfg.base.enabled:
+        reason = unwritable_reason(Path(local))
+        if reason:
+            fail("paths.local_cache_dir", local, f"null or a writable directory ({reason})")
