@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import cli
 from ftlab.analysis import analyze
 from ftlab.analysis.runs import flatten, load_runs
 from ftlab.analysis.tables import task_metric, varying_keys
@@ -98,8 +97,7 @@ def test_tables_one_row_per_run_and_seed_groups(sweep, tmp_path):
 @pytest.mark.slow
 def test_cli_plots_are_valid_pngs(sweep, tmp_path):
     out = tmp_path / "plots_out"
-    proc = subprocess.run([sys.executable, "-m", "ftlab.analyze", str(sweep), "--plot", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = cli("ftlab.analyze", str(sweep), "--plot", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "unfinished: 3" in proc.stdout and "3 finished, 1 unfinished" in proc.stdout
     pngs = {p.name for p in (out / "plots").glob("*.png")}
@@ -124,8 +122,7 @@ def test_varying_keys_ignores_noise():
 
 def test_no_runs_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "ftlab.analyze", str(tmp_path / "empty")],
-                          capture_output=True, text=True, timeout=120)
+    proc = cli("ftlab.analyze", str(tmp_path / "empty"))
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("ftlab: error:") and "no run dirs found" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

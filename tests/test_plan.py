@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import cli
 from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.plan.estimate import RunFacts, estimate_memory, estimate_time, fit_line
@@ -25,14 +23,9 @@ TINY = ["task.num_examples=80", "task.eval_examples=4", "train.max_steps=10", "t
 SWEEP = ["model=tiny_llama,tiny_mistral", "adapter.r=4,8", "base.enabled=true", "base.steps=20"]
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftlab.plan", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
-
-
 def test_2x2_sweep_with_controls_table_names_and_reuse(tmp_path):
     out = tmp_path / "plan"
-    proc = run_cli(*TINY, *SWEEP, "plan.controls=true", f"plan.dir={out}", f"plan.prior_dirs=[{tmp_path}/none]")
+    proc = cli("ftlab.plan", *TINY, *SWEEP, "plan.controls=true", f"plan.dir={out}", f"plan.prior_dirs=[{tmp_path}/none]")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads((out / "plan.json").read_text())
     names = [r["name"] for r in plan["runs"]]
@@ -207,7 +200,7 @@ def test_bad_input_fails_like_a_run(tmp_path, bad, key):
     from ftlab.errors import FtlabError
 
     out = tmp_path / "plan"
-    plan = run_cli(bad, f"plan.dir={out}")
+    plan = cli("ftlab.plan", bad, f"plan.dir={out}")
     with pytest.raises(FtlabError) as err:  # what `python -m ftlab` checks before launching
         preflight([bad], multirun=True)
     assert plan.returncode == 2

@@ -13,19 +13,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import ROOT, cli
 from ftlab.config.compose import compose_run
 from ftlab.plan.options import SlurmOptions
 from ftlab.plan.slurm import fmt_time, time_limit_min
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task.num_examples=60", "task.eval_examples=4", "train.max_steps=3", "train.batch_size=4",
         "train.log_every_n_steps=1", "train.save_merged_model=false", "train.save_adapter=false",
         "eval.generate=false", "task.max_length=32"]
-
-
-def plan_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftlab.plan", *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def test_time_limit_from_estimate():
@@ -43,7 +38,7 @@ def test_time_limit_from_estimate():
 
 def test_emit_slurm_writes_run_dirs_scripts_and_submit_all(tmp_path):
     out = tmp_path / "plan"
-    proc = plan_cli(*TINY, "adapter.r=2,4", "hardware.devices=1", "emit=slurm", f"plan.dir={out}",
+    proc = cli("ftlab.plan", *TINY, "adapter.r=2,4", "hardware.devices=1", "emit=slurm", f"plan.dir={out}",
                     "plan.controls=true", "plan.slurm.partition=debug", "plan.slurm.cpus_per_task=1",
                     "plan.slurm.setup=[\"export FOO=1\"]", "plan.slurm.extra=[\"--constraint=x\"]",
                     f"plan.prior_dirs=[{tmp_path}/none]")
@@ -79,11 +74,11 @@ def test_emit_slurm_writes_run_dirs_scripts_and_submit_all(tmp_path):
 
 
 def test_bad_emit_writes_nothing(tmp_path):
-    proc = plan_cli(*TINY, "emit=pbs", f"plan.dir={tmp_path}/plan")
+    proc = cli("ftlab.plan", *TINY, "emit=pbs", f"plan.dir={tmp_path}/plan")
     assert proc.returncode == 2 and proc.stderr.strip() == "ftlab: error: emit='pbs' is invalid: one of ['slurm'] (or leave it out)"
     assert not (tmp_path / "plan").exists()
     # a job the run's own preflight would refuse on the cluster is refused here, before any file
-    proc = plan_cli(*TINY, "hardware=cpu,cerebras", "emit=slurm", f"plan.dir={tmp_path}/plan")
+    proc = cli("ftlab.plan", *TINY, "hardware=cpu,cerebras", "emit=slurm", f"plan.dir={tmp_path}/plan")
     assert proc.returncode == 2 and proc.stderr.startswith("ftlab: error: hardware='cerebras' is invalid")
     assert "hydra/launcher=cerebras" in proc.stderr and not (tmp_path / "plan").exists()
     assert not list(tmp_path.iterdir())
@@ -106,7 +101,7 @@ def test_submit_all_runs_on_the_local_cluster(tmp_path):
     if env is None:
         pytest.skip("local SLURM cluster not running (scripts/slurm/start_local_cluster.sh)")
     out = tmp_path / "plan"
-    proc = plan_cli(*TINY, "emit=slurm", f"plan.dir={out}", "plan.slurm.partition=debug",
+    proc = cli("ftlab.plan", *TINY, "emit=slurm", f"plan.dir={out}", "plan.slurm.partition=debug",
                     "plan.slurm.cpus_per_task=1", f"plan.slurm.python={sys.executable}", env=env)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = list((out / "runs").iterdir())

@@ -5,15 +5,14 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from conftest import ROOT
 from ftlab.plan.options import PlanOptions
 from ftlab.plan.planner import make_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 SHORT = ["train.max_steps=4", "train.log_every_n_steps=2", "task.num_examples=100", "task.max_length=32"]
 
 
