@@ -84,24 +84,37 @@ def test_bad_emit_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def _local_cluster_env() -> dict | None:
-    env_file = Path(os.environ.get("FTLAB_SLURM_DIR", "/tmp/ftlab-slurm")) / "env.sh"
-    if not env_file.is_file() or shutil.which("sbatch") is None:
-        return None
-    dump = subprocess.run(["bash", "-c", f"source {env_file} && env -0"], capture_output=True, text=True)
-    env = dict(kv.split("=", 1) for kv in dump.stdout.split("\0") if "=" in kv)
-    ok = subprocess.run(["sinfo", "-h"], env=env, capture_output=True, text=True, timeout=30)
-    return env if ok.returncode == 0 and ok.stdout.strip() else None
+def _local_cluster_env() -> tuple[dict | None, str]:
+    """The environment that reaches the local cluster (as tests/test_slurm_cluster.py finds it:
+    ``SLURM_CONF`` or ``$FTLAB_SLURM_DIR``, default ``$TMPDIR/ftlab-slurm``), or None and why not."""
+    env = dict(os.environ)
+    if not env.get("SLURM_CONF"):
+        base = Path(env.get("FTLAB_SLURM_DIR") or Path(env.get("TMPDIR", "/tmp")) / "ftlab-slurm")
+        env["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
+        env["PATH"] = f"{base / 'bin'}{os.pathsep}{env['PATH']}"
+    if shutil.which("sbatch", path=env["PATH"]) is None:
+        return None, "sbatch not installed"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%P %a"], env=env, capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return None, str(err)
+    if proc.returncode != 0 or "up" not in proc.stdout:
+        return None, (proc.stderr or proc.stdout).strip() or "no partition up"
+    return env, ""
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_submit_all_runs_on_the_local_cluster(tmp_path):
-    env = _local_cluster_env()
+    env, why = _local_cluster_env()
     if env is None:
-        pytest.skip("local SLURM cluster not running (scripts/slurm/start_local_cluster.sh)")
+        msg = f"no reachable SLURM cluster ({why}); start it with scripts/slurm/start_local_cluster.sh"
+        if os.environ.get("FTLAB_REQUIRE_SLURM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    partition = os.environ.get("FTLAB_SLURM_PARTITION", "debug")
     out = tmp_path / "plan"
-    proc = cli("ftlab.plan", *TINY, "emit=slurm", f"plan.dir={out}", "plan.slurm.partition=debug",
+    proc = cli("ftlab.plan", *TINY, "emit=slurm", f"plan.dir={out}", f"plan.slurm.partition={partition}",
                     "plan.slurm.cpus_per_task=1", f"plan.slurm.python={sys.executable}", env=env)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = list((out / "runs").iterdir())
