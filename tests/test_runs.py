@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.slow
 
 LEADING = ["epoch", "step", "train_loss", "learning_rate", "gpu_memory_mb", "sparsity"]
-HISTORY = ["epoch", "train_loss", "val_loss", "epoch_time", "gpu_memory_mb", "trainable_params", "effective_params"]
+HISTORY = ["epoch", "step", "train_loss", "val_loss", "epoch_time", "gpu_memory_mb", "trainable_params", "effective_params"]
 
 
 def rows(path: Path) -> list[dict]:
@@ -36,7 +36,7 @@ def test_adapter_run_writes_outputs(adapter: str, run_dir: Path) -> None:
     assert {r["epoch"] for r in log} == {"0", "1"}
 
     hist = json.loads((run_dir / "training_history.json").read_text())
-    assert list(hist) == HISTORY and hist["epoch"] == [0, 1]
+    assert list(hist) == HISTORY and hist["epoch"] == [0, 1] and hist["step"] == [24, 30]
     assert all(v is not None for v in hist["val_loss"])
 
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
@@ -129,6 +129,9 @@ def test_resume_equals_uninterrupted(tmp_path: Path, crash_at: int, resume_at: i
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
     assert (tmp_path / "full" / "loss_log.csv").read_text() == (tmp_path / "resumed" / "loss_log.csv").read_text()
+    hist = [json.loads((tmp_path / d / "training_history.json").read_text()) for d in ("full", "resumed")]
+    for key in ("epoch", "step", "train_loss", "val_loss"):
+        assert hist[0][key] == hist[1][key], key
 
 
 def test_wandb_offline_writes_run_dir(run_dir: Path) -> None:

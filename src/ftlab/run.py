@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory, find_latest_checkpoint
 from ftlab.callbacks.checkpoints import STATE_FILE
-from ftlab.callbacks.history import empty_history, write_json
+from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_json
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
@@ -35,6 +36,9 @@ from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
 from ftlab.training.schedules import total_steps
 from ftlab.training.trainer import build_logger, build_trainer
+
+
+log = logging.getLogger("ftlab")
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -162,11 +166,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     tokenizer, model = prepare_model(cfg, record)
     # sparse base: W <- W * M (None when dense); the mask is a cached step
     masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_masks, record))
+    dm = TaskDataModule(cfg, tokenizer)
+    dm.setup()
+    control = evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
     spec = get_adapter(cfg.adapter.name)
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
     adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
-    dm = TaskDataModule(cfg, tokenizer)
-    dm.setup()
 
     facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}
     if adapted.trains:
@@ -184,6 +189,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
         metrics.update(finish_sparse(adapted, cfg, run_dir))
     if cfg.eval.enabled:
         metrics.update(evaluate(adapted.model, tokenizer, dm.splits, cfg))
+        fill_final_val_loss(run_dir / "training_history.json", metrics["val_loss"])
+    metrics.update({f"control_{k}": v for k, v in control.items()})
     metrics.update(facts)
     metrics.update({
         "peak_memory_mb": peak_memory_mb(),
@@ -197,4 +204,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
         metrics.update(export(adapted, tokenizer, cfg, run_dir))
     write_json(run_dir / "metrics.json", metrics)
     key = next((k for k in ("eval_exact_match", "eval_accuracy") if k in metrics), "val_loss")
+    log.info("%s", summary_line(metrics, key, run_dir))
     return metrics.get(key)
+
+
+def summary_line(metrics: dict[str, Any], key: str, run_dir: Path) -> str:
+    text = f"{key}={metrics.get(key, float('nan')):.4f}"
+    if f"control_{key}" in metrics:
+        text += f" (base model before tuning: {metrics[f'control_{key}']:.4f})"
+    return f"{text}; outputs in {run_dir}"

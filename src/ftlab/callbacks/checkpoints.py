@@ -38,6 +38,7 @@ class PeriodicCheckpoint(L.Callback):
         self.root = Path(run_dir) / "checkpoints"
         self.every, self.at_epoch_end, self.keep = every_n_steps, at_epoch_end, keep
         self._last_saved_step = -1
+        self._trained_this_epoch = False
 
     def _save(self, trainer, name: str, epoch_end: bool) -> None:
         final = self.root / name
@@ -63,7 +64,11 @@ class PeriodicCheckpoint(L.Callback):
         for d in dirs[:-self.keep]:
             shutil.rmtree(d, ignore_errors=True)
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._trained_this_epoch = False
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._trained_this_epoch = True
         step = trainer.global_step
         if self.every and step and step % self.every == 0 and step != self._last_saved_step:
             self._last_saved_step = step
@@ -72,6 +77,8 @@ class PeriodicCheckpoint(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Lightning also ends the epoch when max_steps stops training mid-epoch: that is not an
         # epoch end, but the final state still gets a (step) checkpoint so the run is resumable.
+        if not self._trained_this_epoch:
+            return  # resumed from this epoch's end checkpoint: Lightning re-enters an exhausted epoch
         dm = trainer.datamodule
         complete = dm is None or dm.sampler is None or not dm.sampler.remaining()
         if self.at_epoch_end and complete:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -23,9 +23,14 @@ class ResumableSampler(Sampler[int]):
     Under DDP each rank takes every ``world``-th index of the same permutation.
     """
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1,
+                 epoch_fn: Callable[[], int] | None = None):
         self.n, self.seed, self.rank, self.world = n, seed, rank, world
         self.epoch = 0
+        # Under Lightning the epoch comes from ``trainer.current_epoch`` at iteration time: the
+        # number Lightning passes to ``set_epoch`` runs one ahead after a resume from an
+        # epoch-end checkpoint (it re-enters the finished epoch), which would reshuffle the data.
+        self.epoch_fn = epoch_fn
         self._skip: dict[int, int] = {}  # epoch -> samples (per rank) to skip
 
     def set_epoch(self, epoch: int) -> None:
@@ -41,6 +46,8 @@ class ResumableSampler(Sampler[int]):
         return order[self.rank:usable:self.world]
 
     def __iter__(self) -> Iterator[int]:
+        if self.epoch_fn is not None:
+            self.epoch = self.epoch_fn()
         order = self._order()
         start = self._skip.pop(self.epoch, 0)
         self._served = start
@@ -103,7 +110,8 @@ class TaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        self.sampler = ResumableSampler(len(self.train_data), self.cfg.seed, rank, world)
+        self.sampler = ResumableSampler(len(self.train_data), self.cfg.seed, rank, world,
+                                        epoch_fn=lambda: self.trainer.current_epoch)
         if self._resume is not None:
             self.sampler.skip(*self._resume)
             self._resume = None
@@ -118,10 +126,10 @@ class TaskDataModule(L.LightningDataModule):
 
     # -- resume: where in the epoch the data stream stood ---------------------------------
     def state_dict(self) -> dict[str, int]:
-        loop = self.trainer.fit_loop
-        done = loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": loop.epoch_progress.current.processed, "batches_done": int(done),
-                "batch_size": self.batch_size}
+        # current_epoch, not epoch_progress: at an epoch-end save the epoch counts as processed
+        # already, yet Lightning resumes *into* that epoch (and finds it exhausted).
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": self.trainer.current_epoch, "batches_done": int(done), "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume = (state["epoch"], state["batches_done"] * state["batch_size"])

@@ -62,11 +62,18 @@ class FtlabModule(L.LightningModule):
             self._restored_rng = None
         self._enter_stage()
 
+    def on_train_epoch_start(self) -> None:
+        # (Lightning skips this hook for an epoch it resumes mid-way: the restored losses stay)
+        self.epoch_losses = []
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ftlab_rng"] = rng_state()
+        checkpoint["ftlab_epoch_losses"] = list(self.epoch_losses)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._restored_rng = checkpoint.get("ftlab_rng")
+        # a run resumed mid-epoch continues the epoch's loss average where the checkpoint left it
+        self.epoch_losses = list(checkpoint.get("ftlab_epoch_losses", []))
 
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
