@@ -33,7 +33,9 @@ def trial(path: Path, cache: Path, *overrides: str) -> dict:
     return {"adapter": load_file(str(path / "adapter" / "adapter_model.safetensors")),
             "metrics": json.loads((path / "metrics.json").read_text()),
             "record": json.loads((path / "reuse_record.json").read_text()),
-            "loss_log": (path / "loss_log.csv").read_text()}
+            "loss_log": (path / "loss_log.csv").read_text(),
+            "history": {k: v for k, v in json.loads((path / "training_history.json").read_text()).items()
+                        if k != "epoch_time"}}
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -55,6 +57,7 @@ def test_cached_prefix_trial_equals_uncached_trial_bitwise(tmp_path, first):
     assert same_weights(b["adapter"], b_naive["adapter"])
     assert b["metrics"]["val_loss"] == b_naive["metrics"]["val_loss"]
     assert b["loss_log"] == b_naive["loss_log"]  # the prefix's rows come with the cached state
+    assert b["history"] == b_naive["history"] and len(b["history"]["epoch"]) == (2 if first == 12 else 1)
     assert not same_weights(a["adapter"], b["adapter"])  # the branches did differ
     assert not (tmp_path / "unused").exists()  # reuse disabled: the cache is not touched
 
@@ -69,6 +72,7 @@ def test_rerun_of_a_finished_trial_executes_no_training_step(tmp_path):
     assert same_weights(first["adapter"], again["adapter"])
     assert again["metrics"]["val_loss"] == first["metrics"]["val_loss"]
     assert again["loss_log"] == first["loss_log"]
+    assert again["history"] == first["history"] and len(again["history"]["epoch"]) == 1
 
 
 class Crash(L.Callback):

@@ -31,11 +31,12 @@ from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
 from ftlab.reuse.keys import canonical_json, lookup
 from ftlab.reuse.locks import KeyLock
 from ftlab.reuse.steps import Step, as_plain, cache_dir, run_steps
-from ftlab.reuse.store import ArtifactStore, Entry
+from ftlab.reuse.store import ArtifactStore, Entry, Staging
 from ftlab.training.schedules import Stage, stage_table, total_steps
 
 META_FILE = "meta.json"
-LOG_DIR = "logs"
+LOG_DIR = "logs"  # the run's logs at the stage's end (what a longer trial continues from)
+FINAL_LOG_DIR = "final_logs"  # the same after the producing fit ended there (epoch-end rows)
 LOSS_LOG = "loss_log.csv"
 #: Run files that describe the training prefix and are carried with a stage's state.
 PREFIX_LOGS = ("loss_log.csv", "sparsity_log.csv", "stage_metrics.csv", "training_history.json")
@@ -107,6 +108,7 @@ class StageRun:
         self.cached = 0  # stages taken from the store
         self.locks: dict[int, KeyLock] = {}
         self.published: set[int] = set()
+        self.staged: dict[int, Staging] = {}
         self.runtime: dict[int, float] = {}
         self.plan_s = 0.0
 
@@ -167,11 +169,15 @@ class StageRun:
         return out
 
     def prefill_logs(self) -> None:
-        """Copy the resumed prefix's logs into the run dir (before the fit opens them)."""
+        """Copy the resumed prefix's logs into the run dir (before the fit opens them). A trial
+        served entirely from the cache gets the logs as they stood when its last stage's
+        producer finished training (``final_logs``), as if the fit had just ended."""
         if self.resume_entry is None:
             return
-        src = self.resume_entry.artifact / LOG_DIR
-        meta = json.loads((self.resume_entry.artifact / META_FILE).read_text())
+        art = self.resume_entry.artifact
+        final = self.start_step == self.stages[-1].end and (art / FINAL_LOG_DIR).is_dir()
+        src = art / (FINAL_LOG_DIR if final else LOG_DIR)
+        meta = json.loads((art / META_FILE).read_text())
         for name in PREFIX_LOGS:
             path = src / name
             if not path.is_file():
@@ -184,19 +190,29 @@ class StageRun:
             else:
                 shutil.copyfile(path, self.run_dir / name)
 
-    def publish(self, trainer: L.Trainer, i: int) -> None:
-        step = self.steps[i]
-        staging = self.store.stage(step.key)
+    def _copy_logs(self, dest: Path) -> None:
+        dest.mkdir(exist_ok=True)
+        for name in PREFIX_LOGS:
+            if (self.run_dir / name).is_file():
+                shutil.copyfile(self.run_dir / name, dest / name)
+
+    def capture(self, trainer: L.Trainer, i: int) -> None:
+        """Write stage ``i``'s state and the logs so far into a staging dir (not yet visible)."""
+        staging = self.store.stage(self.steps[i].key)
+        self.staged[i] = staging
+        trainer.save_checkpoint(staging.artifact / STATE_FILE)
+        self._copy_logs(staging.artifact / LOG_DIR)
+        meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "stage_idx": i + 1,
+                "eval_signature": eval_signature(self.c)}
+        (staging.artifact / META_FILE).write_text(json.dumps(meta))
+
+    def seal(self, i: int, final_logs: bool = False) -> None:
+        """Publish a captured stage and release its lock; ``final_logs`` adds the logs as they
+        stand at the end of the fit (the trial's last stage)."""
+        step, staging = self.steps[i], self.staged.pop(i)
         try:
-            trainer.save_checkpoint(staging.artifact / STATE_FILE)
-            logs = staging.artifact / LOG_DIR
-            logs.mkdir()
-            for name in PREFIX_LOGS:
-                if (self.run_dir / name).is_file():
-                    shutil.copyfile(self.run_dir / name, logs / name)
-            meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "stage_idx": i + 1,
-                    "eval_signature": eval_signature(self.c)}
-            (staging.artifact / META_FILE).write_text(json.dumps(meta))
+            if final_logs:
+                self._copy_logs(staging.artifact / FINAL_LOG_DIR)
             self.store.publish(staging, kind=step.kind, parent=step.parent, config=step.config,
                                version=step.version, meta={"runtime_s": self.runtime.get(i, 0.0)})
         except BaseException:
@@ -208,7 +224,11 @@ class StageRun:
             lock.release()
 
     def close(self) -> None:
-        """Release every lock still held (a failed or interrupted fit publishes nothing more)."""
+        """Discard unpublished captures and release every lock still held (a failed or
+        interrupted fit publishes nothing more)."""
+        for staging in self.staged.values():
+            self.store.discard(staging)
+        self.staged.clear()
         for lock in self.locks.values():
             lock.release()
         self.locks.clear()
@@ -258,14 +278,41 @@ class StageTimer(L.Callback):
 
 
 class StagePublisher(L.Callback):
+    """Captures a stage's state at its last optimiser step and publishes it. A stage that ends
+    exactly where the epoch's data ends is captured at the epoch end instead (after validation and
+    the history row), and the trial's last stage is published at the end of the fit together with
+    the logs as they stand then, so a trial served from the cache writes the same files as one
+    trained in a single fit."""
+
     def __init__(self, run: StageRun):
         self.run = run
+        self._at_epoch_end: list[int] = []
+
+    def _captured(self, trainer, i: int) -> None:
+        self.run.capture(trainer, i)
+        if self.run.stages[i].end != self.run.stages[-1].end:
+            self.run.seal(i)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         for i in list(self.run.locks):
-            if self.run.stages[i].end == step and i not in self.run.published:
-                self.run.publish(trainer, i)
+            st = self.run.stages[i]
+            if st.end != step or i in self.run.staged or i in self.run.published or i in self._at_epoch_end:
+                continue
+            dm = trainer.datamodule
+            if dm is not None and getattr(dm, "sampler", None) is not None and not dm.sampler.remaining():
+                self._at_epoch_end.append(i)
+            else:
+                self._captured(trainer, i)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        for i in self._at_epoch_end:
+            self._captured(trainer, i)
+        self._at_epoch_end = []
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        for i in list(self.run.staged):
+            self.run.seal(i, final_logs=True)
 
 
 def _copy_csv(src: Path, dest: Path, header: list[str]) -> None:
