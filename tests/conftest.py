@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# One intra-op thread per process: tests start subprocesses (CLI runs, DDP ranks, SLURM jobs) on a
+# 2-core machine, and oversubscribed OpenMP threads slow tiny-model steps down by 10-100x.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
