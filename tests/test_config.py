@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT, cli, compose
 
+from conftest import ROOT, cli, compose
 from ftlab.errors import ConfigError, FtlabError
 
 GROUPS = ["model", "adapter", "sparsity", "schedule", "hardware", "task", "logger"]

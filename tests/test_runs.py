@@ -10,8 +10,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import run_tiny
 from safetensors.torch import load_file
+
+from conftest import run_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +70,6 @@ def test_merged_model_matches_peft_adapter(run_dir: Path) -> None:
     assert json.loads((cfg_dir / "adapter_config.json").read_text())["use_dora"] is True
     # rebuild the same base model the run started from (seeded), attach the saved adapter
     from conftest import FAST, compose
-
     from ftlab.models import build_model, build_tokenizer
 
     cfg = compose(*FAST, "adapter=dora")

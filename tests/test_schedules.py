@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import compose
 
+from conftest import compose
 from ftlab.training.schedules import lr_at, stage_at, stage_table, total_steps
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import compose
 
+from conftest import compose
 from ftlab.data.encoding import IGNORE_INDEX, encode_example
 from ftlab.data.tasks import build_task
 from ftlab.errors import FtlabError

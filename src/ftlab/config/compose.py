@@ -114,7 +114,9 @@ def preflight(overrides: list[str], *, multirun: bool, config_name: str = "confi
     """Compose and validate every job; nothing is launched if any job is invalid."""
     jobs = expand_sweep(overrides, config_name) if multirun else [list(overrides)]
     cfgs = [compose_run(job, config_name) for job in jobs]
-    from ftlab.launchers.preflight import check_launch  # where the jobs run: SLURM reachable, Cerebras-able, ...
+    from ftlab.launchers.preflight import (
+        check_launch,  # where the jobs run: SLURM reachable, Cerebras-able, ...
+    )
 
     check_launch(list(overrides), cfgs, multirun=multirun, config_name=config_name)
     return cfgs

@@ -11,7 +11,7 @@ Adapter schemas are registered by the adapter modules themselves (see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -20,7 +20,7 @@ from omegaconf import MISSING
 class ModelConfig:
     name: str = MISSING
     # HF hub id or local directory. ``None`` = build from ``config`` with random weights.
-    name_or_path: Optional[str] = None
+    name_or_path: str | None = None
     # transformers model type used to build the architecture from ``config``.
     arch: str = "llama"
     # kwargs for the transformers config class (dims, heads, vocab...). Presets carry the real
@@ -29,7 +29,7 @@ class ModelConfig:
     dtype: str = "float32"
     tokenizer: str = "byte"  # "byte" = files-free byte-level tokenizer; "auto" = from name_or_path
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    init_seed: Optional[int] = None  # seed of random init; None -> run seed
+    init_seed: int | None = None  # seed of random init; None -> run seed
 
 
 @dataclass
@@ -38,7 +38,7 @@ class AdapterConfig:
 
     name: str = MISSING
     # ``None`` = the model's ``target_modules``.
-    target_modules: Optional[list[str]] = None
+    target_modules: list[str] | None = None
 
 
 @dataclass
@@ -51,7 +51,7 @@ class CalibrationConfig:
 class SparsityConfig:
     name: str = "none"
     level: float = 0.0
-    levels: Optional[list[float]] = None  # masks CLI: several levels at once
+    levels: list[float] | None = None  # masks CLI: several levels at once
     method: str = "none"  # none | unstructured | structured | nm | random
     importance: str = "magnitude"  # magnitude | gradient | taylor | wanda | random
     group: str = "layer"  # unstructured comparison group: layer | row | global
@@ -59,11 +59,11 @@ class SparsityConfig:
     m: int = 4
     structure: str = "channel"  # structured: channel | head
     mode: str = "sparse_to_dense"  # sparse_to_dense | sparse_to_sparse
-    mask_path: Optional[str] = None
+    mask_path: str | None = None
     # fnmatch patterns over module names; default: linear layers inside decoder blocks.
     modules: list[str] = field(default_factory=lambda: ["*.layers.*"])
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    seed: Optional[int] = None  # random masks; None -> run seed
+    seed: int | None = None  # random masks; None -> run seed
 
 
 @dataclass
@@ -71,8 +71,8 @@ class StageConfig:
     iters: int = MISSING
     lr: float = MISSING
     # Optional per-stage overrides of adapter keys (e.g. SoRA's threshold).
-    sparse_lambda_2: Optional[float] = None
-    name: Optional[str] = None
+    sparse_lambda_2: float | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -81,7 +81,7 @@ class ScheduleConfig:
     lr: float = 1e-3
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # cosine / linear decay floor as a fraction of lr
-    stages: Optional[list[StageConfig]] = None
+    stages: list[StageConfig] | None = None
 
 
 @dataclass
@@ -95,20 +95,20 @@ class HardwareConfig:
     # Cerebras: number of CS-X systems; ignored elsewhere.
     num_csx: int = 1
     # Device memory available per device, used by the planner's batch-size recommendation.
-    memory_gb: Optional[float] = None
+    memory_gb: float | None = None
 
 
 @dataclass
 class TaskConfig:
     name: str = MISSING
-    path: Optional[str] = None  # local data file in the task's published format
+    path: str | None = None  # local data file in the task's published format
     num_examples: int = 2000  # synthetic tasks: size of the generated source
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_length: int = 64  # prompt + answer tokens
     max_new_tokens: int = 16
     metric: str = "exact_match"
-    eval_examples: Optional[int] = None  # cap on test examples scored (None = all)
+    eval_examples: int | None = None  # cap on test examples scored (None = all)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -117,7 +117,7 @@ class LoggerConfig:
     name: str = MISSING  # csv | wandb
     project: str = "ftlab"
     mode: str = "offline"  # wandb: offline | online | disabled
-    entity: Optional[str] = None
+    entity: str | None = None
     tags: list[str] = field(default_factory=list)
 
 
@@ -127,14 +127,14 @@ class TrainConfig:
     eval_batch_size: int = 64
     max_steps: int = 100  # ignored by schedule=stages (sum of stage iters)
     accumulate_grad_batches: int = 1
-    gradient_clip_val: Optional[float] = 1.0
+    gradient_clip_val: float | None = 1.0
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     log_every_n_steps: int = 10
-    save_every_n_steps: Optional[int] = None
+    save_every_n_steps: int | None = None
     save_epoch_checkpoints: bool = True
-    keep_checkpoints: Optional[int] = None  # None = keep all
+    keep_checkpoints: int | None = None  # None = keep all
     # Wall-clock columns (cpu_rss_mb, tokens_per_sec) in loss_log.csv. Off => the file is a
     # pure function of seed and config (bitwise reproducible).
     log_measurements: bool = True
@@ -156,7 +156,7 @@ class BaseConfig:
     batch_size: int = 32
     max_length: int = 64
     warmup_steps: int = 20
-    seed: Optional[int] = None  # None -> run seed
+    seed: int | None = None  # None -> run seed
 
 
 @dataclass
@@ -164,7 +164,7 @@ class PathsConfig:
     cache_dir: str = "experiments/.cache"
     # Optional node-local copy of cached base models (e.g. $TMPDIR on a SLURM node): entries of
     # cache_dir (shared filesystem) are copied here once per node and loaded from here.
-    local_cache_dir: Optional[str] = None
+    local_cache_dir: str | None = None
 
 
 @dataclass
@@ -186,7 +186,7 @@ class RunConfig:
     name: str = "run"
     seed: int = 42
     # null | auto | path to a checkpoint dir
-    resume: Optional[str] = None
+    resume: str | None = None
     model: ModelConfig = MISSING
     adapter: Any = MISSING
     sparsity: SparsityConfig = MISSING
