@@ -92,6 +92,7 @@ def main() -> None:
                  "train.save_epoch_checkpoints=false", "train.save_adapter=false", "train.save_merged_model=false",
                  "train.deterministic=false"]
     ratios = []
+    bare_step_time(overrides, args.warmup)  # untimed round: thread pools, allocator, imports warm up
     for i in range(args.repeats):
         bare = bare_step_time(overrides, args.warmup)
         ours = ftlab_step_time(overrides, args.warmup)
