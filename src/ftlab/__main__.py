@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from ftlab.config.compose import config_dir, preflight
 from ftlab.config.store import register_configs
-from ftlab.errors import FtlabError
+from ftlab.errors import FtlabError, report_error
 
 # Hydra flags that take the next argument as their value.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -37,8 +37,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], set[str], str]:
 
 
 def die(err: FtlabError) -> None:
-    print(f"ftlab: error: {err}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(report_error(err))
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")

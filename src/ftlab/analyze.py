@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ftlab.errors import FtlabError
+from ftlab.errors import FtlabError, report_error
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = analyze(args.dir, args.out, plot=args.plot)
     except FtlabError as err:
-        print(f"ftlab: error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     done = len(result.records) - len(result.unfinished)
     print(f"{len(result.records)} run(s) under {args.dir}: {done} finished, {len(result.unfinished)} unfinished")
     for rec in result.unfinished:

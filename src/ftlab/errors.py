@@ -23,3 +23,11 @@ class UnknownKeyError(ConfigError):
     def __init__(self, key: str, node: str, allowed: str):
         FtlabError.__init__(self, f"{key} is not a key of {node}; allowed: {allowed}")
         self.key, self.value, self.allowed = key, None, allowed
+
+
+def report_error(err: FtlabError) -> int:
+    """Print ``err`` the way every ftlab CLI does (one line on stderr); returns the exit status 2."""
+    import sys
+
+    print(f"ftlab: error: {err}", file=sys.stderr)
+    return 2

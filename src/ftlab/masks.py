@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from ftlab.callbacks.csvfile import CsvAppender
 from ftlab.config.compose import compose_config, compose_run
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.errors import ConfigError, FtlabError, report_error
 
 CONFIG_NAME = "masks"
 FORMATS = ("safetensors", "pt")
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides, fmt = parse_argv(argv)
         out = make_masks(overrides, fmt)
     except FtlabError as err:
-        print(f"ftlab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report_error(err))
     print(f"ftlab: masks written to {out}")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.errors import ConfigError, FtlabError, report_error
 
 KEYS = ("checkpoint", "mask", "report")
 STATE_FILE = "state.ckpt"
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         args = parse_args(argv)
         report = validate(args["checkpoint"], args["mask"], args["report"])
     except FtlabError as err:
-        print(f"ftlab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report_error(err))
     if report["passed"]:
         print(f"ftlab: validation passed: 0 leaks, sparsity {report['achieved_sparsity']:.4f} "
               f"(mask {report['expected_sparsity']:.4f}); report: {args['report']}")

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ftlab.errors import FtlabError
+from ftlab.errors import FtlabError, report_error
 from ftlab.plan.options import PlannerArgs, is_planner_arg, parse_planner_args
 from ftlab.plan.planner import Plan, make_plan
 from ftlab.plan.report import to_json, to_markdown
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown = to_markdown(plan)
         out = write_plan(plan, args, markdown) if args.plan.write else None
     except FtlabError as err:
-        print(f"ftlab: error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     print(markdown)
     if out is not None:
         print(f"wrote {out / 'plan.md'} and {out / 'plan.json'}")
