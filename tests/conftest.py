@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # One intra-op thread per process: tests start subprocesses (CLI runs, DDP ranks, SLURM jobs) on a
 # 2-core machine, and oversubscribed OpenMP threads slow tiny-model steps down by 10-100x.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The reuse cache of every run the tests start (in-process or CLI) lives in a throw-away dir,
+# never in the checkout's experiments/.cache (tests that study the cache set paths.cache_dir).
+os.environ.setdefault("FTLAB_CACHE_DIR", tempfile.mkdtemp(prefix="ftlab-test-cache-"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 

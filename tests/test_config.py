@@ -117,3 +117,11 @@ def test_tiny_models_target_modules_exist() -> None:
         model = build_model(cfg.model, build_tokenizer(cfg.model), seed=0)
         assert set(cfg.model.target_modules) <= set(linear_module_names(model))
         assert model.config.vocab_size == 259  # ByT5 byte vocabulary: 3 specials + 256 bytes
+
+
+def test_cli_overrides_before_and_after_multirun(tmp_path) -> None:
+    """DESIGN.md's form ``python -m ftlab +experiment=NAME --multirun k=v1,v2`` (flag in the middle)."""
+    proc = cli("ftlab", "adapter=none", "--multirun", "seed=1,2", "eval.generate=false", "task.num_examples=60",
+               f"hydra.sweep.dir={tmp_path}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").is_file()) == ["0", "1"]

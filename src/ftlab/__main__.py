@@ -19,21 +19,32 @@ _INSPECT_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "-
                   "--shell-completion", "-sc", "--resolve"}
 
 
-def split_argv(argv: list[str]) -> tuple[list[str], set[str], str]:
-    """(overrides, flags, config name) of a Hydra command line."""
-    overrides, flags, config_name = [], set(), "config"
-    it = iter(argv)
-    for arg in it:
-        if arg.startswith("-"):
-            flag, _, value = arg.partition("=")
-            flags.add(flag)
-            if flag in _FLAGS_WITH_VALUE and not value and flag not in ("--info", "-i"):
-                value = next(it, "")
-            if flag in ("--config-name", "-cn"):
-                config_name = value
-        else:
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str], set[str], str]:
+    """(overrides, flag tokens with their values, flag names, config name) of a Hydra command line."""
+    overrides, tokens, flags, config_name = [], [], set(), "config"
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-"):
             overrides.append(arg)
-    return overrides, flags, config_name
+            continue
+        tokens.append(arg)
+        flag, _, value = arg.partition("=")
+        flags.add(flag)
+        takes_value = flag in _FLAGS_WITH_VALUE and not value and i < len(argv)
+        if flag in ("--info", "-i"):  # optional value
+            takes_value = takes_value and argv[i] in _INFO_CHOICES
+        if takes_value:
+            value = argv[i]
+            tokens.append(value)
+            i += 1
+        if flag in ("--config-name", "-cn"):
+            config_name = value
+    return overrides, tokens, flags, config_name
 
 
 def die(err: FtlabError) -> None:
@@ -53,12 +64,15 @@ def hydra_main(cfg: DictConfig) -> float | None:
 def main(argv: list[str] | None = None) -> None:
     register_configs()
     argv = sys.argv[1:] if argv is None else argv
-    overrides, flags, config_name = split_argv(argv)
+    overrides, flag_tokens, flags, config_name = split_argv(argv)
     if not flags & _INSPECT_FLAGS:
         try:
             preflight(overrides, multirun=bool(flags & {"--multirun", "-m"}), config_name=config_name)
         except FtlabError as err:
             die(err)
+    # Hydra's argparse takes overrides as one positional run: flags go first, so that
+    # ``python -m ftlab +experiment=X --multirun k=v1,v2`` works as DESIGN.md writes it.
+    sys.argv = [sys.argv[0], *flag_tokens, *overrides]
     hydra_main()
 
 

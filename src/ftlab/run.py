@@ -37,7 +37,6 @@ from ftlab.training.module import FtlabModule
 from ftlab.training.schedules import total_steps
 from ftlab.training.trainer import build_logger, build_trainer
 
-
 log = logging.getLogger("ftlab")
 
 
