@@ -28,6 +28,10 @@ TINY = ["train.batch_size=4", "task.num_examples=200", "task.eval_examples=16", 
         "model.config.hidden_size=64", "model.config.intermediate_size=128"]
 
 
+WIDE = ["model.config.hidden_size=256", "model.config.intermediate_size=1024", "model.config.num_hidden_layers=4",
+        "model.config.num_attention_heads=8", "model.config.num_key_value_heads=4"]
+
+
 def _cluster_env() -> dict[str, str]:
     env = dict(os.environ)
     if not env.get("SLURM_CONF"):
@@ -125,7 +129,10 @@ def test_requeued_and_preempted_jobs_resume_to_the_uninterrupted_weights(slurm, 
     from safetensors.torch import load_file
 
     sweep = tmp_path / "sweep"
-    args = [*TINY, "train.max_steps=32", "train.save_every_n_steps=4", "+tags.copy=requeued,preempted,reference",
+    # A model wide enough that a job trains for ~10 s after its first checkpoint on an idle 2-core
+    # machine: the interruption must land mid-run, not after the job finished.
+    args = [*(o for o in TINY if not o.startswith("model.")), *WIDE, "train.max_steps=200",
+            "train.save_every_n_steps=20", "train.keep_checkpoints=2", "+tags.copy=requeued,preempted,reference",
             f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen([sys.executable, "-m", "ftlab", "--multirun", *launcher_args(), *args], cwd=ROOT,
                             env=slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -155,8 +162,8 @@ def test_requeued_and_preempted_jobs_resume_to_the_uninterrupted_weights(slurm, 
     assert metrics(sweep / "2")["resumed_from_step"] == 0
     for num in (0, 1):
         m = metrics(sweep / str(num))
-        assert m["train_steps"] == 32
-        assert 4 <= m["resumed_from_step"] < 32 and m["resumed_from_step"] % 4 == 0  # from a checkpoint, not 0
+        assert m["train_steps"] == 200
+        assert 20 <= m["resumed_from_step"] < 200 and m["resumed_from_step"] % 20 == 0  # from a checkpoint, not 0
         weights = load_file(sweep / str(num) / "adapter" / "adapter_model.safetensors")
         assert weights.keys() == reference.keys()
         assert all((weights[k] == reference[k]).all() for k in reference), f"job {num} weights differ"
