@@ -139,3 +139,14 @@ def test_wandb_offline_writes_run_dir(run_dir: Path) -> None:
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert any(f.suffix == ".wandb" and f.stat().st_size > 0 for f in runs[0].iterdir())
+
+
+def test_local_hf_dir_as_base_model(tmp_path: Path) -> None:
+    """``model.name_or_path`` = a local HF dir (here: a run's merged ``model/``, with its saved
+    byte tokenizer): the control run on it reproduces the trained run's val_loss."""
+    run_tiny(tmp_path / "trained", "adapter=lora", "train.max_steps=8", "schedule.lr=1e-2", "eval.generate=false")
+    trained = json.loads((tmp_path / "trained" / "metrics.json").read_text())
+    run_tiny(tmp_path / "control", "adapter=none", f"model.name_or_path={tmp_path / 'trained' / 'model'}",
+             "model.tokenizer=auto", "eval.generate=false")
+    control = json.loads((tmp_path / "control" / "metrics.json").read_text())
+    assert control["val_loss"] == pytest.approx(trained["val_loss"], abs=1e-5)
