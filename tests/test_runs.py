@@ -58,23 +58,19 @@ def test_adapter_run_writes_outputs(adapter: str, run_dir: Path) -> None:
 
 
 def test_merged_model_matches_peft_adapter(run_dir: Path) -> None:
-    """model/ (merged, HF format) and adapter/ (peft format) give the same logits."""
+    """model/ (merged, HF format) and adapter/ (peft format) on the run's base give the same logits."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run_tiny(run_dir, "adapter=dora", "train.max_steps=6", "schedule.lr=1e-2")
-    merged = AutoModelForCausalLM.from_pretrained(run_dir / "model").eval()
-    base = AutoModelForCausalLM.from_config(merged.config)
-    base.load_state_dict(torch.load(run_dir / "checkpoints" / "base_weights.pt")) if False else None
-    cfg_dir = run_dir / "adapter"
-    assert json.loads((cfg_dir / "adapter_config.json").read_text())["use_dora"] is True
-    # rebuild the same base model the run started from (seeded), attach the saved adapter
     from conftest import FAST, compose
     from ftlab.models import build_model, build_tokenizer
 
-    cfg = compose(*FAST, "adapter=dora")
+    run_tiny(run_dir, "adapter=dora", "train.max_steps=6", "schedule.lr=1e-2")
+    merged = AutoModelForCausalLM.from_pretrained(run_dir / "model").eval()
+    assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
+    cfg = compose(*FAST, "adapter=dora")  # the same seeded base model the run started from
     base = build_model(cfg.model, build_tokenizer(cfg.model), seed=cfg.seed)
-    peft_model = PeftModel.from_pretrained(base, cfg_dir).eval()
+    peft_model = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
     ids = torch.randint(3, 259, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(peft_model(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
