@@ -21,7 +21,7 @@ from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory, find_latest_checkpoint
-from ftlab.callbacks.checkpoints import STATE_FILE
+from ftlab.callbacks.checkpoints import STATE_FILE, checkpoint_step
 from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_json
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.datamodule import TaskDataModule
@@ -101,7 +101,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     ckpt = resume_checkpoint(cfg, run_dir)
     start_step = 0
     if ckpt is not None:
-        start_step = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+        start_step = checkpoint_step(ckpt)
     # schedule=stages: resume from the deepest cached stage, hold the build locks of the others,
     # publish each at its last step; whatever is still locked is released on any exit
     with stage_run(cfg, run_dir) as stages:

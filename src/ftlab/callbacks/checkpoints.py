@@ -32,6 +32,17 @@ def find_latest_checkpoint(run_dir: Path) -> Path | None:
     return best
 
 
+def checkpoint_step(state_file: Path) -> int:
+    """Global step of a checkpoint: from its ``meta.json`` when it has one (no need to load the
+    whole state), else from the state itself (memory-mapped; trusted like the fit that loads it)."""
+    meta = Path(state_file).parent / META_FILE
+    if meta.is_file():
+        return int(json.loads(meta.read_text())["global_step"])
+    import torch
+
+    return int(torch.load(state_file, map_location="cpu", mmap=True, weights_only=False)["global_step"])
+
+
 class PeriodicCheckpoint(L.Callback):
     def __init__(self, run_dir: Path, every_n_steps: int | None, at_epoch_end: bool = True,
                  keep: int | None = None):
