@@ -125,3 +125,10 @@ def test_cli_overrides_before_and_after_multirun(tmp_path) -> None:
                f"hydra.sweep.dir={tmp_path}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").is_file()) == ["0", "1"]
+
+
+def test_suite_runs_single_threaded() -> None:
+    """conftest sets OMP_NUM_THREADS=1 before torch starts (see the comment there)."""
+    import torch
+
+    assert torch.get_num_threads() == 1

@@ -23,13 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CAL = ["sparsity.calibration.batches=2", "sparsity.calibration.batch_size=4", "task.num_examples=60"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_cli_writes_masks_reports_and_matches_a_run(tmp_path):
     out = tmp_path / "masks"

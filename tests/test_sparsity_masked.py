@@ -15,14 +15,6 @@ from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.pipeline import attach_masks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def masked_model(dropout: float = 0.0, level: float = 0.6):
     cfg = compose_run(["adapter=masked", "sparsity=unstructured", f"sparsity.level={level}",
                        f"adapter.dropout={dropout}", "adapter.r=4", "adapter.alpha=12"])

@@ -30,13 +30,6 @@ FAST = ["task.num_examples=120", "train.max_steps=8", "train.batch_size=8", "tra
 FAMILIES = [n for n in ("lora", "dora", "masked", "full", "sora", "sdora") if n in {a.name for a in all_adapters()}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class LeakProbe(L.Callback):
     """After every optimiser step: the largest |W| at pruned positions of the training model."""
