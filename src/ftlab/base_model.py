@@ -35,6 +35,11 @@ def pretrain_base(cfg: Any, model: nn.Module, tokenizer) -> nn.Module:
     dm = TaskDataModule(cfg, tokenizer, corpus=True)
     trainer = build_trainer(cfg, max_steps=base.steps, callbacks=[], validate=False, accumulate=1)
     trainer.fit(module, datamodule=dm)
+    return frozen(model)
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """A base model as fine-tuning receives it, built or loaded from the cache: eval mode, no grads."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -70,13 +70,10 @@ def load_base(path, dtype: str) -> nn.Module:
     """Load a cached base the way ``pretrain_base`` leaves it: eval mode, frozen."""
     from transformers import AutoModelForCausalLM
 
+    from ftlab.base_model import frozen
     from ftlab.models.build import torch_dtype
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype))
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return frozen(AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype)))
 
 
 MaskFn = Callable[[Any, nn.Module, Any], dict[str, torch.Tensor]]
