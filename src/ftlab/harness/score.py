@@ -76,4 +76,20 @@ def score_task(model: nn.Module, tokenizer, task: str, files: DataFiles, *, batc
     return HarnessScore(task, records, head, variant, out["samples"][name])
 
 
-__all__ = ["HarnessScore", "harness_lm", "run_harness", "score_task", "task_manager"]
+def headline_variant(task_cfg: Any) -> str | None:
+    """HellaSwag's headline follows ``task.options.length_normalize`` (acc_norm by default)."""
+    if task_cfg.name != "hellaswag":
+        return None
+    return "acc_norm" if (task_cfg.options or {}).get("length_normalize", True) else "acc"
+
+
+def score_run_task(model: nn.Module, tokenizer, cfg: Any, files: DataFiles) -> HarnessScore:
+    """:func:`score_task` with the settings of a run config (task options, eval batch size)."""
+    t = cfg.task
+    return score_task(model, tokenizer, t.name, files, batch_size=cfg.train.eval_batch_size,
+                      num_fewshot=(t.options or {}).get("num_fewshot"), max_gen_toks=t.max_new_tokens,
+                      headline_variant=headline_variant(t))
+
+
+__all__ = ["HarnessScore", "harness_lm", "headline_variant", "run_harness", "score_run_task", "score_task",
+           "task_manager"]
