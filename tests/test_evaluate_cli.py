@@ -127,3 +127,26 @@ def test_model_dir_needs_task_and_gsm8k_needs_shots(boolq, tmp_path, capsys):
     gsm = write_jsonl(tmp_path / "test.jsonl", gsm8k_rows(3))
     assert main([str(run_dir / "model"), "task=gsm8k", f"task.path={gsm}"]) == 2
     assert "task.options.fewshot_path" in capsys.readouterr().err
+
+
+def test_analyze_picks_up_eval_json(boolq, tmp_path):
+    from ftlab.analysis import analyze
+
+    run_dir, path = boolq
+    assert main([str(run_dir), "--out", str(run_dir / "eval.json")]) == 0
+    evaluated = json.loads((run_dir / "eval.json").read_text())
+    result = analyze(run_dir.parent, tmp_path / "analysis")
+    row = result.summary.set_index("run").loc["run"]
+    assert row["eval_json:acc"] == pytest.approx(evaluated["eval_benchmark"]["metrics"][0]["value"])
+    assert row["lm_eval:acc"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["eval_accuracy"])
+    assert row["eval_json:n"] == 4 and row["eval_json:weights"] == "merged"
+    # a model dir scored on its own (outside any run) is a finished record of the analysis
+    model_copy = tmp_path / "models" / "m"
+    model_copy.mkdir(parents=True)
+    for f in (run_dir / "model").iterdir():
+        (model_copy / f.name).write_bytes(f.read_bytes())
+    assert main([str(model_copy), "task=boolq", f"task.path={path}"]) == 0
+    alone = analyze(tmp_path / "models", tmp_path / "a2")
+    (rec,) = alone.records
+    assert rec.finished and alone.summary["metric"].tolist() == ["eval_accuracy"]
+    assert alone.summary["eval_json:n"].tolist() == [40]
