@@ -259,3 +259,10 @@ def validate_real_task(cfg: Any) -> None:
         fail("task.path", t.path, f"a local JSONL or parquet file in the published {t.name} format")
     if t.metric not in TASK_METRICS[t.name]:
         fail("task.metric", t.metric, f"one of {list(TASK_METRICS[t.name])} for task {t.name}")
+    options = t.options or {}
+    shots = options.get("num_fewshot")
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
+        fail("task.options.num_fewshot", shots, "null (lm-eval's default) or an integer >= 0")
+    extra = options.get("fewshot_path")
+    if extra is not None and not Path(extra).is_file():
+        fail("task.options.fewshot_path", extra, f"null or an existing {t.name} train file (JSONL or parquet)")
