@@ -82,6 +82,14 @@ def _tokenizer(directory: Path, cfg: DictConfig):
     return build_tokenizer(cfg.model)
 
 
+def _load_hf(directory: Path) -> torch.nn.Module:
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(directory)).eval()
+    except (OSError, ValueError, KeyError) as err:  # transformers' ways of refusing a directory
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FtlabError(f"{directory}: not a loadable HF causal LM ({first})") from err
+
+
 def _peft_onto(base: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
     return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 
@@ -99,7 +107,7 @@ def run_model(run_dir: Path, cfg: DictConfig, weights: str) -> tuple[torch.nn.Mo
     if weights == "merged":
         if not (merged / "config.json").is_file():
             raise ConfigError("--weights", weights, f"a run with an exported model ({merged} is missing)")
-        return AutoModelForCausalLM.from_pretrained(str(merged)).eval(), _tokenizer(merged, cfg), weights
+        return _load_hf(merged), _tokenizer(merged, cfg), weights
     # adapter / base: the run's base model (and sparsity masks) rebuilt from its config
     from ftlab.run import prepare_model
     from ftlab.sparsity.pipeline import prepare_masks
@@ -120,10 +128,10 @@ def dir_model(model_dir: Path, cfg: DictConfig) -> tuple[torch.nn.Module, Any, s
         if not base_path or not (Path(base_path) / "config.json").is_file():
             raise FtlabError(f"{model_dir / 'adapter_config.json'}: base_model_name_or_path={base_path!r} is not a "
                              f"local model dir (evaluate the run dir the adapter came from instead)")
-        base = AutoModelForCausalLM.from_pretrained(base_path)
+        base = _load_hf(Path(base_path))
         return _peft_onto(base, model_dir), _tokenizer(Path(base_path), cfg), "adapter"
     if (model_dir / "config.json").is_file():
-        return AutoModelForCausalLM.from_pretrained(str(model_dir)).eval(), _tokenizer(model_dir, cfg), "merged"
+        return _load_hf(model_dir), _tokenizer(model_dir, cfg), "merged"
     raise FtlabError(f"{model_dir}: not a run dir (config.yaml), an HF model dir (config.json) "
                      f"or a peft adapter dir (adapter_config.json)")
 
