@@ -150,3 +150,18 @@ def test_analyze_picks_up_eval_json(boolq, tmp_path):
     (rec,) = alone.records
     assert rec.finished and alone.summary["metric"].tolist() == ["eval_accuracy"]
     assert alone.summary["eval_json:n"].tolist() == [40]
+
+
+@pytest.mark.slow
+def test_control_scored_by_lm_eval_does_not_move_training(tmp_path):
+    """lm-eval seeds the global generators; scoring the control first must not change training."""
+    path = write_jsonl(tmp_path / "dev.jsonl", boolq_rows(40, seed=1))
+    common = ["task=boolq", f"task.path={path}", "adapter.r=2", "adapter.dropout=0.1", *TINY]
+    run_tiny(tmp_path / "plain", *common)
+    run_tiny(tmp_path / "control", *common, "eval.control=true")
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    control = json.loads((tmp_path / "control" / "metrics.json").read_text())
+    assert control["control_eval_benchmark"]["task"] == "boolq" and "control_eval_accuracy" in control
+    assert control["val_loss"] == plain["val_loss"]
+    assert (tmp_path / "control" / "loss_log.csv").read_text().splitlines()[1].split(",")[2] == \
+        (tmp_path / "plain" / "loss_log.csv").read_text().splitlines()[1].split(",")[2]
