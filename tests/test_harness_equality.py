@@ -17,11 +17,13 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 from omegaconf import OmegaConf
+from transformers import AutoTokenizer
 
 from ftlab.data.real_tasks import REAL_TASKS
-from ftlab.harness.score import score_task
+from ftlab.harness.score import harness_options, score_task
 from ftlab.harness.tasks import DataFiles
 from ftlab.models import build_model, build_tokenizer
+from ftlab.scoring import choice_log_likelihoods
 from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +52,11 @@ def upstream_run(task: str, builder: str, files: dict[str, Path], model_dir: Pat
                dataset_kwargs={"data_files": {k: str(v) for k, v in files.items()}, "cache_dir": str(cache)})
     if "generation_kwargs" in cfg:
         cfg["generation_kwargs"] = {**cfg["generation_kwargs"], "max_gen_toks": GEN_TOKENS}
-    lm = HFLM(pretrained=str(model_dir), tokenizer=str(model_dir), batch_size=4, device="cpu")
+    # the byte tokenizer appends EOS: lm-eval is told add_bos_token=False, as its CLI would be
+    # (--model_args add_bos_token=False); ftlab derives the same option from the tokenizer
+    options = harness_options(AutoTokenizer.from_pretrained(str(model_dir)))
+    assert options == {"add_bos_token": False}
+    lm = HFLM(pretrained=str(model_dir), tokenizer=str(model_dir), batch_size=4, device="cpu", **options)
     out = lm_eval.simple_evaluate(model=lm, tasks=[cfg], log_samples=True,
                                   task_manager=TaskManager(include_defaults=False))
     return {"results": out["results"][task], "n_shot": out["n-shot"][task], "samples": out["samples"][task]}
@@ -135,3 +141,35 @@ def test_training_prompts_are_lm_evals_requests(tiny, tmp_path):
             assert set(shots_text.split("\n\n")) <= {s.prompt + s.answer for s in shots}
         else:
             assert [tuple(a[:2]) for a in first["arguments"]] == [(ex.prompt, c) for c in ex.choices]
+
+
+def test_lm_eval_scores_the_continuation_ftlab_trains_on(tiny, tmp_path):
+    """lm-eval's log-likelihoods are the ones of the choice tokens right after the prompt (no EOS
+    from the byte tokenizer in between): they equal ftlab's own per-choice computation."""
+    model, tok, _ = tiny
+    path = write_jsonl(tmp_path / "hs.jsonl", hellaswag_rows(6, seed=8))
+    examples = REAL_TASKS["hellaswag"](OmegaConf.create({"options": {}})).load_file(path)
+    ours = choice_log_likelihoods(model, tok, examples, max_length=4096, batch_size=4)
+    theirs = {s["doc_id"]: [r[0] for r in s["filtered_resps"]]
+              for s in score_task(model, tok, "hellaswag", DataFiles(path), batch_size=4).samples}
+    for i, lls in enumerate(ours):
+        assert lls == pytest.approx(theirs[i], abs=1e-3)
+
+
+class _Tok:
+    """Just ``encode``: special tokens before (``bos``) or after (``eos``) the text."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = [ord(c) for c in text]
+        if not add_special_tokens:
+            return ids
+        return [1, *ids] if self.where == "bos" else [*ids, 2]
+
+
+def test_only_eos_appending_tokenizers_change_lm_evals_defaults(tiny):
+    assert harness_options(tiny[1]) == {"add_bos_token": False}  # ByT5: appends </s>
+    assert harness_options(_Tok("eos")) == {"add_bos_token": False}
+    assert harness_options(_Tok("bos")) == {}  # Llama-style BOS: lm-eval's default (BOS prepended)

@@ -47,9 +47,27 @@ def task_manager() -> TaskManager:
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
 
 
+def appends_special_tokens(tokenizer) -> bool:
+    """True for tokenizers whose special tokens go *after* the text (ByT5's byte tokenizer appends
+    EOS). lm-eval encodes context and context+continuation with the tokenizer's special tokens
+    unless told otherwise; an appended EOS would then replace the continuation's first token
+    and be scored as part of every continuation, and generation would start after an EOS."""
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    full = tokenizer.encode("a")
+    return len(full) > len(plain) and full[:len(plain)] == plain
+
+
+def harness_options(tokenizer) -> dict[str, Any]:
+    """HFLM arguments beyond lm-eval's defaults: ``add_bos_token=False`` (no special tokens) for
+    tokenizers that append them - what ``--model_args add_bos_token=False`` does on lm-eval's
+    command line; BOS-prepending tokenizers (Llama, Mistral) keep lm-eval's default."""
+    return {"add_bos_token": False} if appends_special_tokens(tokenizer) else {}
+
+
 def harness_lm(model: nn.Module, tokenizer, batch_size: int, max_length: int | None = None) -> HFLM:
     """lm-eval's HF wrapper around an in-memory model (its ``device`` is the model's)."""
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+                **harness_options(tokenizer))
 
 
 def run_harness(lm: HFLM, configs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,5 +109,5 @@ def score_run_task(model: nn.Module, tokenizer, cfg: Any, files: DataFiles) -> H
                       headline_variant=headline_variant(t))
 
 
-__all__ = ["HarnessScore", "harness_lm", "headline_variant", "run_harness", "score_run_task", "score_task",
+__all__ = ["HarnessScore", "appends_special_tokens", "harness_lm", "harness_options", "headline_variant", "run_harness", "score_run_task", "score_task",
            "task_manager"]
