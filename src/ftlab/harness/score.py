@@ -95,10 +95,11 @@ def score_task(model: nn.Module, tokenizer, task: str, files: DataFiles, *, batc
 
 
 def headline_variant(task_cfg: Any) -> str | None:
-    """HellaSwag's headline follows ``task.options.length_normalize`` (acc_norm by default)."""
+    """HellaSwag's headline follows ``task.options.length_normalize`` like the fast scorer does
+    (``conf/task/hellaswag.yaml`` sets it: acc_norm)."""
     if task_cfg.name != "hellaswag":
         return None
-    return "acc_norm" if (task_cfg.options or {}).get("length_normalize", True) else "acc"
+    return "acc_norm" if (task_cfg.options or {}).get("length_normalize", False) else "acc"
 
 
 def score_run_task(model: nn.Module, tokenizer, cfg: Any, files: DataFiles) -> HarnessScore:
