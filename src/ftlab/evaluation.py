@@ -1,10 +1,18 @@
 """Evaluation shared by trained and control runs: val loss and the task metric on the test split.
 
+:func:`evaluate` is ftlab's own fast scorer (up to ``task.eval_examples`` test examples), used
+during training; :func:`final_evaluate` gives a run's final numbers, for BoolQ/HellaSwag/GSM8K
+from lm-evaluation-harness itself on the whole test split (``ftlab.harness``).
+
 Metrics accumulate in torchmetrics ``MeanMetric`` s (token-weighted loss, per-example scores),
 so the same code gives the same numbers under DDP sync or single process.
 """
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import torch
 from torchmetrics.aggregation import MeanMetric
@@ -93,4 +101,34 @@ def evaluate(model, tokenizer, splits, cfg) -> dict[str, float]:
     return metrics
 
 
-__all__ = ["evaluate", "exact_match", "generate_answers", "loss_on", "normalize_answer", "SCORERS"]
+def uses_harness(cfg) -> bool:
+    """Final numbers of the published benchmarks come from lm-eval (``eval.harness``)."""
+    from ftlab.data.real_tasks import REAL_TASKS
+
+    return bool(cfg.eval.harness and cfg.eval.generate and cfg.task.name in REAL_TASKS)
+
+
+def final_evaluate(model, tokenizer, splits, cfg) -> dict[str, Any]:
+    """A run's final numbers: ``val_loss`` and, for a published benchmark, lm-eval's scores of the
+    whole test split (headline ``eval_accuracy``/``eval_exact_match`` plus every variant's value,
+    stderr, n and n-shot under ``eval_benchmark``); other tasks: :func:`evaluate`."""
+    if not uses_harness(cfg):
+        return evaluate(model, tokenizer, splits, cfg)
+    # lm-eval (with ``datasets``) takes seconds to import: only runs that score a benchmark pay it
+    from ftlab.harness.data import run_split_files
+    from ftlab.harness.score import score_run_task
+
+    was_training = model.training
+    model.eval()
+    try:
+        metrics: dict[str, Any] = {"val_loss": loss_on(model, tokenizer, splits.val, cfg.task.max_length,
+                                                       cfg.train.eval_batch_size)}
+    finally:
+        model.train(was_training)
+    with tempfile.TemporaryDirectory(prefix="ftlab-eval-") as tmp:
+        files = run_split_files(cfg.task, cfg.seed, Path(tmp))
+        metrics.update(score_run_task(model, tokenizer, cfg, files).summary())
+    return metrics
+
+
+__all__ = ["evaluate", "exact_match", "final_evaluate", "uses_harness", "generate_answers", "loss_on", "normalize_answer", "SCORERS"]

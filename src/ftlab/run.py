@@ -26,7 +26,7 @@ from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_js
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
-from ftlab.evaluation import evaluate
+from ftlab.evaluation import final_evaluate
 from ftlab.models import build_model, build_tokenizer
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.records import write_record
@@ -167,7 +167,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_masks, record))
     dm = TaskDataModule(cfg, tokenizer)
     dm.setup()
-    control = evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
+    control = final_evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
     spec = get_adapter(cfg.adapter.name)
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
     adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
@@ -187,7 +187,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     if masks is not None:  # merge + re-mask + validate; evaluation and export see that sparse model
         metrics.update(finish_sparse(adapted, cfg, run_dir))
     if cfg.eval.enabled:
-        metrics.update(evaluate(adapted.model, tokenizer, dm.splits, cfg))
+        metrics.update(final_evaluate(adapted.model, tokenizer, dm.splits, cfg))
         fill_final_val_loss(run_dir / "training_history.json", metrics["val_loss"])
     metrics.update({f"control_{k}": v for k, v in control.items()})
     metrics.update(facts)

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-#: files whose presence makes a directory a run dir
-RUN_MARKERS = ("config.yaml", "metrics.json", "loss_log.csv")
+#: files whose presence makes a directory a run dir (``eval.json``: ``python -m ftlab.evaluate``)
+RUN_MARKERS = ("config.yaml", "metrics.json", "loss_log.csv", "eval.json")
 #: sub-directories of a run that never hold another run
 _NOT_RUNS = {"checkpoints", "adapter", "model", "lightning_logs", "wandb", "analysis", "plots"}
 
@@ -32,11 +32,13 @@ class RunRecord:
     sparsity_log: pd.DataFrame | None = None
     history: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None  # eval.json of ``python -m ftlab.evaluate`` (lm-eval scores)
     problems: list[str] = field(default_factory=list)  # unreadable files, in words
 
     @property
     def finished(self) -> bool:
-        return self.metrics is not None
+        """A run that wrote metrics.json, or a model dir scored by ``ftlab.evaluate``."""
+        return self.metrics is not None or self.eval is not None
 
     @property
     def status(self) -> str:
@@ -118,6 +120,8 @@ def load_run(path: Path, root: Path) -> RunRecord:
     rec.metrics = metrics if isinstance(metrics, dict) else None
     rec.history = _read_json(path / "training_history.json", rec.problems)
     rec.validation = _read_json(path / "validation_report.json", rec.problems)
+    evaluated = _read_json(path / "eval.json", rec.problems)
+    rec.eval = evaluated if isinstance(evaluated, dict) else None
     rec.loss_log = _read_csv(path / "loss_log.csv", rec.problems)
     rec.sparsity_log = _read_csv(path / "sparsity_log.csv", rec.problems)
     return rec

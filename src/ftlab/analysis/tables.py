@@ -34,6 +34,27 @@ def is_seed_key(key: str) -> bool:
     return leaf in ("seed", "init_seed")
 
 
+#: benchmark scores -> column prefix: the run's own final numbers and ``ftlab.evaluate``'s eval.json
+BENCHMARK_SOURCES = (("metrics", "lm_eval"), ("eval", "eval_json"))
+
+
+def benchmark_columns(rec: RunRecord) -> dict[str, Any]:
+    """``<prefix>:<variant>`` (value), ``<prefix>:<variant>:stderr``, ``<prefix>:n`` and
+    ``<prefix>:n_shot`` of each lm-eval ``eval_benchmark`` record the run dir holds."""
+    out: dict[str, Any] = {}
+    for attr, prefix in BENCHMARK_SOURCES:
+        bench = (getattr(rec, attr) or {}).get("eval_benchmark")
+        if not isinstance(bench, dict):
+            continue
+        for r in bench.get("metrics") or []:
+            out[f"{prefix}:{r['variant']}"] = r.get("value")
+            out[f"{prefix}:{r['variant']}:stderr"] = r.get("stderr")
+            out[f"{prefix}:n"], out[f"{prefix}:n_shot"] = r.get("n"), r.get("n_shot")
+    if rec.eval is not None:
+        out["eval_json:weights"] = rec.eval.get("weights")
+    return out
+
+
 def task_metric(metrics: dict[str, Any] | None) -> tuple[str | None, float | None]:
     """The run's headline metric: the task metric if it was scored, else ``val_loss``."""
     if not metrics:
@@ -98,7 +119,7 @@ def summary_table(records: list[RunRecord]) -> tuple[pd.DataFrame, list[str]]:
         for k in varying:
             if k not in GROUP_COLUMNS.values() and k != "seed":
                 row[k] = rec.get(k)
-        name, value = task_metric(rec.metrics)
+        name, value = task_metric(rec.metrics if rec.metrics is not None else rec.eval)
         row["metric"], row["metric_value"] = name, value
         metrics = rec.metrics or {}
         for k in LEADING_METRICS:
@@ -106,6 +127,7 @@ def summary_table(records: list[RunRecord]) -> tuple[pd.DataFrame, list[str]]:
         for k in sorted(metrics):
             if k not in row and _scalar(metrics[k]):
                 row[k] = metrics[k]
+        row.update(benchmark_columns(rec))
         row.update(_log_facts(rec))
         row["validation"] = validation_result(rec)
         row["problems"] = "; ".join(rec.problems) or None

@@ -176,6 +176,9 @@ class ReuseConfig:
 class EvalConfig:
     enabled: bool = True
     generate: bool = True  # exact-match generation on the test split
+    # BoolQ/HellaSwag/GSM8K: final numbers from lm-evaluation-harness on the whole test split
+    # (false: ftlab's fast scorer on task.eval_examples, as during training)
+    harness: bool = True
     # Also score the base model before adaptation (same splits): metrics.json gets control_<metric>,
     # so one run shows what fine-tuning bought. The separate control run is adapter=none.
     control: bool = False
