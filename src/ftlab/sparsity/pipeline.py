@@ -178,7 +178,7 @@ def attach_masks(adapted: Any, masks: PrunedBase | dict[str, torch.Tensor] | Non
 def _frozen_base(adapted: SparseAdapted) -> bool:
     """The adapter trains its own parameters over a frozen sparse base (LoRA family), so the
     merge's update is ΔW = merged − base and the base is zero wherever M is."""
-    if not adapted.trains or adapted.mode != "sparse_to_dense":
+    if not adapted.trains:
         return False
     params = canonical_parameters(adapted.inner.model)
     return all(n in params and not params[n].requires_grad for n in adapted.masks)
