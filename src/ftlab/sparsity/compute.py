@@ -1,5 +1,6 @@
-"""``compute_masks(cfg, model, tokenizer)``: the one entry point that turns a sparsity config into
-masks for a model.
+"""``compute_pruned(cfg, model, tokenizer)``: the one entry point that turns a sparsity config into
+a pruned base for a model: keep-masks, SparseGPT's reconstructed weights, OWL's per-layer levels
+(``compute_masks`` returns the masks alone).
 
 It reads the model and never changes it (weights, ``requires_grad`` flags, ``.grad`` and the
 train/eval mode are restored), and it writes no files: a training run applies the result, the
@@ -141,18 +142,20 @@ def compute_pruned_for_levels(cfg: Any, model: nn.Module, tokenizer, levels: lis
     sp = cfg.sparsity
     importance = importance_of(sp)
     specs = [spec_of(sp, level) for level in levels]
-    structures = structures_for(model, list(select_modules(model, list(sp.modules))), specs[0])
-    targets = _with_structures(model, select_modules(model, list(sp.modules)), structures)
+    selected = select_modules(model, list(sp.modules))
+    structures = structures_for(model, list(selected), specs[0])
+    targets = _with_structures(model, selected, structures)
     calibrated = importance in S.NEEDS_GRADIENTS + S.SEQUENTIAL or sp.allocation == "owl"
     batches = calibration_batches(cfg, tokenizer) if calibrated else []
     ratios = owl_ratios(model, targets, batches, float(sp.owl["threshold_m"])) if sp.allocation == "owl" else None
     out = []
     scores = None if importance in S.SEQUENTIAL else importance_scores(cfg, model, tokenizer, targets, batches)
+    prefix = decoder_layers(model)[0] if ratios is not None else ""
     for spec in specs:
         per_weight = None
-        if ratios is not None:
+        if ratios is not None:  # OWL: one level per decoder layer, mean = spec.level
             by_layer = dict(zip(ratios, owl_levels(list(ratios.values()), spec.level, float(sp.owl["lambda"]))))
-            per_weight = {n: by_layer[_layer_index(n, decoder_layers(model)[0])] for n in targets}
+            per_weight = {n: by_layer[_layer_index(n, prefix)] for n in targets}
         if scores is None:
             out.append(sequential_prune(model, targets, batches, spec, importance, structures=structures,
                                         levels=per_weight, sparsegpt=sp.sparsegpt))
