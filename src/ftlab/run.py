@@ -31,7 +31,7 @@ from ftlab.models import build_model, build_tokenizer
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.records import write_record
 from ftlab.reuse.stages import stage_run
-from ftlab.sparsity.compute import compute_masks
+from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
 from ftlab.training.schedules import total_steps
@@ -164,7 +164,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     record: dict[str, Any] = {"reuse_enabled": bool(cfg.reuse.enabled), "stages": []}  # -> reuse_record.json
     tokenizer, model = prepare_model(cfg, record)
     # sparse base: W <- W * M (None when dense); the mask is a cached step
-    masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_masks, record))
+    masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_pruned, record))
     dm = TaskDataModule(cfg, tokenizer)
     dm.setup()
     control = final_evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
@@ -185,7 +185,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
 
     metrics: dict[str, Any] = {}
     if masks is not None:  # merge + re-mask + validate; evaluation and export see that sparse model
-        metrics.update(finish_sparse(adapted, cfg, run_dir))
+        metrics.update(finish_sparse(adapted, cfg, run_dir, tokenizer, dm.splits.val if cfg.eval.enabled else None))
     if cfg.eval.enabled:
         metrics.update(final_evaluate(adapted.model, tokenizer, dm.splits, cfg))
         fill_final_val_loss(run_dir / "training_history.json", metrics["val_loss"])

@@ -48,13 +48,25 @@ class CalibrationConfig:
 
 
 @dataclass
+class SparseGPTConfig:
+    blocksize: int = 128  # columns pruned and reconstructed per lazy batch update
+    percdamp: float = 0.01  # Hessian dampening: percdamp * mean(diag(H)) added to the diagonal
+
+
+def _owl_defaults() -> dict[str, float]:
+    # a dict, not a dataclass: the published key is ``lambda``, a Python keyword
+    return {"threshold_m": 5.0, "lambda": 0.08}
+
+
+@dataclass
 class SparsityConfig:
     name: str = "none"
     level: float = 0.0
     levels: list[float] | None = None  # masks CLI: several levels at once
     method: str = "none"  # none | unstructured | structured | nm | random
     importance: str = "magnitude"  # magnitude | gradient | taylor | wanda | random
-    group: str = "layer"  # unstructured comparison group: layer | row | global
+    # unstructured comparison group: layer | row | global; None = row for wanda (as published), else layer
+    group: str | None = None
     n: int = 2
     m: int = 4
     structure: str = "channel"  # structured: channel | head
@@ -64,6 +76,9 @@ class SparsityConfig:
     modules: list[str] = field(default_factory=lambda: ["*.layers.*"])
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     seed: int | None = None  # random masks; None -> run seed
+    allocation: str = "uniform"  # per-layer levels: uniform | owl
+    owl: dict[str, float] = field(default_factory=_owl_defaults)
+    sparsegpt: SparseGPTConfig = field(default_factory=SparseGPTConfig)
 
 
 @dataclass

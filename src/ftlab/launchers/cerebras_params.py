@@ -105,7 +105,7 @@ def _check_sparsity(s: Any, opts: Any) -> None:
     if importance not in INIT_METHODS:
         raise ConfigError("sparsity.importance", s.importance,
                           f"one of {sorted(INIT_METHODS)} on Cerebras (no calibration data on the appliance)")
-    if s.method == "unstructured" and s.group != "layer":
+    if s.method == "unstructured" and s.group not in (None, "layer"):  # None: layer (importance is not wanda)
         raise ConfigError("sparsity.group", s.group, "layer on Cerebras (topk ranks each weight tensor on its own)")
 
 

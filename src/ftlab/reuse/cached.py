@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
 from ftlab.reuse.rng import preserved_rng
@@ -21,6 +20,8 @@ from ftlab.reuse.store import ArtifactStore, BuildResult
 
 MODEL_DIR = "model"
 MASK_FILE = "masks.safetensors"
+#: SparseGPT's reconstructed weights of the pruned linears (other importances only select).
+WEIGHTS_FILE = "weights.safetensors"
 
 
 def _store_for(c: dict[str, Any]) -> tuple[ArtifactStore | None, str]:
@@ -76,13 +77,17 @@ def load_base(path, dtype: str) -> nn.Module:
     return frozen(AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype)))
 
 
-MaskFn = Callable[[Any, nn.Module, Any], dict[str, torch.Tensor]]
+MaskFn = Callable[[Any, nn.Module, Any], Any]
 
 
 def cached_mask_fn(compute: MaskFn, record: dict | None = None) -> MaskFn:
-    """``compute`` (``ftlab.sparsity.compute_masks``'s signature) behind the store."""
+    """``compute`` (``ftlab.sparsity.compute_pruned``'s signature: masks, SparseGPT's weights,
+    OWL's levels) behind the store; the artifact holds the masks and any reconstructed weights."""
 
-    def masks_for(cfg: Any, model: nn.Module, tokenizer) -> dict[str, torch.Tensor]:
+    def masks_for(cfg: Any, model: nn.Module, tokenizer):
+        from safetensors.torch import load_file, save_file
+
+        from ftlab.sparsity.compute import PrunedBase
         from ftlab.sparsity.io import load_masks, save_masks
 
         c = as_plain(cfg)
@@ -97,12 +102,16 @@ def cached_mask_fn(compute: MaskFn, record: dict | None = None) -> MaskFn:
             def write(artifact):
                 with preserved_rng():
                     built = compute(cfg, model, tokenizer)
-                save_masks(built, artifact / MASK_FILE, {"model": cfg.model.name, "method": cfg.sparsity.method,
-                                                         "key": step.key})
+                save_masks(built.masks, artifact / MASK_FILE, {"model": cfg.model.name, "method": cfg.sparsity.method,
+                                                               "key": step.key, "levels": built.levels})
+                if built.weights:
+                    save_file({n: w.contiguous() for n, w in built.weights.items()}, str(artifact / WEIGHTS_FILE))
 
             res = store.get_or_build(step.key, write, kind=step.kind, parent=step.parent, config=step.config,
                                      version=step.version)
-            masks, _ = load_masks(res.entry.artifact / MASK_FILE)
+            found, meta = load_masks(res.entry.artifact / MASK_FILE)
+            weights = res.entry.artifact / WEIGHTS_FILE
+            masks = PrunedBase(found, load_file(str(weights)) if weights.is_file() else None, (meta or {}).get("levels"))
         if record is not None:
             record["mask"] = _record(step, res, time.perf_counter() - t0, why)
         return masks

@@ -23,7 +23,7 @@ from ftlab.reuse.keys import lookup, pick, step_key
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
 #: results for the same config.
-VERSIONS = {"model": 1, "base": 1, "mask": 1, "mask_file": 1, "train": 1, "stage": 1}
+VERSIONS = {"model": 1, "base": 1, "mask": 2, "mask_file": 1, "train": 1, "stage": 1}
 
 MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer")
 
@@ -39,7 +39,7 @@ BASE_KEYS = ("base.corpus", "base.num_examples", "base.steps", "base.lr", "base.
 MASK_KEYS = ("sparsity.method", "sparsity.level", "sparsity.group", "sparsity.n", "sparsity.m",
              "sparsity.structure", "sparsity.modules")
 #: Importances that read calibration batches of the task's train split.
-CALIBRATED = ("gradient", "taylor", "wanda")
+CALIBRATED = ("gradient", "taylor", "wanda", "sparsegpt")
 CALIBRATION_KEYS = ("sparsity.calibration", "seed", "task.name", "task.num_examples", "task.val_fraction",
                     "task.test_fraction", "task.max_length", "task.options")
 
@@ -73,6 +73,8 @@ DERIVED = (
     "sparsity.importance",  # derived.importance (method=random forces random)
     "sparsity.seed",  # derived.mask_seed (random importance only)
     "schedule.stages",  # one stage step per entry
+    "sparsity.allocation", "sparsity.owl",  # mask key only with allocation=owl (calibrated too)
+    "sparsity.sparsegpt",  # mask key only with importance=sparsegpt
 )
 
 
@@ -170,8 +172,12 @@ def importance(c: dict[str, Any]) -> str:
 
 
 def mask_keys(c: dict[str, Any]) -> tuple[str, ...]:
-    """The allow-list of the mask step for this config (calibration only where it is read)."""
-    return MASK_KEYS + (CALIBRATION_KEYS if importance(c) in CALIBRATED else ())
+    """The allow-list of the mask step for this config (calibration, OWL and SparseGPT options
+    only where they are read)."""
+    owl = lookup(c, "sparsity.allocation", "uniform") == "owl"
+    return (MASK_KEYS + (CALIBRATION_KEYS if importance(c) in CALIBRATED or owl else ())
+            + (("sparsity.allocation", "sparsity.owl") if owl else ())
+            + (("sparsity.sparsegpt",) if importance(c) == "sparsegpt" else ()))
 
 
 def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
@@ -184,7 +190,7 @@ def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
     config["derived.importance"] = importance(c)
     if importance(c) == "random":
         config["derived.mask_seed"] = _or(sp.get("seed"), c["seed"])
-    if importance(c) in CALIBRATED:
+    if importance(c) in CALIBRATED or lookup(c, "sparsity.allocation", "uniform") == "owl":
         config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
     return make_step("mask", parent, config)
 

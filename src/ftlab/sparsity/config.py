@@ -17,6 +17,8 @@ from ftlab.sparsity.masks import GROUPS, METHODS, STRUCTURES
 from ftlab.sparsity.scores import IMPORTANCES
 
 MODES = ("sparse_to_dense", "sparse_to_sparse")
+ALLOCATIONS = ("uniform", "owl")
+OWL_KEYS = ("threshold_m", "lambda")
 
 
 def sparsity_enabled(sparsity_cfg: Any) -> bool:
@@ -94,14 +96,53 @@ def _structural_checks(cfg: Any) -> None:
                      f"{lin.in_features} columns")
 
 
+def _check_sparsegpt(sp: Any) -> None:
+    if sp.method == "random" or sp.importance != "sparsegpt":
+        return
+    if sp.method not in ("unstructured", "nm"):
+        fail("sparsity.importance", "sparsegpt", f"method=unstructured or nm (SparseGPT reconstructs weights "
+             f"around an unstructured or N:M mask; method={sp.method})")
+    if sp.group not in (None, "layer"):
+        fail("sparsity.group", sp.group, "null or 'layer' with importance=sparsegpt (its comparison group is each "
+             "block of sparsity.sparsegpt.blocksize columns, block counts adding up to the layer's)")
+    opts = sp.sparsegpt
+    if not (isinstance(opts.blocksize, int) and opts.blocksize >= 1):
+        fail("sparsity.sparsegpt.blocksize", opts.blocksize, "an integer >= 1")
+    if sp.method == "nm" and opts.blocksize % sp.m:
+        fail("sparsity.sparsegpt.blocksize", opts.blocksize, f"a multiple of sparsity.m={sp.m} (N:M groups may "
+             "not straddle two blocks)")
+    if not (isinstance(opts.percdamp, (int, float)) and opts.percdamp > 0):
+        fail("sparsity.sparsegpt.percdamp", opts.percdamp, "a number > 0 (fraction of mean(diag H) added to H)")
+
+
+def _check_allocation(sp: Any) -> None:
+    if sp.allocation not in ALLOCATIONS:
+        fail("sparsity.allocation", sp.allocation, f"one of {list(ALLOCATIONS)}")
+    unknown = sorted(set(sp.owl) - set(OWL_KEYS))
+    if unknown:
+        fail(f"sparsity.owl.{unknown[0]}", sp.owl[unknown[0]], f"one of the keys {list(OWL_KEYS)}")
+    if sp.allocation != "owl":
+        return
+    if sp.method != "unstructured":
+        fail("sparsity.allocation", "owl", f"method=unstructured (OWL allocates per-layer levels of unstructured "
+             f"masks; method={sp.method})")
+    if sp.group == "global":
+        fail("sparsity.group", "global", "'row' or 'layer' with allocation=owl (the layers' levels are allocated)")
+    m, lam = sp.owl.get("threshold_m"), sp.owl.get("lambda")
+    if not (isinstance(m, (int, float)) and m > 0):
+        fail("sparsity.owl.threshold_m", m, "a number > 0 (an outlier scores above M x its layer's mean)")
+    if not (isinstance(lam, (int, float)) and 0 <= lam < 1):
+        fail("sparsity.owl.lambda", lam, "a number in [0, 1) (the half-width of the allocated levels)")
+
+
 def validate_sparsity(cfg: Any) -> None:
     sp = cfg.sparsity
     if sp.method not in ("none", *METHODS):
         fail("sparsity.method", sp.method, f"one of {['none', *METHODS]}")
     if sp.importance not in IMPORTANCES:
         fail("sparsity.importance", sp.importance, f"one of {list(IMPORTANCES)}")
-    if sp.group not in GROUPS:
-        fail("sparsity.group", sp.group, f"one of {list(GROUPS)}")
+    if sp.group is not None and sp.group not in GROUPS:
+        fail("sparsity.group", sp.group, f"one of {list(GROUPS)} (or null: row for wanda, layer otherwise)")
     if sp.structure not in STRUCTURES:
         fail("sparsity.structure", sp.structure, f"one of {list(STRUCTURES)}")
     if sp.mode not in MODES:
@@ -111,11 +152,13 @@ def validate_sparsity(cfg: Any) -> None:
         _level(f"sparsity.levels[{i}]", level)
     if sp.method == "nm" and not 1 <= sp.n < sp.m:
         fail("sparsity.n", sp.n, f"an integer in [1, sparsity.m={sp.m}): N:M prunes N of every M weights")
-    if sp.method in ("structured", "nm") and sp.group != "layer":
+    if sp.method in ("structured", "nm") and sp.group not in (None, "layer"):
         fail("sparsity.group", sp.group, f"'layer' for method={sp.method} (its groups are fixed by the method)")
     if sp.method != "random" and sp.importance == "wanda" and sp.group == "global":
         fail("sparsity.group", sp.group, "'row' or 'layer' with importance=wanda (Wanda prunes layer by layer, "
              "each pruned layer feeding the next)")
+    _check_sparsegpt(sp)
+    _check_allocation(sp)
     for key in ("batches", "batch_size"):
         if getattr(sp.calibration, key) < 1:
             fail(f"sparsity.calibration.{key}", getattr(sp.calibration, key), "an integer >= 1")
