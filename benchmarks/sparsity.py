@@ -194,7 +194,7 @@ def quality(base_steps: int, level: float) -> None:
 
     from ftlab.config.compose import compose_run
     from ftlab.data.tasks import build_task
-    from ftlab.evaluation import loss_on
+    from ftlab.inference import loss_on
     from ftlab.run import prepare_model
     from ftlab.sparsity.calibration import calibration_batches
     from ftlab.sparsity.compute import compute_pruned

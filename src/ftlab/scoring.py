@@ -18,8 +18,10 @@ import torch
 from torchmetrics.aggregation import MeanMetric
 
 from ftlab.data.encoding import IGNORE_INDEX
+from ftlab.data.real_tasks import final_number
 from ftlab.data.tasks import Example
 from ftlab.errors import FtlabError
+from ftlab.inference import generate_answers
 
 #: what separates a prompt from its continuation (lm-eval's ``target_delimiter``)
 TARGET_DELIMITER = " "
@@ -85,9 +87,6 @@ def choice_accuracy(model, tokenizer, examples: list[Example], max_length: int, 
 
 def final_number_match(model, tokenizer, examples: list[Example], max_new_tokens: int, batch_size: int) -> float:
     """Greedy generation; correct when the final number equals the reference's ``#### N``."""
-    from ftlab.data.real_tasks import final_number
-    from ftlab.evaluation import generate_answers
-
     metric = MeanMetric()
     preds = generate_answers(model, tokenizer, [e.prompt for e in examples], max_new_tokens, batch_size)
     for pred, ex in zip(preds, examples):
