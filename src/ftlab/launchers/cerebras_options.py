@@ -30,11 +30,18 @@ class CerebrasOptions:
     data_processor: str = "GptHDF5MapDataProcessor"
     train_data_dir: str | None = None
     val_data_dir: str | None = None
-    # A base-model checkpoint in Cerebras format (``cszoo checkpoint convert`` from HF) to start from.
+    # (null train_data_dir: each job preprocesses its task's train/val examples with
+    # ``cszoo data_preprocess run``, fine-tuning mode, into <job dir>/cszoo_data.)
+    # The base model as a Cerebras checkpoint to start from; null = converted from
+    # model.name_or_path (a local HF dir) with ``cszoo checkpoint convert`` into base_checkpoint_dir.
     checkpoint_path: str | None = None
-    # ftlab / HF module names -> ModelZoo names, applied to each dotted component of LoRA target
-    # modules and sparsity param filters (e.g. {q_proj: proj_q_dense_layer}); empty = unchanged.
-    module_names: dict[str, str] = field(default_factory=dict)
+    # Where converted bases go (one dir per model preset); null = <sweep dir>/cszoo_base.
+    base_checkpoint_dir: str | None = None
+    # Overrides of ftlab's HF -> ModelZoo parameter-name table (ftlab.launchers.cerebras_names):
+    # {HF module (q_proj, or self_attn.q_proj): ModelZoo module path inside a decoder layer}, e.g.
+    # hydra.launcher.module_names={q_proj: self_attn.proj_q_dense_layer}. null = the table.
+    # (Optional so that a whole dict can be given on the command line.)
+    module_names: dict[str, str] | None = None
     # Base-weight sparsity: static (one mask from the start, as ftlab) or gmp (gradual magnitude
     # pruning from 0 to sparsity.level, mask updated every sparsity_update_freq steps).
     sparsity_algorithm: str = "static"

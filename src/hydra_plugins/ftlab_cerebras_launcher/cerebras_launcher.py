@@ -2,7 +2,9 @@
 
 For each job the launcher composes the job's config exactly as the other launchers do, then,
 instead of training locally, translates it into a ModelZoo trainer YAML, writes it with the
-command script into the job dir and (unless ``dry_run``) runs ``cszoo fit`` and converts its logs.
+preparation steps (task data -> ModelZoo HDF5, HF base -> Cerebras checkpoint) and the command
+script into the job dir and (unless ``dry_run``) runs the script (steps not done yet, then
+``cszoo fit``) and converts its logs.
 All jobs are translated and checked before the first one is launched, so an option Cerebras
 cannot run stops the sweep with one line and nothing half-launched.
 """
@@ -56,6 +58,7 @@ class CerebrasLauncher(Launcher):
 
         from ftlab.launchers.cerebras_job import check_executable
         from ftlab.launchers.cerebras_params import check_supported, cszoo_params
+        from ftlab.launchers.cerebras_steps import job_plan
 
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
@@ -69,7 +72,11 @@ class CerebrasLauncher(Launcher):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
             check_supported(sweep_config, opts)
-            jobs.append((idx, overrides, sweep_config, cszoo_params(sweep_config, opts, self._num_csx(sweep_config))))
+            # Hydra's run_job puts the job in <sweep.dir>/<sweep.subdir>; the plan needs it now.
+            sweep_dir = Path(str(sweep_config.hydra.sweep.dir))
+            plan = job_plan(sweep_config, opts, sweep_dir / str(sweep_config.hydra.sweep.subdir), sweep_dir)
+            params = cszoo_params(sweep_config, opts, self._num_csx(sweep_config), plan)
+            jobs.append((idx, overrides, sweep_config, params, plan))
         if not opts.dry_run:
             check_executable(opts)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -77,15 +84,15 @@ class CerebrasLauncher(Launcher):
         log.info(f"{verb} {len(jobs)} Cerebras jobs with {opts.executable}")
         # 2. run them (cszoo blocks until its appliance job ends)
         runs = []
-        for idx, overrides, sweep_config, params in jobs:
+        for idx, overrides, sweep_config, params, plan in jobs:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            runs.append(run_job(hydra_context=self.hydra_context, task_function=self._job(params, sweep_config),
+            runs.append(run_job(hydra_context=self.hydra_context, task_function=self._job(params, plan, sweep_config),
                                 config=sweep_config, job_dir_key="hydra.sweep.dir",
                                 job_subdir_key="hydra.sweep.subdir"))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return runs
 
-    def _job(self, params: dict, sweep_config: DictConfig):
+    def _job(self, params: dict, plan, sweep_config: DictConfig):
         opts, num_csx = self.options, self._num_csx(sweep_config)
 
         def cerebras_job(cfg: DictConfig):
@@ -96,7 +103,7 @@ class CerebrasLauncher(Launcher):
             job_dir = Path(HydraConfig.get().runtime.output_dir)
             job_dir.mkdir(parents=True, exist_ok=True)
             (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            metrics = run_cszoo(cfg, params, opts, job_dir, num_csx)
+            metrics = run_cszoo(cfg, params, opts, job_dir, num_csx, plan)
             return None if metrics is None else metrics.get("final_train_loss")
 
         return cerebras_job
