@@ -7,6 +7,7 @@ for plugins, i.e. at the start of every ftlab command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 #: ``_target_`` of ftlab's Cerebras launcher plugin.
 CEREBRAS_TARGET = "hydra_plugins.ftlab_cerebras_launcher.cerebras_launcher.CerebrasLauncher"
@@ -40,8 +41,9 @@ class CerebrasOptions:
     # Overrides of ftlab's HF -> ModelZoo parameter-name table (ftlab.launchers.cerebras_names):
     # {HF module (q_proj, or self_attn.q_proj): ModelZoo module path inside a decoder layer}, e.g.
     # hydra.launcher.module_names={q_proj: self_attn.proj_q_dense_layer}. null = the table.
-    # (Optional so that a whole dict can be given on the command line.)
-    module_names: dict[str, str] | None = None
+    # Typed Any, not dict[str, str]: Hydra merges a command-line dict into a typed dict node key by
+    # key and refuses new keys under struct mode (issue 12 row 8); check_supported checks the type.
+    module_names: Any = None
     # Base-weight sparsity: static (one mask from the start, as ftlab) or gmp (gradual magnitude
     # pruning from 0 to sparsity.level, mask updated every sparsity_update_freq steps).
     sparsity_algorithm: str = "static"

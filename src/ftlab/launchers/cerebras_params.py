@@ -107,7 +107,16 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
         raise ConfigError("hydra.launcher.val_data_dir", opts.val_data_dir,
                           "null unless hydra.launcher.train_data_dir is set (else both splits are preprocessed "
                           "from the task)")
+    names = opts.module_names
+    if names is not None and not (isinstance(names, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                  for k, v in names.items())):
+        raise ConfigError("hydra.launcher.module_names", names,
+                          "null or a dict {HF module: ModelZoo module path inside a decoder layer}")
     check_base(cfg, opts, launching=launching)
+    # What only the translation finds (LoRA groups, unmapped weights, a gmp schedule without updates)
+    # must also stop the sweep before launch: translate the parts that can fail.
+    lora_callback(cfg, model_block(cfg))
+    sparsity_block(cfg, opts, _step_count(cfg.schedule, cfg.train.max_steps))
 
 
 def _check_sparsity(s: Any, opts: Any) -> None:
