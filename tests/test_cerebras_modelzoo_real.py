@@ -1,0 +1,88 @@
+"""Opt-in: ftlab's Cerebras YAMLs against the real ModelZoo (Release_2.10.0, cerebras_pytorch 2.10).
+
+Set ``FTLAB_MODELZOO_PYTHON`` to the python of an environment with cerebras_pytorch 2.10.0 (it needs
+torch 2.4.0) and ModelZoo importable (``FTLAB_MODELZOO_PYTHONPATH`` is added to its PYTHONPATH, e.g.
+ModelZoo's ``src`` checkout). Without it this test is skipped: the facts it checks are also pinned
+without ModelZoo by tests/test_cerebras_names.py and tests/test_cerebras_yaml_matrix.py.
+
+What runs there (tests/fixtures/modelzoo_check.py): ModelZoo's ``validate_trainer_params`` on every
+YAML of the matrix; for tiny models ModelZoo's own model class, its ``make_model_lora`` with our
+``lora_params`` and cerebras.pytorch's glob matching of our ``param_filter``; for gmp the final level
+from cerebras.pytorch's schedule classes. A YAML in the old layout (precision fields in the model) is
+included as a control that the validation does reject what issue 12 found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from ftlab.config.compose import compose_run
+from ftlab.launchers.cerebras_names import modelzoo_param_names
+from ftlab.launchers.cerebras_options import CerebrasOptions
+from ftlab.launchers.cerebras_params import cszoo_params, pruned_weight_names
+
+PYTHON = os.environ.get("FTLAB_MODELZOO_PYTHON")
+TINY_MIXTRAL = ["model=mixtral_8x7b", "model.name=tiny_mixtral", "model.tokenizer=byte", "model.name_or_path=null",
+                "model.config.hidden_size=128", "model.config.intermediate_size=256", "model.config.num_hidden_layers=2",
+                "model.config.num_attention_heads=4", "model.config.num_key_value_heads=2",
+                "model.config.num_local_experts=4", "model.config.max_position_embeddings=256"]
+PRESETS = {"tiny_llama": ["model=tiny_llama"], "tiny_mistral": ["model=tiny_mistral"], "tiny_mixtral": TINY_MIXTRAL,
+           "llama3_8b": ["model=llama3_8b"], "mistral_7b": ["model=mistral_7b"], "mixtral_8x7b": ["model=mixtral_8x7b"]}
+VARIANTS = {
+    "lora": ["adapter=lora"],
+    "full": ["adapter=full"],
+    "masked_static": ["adapter=masked", "sparsity=unstructured", "sparsity.level=0.7"],
+    "full_gmp": ["adapter=full", "sparsity=unstructured", "sparsity.level=0.7"],
+    "stages": ["adapter=lora", "schedule=stages", "schedule.stages=[{iters:30,lr:1e-3},{iters:70,lr:1e-4}]"],
+    "fp32": ["adapter=lora", "hardware.precision=float32"],
+    "cbfloat16": ["adapter=lora", "hardware.precision=cbfloat16"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PYTHON, reason="set FTLAB_MODELZOO_PYTHON to a python with cerebras_pytorch 2.10 + ModelZoo")
+def test_yamls_pass_the_real_modelzoo(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "yaml"
+    out.mkdir()
+    expected = {}
+    for preset, model in PRESETS.items():
+        for variant, overrides in VARIANTS.items():
+            gmp = variant == "full_gmp"
+            opts = CerebrasOptions(train_data_dir=str(data), val_data_dir=str(data), checkpoint_path="/cb/base.mdl",
+                                   sparsity_algorithm="gmp" if gmp else "static", sparsity_update_freq=10)
+            cfg = compose_run(["hardware=cerebras", *model, "train.max_steps=100", *overrides])
+            name = f"{preset}-{variant}.yaml"
+            (out / name).write_text(yaml.safe_dump(cszoo_params(cfg, opts), sort_keys=False))
+            if variant in ("masked_static", "full_gmp"):
+                expected[name] = sorted(mz for n in pruned_weight_names(cfg) for mz in modelzoo_param_names(cfg.model.arch, n))
+    control = yaml.safe_load((out / "tiny_llama-lora.yaml").read_text())
+    control["trainer"]["init"]["model"].update({"mixed_precision": True, "fp16_type": "cbfloat16"})
+    (out / "zz-control-old-layout.yaml").write_text(yaml.safe_dump(control))
+
+    env = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
+    proc = subprocess.run([PYTHON, str(ROOT / "tests" / "fixtures" / "modelzoo_check.py"), str(out)],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    rows = {r["file"]: r for r in map(json.loads, (ln for ln in proc.stdout.splitlines() if ln.startswith("{")))}
+    assert len(rows) == len(PRESETS) * len(VARIANTS) + 1, proc.stderr[-3000:]
+    control_row = rows.pop("zz-control-old-layout.yaml")
+    assert not control_row["valid"] and "Extra inputs are not permitted" in control_row["error"]
+    for name, row in rows.items():
+        assert row["valid"], (name, row.get("error"))
+        if name in expected and name.startswith("tiny"):
+            assert row["sparse_params"] == expected[name] and row["unmatched_globs"] == [], name
+        if name.startswith("tiny") and "lora_linears" in row:
+            kinds = {n.split(".layers.")[1].split(".", 1)[1] for n in row["lora_linears"]}
+            attention = {f"self_attn.proj_{p}_dense_layer" for p in ("q", "k", "v", "output")}
+            ffn = {"ffn.ffn.0.linear_layer", "ffn.ffn.0.linear_layer_for_glu", "ffn.ffn.1.linear_layer"}
+            assert kinds == (attention if name.startswith("tiny_mixtral") else attention | ffn), name
+        if name.endswith("full_gmp.yaml"):
+            assert row["gmp_final_level"] == pytest.approx(0.7, abs=1e-6), name
