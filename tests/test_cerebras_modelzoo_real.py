@@ -86,3 +86,38 @@ def test_yamls_pass_the_real_modelzoo(tmp_path: Path):
             assert kinds == (attention if name.startswith("tiny_mixtral") else attention | ffn), name
         if name.endswith("full_gmp.yaml"):
             assert row["gmp_final_level"] == pytest.approx(0.7, abs=1e-6), name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PYTHON, reason="set FTLAB_MODELZOO_PYTHON to a python with cerebras_pytorch 2.10 + ModelZoo")
+def test_real_preprocessing_gives_ftlabs_tokens_and_answer_only_loss(tmp_path: Path):
+    """The emitted ``cszoo data_preprocess run`` configs, run by the real ModelZoo: every sample's
+    tokens are ftlab's ``encode_example`` (prompt + answer + EOS) and the loss covers exactly the
+    answer and EOS, as in ftlab's training."""
+    from ftlab.data.encoding import IGNORE_INDEX, encode_example
+    from ftlab.data.tasks import build_task
+    from ftlab.launchers.cerebras_steps import job_plan
+    from ftlab.models import build_tokenizer
+
+    cfg = compose_run(["hardware=cerebras", "task.num_examples=200"])
+    job = tmp_path / "0"
+    plan = job_plan(cfg, CerebrasOptions(checkpoint_path="/c.mdl"), job, tmp_path)
+    for path, text in plan.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    env = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
+    check = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
+    tok = build_tokenizer(cfg.model)
+    examples = build_task(cfg.task).splits(int(cfg.seed))
+    for step, split in zip(plan.steps, ("train", "val")):
+        subprocess.run([PYTHON, check, "cli", *step.args], env=env, capture_output=True, check=True, timeout=900)
+        (h5,) = sorted(step.output.glob("*.h5"))
+        dump = subprocess.run([PYTHON, check, "h5", str(h5)], env=env, capture_output=True, text=True, check=True)
+        rows = [json.loads(line) for line in dump.stdout.splitlines()]
+        wanted = [encode_example(tok, e.prompt, e.answer, int(cfg.task.max_length)) for e in getattr(examples, split)]
+        assert len(rows) == len(wanted)  # nothing dropped
+        for row, enc in zip(rows, wanted):
+            n = len(enc.input_ids) - 1  # ModelZoo stores inputs[:-1] and labels[1:]
+            assert row["input_ids"][:n] == enc.input_ids[:-1] and row["labels"][:n] == enc.input_ids[1:]
+            trained = [lab for lab, m in zip(row["labels"], row["loss_mask"]) if m]
+            assert trained == [t for t in enc.labels if t != IGNORE_INDEX]

@@ -62,12 +62,27 @@ def test_preprocessing_configs_are_modelzoo_finetuning_mode_with_the_models_toke
     assert init["fit"]["val_dataloader"]["data_dir"] == plan.val_data_dir
 
 
-def test_byte_tokenizer_is_transformers_byt5_and_given_data_skips_preprocessing(tmp_path: Path):
+def test_byte_tokenizer_is_a_fast_tokenizer_with_ftlabs_ids_and_given_data_skips_preprocessing(tmp_path: Path):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from ftlab.models import build_tokenizer
+
     cfg = compose_run(["hardware=cerebras"])
     plan = job_plan(cfg, CerebrasOptions(checkpoint_path="/c.mdl"), tmp_path / "0", tmp_path)
     conf = yaml.safe_load(plan.files[tmp_path / "0" / "cszoo_data_train.yaml"])
-    assert conf["processing"]["custom_tokenizer"] == "transformers:ByT5Tokenizer"
-    assert conf["processing"]["tokenizer_params"] == {"extra_ids": 0}  # ftlab: ByT5Tokenizer(extra_ids=0)
+    tok_dir = tmp_path / "0" / "cszoo_data" / "byte_tokenizer"
+    assert conf["processing"]["huggingface_tokenizer"] == str(tok_dir)
+    assert conf["dataset"]["sep_token"] is None  # ModelZoo's default "<|sep|>" would sit between prompt and answer
+    for path, text in plan.files.items():
+        if path.parent == tok_dir:
+            tok_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    fast, ours = AutoTokenizer.from_pretrained(tok_dir), build_tokenizer(cfg.model)
+    assert isinstance(fast, PreTrainedTokenizerFast)  # ModelZoo's fine-tuning mode needs offset mappings
+    for text in ["Capitalize: kol mavet\nAnswer:", " KOL MAVET", "héllo ✓ 日本 \t", "".join(map(chr, range(1, 256)))]:
+        assert fast.encode(text, add_special_tokens=False) == ours.encode(text, add_special_tokens=False)
+        assert fast(text, return_offsets_mapping=True)["offset_mapping"][-1][1] == len(text)
+    assert (fast.eos_token_id, fast.pad_token_id, fast.convert_tokens_to_ids("</s>")) == (ours.eos_token_id, ours.pad_token_id, 1)
     assert plan.checkpoint == "/c.mdl" and [s.name for s in plan.steps] == ["data_train", "data_val"]
     given = job_plan(cfg, CerebrasOptions(checkpoint_path="/c.mdl", train_data_dir="/d"), tmp_path / "1", tmp_path)
     assert given.steps == [] and given.files == {} and given.train_data_dir == "/d"

@@ -9,15 +9,17 @@ order by the job's command script:
    ModelZoo's ``finetuning`` mode: ftlab's examples are written as JSONL ``{prompt, completion}``
    and read with ModelZoo's ``prompt_completion_text_read_hook``, whose default loss weights are 0
    on the prompt and 1 on the completion (answer-only loss, as ftlab's ``encode_example``); the
-   tokenizer is the model's (``huggingface_tokenizer: model.name_or_path``, or ftlab's byte
-   tokenizer as ``transformers:ByT5Tokenizer``), ``max_seq_length`` is ``task.max_length`` and a
-   too-long prompt loses its start (``keep_end``, as ftlab). Skipped when
-   ``hydra.launcher.train_data_dir`` names data preprocessed already.
+   tokenizer is the model's (``huggingface_tokenizer: model.name_or_path``; for ftlab's byte
+   tokenizer a fast tokenizer with the same ids written into the job dir, :func:`byte_tokenizer_files`,
+   because ModelZoo's fine-tuning mode asks for offset mappings, which ByT5Tokenizer cannot give),
+   ``max_seq_length`` is ``task.max_length`` and a too-long prompt loses its start (``keep_end``, as
+   ftlab). Skipped when ``hydra.launcher.train_data_dir`` names data preprocessed already.
 2. ``cszoo checkpoint convert --model <arch> --src-fmt hf --tgt-fmt cs-2.9 ...`` from the HF base in
    ``model.name_or_path`` into one directory shared by the sweep, unless
    ``hydra.launcher.checkpoint_path`` names a Cerebras checkpoint already.
 
-A step is done when its marker file exists (written by the script after the command succeeded); a
+A step is done when its marker file exists, written by the script after the command succeeded and
+its output is there (ModelZoo 2.10's preprocessing exits 0 even when its workers wrote nothing); a
 done step is skipped, so the jobs of a sweep convert the base once, and a re-run script resumes.
 """
 
@@ -42,8 +44,9 @@ from ftlab.launchers.cerebras_names import (
 DONE = ".ftlab_done"
 DATA_DIR = "cszoo_data"
 READ_HOOK = "cerebras.modelzoo.data_preparation.data_preprocessing.hooks:prompt_completion_text_read_hook"
-BYTE_TOKENIZER = "transformers:ByT5Tokenizer"  # ftlab's byte tokenizer: ByT5Tokenizer(extra_ids=0)
 SPLITS = ("train", "val")
+#: ByT5's ids (ftlab's byte tokenizer): three specials, then byte b is b + 3.
+BYTE_SPECIALS = ("<pad>", "</s>", "<unk>")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Step:
     name: str
     args: list[str]  # after the executable
     output: Path
+    expect: str  # glob under output that must match after the command (else the step failed)
 
     @property
     def done(self) -> Path:
@@ -108,19 +112,38 @@ def conversion(cfg: Any, opts: Any, sweep_dir: Path) -> tuple[str, Step]:
     args = ["checkpoint", "convert", "--model", MODELZOO_MODELS[cfg.model.arch], "--src-fmt", "hf",
             "--tgt-fmt", CS_CHECKPOINT_FORMAT, "--config", str(hf / "config.json"), "--output-dir", str(out),
             "--no-progress-bar", str(hf / hf_file)]
-    return str(out / converted_checkpoint_name(hf_file)), Step("checkpoint", args, out)
+    name = converted_checkpoint_name(hf_file)
+    return str(out / name), Step("checkpoint", args, out, name)
 
 
 # ---------------------------------------------------------------------------- data
-def tokenizer_params(model_cfg: Any) -> dict:
+def byte_tokenizer_files() -> dict[str, str]:
+    """A fast (Rust) tokenizer with the ids of ftlab's byte tokenizer (ByT5, ``extra_ids=0``), as the
+    files ``AutoTokenizer.from_pretrained(dir)`` reads: UTF-8 bytes via the byte-level alphabet, a
+    BPE without merges (one token per byte), ByT5's three specials first."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {tok: i for i, tok in enumerate(BYTE_SPECIALS)}
+    vocab.update({char: b + len(BYTE_SPECIALS) for b, char in bytes_to_unicode().items()})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(BYTE_SPECIALS))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
+              "unk_token": "<unk>", "model_max_length": 1 << 30}
+    return {"tokenizer.json": tok.to_str(), "tokenizer_config.json": json.dumps(config)}
+
+
+def tokenizer_params(model_cfg: Any, byte_dir: Path | None = None) -> dict:
     if model_cfg.tokenizer == "byte":
-        return {"custom_tokenizer": BYTE_TOKENIZER, "tokenizer_params": {"extra_ids": 0}}
+        return {"huggingface_tokenizer": str(byte_dir)}
     if not model_cfg.name_or_path:
         raise ConfigError("model.tokenizer", model_cfg.tokenizer, "byte, or auto with model.name_or_path set")
     return {"huggingface_tokenizer": str(model_cfg.name_or_path)}
 
 
-def preprocess_config(cfg: Any, source: Path, output: Path) -> dict:
+def preprocess_config(cfg: Any, source: Path, output: Path, byte_dir: Path | None = None) -> dict:
     """A ``cszoo data_preprocess run --config`` config (ModelZoo fine-tuning mode) for one split."""
     max_len = int(cfg.task.max_length)
     if max_len > int(cfg.model.config.max_position_embeddings):
@@ -130,7 +153,7 @@ def preprocess_config(cfg: Any, source: Path, output: Path) -> dict:
         "setup": {"data": {"source": str(source), "type": "local"}, "output_dir": str(output),
                   "processes": 1, "mode": "finetuning"},
         "processing": {
-            **tokenizer_params(cfg.model),
+            **tokenizer_params(cfg.model, byte_dir),
             "max_seq_length": max_len,
             "min_sequence_len": 2,  # ModelZoo's default (10) would drop short examples ftlab trains on
             "read_hook": READ_HOOK,
@@ -138,10 +161,11 @@ def preprocess_config(cfg: Any, source: Path, output: Path) -> dict:
             "write_in_batch": True,
             "resume_from_checkpoint": False,
             "shuffle": False,  # the trainer's dataloader shuffles (seeded)
-            "shuffle_seed": int(cfg.seed),
             "use_ftfy": False,  # train on the task's text exactly as ftlab does
         },
-        "dataset": {"truncate_to_msl": {"prompt_truncation_mode": "keep_end", "max_turn_length": max_len}},
+        # sep_token null: ModelZoo's default puts "<|sep|>" between prompt and completion; ftlab has none.
+        "dataset": {"sep_token": None,
+                    "truncate_to_msl": {"prompt_truncation_mode": "keep_end", "max_turn_length": max_len}},
     }
 
 
@@ -155,13 +179,16 @@ def data_plan(cfg: Any, job_dir: Path) -> tuple[dict[str, str], list[Step], dict
 
     splits = build_task(cfg.task).splits(int(cfg.seed))
     dirs, steps, files = {}, [], {}
+    byte_dir = job_dir / DATA_DIR / "byte_tokenizer" if cfg.model.tokenizer == "byte" else None
+    if byte_dir is not None:
+        files.update({byte_dir / name: text for name, text in byte_tokenizer_files().items()})
     for split in SPLITS:
         raw = job_dir / DATA_DIR / f"{split}_examples"
         out = job_dir / DATA_DIR / split
         config = job_dir / f"cszoo_data_{split}.yaml"
         files[raw / "examples.jsonl"] = examples_jsonl(getattr(splits, split))
-        files[config] = yaml.safe_dump(preprocess_config(cfg, raw, out), sort_keys=False)
-        steps.append(Step(f"data_{split}", ["data_preprocess", "run", "--config", str(config)], out))
+        files[config] = yaml.safe_dump(preprocess_config(cfg, raw, out, byte_dir), sort_keys=False)
+        steps.append(Step(f"data_{split}", ["data_preprocess", "run", "--config", str(config)], out, "*.h5"))
         dirs[split] = str(out)
     return dirs, steps, files
 
@@ -185,8 +212,9 @@ def job_plan(cfg: Any, opts: Any, job_dir: Path, sweep_dir: Path) -> JobPlan:
 
 
 def step_lines(executable: str, step: Step) -> list[str]:
-    """Bash for one step: skip it when done, else start clean, run, mark done."""
+    """Bash for one step: skip it when done, else start clean, run, check its output, mark done."""
     out, done = shlex.quote(str(step.output)), shlex.quote(str(step.done))
+    expect = str(step.output / step.expect)  # compgen -G expands the (quoted) glob itself
     cmd = shlex.join([executable, *step.args])
     # One command a line: under ``set -e`` a failure inside an ``a && b`` list would not stop the script.
     return [f"# {step.name}",
@@ -195,5 +223,7 @@ def step_lines(executable: str, step: Step) -> list[str]:
             "else",
             f"  rm -rf {out}",
             f"  {cmd}",
+            f"  compgen -G {shlex.quote(expect)} > /dev/null || "
+            f"{{ echo 'ftlab: {step.name} wrote no {step.expect} in {step.output}' >&2; exit 1; }}",
             f"  touch {done}",
             "fi"]
