@@ -121,3 +121,61 @@ def test_real_preprocessing_gives_ftlabs_tokens_and_answer_only_loss(tmp_path: P
             assert row["input_ids"][:n] == enc.input_ids[:-1] and row["labels"][:n] == enc.input_ids[1:]
             trained = [lab for lab, m in zip(row["labels"], row["loss_mask"]) if m]
             assert trained == [t for t in enc.labels if t != IGNORE_INDEX]
+
+
+# What ftlab writes that the converter's config leaves to ModelZoo's defaults.
+NOT_IN_CONVERTED = {"model.moe.moe_implementation"}
+
+
+def _subset(ours, theirs, where=""):
+    """Every value of ours equals theirs (nested dicts: recursively); numbers compared as floats."""
+    if isinstance(ours, dict):
+        for k, v in ours.items():
+            if f"{where}.{k}" in NOT_IN_CONVERTED:
+                continue
+            assert isinstance(theirs, dict) and k in theirs, f"{where}.{k} missing in ModelZoo's config"
+            _subset(v, theirs[k], f"{where}.{k}")
+    elif isinstance(ours, (int, float)) and not isinstance(ours, bool):
+        assert float(ours) == pytest.approx(float(theirs)), where
+    else:
+        assert ours == theirs, where
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PYTHON, reason="set FTLAB_MODELZOO_PYTHON to a python with cerebras_pytorch 2.10 + ModelZoo")
+@pytest.mark.parametrize("preset", ["tiny_llama", "tiny_mistral", "tiny_mixtral"])
+def test_real_conversion_matches_the_model_block_and_loads_strictly(tmp_path: Path, preset):
+    """The emitted ``cszoo checkpoint convert`` on a (random, sharded) HF model: it succeeds, writes the
+    file ftlab points ``--checkpoint_path`` at, ModelZoo's converted config agrees with every model
+    field ftlab writes, and the weights load into ModelZoo's model built from ftlab's YAML with no
+    missing or unexpected key."""
+    from ftlab.launchers.cerebras_steps import job_plan
+    from ftlab.models.build import model_config
+
+    env = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
+    check = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
+    hf = tmp_path / "hf"
+    cfg = compose_run(["hardware=cerebras", *PRESETS[preset], f"model.name_or_path={hf}"])
+    from ftlab.models import build_tokenizer
+
+    c = model_config(cfg.model, build_tokenizer(cfg.model))
+    keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings", "rms_norm_eps",
+            "sliding_window", "num_local_experts", "num_experts_per_tok"]
+    hf_config = {k: getattr(c, k) for k in keys if hasattr(c, k)}
+    hf_config["rope_theta"] = float((getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0))
+    subprocess.run([PYTHON, check, "hf", cfg.model.arch, str(hf), json.dumps(hf_config)], env=env, check=True,
+                   capture_output=True, timeout=600)
+    opts = CerebrasOptions(train_data_dir=str(tmp_path))
+    plan = job_plan(cfg, opts, tmp_path / "sweep" / "0", tmp_path / "sweep")
+    conv = plan.steps[-1]
+    proc = subprocess.run([PYTHON, check, "cli", *conv.args], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and Path(plan.checkpoint).is_file(), proc.stderr[-3000:]
+    converted = yaml.safe_load((conv.output / "config_to_cs-2.9.yaml").read_text())["model"]
+    params = cszoo_params(cfg, opts, None, plan)
+    _subset(params["trainer"]["init"]["model"], converted, "model")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run([PYTHON, check, "load", str(tmp_path / "params.yaml"), plan.checkpoint], env=env,
+                         capture_output=True, text=True, timeout=900)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["missing"] == [] and result["unexpected"] == [] and result["n_loaded"] > 0, result

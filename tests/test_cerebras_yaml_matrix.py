@@ -37,6 +37,8 @@ def test_yaml_matrix(preset):
         assert not set(MODEL_FIELDS_FORBIDDEN) & set(model), why
         assert model["layer_norm_epsilon"] == PRESETS[preset], why
         assert model["name"] == cfg.model.arch
+        if cfg.model.arch == "mixtral":  # the fused-expert layout cszoo checkpoint convert writes
+            assert model["moe"] == {"num_experts": 8, "top_k": 2, "moe_implementation": "optimized"}
         precision = init["precision"]
         if cfg.hardware.precision == "float32":
             assert precision["enabled"] is False and "fp16_type" not in precision, why

@@ -252,7 +252,11 @@ def model_block(cfg: Any) -> dict:
     if cfg.model.arch in ("mistral", "mixtral") and window:
         block["attention_sliding_window_length"] = int(window)
     if cfg.model.arch == "mixtral":
-        block["moe"] = {"num_experts": int(m.num_local_experts), "top_k": int(m.num_experts_per_tok)}
+        # "optimized": the fused-expert layout cszoo checkpoint convert writes (mixtral.py
+        # moe_optimized_impl_rules); ModelZoo 2.10's default ("experimental") names the experts
+        # differently, so a converted base would not load into it.
+        block["moe"] = {"num_experts": int(m.num_local_experts), "top_k": int(m.num_experts_per_tok),
+                        "moe_implementation": "optimized"}
     return block
 
 
