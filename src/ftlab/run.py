@@ -24,6 +24,7 @@ from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory, find_l
 from ftlab.callbacks.checkpoints import STATE_FILE, checkpoint_step
 from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_json
 from ftlab.callbacks.sparsity_log import gated_callbacks
+from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
 from ftlab.evaluation import evaluate
@@ -170,6 +171,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     control = evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
     spec = get_adapter(cfg.adapter.name)
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    if adapted.trains:
+        check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)
     adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
 
     facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}

@@ -106,17 +106,23 @@ def compose_run(overrides: list[str], config_name: str = "config") -> DictConfig
     from ftlab.config.validate import validate_config
 
     cfg = compose_config(overrides, config_name=config_name)
-    validate_config(cfg)
+    try:
+        validate_config(cfg)
+    except OmegaConfBaseException as err:  # a value only the checks read (e.g. a missing stage lr)
+        raise translate_hydra_error(err) from err
     return cfg
 
 
 def preflight(overrides: list[str], *, multirun: bool, config_name: str = "config") -> list[DictConfig]:
-    """Compose and validate every job; nothing is launched if any job is invalid."""
+    """Compose and validate every job, then check what each needs from its files and this machine;
+    nothing is launched (and no run dir created) if any job is invalid."""
     jobs = expand_sweep(overrides, config_name) if multirun else [list(overrides)]
     cfgs = [compose_run(job, config_name) for job in jobs]
     from ftlab.launchers.preflight import (
+        check_jobs,  # what each job needs: output dir, data, credentials, hardware
         check_launch,  # where the jobs run: SLURM reachable, Cerebras-able, ...
     )
 
     check_launch(list(overrides), cfgs, multirun=multirun, config_name=config_name)
+    check_jobs(list(overrides), cfgs, multirun=multirun, config_name=config_name)
     return cfgs

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.tasks import Example, Task, read_jsonl, register_task
+from ftlab.data.tasks import Example, Task, numbered_jsonl, register_task
 from ftlab.errors import FtlabError, fail
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -32,11 +32,7 @@ def read_rows(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
     path = Path(path)
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(path, required)
-    rows = read_jsonl(path, required)
-    # read_jsonl skips blank lines; recover the line numbers for later messages.
-    with open(path, encoding="utf-8") as fh:
-        numbers = [i for i, line in enumerate(fh, start=1) if line.strip()]
-    return [(f"{path}:{n}", r) for n, r in zip(numbers, rows)]
+    return [(f"{path}:{n}", r) for n, r in numbered_jsonl(path, required)]
 
 
 def _read_parquet(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:

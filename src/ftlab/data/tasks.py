@@ -79,14 +79,21 @@ def split_examples(examples: list[Example], val_fraction: float, test_fraction: 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     """Rows of a JSONL file; a missing field fails naming the field and the line."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = list(fh)
+    except UnicodeDecodeError as err:
+        raise FtlabError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start}); "
+                         "expected JSON Lines (or a .parquet file where the task reads one)") from err
+    for lineno, line in enumerate(lines, start=1):
+        if line.strip():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise FtlabError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise FtlabError(f"{path}:{lineno}: a JSON {type(row).__name__} is invalid: one object per line "
+                                 f"with the fields {list(required)}")
             for key in required:
                 if key not in row:
                     raise FtlabError(f"{path}:{lineno}: missing field {key!r} (required: {list(required)})")
@@ -96,8 +103,24 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     return rows
 
 
+def numbered_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """``(line number, row)`` pairs of :func:`read_jsonl`, so later messages can point at the line."""
+    rows = read_jsonl(path, required)
+    with open(path, encoding="utf-8") as fh:  # read_jsonl skips blank lines
+        numbers = [i for i, line in enumerate(fh, start=1) if line.strip()]
+    return list(zip(numbers, rows))
+
+
 def read_prompt_answer_jsonl(path: Path) -> list[Example]:
-    return [Example(str(r["prompt"]), str(r["answer"])) for r in read_jsonl(path, ("prompt", "answer"))]
+    """``{"prompt": str, "answer": str}`` rows. Other types are refused, not ``str()``-ed: a
+    ``null`` answer would otherwise train the model toward the text "None"."""
+    out = []
+    for lineno, row in numbered_jsonl(path, ("prompt", "answer")):
+        for key in ("prompt", "answer"):
+            if not isinstance(row[key], str) or not row[key]:
+                raise FtlabError(f"{path}:{lineno}: field {key!r}={row[key]!r} is invalid: a non-empty string")
+        out.append(Example(row["prompt"], row["answer"]))
+    return out
 
 
 def _word(rng: random.Random, lo: int, hi: int) -> str:
