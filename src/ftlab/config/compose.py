@@ -101,11 +101,10 @@ def expand_sweep(overrides: list[str], config_name: str = "config") -> list[list
     return batch
 
 
-def compose_run(overrides: list[str], config_name: str = "config") -> DictConfig:
-    """Compose and validate one run (no ``hydra`` node)."""
+def checked(cfg: DictConfig) -> DictConfig:
+    """``cfg`` after :func:`validate_config` (OmegaConf errors of the values it reads, one line)."""
     from ftlab.config.validate import validate_config
 
-    cfg = compose_config(overrides, config_name=config_name)
     try:
         validate_config(cfg)
     except OmegaConfBaseException as err:  # a value only the checks read (e.g. a missing stage lr)
@@ -113,16 +112,30 @@ def compose_run(overrides: list[str], config_name: str = "config") -> DictConfig
     return cfg
 
 
+def compose_run(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """Compose and validate one run (no ``hydra`` node)."""
+    return checked(compose_config(overrides, config_name=config_name))
+
+
 def preflight(overrides: list[str], *, multirun: bool, config_name: str = "config") -> list[DictConfig]:
     """Compose and validate every job, then check what each needs from its files and this machine;
-    nothing is launched (and no run dir created) if any job is invalid."""
-    jobs = expand_sweep(overrides, config_name) if multirun else [list(overrides)]
-    cfgs = [compose_run(job, config_name) for job in jobs]
+    nothing is launched (and no run dir created) if any job is invalid.
+
+    A single run is composed once, with its ``hydra`` node (output dir, launcher): the preflight of
+    a bad value that needs no file costs one composition plus the checks.
+    """
     from ftlab.launchers.preflight import (
+        base_config,
         check_jobs,  # what each job needs: output dir, data, credentials, hardware
         check_launch,  # where the jobs run: SLURM reachable, Cerebras-able, ...
     )
 
-    check_launch(list(overrides), cfgs, multirun=multirun, config_name=config_name)
-    check_jobs(list(overrides), cfgs, multirun=multirun, config_name=config_name)
+    if multirun:
+        cfgs = [compose_run(job, config_name) for job in expand_sweep(overrides, config_name)]
+        base = base_config(list(overrides), config_name)
+    else:
+        base = checked(compose_config(list(overrides), with_hydra=True, config_name=config_name))
+        cfgs = [base]
+    check_launch(list(overrides), cfgs, multirun=multirun, config_name=config_name, base=base)
+    check_jobs(cfgs, base, multirun=multirun)
     return cfgs

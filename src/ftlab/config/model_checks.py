@@ -29,8 +29,17 @@ def _last_line(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
+#: sizes of model.config that must be positive integers (transformers accepts 0 and fails later)
+POSITIVE = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "max_position_embeddings", "head_dim", "num_local_experts", "num_experts_per_tok")
+
+
 def check_divisible(model_cfg: Any) -> None:
     conf = model_cfg.config or {}
+    for key in POSITIVE:
+        v = conf.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            fail(f"model.config.{key}", v, "an integer >= 1")
     for num, div in DIVISIBLE:
         a, b = conf.get(num), conf.get(div)
         if isinstance(a, int) and isinstance(b, int) and b > 0 and a % b:
@@ -72,18 +81,30 @@ def _load_dir(path: str, tokenizer: bool) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _meta_build(model_yaml: str) -> None:
+def linear_names(model_yaml: str) -> tuple[str, ...]:
+    """Leaf names of the linear layers of the architecture, built on the meta device."""
     from ftlab.models import build_model, build_tokenizer
+    from ftlab.models.build import linear_module_names
 
     model_cfg = OmegaConf.create(model_yaml)
     tokenizer = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
     try:
-        build_model(model_cfg, tokenizer, device="meta")
+        return tuple(linear_module_names(build_model(model_cfg, tokenizer, device="meta")))
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - transformers' own validation, many exception types
         raise ConfigError("model.config", f"{model_cfg.arch} config",
                           f"a consistent {model_cfg.arch} architecture (transformers: {_last_line(err)[:200]})") from err
+
+
+def check_targets(key: str, targets: Any, names: tuple[str, ...], model_name: str) -> None:
+    """Target module names must name linear layers of the model (peft fails late, and 'all-linear'
+    is peft's own keyword)."""
+    if targets is None or isinstance(targets, str):
+        return
+    missing = [t for t in targets if str(t).rsplit(".", 1)[-1] not in names]  # peft matches name suffixes
+    if missing:
+        fail(key, list(targets), f"names of linear layers of {model_name}: {list(names)} (unknown: {missing})")
 
 
 def check_model(cfg: Any) -> None:
@@ -104,4 +125,8 @@ def check_model(cfg: Any) -> None:
         if m.arch not in CONFIG_MAPPING:
             fail("model.arch", m.arch, "a transformers model type such as 'llama', 'mistral', 'qwen2', 'mixtral'")
         check_divisible(m)
-        _meta_build(OmegaConf.to_yaml(m, resolve=True))
+        names = linear_names(OmegaConf.to_yaml(m, resolve=True))
+        check_targets("model.target_modules", m.target_modules, names, m.name)
+        targets = OmegaConf.select(cfg, "adapter.target_modules", default=None)
+        if targets:
+            check_targets("adapter.target_modules", targets, names, m.name)

@@ -76,11 +76,12 @@ def validate_hardware(cfg) -> None:
 
 
 def validate_task(cfg) -> None:
-    from ftlab.data.tasks import task_names
+    from ftlab.data.tasks import build_task, task_names
 
     t = cfg.task
     if t.name not in task_names():
         fail("task.name", t.name, f"one of {task_names()}")
+    build_task(t).check_options()
     if t.path is not None and not Path(t.path).is_file():
         fail("task.path", t.path, "an existing data file")
     _positive("task.num_examples", t.num_examples, integer=True)
@@ -137,6 +138,26 @@ def validate_sparsity(cfg) -> None:
     check_sparsity(cfg)
 
 
+def validate_known_keys(cfg) -> None:
+    """``+key=value`` adds a key no schema has (``+train.batch_sise=4``); nothing would read it."""
+    import dataclasses
+
+    from ftlab.errors import UnknownKeyError
+
+    def walk(node: Any, prefix: str) -> None:
+        cls = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(cls):
+            fields = {f.name for f in dataclasses.fields(cls)}
+            for key in node:
+                if key not in fields and not (prefix == "" and key == "hydra"):
+                    raise UnknownKeyError(f"{prefix}{key}", cls.__name__, ", ".join(sorted(fields)))
+        for key in node:
+            if key != "hydra" and OmegaConf.is_dict(node._get_node(key)):
+                walk(node[key], f"{prefix}{key}.")
+
+    walk(cfg, "")
+
+
 def validate_unused_sparsity(cfg) -> None:
     """``sparsity=none`` with a sparsity key set (``sparsity.level=0.5``) would silently train the
     dense model: the keys only act once a method (or a mask file) is chosen."""
@@ -170,6 +191,7 @@ def validate_launcher(cfg) -> None:
 
 #: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
 VALIDATORS: list[Callable[[Any], None]] = [
+    validate_known_keys,
     validate_model,
     validate_adapter,
     validate_schedule,

@@ -102,6 +102,7 @@ def boolq_example(where: str, row: dict) -> Example:
 class BoolQ(Task):
     name = "boolq"
     metric = "accuracy"
+    option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
     required = ("question", "passage", "answer")
 
     def load_file(self, path: Path) -> list[Example]:
@@ -133,6 +134,7 @@ def hellaswag_example(where: str, row: dict) -> Example:
 class HellaSwag(Task):
     name = "hellaswag"
     metric = "accuracy"
+    option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
     required = ("ctx", "endings", "label")
 
     def load_file(self, path: Path) -> list[Example]:

@@ -42,6 +42,16 @@ class Task:
         self.cfg = cfg
         self.options = dict(cfg.options or {})
 
+    #: keys of ``task.options`` the task reads; anything else is a typo that would change nothing
+    option_keys: tuple[str, ...] = ()
+
+    def check_options(self) -> None:
+        """Raise :class:`ConfigError` for an option the task does not read or cannot use."""
+        for key, value in self.options.items():
+            if key not in self.option_keys:
+                allowed = f"one of {list(self.option_keys)}" if self.option_keys else "none (it takes no options)"
+                raise ConfigError(f"task.options.{key}", value, f"an option of task {self.name}: {allowed}")
+
     def generate(self, n: int, rng: random.Random) -> list[Example]:
         raise FtlabError(f"task {self.name!r} has no generator: set task.path to a data file")
 
@@ -132,6 +142,17 @@ class Capitalization(Task):
     so a briefly pre-trained base model knows the letter mapping but not the task's format."""
 
     name = "capitalization"
+    option_keys = ("min_words", "max_words", "min_word_len", "max_word_len")
+
+    def check_options(self) -> None:
+        super().check_options()
+        o = {"min_words": 1, "max_words": 3, "min_word_len": 2, "max_word_len": 6, **self.options}
+        for key in self.option_keys:
+            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
+                raise ConfigError(f"task.options.{key}", o[key], "an integer >= 1")
+        for lo, hi in (("min_words", "max_words"), ("min_word_len", "max_word_len")):
+            if o[lo] > o[hi]:
+                raise ConfigError(f"task.options.{hi}", o[hi], f"an integer >= task.options.{lo}={o[lo]}")
 
     def _words(self, rng: random.Random) -> list[str]:
         o = self.options
@@ -158,6 +179,16 @@ class Arithmetic(Task):
 
     name = "arithmetic"
     _WORDS = {"+": "plus", "-": "minus"}
+    option_keys = ("max_operand", "ops")
+
+    def check_options(self) -> None:
+        super().check_options()
+        hi = self.options.get("max_operand", 50)
+        if isinstance(hi, bool) or not isinstance(hi, int) or hi < 0:
+            raise ConfigError("task.options.max_operand", hi, "an integer >= 0")
+        ops = list(self.options.get("ops", ["+", "-"]))
+        if not ops or not set(ops) <= set(self._WORDS):
+            raise ConfigError("task.options.ops", ops, f"a non-empty list of {list(self._WORDS)}")
 
     def _problem(self, rng: random.Random) -> tuple[int, str, int, int]:
         hi = int(self.options.get("max_operand", 50))

@@ -52,12 +52,13 @@ def _local_job_checks(cfgs: list[DictConfig], multirun: bool, launcher_name: str
 
 
 def check_launch(overrides: list[str], cfgs: list[DictConfig], *, multirun: bool,
-                 config_name: str = "config") -> None:
-    """Raise :class:`ftlab.errors.FtlabError` if the jobs cannot run where they are sent."""
+                 config_name: str = "config", base: DictConfig | None = None) -> None:
+    """Raise :class:`ftlab.errors.FtlabError` if the jobs cannot run where they are sent
+    (``base``: the sweep's base config with its ``hydra`` node, when the caller has composed it)."""
     if not multirun:
         _local_job_checks(cfgs, multirun=False, launcher_name="basic")
         return
-    base = base_config(overrides, config_name)
+    base = base_config(overrides, config_name) if base is None else base
     launcher = base.hydra.launcher
     target = OmegaConf.select(launcher, "_target_", default="")
     if is_slurm_launcher(launcher):
@@ -97,15 +98,15 @@ def output_dir(base: DictConfig, multirun: bool) -> tuple[str, str | None]:
     return key, None if value is None else str(value)
 
 
-def check_jobs(overrides: list[str], cfgs: list[DictConfig], *, multirun: bool, config_name: str = "config") -> None:
+def check_jobs(cfgs: list[DictConfig], base: DictConfig, *, multirun: bool) -> None:
     """What each job needs before Hydra creates anything: a writable output dir, data that gives at
-    least one optimiser step, logger credentials, and (where the jobs run here) the hardware."""
+    least one optimiser step, logger credentials, and (where the jobs run here) the hardware.
+    ``base``: the command's config with its ``hydra`` node (a sweep's base config)."""
     from ftlab.adapters.registry import get_adapter
     from ftlab.config.environment import check_hardware, check_logger, check_writable
     from ftlab.config.model_checks import check_model_dir
     from ftlab.data.checks import check_data
 
-    base = base_config(overrides, config_name)
     key, out = output_dir(base, multirun)
     if out is not None:
         check_writable(key, out, "the run's outputs")
