@@ -79,20 +79,23 @@ def compose_config(overrides: list[str], *, with_hydra: bool = False, config_nam
     return cfg
 
 
-def sweep_params(overrides: list[str], config_name: str = "config") -> list[str]:
-    """``hydra.sweeper.params`` of the composed config as override strings (what BasicSweeper adds)."""
-    cfg = compose_config(overrides, with_hydra=True, config_name=config_name)
+def sweep_params(overrides: list[str], config_name: str = "config", cfg: DictConfig | None = None) -> list[str]:
+    """``hydra.sweeper.params`` of the composed config as override strings (what BasicSweeper adds);
+    ``cfg``: that config when the caller has composed it (with its ``hydra`` node) already."""
+    if cfg is None:
+        cfg = compose_config(overrides, with_hydra=True, config_name=config_name)
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     return [f"{k}={v}" for k, v in params.items()]
 
 
-def expand_sweep(overrides: list[str], config_name: str = "config") -> list[list[str]]:
-    """The override lists of every job of ``--multirun overrides`` (Hydra's basic sweeper order)."""
+def expand_sweep(overrides: list[str], config_name: str = "config", base: DictConfig | None = None) -> list[list[str]]:
+    """The override lists of every job of ``--multirun overrides`` (Hydra's basic sweeper order);
+    ``base``: the sweep's base config, if composed already (saves a composition)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     # Sweep values of the composed config's hydra.sweeper.params come first, CLI after (Hydra's order).
     plain = [o for o in overrides if "," not in o.partition("=")[2]]
-    args = sweep_params(plain, config_name) + list(overrides)
+    args = sweep_params(plain, config_name, cfg=base) + list(overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(args)
         (batch,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
@@ -131,8 +134,8 @@ def preflight(overrides: list[str], *, multirun: bool, config_name: str = "confi
     )
 
     if multirun:
-        cfgs = [compose_run(job, config_name) for job in expand_sweep(overrides, config_name)]
         base = base_config(list(overrides), config_name)
+        cfgs = [compose_run(job, config_name) for job in expand_sweep(overrides, config_name, base=base)]
     else:
         base = checked(compose_config(list(overrides), with_hydra=True, config_name=config_name))
         cfgs = [base]

@@ -80,7 +80,8 @@ def _source_size(cfg: Any, n: int) -> None:
 def token_counter(tokenizer) -> Callable[[str], int]:
     """Tokens of a text as :func:`encode_example` counts them. The byte tokenizer maps each UTF-8
     byte to one token, so its count is the byte length: the preflight measures thousands of
-    examples and its python ``encode`` costs ~0.1 ms each."""
+    examples and its python ``encode`` costs ~0.1 ms each. (A text that spells a special token,
+    ``</s>``, counts its bytes: an upper bound, so truncation is never under-reported.)"""
     if isinstance(tokenizer, ByT5Tokenizer):
         return lambda text: len(text.encode("utf-8"))
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))

@@ -20,7 +20,14 @@ from ftlab.launchers.slurm import check_cluster, check_resources, is_slurm_launc
 
 def base_overrides(overrides: list[str]) -> list[str]:
     """The overrides Hydra composes a multirun's base config from (sweeps dropped)."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    from hydra.errors import OverrideParseException
+
+    from ftlab.config.compose import translate_hydra_error
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except OverrideParseException as err:
+        raise translate_hydra_error(err) from err
     return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
