@@ -65,11 +65,14 @@ def discard_run_dir() -> None:
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf.errors import OmegaConfBaseException
 
     from ftlab.config.compose import translate_hydra_error
+    from ftlab.console import configure_run_console
     from ftlab.run import run
 
+    configure_run_console(bool(HydraConfig.get().verbose))  # after Hydra's logging setup: once per line
     try:
         return run(cfg)
     except (FtlabError, OmegaConfBaseException) as err:

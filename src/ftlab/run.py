@@ -35,6 +35,7 @@ from ftlab.reuse.stages import stage_run
 from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
+from ftlab.training.progress import header
 from ftlab.training.schedules import total_steps
 from ftlab.training.trainer import build_logger, build_trainer
 
@@ -113,6 +114,8 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         callbacks += stages.callbacks()
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
                                 run_dir=run_dir)
+        if trainer.is_global_zero:
+            log.info("%s", header(cfg, adapted, steps, start_step, run_dir, record, stages.resume_path is not None))
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         train_time = time.perf_counter() - t0
