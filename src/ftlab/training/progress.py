@@ -143,8 +143,8 @@ class StepProgressBar(ProgressBar):
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, initial=self._start, desc=self.label, file=self.out, dynamic_ncols=True,
-                             leave=True, bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-                                                    "[{elapsed}<{remaining}] {postfix}")
+                             leave=True, bar_format="{desc} {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt} "
+                                                    "[{elapsed}<{remaining}]{postfix}")  # tqdm puts ", " before the postfix
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
