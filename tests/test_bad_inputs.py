@@ -191,6 +191,8 @@ CASES = [
     C("eval-type", "eval.enabled=maybe", expect=("eval.enabled", "maybe", "bool")),
     C("seed-type", "seed=abc", expect=("seed", "abc", "Integer")),
     C("top-level-added-key", "+lr=1e-3", expect=("lr", "RunConfig", "schedule")),
+    C("experiment-option", "+experiment=quickstrat", expect=("experiment", "quickstrat", "quickstart")),
+    C("reuse-type", "reuse.enabled=maybe", expect=("reuse.enabled", "maybe", "bool")),
     # -- logger --------------------------------------------------------------------------------
     C("logger-option", "logger=tensorboard", expect=("logger=", "tensorboard", "wandb")),
     C("logger-mode", "logger=wandb", "logger.mode=sometimes", expect=("logger.mode", "sometimes", "offline")),
@@ -201,6 +203,8 @@ CASES = [
       expect=("paths.cache_dir", "/cache", "writable")),
     C("cache-dir-under-file", "paths.cache_dir={tmp}/five.jsonl/cache", "schedule=stages",
       expect=("paths.cache_dir", "five.jsonl", "not a directory")),
+    C("local-cache-unwritable", "paths.local_cache_dir={ro}/local", "base.enabled=true",
+      expect=("paths.local_cache_dir", "/local", "writable")),
     C("run-dir-unwritable", "hydra.run.dir={ro}/run", expect=("hydra.run.dir", "/run", "writable")),
     C("sweep-dir-unwritable", "hydra.sweep.dir={ro}/sweep", "seed=1,2", expect=("hydra.sweep.dir", "/sweep", "writable"),
       multirun=True),
