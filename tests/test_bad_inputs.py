@@ -64,6 +64,8 @@ CASES = [
     C("model-kv-heads", "model.config.num_key_value_heads=3", expect=("model.config.num_attention_heads", "4",
                                                                        "num_key_value_heads=3")),
     C("model-zero-layers", "model.config.num_hidden_layers=0", expect=("num_hidden_layers", "0", ">= 1")),
+    C("model-config-new-key", "model.config.vocab_size=300", expect=("model.config.vocab_size", "hidden_size",
+                                                                       "+model.config.vocab_size=VALUE")),
     C("model-target-modules", "model.target_modules=[qproj]", expect=("model.target_modules", "qproj", "q_proj")),
     C("model-dir-missing", "model.name_or_path={tmp}/no-model", expect=("model.name_or_path", "no-model",
                                                                          "local HF model directory"), **F),

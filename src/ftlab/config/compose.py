@@ -32,7 +32,12 @@ def config_dir() -> Path:
 def _allowed_keys(err: OmegaConfBaseException) -> str:
     cls = getattr(err, "object_type", None)
     fields = getattr(cls, "__dataclass_fields__", None)
-    return ", ".join(sorted(fields)) if fields else "the keys of this config node"
+    if fields:
+        return ", ".join(sorted(fields))
+    parent = getattr(err, "parent_node", None)  # a free-form dict (model.config, task.options)
+    keys = ", ".join(sorted(str(k) for k in parent)) if OmegaConf.is_dict(parent) else "the keys of this config node"
+    key = getattr(err, "full_key", None)
+    return f"{keys}; add a new key with +{key}=VALUE" if key else keys
 
 
 def _first_line(text: str) -> str:
