@@ -1,13 +1,14 @@
 """``python -m ftlab.cache [--cache-dir DIR] ls|verify|gc``: inspect and prune the reuse cache.
 
     ls       keys with their kind, size, dates and config (``-v``: the full config, ``--json``)
-    verify   re-check every entry against its manifest; damaged entries are listed (exit 1) and
-             removed with ``--delete`` (the next run that needs them rebuilds them)
+    verify   re-check every entry against its manifest; damaged entries and orphaned build dirs
+             (``tmp/<key>.<token>/`` of a killed builder) are listed (exit 1) and removed with
+             ``--delete`` (the next run that needs them rebuilds them)
     gc       remove entries not used since ``--unused-since DATE`` and/or least recently used ones
              beyond ``--max-size SIZE``, plus builds abandoned by crashed jobs (``--dry-run``)
 
-The cache dir defaults to the config default (``experiments/.cache``); point ``--cache-dir`` at
-a shared cache (``paths.cache_dir``) to manage that one.
+The cache dir defaults to what runs use: ``$FTLAB_CACHE_DIR``, else ``experiments/.cache``; point
+``--cache-dir`` at another cache (``paths.cache_dir``) to manage that one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.errors import ConfigError, FtlabError, report_error
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -98,6 +99,8 @@ def cmd_ls(store, args) -> int:
 
 
 def cmd_verify(store, args) -> int:
+    import shutil
+
     damaged = 0
     for entry in store.entries():
         problems = store.problems(entry.key, checksums=True)
@@ -108,8 +111,17 @@ def cmd_verify(store, args) -> int:
         removed = args.delete and store.remove(entry.key)
         print(f"DAMAGED  {entry.key}: {'; '.join(problems)}{' (removed)' if removed else ''}")
         damaged -= bool(removed)
-    print(f"{damaged} damaged entr{'y' if damaged == 1 else 'ies'} left")
-    return 1 if damaged else 0
+    # builds whose builder died (killed job, full disk): no live process holds their key's lock
+    orphans = 0
+    for path in store.orphans():
+        if args.delete:
+            shutil.rmtree(path, ignore_errors=True)
+        orphans += not args.delete
+        print(f"ORPHAN   {path.relative_to(store.root)}: an abandoned build (no live builder holds its lock)"
+              f"{' (removed)' if args.delete else '; `gc` or `verify --delete` removes it'}")
+    print(f"{damaged} damaged entr{'y' if damaged == 1 else 'ies'} left, {orphans} orphaned build dir"
+          f"{'' if orphans == 1 else 's'} left")
+    return 1 if damaged or orphans else 0
 
 
 def cmd_gc(store, args) -> int:
@@ -150,9 +162,21 @@ def cmd_gc(store, args) -> int:
     return 0
 
 
+def default_cache_dir(env: dict[str, str] | None = None) -> Path:
+    """What runs use when ``paths.cache_dir`` is not overridden: ``$FTLAB_CACHE_DIR`` (conf/config.yaml
+    reads it), else the schema's default."""
+    import os
+
+    from ftlab.config.schema import PathsConfig
+
+    env = os.environ if env is None else env
+    return Path(env.get("FTLAB_CACHE_DIR") or PathsConfig().cache_dir)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ftlab.cache", description=__doc__.splitlines()[0])
-    p.add_argument("--cache-dir", type=Path, default=None, help="the cache (default: paths.cache_dir's default)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="the cache (default: $FTLAB_CACHE_DIR, else paths.cache_dir's default)")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list entries")
     ls.add_argument("--json", action="store_true")
@@ -169,15 +193,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.cache_dir is None:
-        from ftlab.config.schema import PathsConfig
-
-        args.cache_dir = Path(PathsConfig().cache_dir)
+        args.cache_dir = default_cache_dir()
     try:
         store = open_store(args.cache_dir)
         return {"ls": cmd_ls, "verify": cmd_verify, "gc": cmd_gc}[args.command](store, args)
     except FtlabError as err:
-        print(f"ftlab: error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory, find_l
 from ftlab.callbacks.checkpoints import STATE_FILE, checkpoint_step
 from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_json
 from ftlab.callbacks.sparsity_log import gated_callbacks
+from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
 from ftlab.evaluation import final_evaluate
@@ -34,6 +35,7 @@ from ftlab.reuse.stages import stage_run
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
+from ftlab.training.progress import header
 from ftlab.training.schedules import total_steps
 from ftlab.training.trainer import build_logger, build_trainer
 
@@ -112,6 +114,8 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         callbacks += stages.callbacks()
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
                                 run_dir=run_dir)
+        if trainer.is_global_zero:
+            log.info("%s", header(cfg, adapted, steps, start_step, run_dir, record, stages.resume_path is not None))
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         train_time = time.perf_counter() - t0
@@ -170,6 +174,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     control = final_evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
     spec = get_adapter(cfg.adapter.name)
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    if adapted.trains:
+        check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)
     adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
 
     facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}

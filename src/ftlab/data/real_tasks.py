@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.tasks import Example, Task, read_jsonl, register_task
+from ftlab.data.tasks import Example, Task, numbered_jsonl, register_task
 from ftlab.errors import FtlabError, fail
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -38,11 +38,7 @@ def read_rows(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
     path = Path(path)
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(path, required)
-    rows = read_jsonl(path, required)
-    # read_jsonl skips blank lines; recover the line numbers for later messages.
-    with open(path, encoding="utf-8") as fh:
-        numbers = [i for i, line in enumerate(fh, start=1) if line.strip()]
-    return [(f"{path}:{n}", r) for n, r in zip(numbers, rows)]
+    return [(f"{path}:{n}", r) for n, r in numbered_jsonl(path, required)]
 
 
 def _read_parquet(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
@@ -156,6 +152,7 @@ def boolq_example(where: str, row: dict) -> Example:
 class BoolQ(RealTask):
     name = "boolq"
     metric = "accuracy"
+    option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
     required = ("question", "passage")
     parse = staticmethod(boolq_example)
 
@@ -184,6 +181,7 @@ def hellaswag_example(where: str, row: dict) -> Example:
 class HellaSwag(RealTask):
     name = "hellaswag"
     metric = "accuracy"
+    option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
     required = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
     parse = staticmethod(hellaswag_example)
 
@@ -230,6 +228,7 @@ def gsm8k_example(where: str, row: dict) -> Example:
 class GSM8K(RealTask):
     name = "gsm8k"
     metric = "final_number"
+    option_keys = ("num_fewshot", "fewshot_path")  # the final lm-eval scoring's shots
     required = ("question", "answer")
     parse = staticmethod(gsm8k_example)
 

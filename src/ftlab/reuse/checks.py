@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from ftlab.config.environment import unwritable_reason  # creates a probe file: root ignores modes
 from ftlab.errors import fail
 
 
@@ -16,19 +16,6 @@ def uses_cache(cfg: Any) -> bool:
     sp = cfg.sparsity
     computes_mask = sp.method != "none" and not sp.mask_path
     return cfg.schedule.name == "stages" or bool(cfg.base.enabled) or computes_mask
-
-
-def unwritable_reason(path: Path) -> str | None:
-    """Why entries could not be created under ``path`` (``None``: they can). Creates nothing: the
-    nearest existing ancestor must be a writable directory."""
-    p = Path(os.path.expanduser(str(path))).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is not a directory"
-    if not os.access(p, os.W_OK | os.X_OK):
-        return f"{p} is not writable"
-    return None
 
 
 def validate_cache_dir(cfg: Any) -> None:

@@ -74,14 +74,22 @@ def _structural_checks(cfg: Any) -> None:
     model = _meta_model(OmegaConf.to_yaml(cfg.model, resolve=True))
     if model is None:
         return
-    if sp.mask_path and Path(sp.mask_path).suffix == ".safetensors":
+    if sp.mask_path:
+        from ftlab.sparsity.io import load_masks
+
         shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-        check_fit(mask_shapes(sp.mask_path), shapes, "sparsity.mask_path", sp.mask_path)
+        # safetensors: the header alone; .pt: the (weights-only) file, as the run loads it
+        found = mask_shapes(sp.mask_path) if Path(sp.mask_path).suffix == ".safetensors" \
+            else load_masks(sp.mask_path)[0]
+        check_fit(found, shapes, "sparsity.mask_path", sp.mask_path)
         side = sidecar_path(sp.mask_path)
         if side.is_file():
             import json
 
-            meta = json.loads(side.read_text())
+            try:
+                meta = json.loads(side.read_text())
+            except ValueError as err:
+                fail("sparsity.mask_path", sp.mask_path, f"a mask whose sidecar {side.name} is JSON ({err})")
             check_model(meta, cfg.model.name, "sparsity.mask_path", sp.mask_path)
             check_agrees(sp, meta)
     if sp.method == "none":
