@@ -28,6 +28,7 @@ from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
 from ftlab.evaluation import evaluate
 from ftlab.models import build_model, build_tokenizer
+from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.records import write_record
 from ftlab.reuse.stages import stage_run
@@ -80,6 +81,7 @@ def prepare_model(cfg: DictConfig, record: dict | None = None):
     if cfg.base.enabled:
         model = cached_base_model(
             cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), record)
+        model.set_attn_implementation(cfg.model.attn_implementation)  # the cache loads with the default
     else:
         model = build_model(cfg.model, tokenizer, seed=seed)
     return tokenizer, model
@@ -169,7 +171,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     dm.setup()
     control = evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
     spec = get_adapter(cfg.adapter.name)
+    model = prepare_for_training(model, cfg)  # k-bit preparation / gradient checkpointing
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
     adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
 
     facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}

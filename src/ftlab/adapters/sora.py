@@ -55,10 +55,12 @@ from torch import nn
 
 from ftlab.adapters import gates as G
 from ftlab.adapters.base import AdaptedModel
-from ftlab.adapters.peft_lora import LowRankConfig, target_modules, validate_low_rank
+from ftlab.adapters.peft_lora import LowRankConfig, validate_low_rank
 from ftlab.adapters.registry import AdapterSpec, register_adapter
+from ftlab.adapters.targets import adapter_targets
 from ftlab.config.validate import VALIDATORS
-from ftlab.errors import ConfigError, fail
+from ftlab.errors import fail
+from ftlab.models.structure import matches
 
 GATE_INITS = ("ones", "normal")
 THRESHOLD_SCALES = ("none", "lr")
@@ -203,16 +205,11 @@ class GatedDoraLinear(GatedLoraLinear):
         return merged.to(w.dtype)
 
 
-def _matches(name: str, targets: list[str]) -> bool:
-    """peft's rule for a list of target modules: the full name or its last components."""
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
 def inject(model: nn.Module, targets: list[str], layer_cls: type, adapter_cfg: Any) -> dict[str, GatedLoraLinear]:
     """Replace every targeted ``nn.Linear`` by a gated layer; returns them by module name."""
     layers: dict[str, GatedLoraLinear] = {}
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and _matches(name, targets):
+        if isinstance(module, nn.Linear) and any(matches(name, t) for t in targets):
             layer = layer_cls(module, adapter_cfg.r, adapter_cfg.alpha, adapter_cfg.dropout, adapter_cfg.gate_init)
             _set_module(model, name, layer)
             layers[name] = layer
@@ -233,13 +230,7 @@ class SoraModel(AdaptedModel):
     def __init__(self, model: nn.Module, adapter_cfg: Any, run_cfg: Any):
         for p in model.parameters():
             p.requires_grad_(False)
-        targets = target_modules(adapter_cfg, run_cfg)
-        self.layers = inject(model, targets, self.layer_cls, adapter_cfg)
-        if not self.layers:
-            from ftlab.models.build import linear_module_names
-
-            raise ConfigError("adapter.target_modules", targets,
-                              f"names of linear layers of the model, e.g. {linear_module_names(model)}")
+        self.layers = inject(model, adapter_targets(model, adapter_cfg, run_cfg), self.layer_cls, adapter_cfg)
         super().__init__(model, adapter_cfg, run_cfg)
         self.proximal = str(adapter_cfg.proximal)
         self.threshold_scale = str(adapter_cfg.threshold_scale)

@@ -239,7 +239,7 @@ def lora_callback(cfg: Any, opts: Any) -> dict | None:
     a = cfg.adapter
     if a.name not in LORA_ADAPTERS:
         return None
-    targets = list(a.target_modules if a.target_modules is not None else cfg.model.target_modules)
+    targets = lora_target_names(cfg)
     return {"Lora": {"lora_params": {
         "r": int(a.r),
         "alpha": float(a.alpha),
@@ -258,6 +258,20 @@ def param_globs(weight_names: list[str], module_names: Any = None) -> list[str]:
         generic = ".".join("*" if re.fullmatch(r"\d+", p) else p for p in parts)
         out.add("*." + rename(generic, module_names))
     return sorted(out)
+
+
+def lora_target_names(cfg: Any) -> list[str]:
+    """The configured target list, or (null) the leaf names of the decoder linears of the
+    architecture, read on the meta device."""
+    from ftlab.adapters.targets import requested_targets
+
+    targets = requested_targets(cfg.adapter, cfg)
+    if targets is not None:
+        return targets
+    from ftlab.models import build_model
+    from ftlab.models.structure import decoder_linears, leaf_names
+
+    return leaf_names(decoder_linears(build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")))
 
 
 def pruned_weight_names(cfg: Any) -> list[str]:
