@@ -52,7 +52,10 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ConfigError("train.gradient_checkpointing", True,
                           f"false for {type(model).__name__} (transformers has no checkpointing for it)")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(CHECKPOINT_KWARGS))
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=dict(CHECKPOINT_KWARGS))
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(CHECKPOINT_KWARGS))
     model.enable_input_require_grads()
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False  # a KV cache is useless in training and conflicts with recomputation

@@ -125,6 +125,20 @@ def is_quantized(model: nn.Module) -> bool:
     return bool(getattr(inner, "is_quantized", False) or getattr(inner, "hf_quantizer", None))
 
 
+def unpack_cpu_weights_(model: nn.Module) -> None:
+    """Undo bitsandbytes' CPU repacking, in place. On CPUs with AVX512-BF16 a ``Linear4bit``
+    rewrites its weight into a kernel-specific layout at its first inference forward (evaluation);
+    dequantisation reads the standard layout, so the packed weights are converted back first."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            # private, but the one inverse bitsandbytes itself calls before saving such a weight
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+
+
 def dequantized_merge(peft_model: nn.Module) -> nn.Module:
     """The merged model with the base dequantised first (see the module docstring); consumes
     ``peft_model``."""
@@ -134,6 +148,7 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
     config = copy.deepcopy(peft_model.peft_config[name])
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model, adapter_name=name).items()}
     base = peft_model.unload()
+    unpack_cpu_weights_(base)
     dtype = base.config.dtype  # the load dtype (k-bit preparation upcast norms/embeddings to fp32)
     base = base.dequantize(dtype=dtype) or base
     config.inference_mode = False
