@@ -150,7 +150,10 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
     base = peft_model.unload()
     unpack_cpu_weights_(base)
     dtype = base.config.dtype  # the load dtype (k-bit preparation upcast norms/embeddings to fp32)
-    base = base.dequantize(dtype=dtype) or base
+    try:
+        base = base.dequantize(dtype=dtype) or base
+    except TypeError:  # transformers < 5: no dtype argument (dequantises to the load dtype)
+        base = base.dequantize() or base
     config.inference_mode = False
     plain = get_peft_model(base, config)
     set_peft_model_state_dict(plain, state)
