@@ -155,6 +155,9 @@ def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> 
 
 def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | None = None) -> float | None:
     """Train (unless the adapter is an eval-only control), evaluate, export; returns the task metric."""
+    if cfg.hardware.strategy == "fsdp":  # plannable (python -m ftlab.plan), not trainable yet
+        raise ConfigError("hardware.strategy", "fsdp", "ddp or auto to train: ftlab does not train with FSDP yet "
+                          "(python -m ftlab.plan estimates its per-device memory); use hardware=multi_gpu")
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # DDP runs this recipe once per rank; rank 0 writes the files

@@ -61,6 +61,7 @@ class MemoryEstimate:
     device_mb: float | None = None
     safety_factor: float = 0.65
     max_batch_size: int | None = None  # None: device memory unknown
+    sharding: str = ""  # how weights/optimiser state are split over devices (FSDP), for the report
 
     @property
     def fits(self) -> bool | None:

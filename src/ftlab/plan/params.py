@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ftlab.models.structure import decoder_linears, matches
+from ftlab.models.structure import decoder_blocks, decoder_linears, matches
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 #: bytes per trainable parameter for AdamW training: fp32 master value, gradient, two moments
@@ -41,6 +41,8 @@ class ModelFacts:
     default_targets: tuple[str, ...] = ()
     #: module name of the LM head (bitsandbytes leaves it unquantised)
     lm_head: str | None = None
+    #: parameters of the largest decoder block (the unit FSDP gathers at once)
+    block_params: int = 0
 
 
 def _plain(node: Any) -> Any:
@@ -68,6 +70,8 @@ def _facts(model_json: str) -> ModelFacts:
         linears=linears,
         default_targets=tuple(decoder_linears(model)),
         lm_head=head_name,
+        block_params=max((sum(p.numel() for p in model.get_submodule(b).parameters())
+                          for b in decoder_blocks(model)), default=0),
     )
 
 
@@ -114,13 +118,20 @@ def weight_bytes(facts: ModelFacts, dtype: str, quantization: str | None = None)
 
 
 def static_memory_mb(facts: ModelFacts, trainable: int, dtype: str, devices: int = 1, *,
-                     quantization: str | None = None, full: bool = False) -> float:
-    """Weights plus optimiser state per device, MiB. DDP replicates the weights, so ``devices``
-    does not divide them; it is kept as a parameter for sharded strategies to use later.
+                     quantization: str | None = None, full: bool = False, sharded: bool = False) -> float:
+    """Weights plus optimiser state per device, MiB.
+
+    DDP replicates everything, so ``devices`` divides nothing. FSDP (``sharded``) splits weights,
+    gradients and optimiser state over the ``devices`` ranks and gathers one decoder block at a
+    time, with the next one prefetched: two blocks' weights in ``dtype`` on top of the shard.
     Full fine-tuning trains the base itself in float32 (ftlab upcasts what trains), so its
     weights are inside the 16 bytes per trainable parameter rather than counted again."""
     frozen = 0.0 if full else weight_bytes(facts, dtype, quantization)
-    return (frozen + trainable * TRAINABLE_STATE_BYTES) / 2**20
+    state = frozen + trainable * TRAINABLE_STATE_BYTES
+    if sharded and devices > 1:
+        gathered = 2 * facts.block_params * (4 if full else BYTES.get(dtype, 4))
+        return (state / devices + gathered) / 2**20
+    return state / 2**20
 
 
 def activation_mb_per_sample(facts: ModelFacts, seq_len: int, dtype: str, checkpointing: bool = False) -> float:

@@ -132,13 +132,17 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         facts = run_facts(cfg)
         mf = model_facts(cfg.model)
         trainable = trainable_params(mf, cfg)
-        static = static_memory_mb(mf, trainable, str(cfg.model.dtype), quantization=cfg.model.quantization,
-                                  full=cfg.adapter.name == "full")
+        static = static_memory_mb(mf, trainable, str(cfg.model.dtype), facts.devices,
+                                  quantization=cfg.model.quantization, full=cfg.adapter.name == "full",
+                                  sharded=cfg.hardware.strategy == "fsdp")
         act = activation_mb_per_sample(mf, int(cfg.task.max_length), activation_dtype(cfg),
                                        checkpointing=bool(cfg.train.gradient_checkpointing))
         mem_gb = cfg.hardware.memory_gb
         memory = estimate_memory(facts, priors, static, act, None if mem_gb is None else float(mem_gb) * 1024,
                                  options.safety_factor)
+        if cfg.hardware.strategy == "fsdp" and facts.devices > 1:
+            memory.sharding = (f"FSDP: weights, gradients and optimiser state / {facts.devices} devices "
+                               f"+ 2 gathered decoder blocks of {mf.block_params / 1e6:.4g}M parameters")
         if trains[i]:
             est = estimate_time(facts, priors)
         else:  # eval-only: no optimiser steps; its base pre-training is costed like the runs'
