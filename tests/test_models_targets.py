@@ -105,7 +105,8 @@ def test_peft_list_is_leaf_names_unless_that_selects_more() -> None:
                                         ("tiny_llama", ["q_proj", "qkv"])])
 def test_unmatched_target_is_one_line_with_the_models_linears(preset: str, bad: list[str]) -> None:
     for name in ("lora", "sora"):
-        cfg, model = tiny(preset, f"adapter={name}", f"adapter.target_modules=[{','.join(bad)}]")
+        cfg, model = tiny(preset, f"adapter={name}")
+        cfg.adapter.target_modules = bad  # past composition (which checks it on the meta device)
         with pytest.raises(ConfigError) as err:
             get_adapter(name).build(model, cfg.adapter, cfg)
         text = str(err.value)
@@ -119,7 +120,8 @@ def test_preset_list_narrows_and_is_named_in_errors() -> None:
     adapted = get_adapter("lora").build(model, cfg.adapter, cfg)
     wrapped = {n.rsplit(".", 1)[-1] for n, m in adapted.model.named_modules() if hasattr(m, "lora_A")}
     assert wrapped == {"fc1", "fc2"}
-    cfg, model = tiny("tiny_phi", "model.target_modules=[o_proj]")
+    cfg, model = tiny("tiny_phi")
+    cfg.model.target_modules = ["o_proj"]
     with pytest.raises(ConfigError) as err:
         get_adapter("lora").build(model, cfg.adapter, cfg)
     assert err.value.key == "model.target_modules"
@@ -214,3 +216,15 @@ def test_local_gpt_neox_dir_runs_end_to_end(tmp_path) -> None:
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert set(config["target_modules"]) == set(EXPECTED["tiny_gpt_neox"])
     assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["model=tiny_gpt_neox", "adapter.target_modules=[q_proj]"], "adapter.target_modules"),
+    (["model=tiny_mixtral", "adapter=sora", "adapter.target_modules=[q_proj,gate]"], "adapter.target_modules"),
+    (["model=tiny_phi", "model.target_modules=[o_proj]"], "model.target_modules"),
+])
+def test_target_lists_are_checked_at_composition(overrides: list[str], key: str) -> None:
+    """Before any weight loads: the architecture on the meta device is enough."""
+    with pytest.raises(ConfigError) as err:
+        compose(*overrides)
+    assert err.value.key == key and "\n" not in str(err.value)

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from ftlab.config.validate import VALIDATORS
 from ftlab.errors import ConfigError
 from ftlab.models.structure import decoder_linears, leaf_names, linear_names, matches, router_names
 
@@ -63,3 +64,21 @@ def peft_target_list(model: nn.Module, names: list[str]) -> list[str]:
     leaves = leaf_names(names)
     selected = [n for n in linear_names(model) if any(matches(n, leaf) for leaf in leaves)]
     return leaves if selected == list(names) else list(names)
+
+
+def validate_targets(cfg: Any) -> None:
+    """A configured target list is checked against the architecture on the meta device, so a
+    typo or a router fails at composition, before any weight loads (registered validator)."""
+    if cfg.adapter.name in ("full", "none") or requested_targets(cfg.adapter, cfg) is None:
+        return
+    from omegaconf import OmegaConf
+
+    from ftlab.models.build import meta_model
+
+    model = meta_model(OmegaConf.to_yaml(cfg.model, resolve=True))
+    if model is not None:
+        adapter_targets(model, cfg.adapter, cfg)
+
+
+if validate_targets not in VALIDATORS:
+    VALIDATORS.append(validate_targets)

@@ -9,6 +9,7 @@ real models carry their architecture in the config too, which lets them be insta
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 import torch
@@ -89,6 +90,19 @@ def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | N
             torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     return quantize_built(model, model_cfg) if quantized else model
+
+
+@functools.lru_cache(maxsize=8)
+def meta_model(model_yaml: str) -> nn.Module | None:
+    """The architecture of a model config (its YAML, a cache key) on the meta device, or ``None``
+    if it cannot be built here: config checks (targets, mask shapes) read names and shapes from
+    it before any weight loads; the run builds the model itself and reports its own errors."""
+    from omegaconf import OmegaConf
+
+    try:
+        return build_model(OmegaConf.create(model_yaml), device="meta")
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
