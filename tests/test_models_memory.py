@@ -207,3 +207,15 @@ def test_nn_linear_subclasses_count_as_targets() -> None:
         assert issubclass(bnb.nn.Linear4bit, nn.Linear) and issubclass(bnb.nn.Linear8bitLt, nn.Linear)
     else:
         pytest.skip("bitsandbytes is not installed")
+
+
+@pytest.mark.slow
+def test_half_base_with_checkpointing_runs_end_to_end(run_dir) -> None:
+    """run.py's order: prepare (checkpointing) -> adapter -> fp32 trainables -> fit -> merge/export."""
+    _, metric = run_tiny(run_dir, "adapter=sora", "model.dtype=bfloat16", "train.gradient_checkpointing=true",
+                         "model.attn_implementation=eager", "train.max_steps=4", "eval.generate=false")
+    assert metric is not None
+    config = json.loads((run_dir / "model" / "config.json").read_text())
+    assert config["dtype"] == "bfloat16" and config.get("use_cache", True) is True  # generation keeps its cache
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["trainable_params"] > 0 and 0.0 <= metrics["sparsity"] <= 1.0

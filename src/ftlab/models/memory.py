@@ -57,8 +57,8 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(CHECKPOINT_KWARGS))
     model.enable_input_require_grads()
-    if getattr(model.config, "use_cache", None):
-        model.config.use_cache = False  # a KV cache is useless in training and conflicts with recomputation
+    # model.config.use_cache stays as it is: transformers turns the cache off for checkpointed
+    # training forwards itself, and the exported model should generate with its cache
 
 
 def prepare_for_training(model: nn.Module, cfg: Any) -> nn.Module:
