@@ -143,7 +143,7 @@ def test_old_bitsandbytes_needs_cuda_for_cpu_runs(monkeypatch) -> None:
 
 @needs_bnb
 @pytest.mark.parametrize("overrides,key", [
-    (["adapter=full"], "adapter"), (["adapter=sora"], "adapter"), (["adapter=sdora"], "adapter"),
+    (["adapter=full"], "adapter"), (["adapter=sdora"], "adapter"),
     (["adapter=masked", "sparsity=random", "sparsity.level=0.5"], "adapter"),
     (["sparsity=random", "sparsity.level=0.5"], "sparsity"), (["base.enabled=true"], "base.enabled"),
 ])
@@ -184,6 +184,31 @@ def test_kbit_base_trains_and_merge_dequantizes(quant: str, adapter: str) -> Non
     # path dequantises through bf16, LLM.int8 multiplies in fp16
     tol = 1e-2 if quant == "nf4" else 5e-2
     torch.testing.assert_close(got, expected, atol=tol * expected.abs().max().item(), rtol=tol)
+
+
+@needs_bnb
+def test_sora_on_a_kbit_base_trains_merges_and_exports(tmp_path) -> None:
+    import bitsandbytes as bnb
+
+    _, adapted = adapted_model("model.quantization=nf4", "adapter=sora", "model.target_modules=[q_proj,v_proj]")
+    assert all(isinstance(layer.base_layer, bnb.nn.Linear4bit) for layer in adapted.layers.values())
+    assert all(p.dtype == torch.float32 for p in adapted.model.parameters() if p.requires_grad)
+    loss, grads, _ = grads_of_one_step(adapted)
+    assert torch.isfinite(torch.tensor(loss)) and all("lora_" in n for n in grads)
+    opt = torch.optim.AdamW([p for p in adapted.model.parameters() if p.requires_grad], lr=1e-2)
+    opt.step()
+    model = adapted.model
+    b = batch(model.config.vocab_size)
+    with torch.no_grad():
+        expected = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+    assert adapted.save_adapter(tmp_path / "adapter")  # peft's bnb LoRA layers around the k-bit base
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] >= 1
+    merged = adapted.merged_model()
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())  # targets and the rest
+    assert getattr(merged.config, "quantization_config", None) is None
+    with torch.no_grad():
+        got = merged(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+    torch.testing.assert_close(got, expected, atol=1e-2 * expected.abs().max().item(), rtol=1e-2)
 
 
 @needs_bnb

@@ -60,6 +60,7 @@ from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets
 from ftlab.config.validate import VALIDATORS
 from ftlab.errors import fail
+from ftlab.models.quantization import dense_weight, dequantized_model, is_quantized
 from ftlab.models.structure import matches
 
 GATE_INITS = ("ones", "normal")
@@ -131,8 +132,10 @@ if validate_stage_thresholds not in VALIDATORS:
 
 # -- layers ----------------------------------------------------------------------------------
 def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
-    """Adapters train in float32 on half-precision bases (as peft does by default)."""
-    return torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
+    """Adapters train in float32 on half-precision and k-bit bases (as peft does by default)."""
+    if not weight.is_floating_point() or weight.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return weight.dtype
 
 
 class GatedLoraLinear(nn.Module):
@@ -168,7 +171,7 @@ class GatedLoraLinear(nn.Module):
 
     @torch.no_grad()
     def merged_weight(self) -> torch.Tensor:
-        w = self.base_layer.weight
+        w = dense_weight(self.base_layer)  # dequantised on a k-bit base
         return (w.to(self.lora_A.weight.dtype) + self.delta_weight()).to(w.dtype)
 
 
@@ -376,10 +379,21 @@ class SoraModel(AdaptedModel):
     def merged_model(self) -> nn.Module:
         """The base architecture with ``W'`` in its linears; consumes the gated layers (call last)."""
         if not self._merged:
+            quantized = is_quantized(self.model)
             for name, layer in self.layers.items():
                 base = layer.base_layer
-                base.weight.copy_(layer.merged_weight())
+                if quantized:  # a plain linear replaces the k-bit one (the merge is not re-quantised)
+                    merged = layer.merged_weight()
+                    base = nn.Linear(layer.in_features, layer.out_features, bias=base.bias is not None,
+                                     device=merged.device, dtype=merged.dtype)
+                    base.weight.copy_(merged)
+                    if base.bias is not None:
+                        base.bias.copy_(layer.base_layer.bias)
+                else:
+                    base.weight.copy_(layer.merged_weight())
                 _set_module(self.model, name, base)
+            if quantized:  # the linears that were not targets
+                self.model = dequantized_model(self.model)
             self._merged = True
         return self.model
 

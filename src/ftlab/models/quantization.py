@@ -3,8 +3,9 @@
 ``model.quantization=nf4`` loads the base's linears as 4-bit NormalFloat (double quantisation,
 compute in ``model.dtype``), ``int8`` as LLM.int8. Only low-rank adapters that train *next to*
 a frozen weight can sit on top (peft's LoRA/DoRA bnb layers): full fine-tuning cannot update
-packed weights, and SoRA/SDoRA, masked LoRA and pruning masks read or write the dense base
-weight. Those combinations are refused by :func:`validate_quantization` before anything loads.
+packed weights. SoRA's gated layers call the k-bit layer for ``W x`` and dequantise it only to merge;
+SDoRA's forward needs the dense weight norm every step, and masked LoRA and pruning masks write the
+dense weight. Those combinations are refused by :func:`validate_quantization` before anything loads.
 
 bitsandbytes >= 0.47 runs nf4/int8 on the CPU too (its multi-backend release), which is what
 the tests use; older versions need CUDA, so the check names the version and what is missing.
@@ -31,7 +32,7 @@ from ftlab.errors import fail
 
 QUANTIZATIONS = ("nf4", "int8")
 #: adapters that train beside a frozen k-bit weight (``none`` evaluates the quantised base)
-QUANTIZABLE_ADAPTERS = ("lora", "dora", "none")
+QUANTIZABLE_ADAPTERS = ("lora", "dora", "sora", "none")
 #: first bitsandbytes release whose nf4/int8 kernels run without CUDA
 CPU_BNB_VERSION = (0, 47)
 
@@ -72,7 +73,7 @@ def validate_quantization(cfg: Any) -> None:
         fail("model.quantization", q, f"null on this machine: {problem}")
     if cfg.adapter.name not in QUANTIZABLE_ADAPTERS:
         fail("adapter", cfg.adapter.name, f"one of {list(QUANTIZABLE_ADAPTERS)} with model.quantization={q} "
-             "(a k-bit base stays frozen: full fine-tuning, SoRA/SDoRA gates and masked LoRA need dense weights)")
+             "(a k-bit base stays frozen: full fine-tuning, SDoRA's weight norm and masked LoRA need dense weights)")
     from ftlab.sparsity.config import sparsity_enabled
 
     if sparsity_enabled(cfg.sparsity):
@@ -147,14 +148,34 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
     name = peft_model.active_adapter
     config = copy.deepcopy(peft_model.peft_config[name])
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model, adapter_name=name).items()}
-    base = peft_model.unload()
-    unpack_cpu_weights_(base)
-    dtype = base.config.dtype  # the load dtype (k-bit preparation upcast norms/embeddings to fp32)
-    try:
-        base = base.dequantize(dtype=dtype) or base
-    except TypeError:  # transformers < 5: no dtype argument (dequantises to the load dtype)
-        base = base.dequantize() or base
+    base = dequantized_model(peft_model.unload())
     config.inference_mode = False
     plain = get_peft_model(base, config)
     set_peft_model_state_dict(plain, state)
-    return plain.merge_and_unload().to(dtype)
+    return plain.merge_and_unload().to(base.dtype)
+
+
+def dequantized_model(model: nn.Module) -> nn.Module:
+    """``model`` with every k-bit linear replaced by a plain one holding its dequantised weight,
+    all in the load dtype (k-bit preparation upcast norms and embeddings to float32)."""
+    unpack_cpu_weights_(model)
+    dtype = model.config.dtype
+    try:
+        model = model.dequantize(dtype=dtype) or model
+    except TypeError:  # transformers < 5: no dtype argument (dequantises to the load dtype)
+        model = model.dequantize() or model
+    return model.to(dtype)
+
+
+def dense_weight(linear: nn.Module) -> torch.Tensor:
+    """A linear's weight as a dense tensor: dequantised for bitsandbytes' k-bit layers (in their
+    compute dtype), the weight itself otherwise."""
+    weight = linear.weight
+    if weight.is_floating_point():
+        return weight
+    from peft.utils.integrations import dequantize_bnb_weight
+
+    unpack_cpu_weights_(linear)
+    weight = linear.weight
+    state = getattr(weight, "quant_state", None) or getattr(linear, "state", None)  # nf4 | int8
+    return dequantize_bnb_weight(weight, state=state)
