@@ -244,3 +244,13 @@ def test_half_base_with_checkpointing_runs_end_to_end(run_dir) -> None:
     assert config["dtype"] == "bfloat16" and config.get("use_cache", True) is True  # generation keeps its cache
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["trainable_params"] > 0 and 0.0 <= metrics["sparsity"] <= 1.0
+
+
+@needs_bnb
+@pytest.mark.slow
+def test_sora_on_int8_runs_end_to_end(run_dir) -> None:
+    """Every linear a SoRA target: the merge leaves no k-bit layer for transformers to dequantise."""
+    _, metric = run_tiny(run_dir, "model.quantization=int8", "adapter=sora", "train.gradient_checkpointing=true",
+                         "train.max_steps=4", "eval.generate=false")
+    assert metric is not None and (run_dir / "sparsity_log.csv").is_file()
+    assert "quantization_config" not in json.loads((run_dir / "model" / "config.json").read_text())

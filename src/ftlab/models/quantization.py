@@ -22,6 +22,7 @@ import copy
 import importlib.util
 import os
 import tempfile
+import warnings
 from importlib import metadata
 from typing import Any
 
@@ -108,6 +109,10 @@ def load_quantized(path: str, model_cfg: Any) -> nn.Module:
 
     from ftlab.models.build import torch_dtype
 
+    if model_cfg.quantization == "int8":
+        # LLM.int8 multiplies in fp16 and says so on every call of every layer for other input dtypes
+        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+
     return AutoModelForCausalLM.from_pretrained(
         path, dtype=torch_dtype(model_cfg.dtype), quantization_config=bnb_config(model_cfg),
         device_map=device_map(), attn_implementation=model_cfg.attn_implementation)
@@ -160,6 +165,11 @@ def dequantized_model(model: nn.Module) -> nn.Module:
     all in the load dtype (k-bit preparation upcast norms and embeddings to float32)."""
     unpack_cpu_weights_(model)
     dtype = model.config.dtype
+    kbit = any(not w.is_floating_point() for w in (getattr(m, "weight", None) for m in model.modules())
+               if isinstance(w, torch.Tensor))
+    if not kbit:  # every k-bit linear was replaced already (transformers' dequantize fails on none)
+        model.hf_quantizer.remove_quantization_config(model)
+        return model.to(dtype)
     try:
         model = model.dequantize(dtype=dtype) or model
     except TypeError:  # transformers < 5: no dtype argument (dequantises to the load dtype)
