@@ -1,10 +1,10 @@
 """Peak training memory with and without gradient checkpointing, one fresh process per setting.
 
-    python benchmarks/memory.py [--batch 4] [--seq 512] [--steps 2] [--device cpu|cuda]
+    python benchmarks/memory.py [--batch 8] [--seq 512] [--steps 2] [--device cpu|cuda]
                                 [--settings plain,ckpt] [OVERRIDES...]
 
 The model is the tiny Llama widened until activations dominate (hidden 256, 8 layers, sequences
-of 512 tokens: ~6 M weights against ~1 GB of activations per step); any ``compose_run``
+of 512 tokens: ~6 M weights against ~2 GB of activations per step); any ``compose_run``
 override replaces those defaults (``model=tiny_gpt_neox``, ``adapter=dora``,
 ``model.dtype=bfloat16``, ``model.quantization=nf4``...). Each setting runs in its own
 subprocess — a process's peak resident set only grows, so settings cannot share one — which
@@ -35,7 +35,7 @@ SETTINGS = {"plain": ["train.gradient_checkpointing=false"], "ckpt": ["train.gra
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--steps", type=int, default=2, help="optimiser steps per setting (the peak is reached in step 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
