@@ -29,6 +29,7 @@ from ftlab.data.datamodule import TaskDataModule
 from ftlab.errors import ConfigError
 from ftlab.evaluation import final_evaluate
 from ftlab.models import build_model, build_tokenizer
+from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.records import write_record
 from ftlab.reuse.stages import stage_run
@@ -82,6 +83,7 @@ def prepare_model(cfg: DictConfig, record: dict | None = None):
     if cfg.base.enabled:
         model = cached_base_model(
             cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), record)
+        model.set_attn_implementation(cfg.model.attn_implementation)  # the cache loads with the default
     else:
         model = build_model(cfg.model, tokenizer, seed=seed)
     return tokenizer, model
@@ -157,6 +159,9 @@ def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> 
 
 def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | None = None) -> float | None:
     """Train (unless the adapter is an eval-only control), evaluate, export; returns the task metric."""
+    if cfg.hardware.strategy == "fsdp":  # plannable (python -m ftlab.plan), not trainable yet
+        raise ConfigError("hardware.strategy", "fsdp", "ddp or auto to train: ftlab does not train with FSDP yet "
+                          "(python -m ftlab.plan estimates its per-device memory); use hardware=multi_gpu")
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # DDP runs this recipe once per rank; rank 0 writes the files
@@ -173,7 +178,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     dm.setup()
     control = final_evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
     spec = get_adapter(cfg.adapter.name)
+    model = prepare_for_training(model, cfg)  # k-bit preparation / gradient checkpointing
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
     if adapted.trains:
         check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)
     adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M

@@ -28,8 +28,12 @@ class ModelConfig:
     config: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
     tokenizer: str = "byte"  # "byte" = files-free byte-level tokenizer; "auto" = from name_or_path
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # ``None`` = every linear inside the decoder blocks (peft's all-linear, no LM head, no MoE
+    # router), read from the loaded model; a list narrows it (see ftlab.adapters.targets).
+    target_modules: list[str] | None = None
     init_seed: int | None = None  # seed of random init; None -> run seed
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (needs flash-attn + CUDA)
+    quantization: str | None = None  # None | nf4 | int8: a frozen k-bit base through bitsandbytes (QLoRA)
 
 
 @dataclass
@@ -157,6 +161,9 @@ class TrainConfig:
     save_adapter: bool = True
     save_merged_model: bool = True
     num_workers: int = 0
+    # Recompute each decoder block's activations in the backward pass (non-reentrant checkpoints):
+    # activation memory ~ one block instead of all of them, for ~1/3 more compute.
+    gradient_checkpointing: bool = False
 
 
 @dataclass

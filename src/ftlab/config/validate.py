@@ -182,6 +182,12 @@ def validate_cache_dir(cfg) -> None:
     check(cfg)
 
 
+def validate_model(cfg) -> None:
+    from ftlab.models.memory import validate_model as check
+
+    check(cfg)
+
+
 def validate_launcher(cfg) -> None:
     """With its ``hydra`` node composed: a SLURM launcher asks for the job's own device layout."""
     from ftlab.launchers.slurm import validate_launcher as check
@@ -194,6 +200,7 @@ VALIDATORS: list[Callable[[Any], None]] = [
     validate_known_keys,
     validate_model,
     validate_adapter,
+    validate_model,
     validate_schedule,
     validate_train,
     validate_hardware,

@@ -266,9 +266,8 @@ def lora_callback(cfg: Any, model: dict) -> dict | None:
     a = cfg.adapter
     if a.name not in LORA_ADAPTERS:
         return None
-    own = a.target_modules is not None
-    targets = list(a.target_modules if own else cfg.model.target_modules)
-    key = "adapter.target_modules" if own else "model.target_modules"
+    targets = lora_target_names(cfg)
+    key = "adapter.target_modules" if a.target_modules is not None else "model.target_modules"
     groups = lora_target_groups(cfg.model.arch, model["attention_module"], targets, key)
     return {"Lora": {"lora_params": [{
         "r": int(a.r),
@@ -277,6 +276,20 @@ def lora_callback(cfg: Any, model: dict) -> dict | None:
         "target_modules": group,
         "merge_weights": False,
     } for group in groups]}}
+
+
+def lora_target_names(cfg: Any) -> list[str]:
+    """The configured target list, or (null) the leaf names of the decoder linears of the
+    architecture, read on the meta device."""
+    from ftlab.adapters.targets import requested_targets
+
+    targets = requested_targets(cfg.adapter, cfg)
+    if targets is not None:
+        return targets
+    from ftlab.models import build_model
+    from ftlab.models.structure import decoder_linears, leaf_names
+
+    return leaf_names(decoder_linears(build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")))
 
 
 def pruned_weight_names(cfg: Any) -> list[str]:

@@ -13,7 +13,13 @@ from ftlab.config.compose import compose_run, expand_sweep
 from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
 from ftlab.plan.naming import name_runs, split_override
 from ftlab.plan.options import PlanOptions
-from ftlab.plan.params import activation_mb_per_sample, model_facts, static_memory_mb, trainable_params
+from ftlab.plan.params import (
+    activation_mb_per_sample,
+    memory_mode,
+    model_facts,
+    static_memory_mb,
+    trainable_params,
+)
 from ftlab.plan.priors import Prior, find_priors
 from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree
 
@@ -75,6 +81,7 @@ def run_facts(cfg: DictConfig) -> RunFacts:
         precision=str(h.precision), batch_size=int(cfg.train.batch_size),
         accumulate=int(cfg.train.accumulate_grad_batches), adapter=cfg.adapter.name, task=cfg.task.name,
         max_length=int(cfg.task.max_length), total_params=total,
+        memory_mode=memory_mode(cfg.model.dtype, cfg.model.quantization, cfg.train.gradient_checkpointing),
     )
 
 
@@ -125,11 +132,17 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         facts = run_facts(cfg)
         mf = model_facts(cfg.model)
         trainable = trainable_params(mf, cfg)
-        static = static_memory_mb(mf, trainable, str(cfg.model.dtype))
-        act = activation_mb_per_sample(mf, int(cfg.task.max_length), activation_dtype(cfg))
+        static = static_memory_mb(mf, trainable, str(cfg.model.dtype), facts.devices,
+                                  quantization=cfg.model.quantization, full=cfg.adapter.name == "full",
+                                  sharded=cfg.hardware.strategy == "fsdp")
+        act = activation_mb_per_sample(mf, int(cfg.task.max_length), activation_dtype(cfg),
+                                       checkpointing=bool(cfg.train.gradient_checkpointing))
         mem_gb = cfg.hardware.memory_gb
         memory = estimate_memory(facts, priors, static, act, None if mem_gb is None else float(mem_gb) * 1024,
                                  options.safety_factor)
+        if cfg.hardware.strategy == "fsdp" and facts.devices > 1:
+            memory.sharding = (f"FSDP: weights, gradients and optimiser state / {facts.devices} devices "
+                               f"+ 2 gathered decoder blocks of {mf.block_params / 1e6:.4g}M parameters")
         if trains[i]:
             est = estimate_time(facts, priors)
         else:  # eval-only: no optimiser steps; its base pre-training is costed like the runs'

@@ -128,7 +128,11 @@ def to_markdown(plan: Plan) -> str:
         where = "; ".join(tm.basis) or "-"
         lines.append(f"- `{run.name}`: time {tm.method}: {tm.note}. Prior runs: {where}")
         mem_where = "; ".join(mm.basis) or "meta-device parameters + analytic activations"
-        lines.append(f"  memory {mm.method}: {fmt_mb(mm.fixed_mb)} + {mm.per_sample_mb:.3g} MiB/sample ({mem_where})")
+        fit = "" if mm.fits is None else (f"; at batch {run.facts.batch_size} it {'fits' if mm.fits else 'does NOT fit'}"
+                                           f" in {mm.safety_factor:g} x {fmt_mb(mm.device_mb)} per device")
+        shard = f"; {mm.sharding}" if mm.sharding else ""
+        lines.append(f"  memory {mm.method}: {fmt_mb(mm.fixed_mb)} + {mm.per_sample_mb:.3g} MiB/sample "
+                     f"({mem_where}{shard}){fit}")
     lines += ["", "## Notes", "", NOTES, ""]
     return "\n".join(lines)
 

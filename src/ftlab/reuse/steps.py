@@ -25,7 +25,8 @@ from ftlab.reuse.keys import lookup, pick, step_key
 #: results for the same config.
 VERSIONS = {"model": 1, "base": 1, "mask": 2, "mask_file": 1, "train": 1, "stage": 1}
 
-MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer")
+MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer",
+              "model.attn_implementation")
 
 HARDWARE_KEYS = ("hardware.accelerator", "hardware.devices", "hardware.num_nodes", "hardware.strategy",
                  "hardware.precision", "hardware.num_csx")
@@ -43,10 +44,14 @@ CALIBRATED = ("gradient", "taylor", "wanda", "sparsegpt")
 CALIBRATION_KEYS = ("sparsity.calibration", "seed", "task.name", "task.num_examples", "task.val_fraction",
                     "task.test_fraction", "task.max_length", "task.options")
 
+#: Memory features of a fine-tuning run (a k-bit base changes the numbers; checkpointing is kept
+#: apart too, although its recomputation is exact, so that a cache hit never hides a failing mode).
+MEMORY_KEYS = ("model.quantization", "train.gradient_checkpointing")
+
 TRAIN_KEYS = ("seed", "adapter", "model.target_modules", "schedule.name", "schedule.lr", "sparsity.mode",
               "train.batch_size", "train.accumulate_grad_batches", *OPTIM_KEYS,
               "task.name", "task.num_examples", "task.val_fraction", "task.test_fraction", "task.max_length",
-              "task.options", *HARDWARE_KEYS)
+              "task.options", *HARDWARE_KEYS, *MEMORY_KEYS)
 
 #: Per-stage keys that only label a stage.
 STAGE_LABELS = ("name",)

@@ -6,7 +6,6 @@ mask file fit) use the model built on the ``meta`` device, so they cost no weigh
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,11 @@ def _level(key: str, value: Any) -> None:
         fail(key, value, "a number in [0, 1)")
 
 
-@functools.lru_cache(maxsize=8)
 def _meta_model(model_yaml: str):
     """The architecture on the meta device (no weights), or ``None`` if it cannot be built here."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from ftlab.models.build import meta_model
 
-    from ftlab.models import build_model
-
-    model_cfg = OmegaConf.create(model_yaml)
-    try:
-        path = model_cfg.name_or_path
-        if path and Path(path).is_dir():
-            with torch.device("meta"):
-                return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
-        return build_model(model_cfg, device="meta")
-    except Exception:  # noqa: BLE001 - the run builds the model itself and reports its own error
-        return None
+    return meta_model(model_yaml)
 
 
 def check_agrees(sp: Any, meta: dict) -> None:
