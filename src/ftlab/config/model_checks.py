@@ -121,6 +121,8 @@ def check_model(cfg: Any) -> None:
         fail("model.tokenizer", m.tokenizer, f"one of {list(TOKENIZERS)}")
     if m.tokenizer == "auto" and not m.name_or_path:
         fail("model.tokenizer", "auto", "'byte', or 'auto' with model.name_or_path set to a model directory")
+    if m.name_or_path and Path(m.name_or_path).is_dir():
+        check_model_dir(m)  # the meta-device build below reads this directory's config.json
     if not m.name_or_path or m.config:
         if m.arch not in CONFIG_MAPPING:
             fail("model.arch", m.arch, "a transformers model type such as 'llama', 'mistral', 'qwen2', 'mixtral'")

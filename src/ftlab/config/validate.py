@@ -182,7 +182,7 @@ def validate_cache_dir(cfg) -> None:
     check(cfg)
 
 
-def validate_model(cfg) -> None:
+def validate_model_memory(cfg) -> None:
     from ftlab.models.memory import validate_model as check
 
     check(cfg)
@@ -198,9 +198,9 @@ def validate_launcher(cfg) -> None:
 #: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
 VALIDATORS: list[Callable[[Any], None]] = [
     validate_known_keys,
+    validate_model_memory,  # before the meta-device build, which fails on an unavailable kernel
     validate_model,
     validate_adapter,
-    validate_model,
     validate_schedule,
     validate_train,
     validate_hardware,
