@@ -35,6 +35,7 @@ def _store_for(c: dict[str, Any]) -> tuple[ArtifactStore | None, str]:
 def _record(step: Step, res: BuildResult | None, runtime: float, why_not: str, **extra) -> dict[str, Any]:
     return {"key": step.key, "parent": step.parent, "cache_hit": bool(res and res.hit), "runtime_s": round(runtime, 4),
             "waited_s": round(res.waited_s, 4) if res else 0.0, "cached": res is not None,
+            "digest": res.entry.digest() if res else None,
             **({"why_not_cached": why_not} if why_not else {}), **extra}
 
 

@@ -1,8 +1,9 @@
 """Training stages as cached steps (``schedule=stages`` with ``reuse.enabled``).
 
 Before ``trainer.fit`` the trial looks for the deepest stage whose key is in the store and
-resumes from its Lightning checkpoint (weights, optimiser, scheduler, loop counters, data
-position, RNG state). It then takes
+resumes from its trainable-only state (:mod:`ftlab.training.state`: trainable tensors,
+optimiser, scheduler, loop counters, data position, RNG state; the frozen base is rebuilt from
+its own steps, whose keys the entry records and the resume checks). It then takes
 the build locks of the stages it will train, in stage order, so a concurrent trial that needs one
 of them waits and resumes from it instead of training it again. The fit runs once; at each
 stage's last optimiser step :class:`StagePublisher` writes the checkpoint into a staging dir,
@@ -25,7 +26,7 @@ from typing import Any
 import lightning as L
 from torch.optim.lr_scheduler import LambdaLR
 
-from ftlab.callbacks.checkpoints import STATE_FILE
+from ftlab.callbacks.checkpoints import STATE_FILE, save_state
 from ftlab.callbacks.loss_log import COLUMNS as LOSS_COLUMNS
 from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
 from ftlab.reuse.keys import canonical_json, lookup
@@ -200,10 +201,10 @@ class StageRun:
         """Write stage ``i``'s state and the logs so far into a staging dir (not yet visible)."""
         staging = self.store.stage(self.steps[i].key)
         self.staged[i] = staging
-        trainer.save_checkpoint(staging.artifact / STATE_FILE)
+        state_meta = save_state(trainer, staging.artifact / STATE_FILE)  # trainable-only
         self._copy_logs(staging.artifact / LOG_DIR)
         meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "stage_idx": i + 1,
-                "eval_signature": eval_signature(self.c)}
+                "eval_signature": eval_signature(self.c), **state_meta}
         (staging.artifact / META_FILE).write_text(json.dumps(meta))
 
     def seal(self, i: int, final_logs: bool = False) -> None:

@@ -144,7 +144,9 @@ def environment() -> dict[str, str]:
 
     import ftlab
 
-    return {"ftlab": ftlab.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    # str(): torch.__version__ is a TorchVersion, which a weights_only load would refuse
+    return {"ftlab": str(ftlab.__version__), "torch": str(torch.__version__),
+            "transformers": str(transformers.__version__)}
 
 
 # -- the steps -----------------------------------------------------------------------------
