@@ -101,20 +101,23 @@ def safe_load(path: Path, *, mmap: bool = False) -> dict[str, Any]:
 
 def state_problem(state_file: Path, meta: dict[str, Any] | None) -> tuple[str, str] | None:
     """``("incomplete" | "unsafe", why)`` for a state file that must not be resumed from, else
-    ``None``. Cheap: sizes first, then a memory-mapped safe load (tensor data is not read)."""
+    ``None``. Cheap: a memory-mapped safe load (tensor data is not read), and the size that
+    ``meta.json`` records."""
     state_file = Path(state_file)
     if not state_file.is_file():
         return "incomplete", f"{state_file.name} is missing"
     size = state_file.stat().st_size
     expected = (meta or {}).get("state_bytes")
-    if expected is not None and size != expected:
-        return "incomplete", f"{state_file.name} is {size} bytes, meta.json records {expected}"
-    try:
+    try:  # first: a pickled object is refused whatever its size
         state = safe_load(state_file, mmap=True)
     except pickle.UnpicklingError as err:
         return "unsafe", f"refused by weights_only loading: {first_line(err)}"
     except (RuntimeError, EOFError, OSError, ValueError) as err:
+        if expected is not None and size != expected:
+            return "incomplete", f"{state_file.name} is {size} bytes, meta.json records {expected}"
         return "incomplete", f"{state_file.name} is unreadable: {first_line(err)}"
+    if expected is not None and size != expected:
+        return "incomplete", f"{state_file.name} is {size} bytes, meta.json records {expected}"
     if not isinstance(state, dict) or "state_dict" not in state:
         return "incomplete", f"{state_file.name} is not a training state (no state_dict)"
     return None
