@@ -100,3 +100,35 @@ def activation_mb_per_sample(facts: ModelFacts, seq_len: int, dtype: str) -> flo
     per_layer = seq_len * facts.hidden * (34 + 5 * facts.heads * seq_len / facts.hidden) * scale
     logits = 2 * seq_len * facts.vocab * 4
     return (facts.layers * per_layer + logits) / 2**20
+
+
+#: what a trainable-only state holds per trainable parameter: the value and AdamW's two moments
+STATE_COPIES = 3
+#: loop, scheduler, RNG and data-position state, the record and the zip headers of one state
+#: (measured by ``benchmarks/checkpoint_size.py``: 40-60 KiB on the tiny models)
+STATE_OVERHEAD_BYTES = 64 * 1024
+
+
+def param_bytes(adapter: str, dtype: str) -> int:
+    """Bytes of one trainable value: peft keeps adapter weights in fp32 over a 16-bit base
+    (``autocast_adapter_dtype``); full fine-tuning trains the weights in the model's dtype."""
+    return BYTES.get(dtype, 4) if adapter == "full" else 4
+
+
+def state_bytes(trainable: int, adapter: str, dtype: str) -> int:
+    """Bytes of one checkpoint / cached stage (:mod:`ftlab.training.state`): trainable values and
+    their two AdamW moments, plus the fixed overhead. The frozen weights are not in it."""
+    if trainable == 0:
+        return 0
+    return STATE_COPIES * trainable * param_bytes(adapter, dtype) + STATE_OVERHEAD_BYTES
+
+
+def weights_bytes(facts: ModelFacts, dtype: str) -> int:
+    """Bytes of a cached base model artifact (safetensors in the model's dtype)."""
+    return facts.total * BYTES.get(dtype, 4)
+
+
+def mask_bytes(facts: ModelFacts) -> int:
+    """Bytes of a cached mask: one bool per weight of the prunable linear layers (upper bound:
+    every linear but the LM head, as ``sparsity.modules`` selects by default)."""
+    return sum(i * o for dims in facts.linears.values() for i, o in dims)
