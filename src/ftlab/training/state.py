@@ -48,7 +48,8 @@ def state_info(module: nn.Module, found: dict[str, Any] | None) -> dict[str, Any
     """The record stored in the checkpoint and in its ``meta.json`` (plain JSON values only, so
     a ``weights_only`` load accepts it)."""
     plain = json.loads(json.dumps(found)) if found is not None else None
-    return {"format": STATE_FORMAT, "foundation": plain, "trainable": trainable_shapes(module)}
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)  # what the state leaves out
+    return {"format": STATE_FORMAT, "foundation": plain, "trainable": trainable_shapes(module), "frozen_params": frozen}
 
 
 def state_mismatch(info: dict[str, Any], module: nn.Module, found: dict[str, Any] | None) -> str | None:
