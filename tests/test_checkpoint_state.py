@@ -4,6 +4,7 @@ refusals and fall-backs of a resume. Pure-function tests first, then tiny end-to
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import shutil
 from pathlib import Path
@@ -162,14 +163,14 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     full = go(tmp_path / "r")
     newest = checkpoints_newest_first(tmp_path / "r")[0]
     state = newest / STATE_FILE
+    recorded = json.loads((newest / META_FILE).read_text())["state_bytes"]
     state.write_bytes(state.read_bytes()[:1000])  # a copy that stopped half-way
     shutil.rmtree(tmp_path / "r" / "adapter")
     with caplog.at_level("WARNING", logger="ftlab"):
         resumed = go(tmp_path / "r", "resume=auto")
     lines = [r.getMessage() for r in caplog.records if "skipping incomplete" in r.getMessage()]
     assert lines == [f"resume=auto: skipping incomplete {newest.name} (state.ckpt is 1000 bytes, meta.json records "
-                     f"{json.loads((newest / META_FILE).read_text())['state_bytes']}); resuming from "
-                     "checkpoint-epoch0-step3 instead"]
+                     f"{recorded}); resuming from checkpoint-epoch0-step3 instead"]
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["resumed_from_step"] == 3
     assert same(full, resumed)  # bit for bit the uninterrupted result
 
@@ -241,7 +242,7 @@ def test_missing_base_artifact_is_rebuilt_and_a_different_one_refused(tmp_path, 
 
 
 @pytest.mark.slow
-def test_stage_entry_on_another_foundation_is_refused_and_locks_released(tmp_path):
+def test_stage_entry_on_another_foundation_is_refused_and_locks_released(tmp_path, capsys):
     cache = tmp_path / "cache"
     stages = ["schedule=stages", "schedule.stages=[{iters:3,lr:2e-3},{iters:3,lr:5e-4}]", f"paths.cache_dir={cache}"]
     go(tmp_path / "a", *stages)
@@ -250,6 +251,12 @@ def test_stage_entry_on_another_foundation_is_refused_and_locks_released(tmp_pat
     meta = json.loads((first.artifact / "meta.json").read_text())
     assert set(meta[STATE_KEY]["foundation"]) == {"model", "base", "mask"}
     assert meta["state_bytes"] == (first.artifact / STATE_FILE).stat().st_size
+    from ftlab.cache import main as cache_main
+
+    assert cache_main(["--cache-dir", str(cache), "ls", "-v"]) == 0
+    listing = capsys.readouterr().out
+    trainable = sum(math.prod(s) for s in meta[STATE_KEY]["trainable"].values())
+    assert f"{trainable:,} trainable values ({meta[STATE_KEY]['frozen_params']:,} frozen ones rebuilt" in listing
     # a damaged entry whose manifest was re-sealed: it claims another model under it
     meta[STATE_KEY]["foundation"]["model"]["key"] = "f" * 64
     (first.artifact / "meta.json").write_text(json.dumps(meta))

@@ -31,8 +31,8 @@ from ftlab.models import build_model, build_tokenizer
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.foundation import foundation, foundation_mismatch
 from ftlab.reuse.records import write_record
+from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import stage_run
-from ftlab.reuse.steps import as_plain, run_steps
 from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
@@ -112,26 +112,27 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def prepare_model(cfg: DictConfig, record: dict | None = None):
+def prepare_model(cfg: DictConfig, runner: StepRunner | None = None):
     """Tokenizer and base model, pre-trained on the task corpus when ``base.enabled``: a cached
     step, built once per base key and shared by every run that has that key (``ftlab.reuse``)."""
     tokenizer = build_tokenizer(cfg.model)
     seed = cfg.model.init_seed if cfg.model.init_seed is not None else cfg.seed
     if cfg.base.enabled:
         model = cached_base_model(
-            cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), record)
+            cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), runner=runner)
     else:
         model = build_model(cfg.model, tokenizer, seed=seed)
     return tokenizer, model
 
 
 def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Path,
-        extra_callbacks: list | None = None, record: dict | None = None, ckpt: Path | None = None) -> dict[str, Any]:
+        extra_callbacks: list | None = None, runner: StepRunner | None = None, ckpt: Path | None = None) -> dict[str, Any]:
     """Train with the run's callbacks, from ``ckpt`` (:func:`resume_checkpoint`) when given;
     returns throughput facts for ``metrics.json``."""
     steps = total_steps(cfg.schedule, cfg.train.max_steps)
     module = FtlabModule(adapted, cfg)
-    module.foundation = run_foundation(cfg, record)  # recorded in every state this fit writes
+    runner = runner or StepRunner(cfg)
+    module.foundation = foundation(runner.steps, runner.digests())  # recorded in every state this fit writes
     callbacks = [
         LossLog(run_dir, cfg.train.log_every_n_steps, cfg.train.log_measurements),
         TrainingHistory(run_dir),
@@ -143,11 +144,11 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     start_step = 0
     if ckpt is not None:
         check_resumable(ckpt, read_meta(ckpt), module, module.foundation, f"checkpoint {ckpt.parent}")
-        _note_rebuilt(record)
+        _note_rebuilt(runner.records)
         start_step = checkpoint_step(ckpt)
     # schedule=stages: resume from the deepest cached stage, hold the build locks of the others,
     # publish each at its last step; whatever is still locked is released on any exit
-    with stage_run(cfg, run_dir) as stages:
+    with stage_run(cfg, run_dir, runner.steps) as stages:
         stages.plan(own_step=start_step if ckpt is not None else None)
         if stages.resume_path is not None:
             ckpt, start_step = stages.resume_path, stages.start_step
@@ -160,8 +161,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         train_time = time.perf_counter() - t0
-    if record is not None:
-        record["stages"] = stages.records()
+    runner.stages = stages.records()
     steps_run = trainer.global_step - start_step
     samples = steps_run * cfg.train.batch_size * cfg.train.accumulate_grad_batches * trainer.world_size
     tokens = samples * _mean_tokens(dm)
@@ -179,16 +179,8 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     }
 
 
-def run_foundation(cfg: DictConfig, record: dict | None = None) -> dict[str, Any]:
-    """The model/base/mask steps this run's frozen part comes from, with the content digests of
-    the cached ones (from the run's reuse record)."""
-    record = record or {}
-    digests = {k: (record.get(k) or {}).get("digest") for k in ("base", "mask")}
-    return foundation(run_steps(as_plain(cfg)), digests)
-
-
-def _note_rebuilt(record: dict | None) -> None:
-    base = (record or {}).get("base") or {}
+def _note_rebuilt(records: dict[str, dict]) -> None:
+    base = records.get("base") or {}
     if base.get("cached") and not base.get("cache_hit"):
         log.warning("resume: the base artifact %s was not in the cache; rebuilt it, and its content matches "
                     "the checkpoint's where both were cached", base["key"][:12])
@@ -216,17 +208,17 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     # checked before anything is written or built: a refused checkpoint leaves the run dir as it was
-    ckpt = resume_checkpoint(cfg, run_dir, run_foundation(cfg))
+    runner = StepRunner(cfg)  # the plan of steps (computed once) and the runner of its cached steps
+    ckpt = resume_checkpoint(cfg, run_dir, foundation(runner.steps))
     if rank_zero_only.rank == 0:  # DDP runs this recipe once per rank; rank 0 writes the files
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    record: dict[str, Any] = {"reuse_enabled": bool(cfg.reuse.enabled), "stages": []}  # -> reuse_record.json
-    tokenizer, model = prepare_model(cfg, record)
+    tokenizer, model = prepare_model(cfg, runner)
     # sparse base: W <- W * M (None when dense); the mask is a cached step
-    masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_masks, record))
+    masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_masks, runner=runner))
     dm = TaskDataModule(cfg, tokenizer)
     dm.setup()
     control = evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
@@ -236,14 +228,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
 
     facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}
     if adapted.trains:
-        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, record=record, ckpt=ckpt)
+        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, runner=runner, ckpt=ckpt)
         if not facts.pop("is_global_zero"):
             return None  # DDP: rank 0 evaluates and writes the outputs
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # rank 0 evaluates alone: its metrics must not sync
     else:
         write_json(run_dir / "training_history.json", empty_history(adapted.gated))
-    write_record(run_dir, record)  # aggregated into the sweep's stage_log.csv / reuse_summary.json
+    write_record(run_dir, runner.record())  # aggregated into the sweep's stage_log.csv / reuse_summary.json
 
     metrics: dict[str, Any] = {}
     if masks is not None:  # merge + re-mask + validate; evaluation and export see that sparse model

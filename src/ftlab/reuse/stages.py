@@ -31,7 +31,7 @@ from ftlab.callbacks.loss_log import COLUMNS as LOSS_COLUMNS
 from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
 from ftlab.reuse.keys import canonical_json, lookup
 from ftlab.reuse.locks import KeyLock
-from ftlab.reuse.steps import Step, as_plain, cache_dir, run_steps
+from ftlab.reuse.steps import RunSteps, Step, as_plain, cache_dir, run_steps, world_size  # noqa: F401 (re-export)
 from ftlab.reuse.store import ArtifactStore, Entry, Staging
 from ftlab.training.schedules import Stage, stage_table, total_steps
 
@@ -57,24 +57,17 @@ class StageRecord:
     parent: str | None = None
 
 
-def world_size(c: dict[str, Any]) -> int:
-    return int(lookup(c, "hardware.devices", 1)) * int(lookup(c, "hardware.num_nodes", 1))
-
-
 def eval_signature(c: dict[str, Any]) -> str:
     return canonical_json({k: lookup(c, k, None) for k in EVAL_SIGNATURE_KEYS})
 
 
-def reuse_applies(c: dict[str, Any]) -> tuple[bool, str]:
-    """(applies, why not). Stage caching needs one process: under DDP every rank would take locks
-    and a rank-0-only publish would need collective checkpoint saving."""
+def reuse_applies(c: dict[str, Any], steps: RunSteps | None = None) -> tuple[bool, str]:
+    """(applies, why not): the stages of the plan of steps are cached (the policy is
+    :func:`ftlab.reuse.steps.cache_policy`)."""
     if lookup(c, "schedule.name", None) != "stages":
         return False, "schedule is not 'stages'"
-    if not lookup(c, "reuse.enabled", True):
-        return False, "reuse.enabled=false"
-    if world_size(c) != 1:
-        return False, "distributed training (devices x nodes > 1)"
-    return True, ""
+    steps = steps if steps is not None else run_steps(c)
+    return (bool(steps.stages) and steps.stages[0].cached), steps.why_not_cached
 
 
 class SyncStageLr(L.Callback):
@@ -327,12 +320,14 @@ def _copy_csv(src: Path, dest: Path, header: list[str]) -> None:
     tmp.replace(dest)
 
 
-def stage_run(cfg: Any, run_dir: Path) -> StageRun:
+def stage_run(cfg: Any, run_dir: Path, plan: RunSteps | None = None) -> StageRun:
     """The :class:`StageRun` of a run config (not yet planned). Without ``schedule=stages`` the
-    whole training is one uncached pseudo-stage, so sweeps of any schedule get a stage log."""
+    whole training is one uncached pseudo-stage, so sweeps of any schedule get a stage log.
+    ``plan``: the run's plan of steps (computed here when not given)."""
     c = as_plain(cfg)
-    ok, why = reuse_applies(c)
-    steps = run_steps(c).stages
+    plan = plan if plan is not None else run_steps(c)
+    ok, why = reuse_applies(c, plan)
+    steps = plan.stages
     stages = stage_table(cfg.schedule)
     if not stages:
         stages = [Stage(0, total_steps(cfg.schedule, cfg.train.max_steps), float(cfg.schedule.lr), 0, None)]
