@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -66,6 +67,30 @@ def describe(info: dict[str, Any]) -> str:
     return ""
 
 
+def state_facts(entry) -> dict[str, Any] | None:
+    """A stage entry's trainable-only state (``ftlab.training.state``): its size, how many
+    tensor values it holds and leaves out, and the keys of the steps it stands on."""
+    try:
+        meta = json.loads((entry.artifact / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    info = meta.get("ftlab_state") if isinstance(meta, dict) else None
+    if not isinstance(info, dict):
+        return None
+    trainable = sum(math.prod(shape) for shape in (info.get("trainable") or {}).values())
+    found = info.get("foundation") or {}
+    return {"state_bytes": meta.get("state_bytes"), "trainable_params": trainable,
+            "frozen_params_not_stored": info.get("frozen_params"),
+            "stands_on": {k: (v or {}).get("key") for k, v in found.items()}}
+
+
+def describe_state(facts: dict[str, Any]) -> str:
+    on = ", ".join(f"{k} {v[:12]}" for k, v in facts["stands_on"].items() if v)
+    frozen = facts.get("frozen_params_not_stored")
+    return (f"state {human(facts['state_bytes'] or 0)}: {facts['trainable_params']:,} trainable values"
+            + (f" ({frozen:,} frozen ones rebuilt, not stored)" if frozen is not None else "") + f"; on {on}")
+
+
 def open_store(path: Path):
     from ftlab.reuse.store import ArtifactStore
 
@@ -82,7 +107,8 @@ def cmd_ls(store, args) -> int:
         except (OSError, ValueError):
             info, size = {"kind": "?", "config": {}}, 0
         rows.append({"key": entry.key, "kind": info.get("kind"), "size": size, "created": info.get("created"),
-                     "last_used": _when(entry.last_used()), "parent": info.get("parent"), "config": info.get("config")})
+                     "last_used": _when(entry.last_used()), "parent": info.get("parent"), "config": info.get("config"),
+                     **({"state": state_facts(entry)} if info.get("kind") == "stage" else {})})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -92,6 +118,8 @@ def cmd_ls(store, args) -> int:
               f"{describe(info)}")
         if args.verbose:
             print(f"    parent: {row['parent']}")
+            if row.get("state"):
+                print(f"    {describe_state(row['state'])}")
             for k, v in sorted((row["config"] or {}).items()):
                 print(f"    {k}: {json.dumps(v)}")
     print(f"{len(rows)} entries, {human(sum(r['size'] for r in rows))} in {store.root}")

@@ -154,3 +154,36 @@ def memory_mode(dtype: Any, quantization: Any, checkpointing: Any) -> str:
     """What changes peak memory besides model/adapter/batch: a prior only calibrates a run with
     the same mode (``bfloat16|nf4|ckpt``)."""
     return f"{dtype or 'float32'}|{quantization or 'dense'}|{'ckpt' if checkpointing else 'full-act'}"
+
+
+#: what a trainable-only state holds per trainable parameter: the value and AdamW's two moments
+STATE_COPIES = 3
+#: loop, scheduler, RNG and data-position state, the record and the zip headers of one state
+#: (measured by ``benchmarks/checkpoint_size.py``: 40-60 KiB on the tiny models)
+STATE_OVERHEAD_BYTES = 64 * 1024
+
+
+def param_bytes(adapter: str, dtype: str) -> int:
+    """Bytes of one trainable value: peft keeps adapter weights in fp32 over a 16-bit base
+    (``autocast_adapter_dtype``); full fine-tuning trains the weights in the model's dtype."""
+    return BYTES.get(dtype, 4) if adapter == "full" else 4
+
+
+def state_bytes(trainable: int, adapter: str, dtype: str) -> int:
+    """Bytes of one checkpoint / cached stage (:mod:`ftlab.training.state`): trainable values and
+    their two AdamW moments, plus the fixed overhead. The frozen weights are not in it."""
+    if trainable == 0:
+        return 0
+    return STATE_COPIES * trainable * param_bytes(adapter, dtype) + STATE_OVERHEAD_BYTES
+
+
+def weights_bytes(facts: ModelFacts, dtype: str) -> int:
+    """Bytes of a cached base model artifact (safetensors in the model's dtype)."""
+    return facts.total * BYTES.get(dtype, 4)
+
+
+def mask_bytes(facts: ModelFacts) -> int:
+    """Bytes of a cached mask: one bool per weight of the prunable linear layers (upper bound:
+    every decoder linear, as ``sparsity.modules`` selects by default)."""
+    chosen = set(facts.default_targets)
+    return sum(i * o for name, i, o in facts.linears if name in chosen)

@@ -15,6 +15,11 @@ NOTES = (
     "device plus an analytic activation estimate). Runs without a time basis are left out of the totals."
 )
 
+DISK_NOTE = (
+    "A checkpoint and a cached stage hold the trainable-only state: each trainable value and its two "
+    "AdamW moments (fp32 for adapters, the model dtype for full fine-tuning) plus ~64 KiB; the frozen "
+    "weights are rebuilt from their steps. A cached base is the model's weights, a cached mask one byte "
+    "per prunable weight.")
 
 #: run names listed per stage-tree node
 MAX_USERS = 6
@@ -36,6 +41,15 @@ def fmt_mb(mb: float | None) -> str:
     if mb is None:
         return "?"
     return f"{mb / 1024:.1f} GiB" if mb >= 1024 else f"{mb:.0f} MiB"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
 
 
 def fmt_count(n: int | None) -> str:
@@ -64,14 +78,15 @@ def _max_bs(run: PlannedRun) -> str:
 
 def run_table(plan: Plan) -> list[str]:
     head = ["#", "run", "model", "adapter", "task", "hardware", "batch", "steps", "params", "trainable",
-            "est. time", "time basis", "peak mem", "max batch"]
+            "est. time", "time basis", "peak mem", "max batch", "checkpoints", "cache"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in plan.runs:
         f = r.facts
         cells = [str(r.index), f"`{r.name}`" + (" (control)" if r.control else ""), f.model, f.adapter, f.task,
                  f"{f.hardware}×{f.devices}", str(f.batch_size), str(r.steps), fmt_count(f.total_params),
                  fmt_count(r.trainable), fmt_seconds(r.seconds), _basis(r),
-                 f"{fmt_mb(r.memory.peak_mb)} ({r.memory.method})", _max_bs(r)]
+                 f"{fmt_mb(r.memory.peak_mb)} ({r.memory.method})", _max_bs(r),
+                 f"{r.checkpoints} × {fmt_bytes(r.state_bytes)}" if r.checkpoints else "-", fmt_bytes(r.cache_bytes)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -122,7 +137,12 @@ def to_markdown(plan: Plan) -> str:
                   f"| without reuse | {t['device_hours_naive']:.4g} |",
                   f"| with reuse | {t['device_hours_planned']:.4g} |",
                   f"| saved | {t['device_hours_saved']:.4g} ({speed}) |"]
-    lines += ["", f"Runs without a time basis (not in the totals): {missing}", "", "## Estimate bases", ""]
+    lines += ["", f"Runs without a time basis (not in the totals): {missing}", "", "## Disk", "",
+              "| | bytes |", "|---|---|",
+              f"| checkpoints (every run dir) | {fmt_bytes(t['checkpoint_bytes'])} |",
+              f"| reuse cache (each shared entry once) | {fmt_bytes(t['cache_bytes'])} |",
+              f"| reuse cache were nothing shared | {fmt_bytes(t['cache_bytes_unshared'])} |",
+              "", DISK_NOTE, "", "## Estimate bases", ""]
     for run in plan.runs:
         tm, mm = run.time, run.memory
         where = "; ".join(tm.basis) or "-"
@@ -153,6 +173,8 @@ def to_json(plan: Plan, extra: dict[str, dict[str, Any]] | None = None) -> dict[
                        "method": mm.method, "basis": mm.basis, "device_mb": mm.device_mb,
                        "safety_factor": mm.safety_factor, "max_batch_size": mm.max_batch_size, "fits": mm.fits},
             "stages": r.chain,
+            "disk": {"state_bytes": r.state_bytes, "checkpoints": r.checkpoints,
+                     "checkpoint_bytes": r.checkpoint_bytes, "cache_bytes": r.cache_bytes},
             **((extra or {}).get(r.name, {})),
         })
     nodes = [{"key": n.key, "kind": n.kind, "label": n.label, "iters": n.iters, "parent": n.parent,

@@ -18,6 +18,7 @@ Lightning or of ftlab's config classes: configs are plain JSON-able dicts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -62,6 +63,13 @@ class Entry:
 
     def size(self) -> int:
         return int(json.loads((self.root / MANIFEST_FILE).read_text()).get("total_size", 0))
+
+    def digest(self) -> str:
+        """sha256 of the artifact's content (its files' paths, sizes and checksums from the
+        manifest): equal for two builds of a key exactly when they produced the same files."""
+        files = json.loads((self.root / MANIFEST_FILE).read_text()).get("files", {})
+        content = {k: v for k, v in files.items() if k.startswith(f"{ARTIFACT}/")}
+        return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
     def last_used(self) -> float:
         used = self.root / USED_FILE

@@ -17,6 +17,7 @@ from torchmetrics.aggregation import MeanMetric
 from ftlab.adapters.base import AdaptedModel
 from ftlab.training.rng import rng_state, set_rng_state
 from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
+from ftlab.training.state import STATE_KEY, check_loaded, state_info, trainable_only
 
 
 def gpu_memory_mb() -> float:
@@ -41,6 +42,10 @@ class FtlabModule(L.LightningModule):
         self.pending_tokens = 0
         self.epoch_losses: list[float] = []  # task loss of every micro-batch of this epoch
         self._restored_rng: dict | None = None
+        # Checkpoints hold the trainable tensors only (ftlab.training.state): the frozen part is
+        # rebuilt from its steps, whose keys (the foundation, set by the recipe) the state records.
+        self.strict_loading = False
+        self.foundation: dict | None = None
 
     def lr_at(self, step: int) -> float:
         return lr_at(step, self.schedule, self.max_steps) * self.base_lr / float(self.schedule.lr)
@@ -67,10 +72,15 @@ class FtlabModule(L.LightningModule):
         self.epoch_losses = []
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = trainable_only(checkpoint["state_dict"], self)
+        checkpoint[STATE_KEY] = state_info(self, self.foundation)
         checkpoint["ftlab_rng"] = rng_state()
         checkpoint["ftlab_epoch_losses"] = list(self.epoch_losses)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # before Lightning loads the (non-strict) state dict: refuse what would not restore it
+        trainer = self._trainer
+        check_loaded(checkpoint, self, self.foundation, str(getattr(trainer, "ckpt_path", None) or "checkpoint"))
         self._restored_rng = checkpoint.get("ftlab_rng")
         # a run resumed mid-epoch continues the epoch's loss average where the checkpoint left it
         self.epoch_losses = list(checkpoint.get("ftlab_epoch_losses", []))
