@@ -104,7 +104,7 @@ def test_select_trials_is_seeded_and_ordered():
 
 def test_search_options_are_checked():
     assert search_options({"eta": 2, "mode": "max", "metric": "eval_accuracy"}).eta == 2
-    for bad, key in [({"eta": 1}, "eta"), ({"mode": "best"}, "mode"), ({"max_trials": 0}, "max_trials"),
+    for bad, key in [({"eta": 0}, "eta"), ({"mode": "best"}, "mode"), ({"max_trials": 0}, "max_trials"),
                      ({"etta": 3}, "etta")]:
         with pytest.raises(ConfigError, match=f"hydra.sweeper.search.{key}"):
             search_options(bad)

@@ -11,7 +11,7 @@ from ftlab.search.halving import MODES
 
 @dataclass
 class SearchOptions:
-    eta: int = 3  # keep the best 1/eta of the trials at every stage boundary
+    eta: int = 3  # keep the best 1/eta of the trials at every stage boundary (1: keep all = exhaustive)
     metric: str = "val_loss"  # a metrics.json key: val_loss, or the task metric (eval_exact_match, ...)
     mode: str = "min"  # min | max
     max_trials: int | None = None  # search a seeded sample of this many trials of the grid
@@ -19,8 +19,8 @@ class SearchOptions:
 
     def check(self) -> SearchOptions:
         key = "hydra.sweeper.search"
-        if not isinstance(self.eta, int) or self.eta < 2:
-            raise ConfigError(f"{key}.eta", self.eta, "an integer >= 2")
+        if not isinstance(self.eta, int) or self.eta < 1:
+            raise ConfigError(f"{key}.eta", self.eta, "an integer >= 1 (1: no pruning, every prefix evaluated)")
         if self.mode not in MODES:
             raise ConfigError(f"{key}.mode", self.mode, f"one of {list(MODES)}")
         if not self.metric:

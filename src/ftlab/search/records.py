@@ -49,6 +49,7 @@ def render_tree(state: SearchState, metric: str) -> str:
     descendants are counted, not drawn."""
     evals = {(i, t): e for i, rung in enumerate(state.rungs) for e in rung.evals for t in e.members}
     n_rungs = len(state.rungs)
+    common = set.intersection(*(set(trial_level(t)) for t in state.trials)) if state.trials else set()
     lines: list[str] = []
 
     def status(i: int, e) -> str:
@@ -70,12 +71,13 @@ def render_tree(state: SearchState, metric: str) -> str:
             if e is not None:
                 seen.setdefault(e.prefix, []).append(t)
         kids = list(seen.items())
-        for j, (prefix, ts) in enumerate(kids):
+        for j, (_prefix, ts) in enumerate(kids):
             e = evals[(i, ts[0])]
             last = j == len(kids) - 1
             text = stage_label(state.trials[e.trial], i + 1)
-            if i == 0 and trial_level(state.trials[e.trial]):
-                text = " ".join(trial_level(state.trials[e.trial])) + " | " + text
+            varying = [o for o in trial_level(state.trials[e.trial]) if o not in common]
+            if i == 0 and varying:
+                text = " ".join(varying) + " | " + text
             value = "?" if e.metric is None else f"{e.metric:.4f}"
             hit = " (cache hit)" if e.cache_hit else ""
             lines.append(f"{indent}{'└── ' if last else '├── '}stage {i + 1}: {text}  {metric}={value}{hit}  "

@@ -15,7 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -36,7 +36,7 @@ TARGET = "hydra_plugins.ftlab_stage_search_sweeper.stage_search_sweeper.StageSea
 @dataclass
 class StageSearchSweeperConf:
     _target_: str = TARGET
-    params: Optional[Dict[str, str]] = None  # the search space, as the basic sweeper's params
+    params: dict[str, str] | None = None  # the search space, as the basic sweeper's params
     search: SearchOptions = field(default_factory=SearchOptions)
 
 
@@ -45,12 +45,12 @@ ConfigStore.instance().store(group="hydra/sweeper", name="stage_search", node=St
 
 
 class StageSearchSweeper(Sweeper):
-    def __init__(self, params: Optional[Dict[str, str]] = None, search: Any = None) -> None:
+    def __init__(self, params: dict[str, str] | None = None, search: Any = None) -> None:
         self.params = dict(params or {})
         self.search_node = search  # checked in sweep(), where a bad value is reported in one line
-        self.hydra_context: Optional[HydraContext] = None
-        self.config: Optional[DictConfig] = None
-        self.launcher: Optional[Launcher] = None
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Launcher | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
