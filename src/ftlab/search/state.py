@@ -16,6 +16,7 @@ from typing import Any
 
 from ftlab.callbacks.history import write_json
 from ftlab.errors import FtlabError
+from ftlab.reuse.records import RECORD_FILE
 
 STATE_FILE = "search_state.json"
 STATE_VERSION = 1
@@ -99,8 +100,6 @@ def harvest(sweep_dir: Path, evals: list[Evaluation], stage: int, metric: str) -
     """Fill in the evaluations whose job has finished: its ``reuse_record.json`` (stage hits,
     runtimes; written after training) and ``metrics.json`` (written last) in a run dir under the
     sweep dir, matched by job number and overrides."""
-    from ftlab.reuse.records import RECORD_FILE
-
     wanted = {e.job: e for e in evals if e.job is not None and not e.done}
     if not wanted:
         return
