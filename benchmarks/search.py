@@ -74,8 +74,9 @@ def executed_keys(recs: dict[int, dict]) -> list[str]:
 
 
 def kill_mid_rung(cmd: list[str], env: dict[str, str], sweep_dir: Path) -> tuple[float, int, int]:
-    """Start the search, SIGKILL it once the first rung-2 job has finished; (wall, job killed in,
-    steps that job had logged)."""
+    """Start the search, SIGKILL it once the first rung-2 job has finished and the second one is
+    training (its loss log exists: stage 2 is half done, its lock held); (wall, job killed in,
+    loss-log rows that job had written)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -89,7 +90,7 @@ def kill_mid_rung(cmd: list[str], env: dict[str, str], sweep_dir: Path) -> tuple
                 rungs = []
             if len(rungs) >= 2 and rungs[1]["evals"][0]["job"] is not None:
                 first = rungs[1]["evals"][0]["job"]
-        if first is not None and (sweep_dir / str(first) / "metrics.json").is_file():
+        if first is not None and (sweep_dir / str(first + 1) / "loss_log.csv").is_file():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             break
@@ -149,9 +150,11 @@ def main() -> int:
         "wall_ratio": round(s_wall / ex_wall, 3),
         "device_hours_predicted": plan["device_hours"]["halving"], "device_hours_measured": s["device_hours"],
         "device_hours_exhaustive_predicted": plan["device_hours"]["exhaustive_reuse"],
+        "device_hours_exhaustive_measured": round(ex_summary["stages"]["runtime_s"] / 3600, 6),
         "killed": {"killed_in_job": killed_job, "loss_log_rows_of_killed_job": killed_steps,
                    "wall_before_kill_s": round(k_wall, 1), "wall_restart_s": round(r_wall, 1),
-                   "same_best": k["best"]["overrides"] == s["best"]["overrides"],
+                   "same_best": stage_overrides(k["best"]["overrides"]) == best,
+                   "same_value": k["best"]["metric"] == s["best"]["metric"],
                    "stages_executed": len(k_keys), "distinct_stages_executed": len(set(k_keys)),
                    "executed_iters": k["executed_iters"],
                    "rung2_jobs": [e["job"] for e in k_state["rungs"][1]["evals"]]},
@@ -171,11 +174,12 @@ def main() -> int:
     print(f"  best trial {' '.join(sorted(best))}: val_loss {s['best']['metric']:.4f} (exhaustive: "
           f"{ex_best_value:.4f}), rank {rank} of {len(ranking)}  {'PASS' if ok['top3'] else 'FAIL'}")
     print(f"  wall: search {s_wall:.1f}s vs exhaustive with reuse {ex_wall:.1f}s = {result['wall_ratio']:.2f}x")
-    print(f"  device-hours of the search: predicted {plan['device_hours']['halving']}, measured "
-          f"{s['device_hours']}")
+    print(f"  device-hours (stage training): search predicted {plan['device_hours']['halving']:.4f}, measured "
+          f"{s['device_hours']:.4f}; exhaustive with reuse predicted {plan['device_hours']['exhaustive_reuse']:.4f}, "
+          f"measured {result['device_hours_exhaustive_measured']:.4f}")
     kk = result["killed"]
     print(f"  killed in job {killed_job} ({killed_steps} loss-log rows written before the kill), restarted: same best "
-          f"{'PASS' if ok['restart_same_best'] else 'FAIL'}; {kk['stages_executed']} stage runs executed, "
+          f"(same value: {kk['same_value']}) {'PASS' if ok['restart_same_best'] else 'FAIL'}; {kk['stages_executed']} stage runs executed, "
           f"{kk['distinct_stages_executed']} distinct {'PASS' if ok['restart_no_stage_twice'] else 'FAIL'}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
