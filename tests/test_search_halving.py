@@ -117,9 +117,13 @@ def test_state_round_trips_and_refuses_another_search(tmp_path):
     state.rungs.append(Rung(1, [0, 1], [Evaluation("p", "k", 0, [0, 1], ["a=1"], job=0, metric=0.5,
                                                    run_dir="x")], promoted=[0]))
     state.next_job = 1
+    state._clock -= 5.0  # as if this invocation had run 5 s
     state.save(tmp_path)
     again, resumed = load_or_start(tmp_path, trials, {"eta": 2})
     assert resumed and again == state and again.rungs[0].evals[0].done
+    again._clock -= 2.0  # a second invocation: wall time adds up over the invocations
+    again.save(tmp_path)
+    assert 7.0 <= load_or_start(tmp_path, trials, {"eta": 2})[0].wall_s < 60
     with pytest.raises(FtlabError, match="another search"):
         load_or_start(tmp_path, trials, {"eta": 3})
     (tmp_path / STATE_FILE).write_text("{broken")

@@ -127,6 +127,7 @@ def run_search(grid: list[list[str]], opts: SearchOptions, sweep_dir: Path, comp
         log.info("rung %d: %d prefixes of %d trials evaluated; promoted %d trials (%d prefixes)",
                  k, len(rung.evals), len(rung.alive), len(rung.promoted), kept)
         alive = rung.promoted
+    state.save(sweep_dir)  # the final wall time
     summary, tree = write_records(sweep_dir, state, opts.as_dict(), prediction, time.perf_counter() - t0,
                                   opts.metric, chains[0].devices)
     return SearchResult(state, summary, tree, prediction, returns)

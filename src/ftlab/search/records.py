@@ -117,7 +117,8 @@ def summarize(state: SearchState, options: dict[str, Any], prediction: Predictio
                                          if prediction.exhaustive_reuse else None),
         "stage_runtime_s": round(runtime, 3),
         "device_hours": round(runtime * devices / 3600, 6),
-        "wall_s": round(wall_s, 3),
+        "wall_s": round(wall_s, 3),  # this invocation
+        "wall_s_all_invocations": state.wall_s,  # with the ones a crash interrupted
     }
 
 

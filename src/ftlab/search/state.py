@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,16 +63,20 @@ class SearchState:
     next_job: int = 0
     best: int | None = None
     version: int = STATE_VERSION
+    wall_s: float = 0.0  # wall time of every invocation of the search, up to the last save
+    _clock: float = field(default_factory=time.perf_counter, repr=False, compare=False)
 
     def save(self, sweep_dir: Path) -> None:
-        write_json(Path(sweep_dir) / STATE_FILE, asdict(self))
+        now = time.perf_counter()
+        self.wall_s, self._clock = round(self.wall_s + now - self._clock, 3), now
+        write_json(Path(sweep_dir) / STATE_FILE, {k: v for k, v in asdict(self).items() if k != "_clock"})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchState:
         rungs = [Rung(r["stage"], r["alive"], [Evaluation(**e) for e in r["evals"]], r.get("promoted"))
                  for r in d.get("rungs", [])]
         return cls(d["fingerprint"], d["trials"], rungs, d.get("next_job", 0), d.get("best"),
-                   d.get("version", STATE_VERSION))
+                   d.get("version", STATE_VERSION), d.get("wall_s", 0.0))
 
 
 def fingerprint(trials: list[list[str]], options: dict[str, Any]) -> str:
