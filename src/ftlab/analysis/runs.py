@@ -7,6 +7,7 @@ run without ``metrics.json`` is kept as *unfinished* rather than dropped.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import dataclass, field
@@ -132,15 +133,39 @@ def load_runs(root: Path) -> list[RunRecord]:
     return [load_run(d, root) for d in find_run_dirs(root)]
 
 
+def find_sweep_files(root: Path, name: str) -> list[Path]:
+    """Every file called ``name`` in a sweep dir under ``root`` (hidden and artefact dirs skipped)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(Path(root)):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _NOT_RUNS)
+        if name in filenames:
+            out.append(Path(dirpath) / name)
+    return out
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.parent.relative_to(root)) if path.parent != Path(root) else "."
+
+
+def find_summaries(root: Path, name: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(sweep dir relative to root, content)`` of every JSON summary ``name`` under ``root``."""
+    out = []
+    for path in find_sweep_files(root, name):
+        data = _read_json(path, [])
+        if isinstance(data, dict):
+            out.append((_relative(path, Path(root)), data))
+    return out
+
+
 def find_reuse_summaries(root: Path) -> list[tuple[str, dict[str, Any]]]:
     """``(sweep dir relative to root, reuse_summary.json)`` of every sweep under ``root``."""
-    root = Path(root)
+    return find_summaries(root, "reuse_summary.json")
+
+
+def load_search_logs(root: Path) -> list[tuple[str, list[dict[str, str]]]]:
+    """``(sweep dir, rows of search_log.csv)`` of every stage search under ``root``."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _NOT_RUNS)
-        if "reuse_summary.json" in filenames:
-            data = _read_json(Path(dirpath) / "reuse_summary.json", [])
-            if isinstance(data, dict):
-                rel = str(Path(dirpath).relative_to(root)) if Path(dirpath) != root else "."
-                out.append((rel, data))
+    for path in find_sweep_files(root, "search_log.csv"):
+        with open(path, newline="") as fh:
+            out.append((_relative(path, Path(root)), list(csv.DictReader(fh))))
     return out

@@ -204,3 +204,32 @@ def reuse_table(summaries: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
                      "stage_runtime_s": stages.get("runtime_s"), "base_built": base.get("built"),
                      "base_hits": base.get("hits"), "mask_built": mask.get("built"), "mask_hits": mask.get("hits")})
     return pd.DataFrame(rows, columns=REUSE_COLUMNS)
+
+
+SEARCH_COLUMNS = ["sweep", "finished", "trials", "jobs", "metric", "mode", "eta", "best_trial", "best_metric",
+                  "executed_iters", "exhaustive_reuse_iters", "naive_iters", "executed_vs_exhaustive_reuse",
+                  "executed_vs_naive", "device_hours", "wall_s", "best_overrides"]
+
+
+def search_table(summaries: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """One row per stage search (``search_summary.json``): the best trial and what it cost."""
+    rows = []
+    for rel, d in summaries:
+        best, opts = d.get("best") or {}, d.get("search") or {}
+        rows.append({"sweep": rel, **{k: d.get(k) for k in ("finished", "trials", "jobs", "executed_iters",
+                                                             "exhaustive_reuse_iters", "naive_iters",
+                                                             "executed_vs_exhaustive_reuse", "executed_vs_naive",
+                                                             "device_hours", "wall_s")},
+                     "metric": opts.get("metric"), "mode": opts.get("mode"), "eta": opts.get("eta"),
+                     "best_trial": best.get("trial"), "best_metric": best.get("metric"),
+                     "best_overrides": " ".join(best.get("overrides") or [])})
+    return pd.DataFrame(rows, columns=SEARCH_COLUMNS)
+
+
+def search_log_table(logs: list[tuple[str, list[dict[str, str]]]]) -> pd.DataFrame:
+    """Every evaluation of every stage search (``search_log.csv`` rows with their sweep)."""
+    frames = [pd.DataFrame(rows).assign(sweep=rel) for rel, rows in logs if rows]
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    return df[["sweep", *[c for c in df.columns if c != "sweep"]]]

@@ -24,6 +24,7 @@ from ftlab.plan.params import (
     weights_bytes,
 )
 from ftlab.plan.priors import Prior, find_priors
+from ftlab.plan.search import search_numbers, sweeper_search
 from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree
 
 PLAN_VERSION = 1
@@ -64,6 +65,7 @@ class Plan:
     reuse: dict[str, Any]
     totals: dict[str, Any]
     priors: list[Prior]
+    search: dict[str, Any] | None = None  # hydra/sweeper=stage_search: predicted halving (plan/search.py)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
@@ -206,7 +208,11 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         run.cache_bytes = sum(node_bytes(tree.nodes[k], run) for k in run.chain)
         runs.append(run)
     totals = compute_totals(runs, tree)
-    return Plan(list(overrides), options, runs, tree, reuse_numbers(tree), totals, priors)
+    plan = Plan(list(overrides), options, runs, tree, reuse_numbers(tree), totals, priors)
+    search = sweeper_search(list(overrides))
+    if search is not None:
+        plan.search = search_numbers(runs, tree, search, node_seconds)
+    return plan
 
 
 def _as_trained(facts: RunFacts, cfgs: list[DictConfig], i: int) -> RunFacts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftlab.plan.planner import PLAN_VERSION, Plan, PlannedRun
+from ftlab.plan.search import markdown as search_markdown
 from ftlab.plan.stages import StageTree
 
 NOTES = (
@@ -127,7 +128,10 @@ def to_markdown(plan: Plan) -> str:
               f"({r['speedup']:.2f}x).", "", "```"]
     lines += tree_lines(plan.tree, [x.name for x in plan.runs])
     missing = ", ".join(f"`{n}`" for n in t["runs_without_basis"]) or "none"
-    lines += ["```", "", "## Totals", ""]
+    lines += ["```", ""]
+    if plan.search is not None:
+        lines += search_markdown(plan.search)
+    lines += ["## Totals", ""]
     if len(t["runs_without_basis"]) == len(plan.runs):
         lines += ["No run has a time basis (no finished prior run on this hardware): device-hours unknown. "
                   "Run one job of the sweep (or the throughput benchmark) first, then plan again."]
@@ -183,4 +187,4 @@ def to_json(plan: Plan, extra: dict[str, dict[str, Any]] | None = None) -> dict[
     reuse = {k: v for k, v in plan.reuse.items() if k != "base_users"}
     return {"version": PLAN_VERSION, "created": plan.created, "overrides": plan.overrides,
             "prior_runs": [p.path for p in plan.priors], "runs": runs, "stage_tree": nodes, "reuse": reuse,
-            "totals": plan.totals}
+            "totals": plan.totals, **({"search": plan.search} if plan.search is not None else {})}
