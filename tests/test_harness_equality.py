@@ -19,6 +19,7 @@ from lm_eval.tasks._yaml_loader import load_yaml
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+from conftest import compose
 from ftlab.data.real_tasks import REAL_TASKS
 from ftlab.harness.score import harness_options, score_task
 from ftlab.harness.tasks import DataFiles
@@ -36,7 +37,7 @@ GEN_TOKENS = 6  # GSM8K: a few greedy tokens keep the test fast; both sides use 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(model, tokenizer, saved dir) of a random tiny Llama with ftlab's byte tokenizer."""
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "tiny_llama.yaml")
+    cfg = compose("model=tiny_llama").model  # the preset with the schema's defaults
     tok = build_tokenizer(cfg)
     model = build_model(cfg, tok, seed=0).eval()
     out = tmp_path_factory.mktemp("tiny_model")

@@ -93,6 +93,10 @@ def linear_names(model_yaml: str) -> tuple[str, ...]:
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - transformers' own validation, many exception types
+        path = model_cfg.name_or_path
+        if path and Path(path).is_dir():  # the meta-device build read this directory's config.json
+            raise ConfigError("model.name_or_path", path, "a HF model directory whose config.json builds "
+                              f"the model (transformers: {_last_line(err)[:200]})") from err
         raise ConfigError("model.config", f"{model_cfg.arch} config",
                           f"a consistent {model_cfg.arch} architecture (transformers: {_last_line(err)[:200]})") from err
 
@@ -121,8 +125,6 @@ def check_model(cfg: Any) -> None:
         fail("model.tokenizer", m.tokenizer, f"one of {list(TOKENIZERS)}")
     if m.tokenizer == "auto" and not m.name_or_path:
         fail("model.tokenizer", "auto", "'byte', or 'auto' with model.name_or_path set to a model directory")
-    if m.name_or_path and Path(m.name_or_path).is_dir():
-        check_model_dir(m)  # the meta-device build below reads this directory's config.json
     if not m.name_or_path or m.config:
         if m.arch not in CONFIG_MAPPING:
             fail("model.arch", m.arch, "a transformers model type such as 'llama', 'mistral', 'qwen2', 'mixtral'")
