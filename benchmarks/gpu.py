@@ -134,13 +134,16 @@ def peak_mb() -> float:
 
 
 def base_model(cfg):
-    """The random-init base (same seed on both sides), prepared like ftlab prepares it."""
+    """The random-init base (same seed on both sides), prepared like ftlab's recipe prepares it
+    (gradient checkpointing where this ftlab has ``ftlab.models.memory``)."""
     model = build_model(cfg.model, None, seed=0)
-    if cfg.train.get("gradient_checkpointing"):
-        from ftlab.models.memory import prepare_for_training  # from the memory-features work (issue 11)
-
-        model = prepare_for_training(model, cfg)
-    return model
+    try:
+        from ftlab.models.memory import prepare_for_training
+    except ImportError:  # an ftlab without the memory features: nothing to prepare
+        if cfg.train.get("gradient_checkpointing"):
+            raise SystemExit("train.gradient_checkpointing is set but ftlab.models.memory is missing") from None
+        return model
+    return prepare_for_training(model, cfg)
 
 
 class Clock(L.Callback):
