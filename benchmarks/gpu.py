@@ -36,10 +36,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
 
-from ftlab.adapters.peft_lora import peft_config
 from ftlab.adapters.registry import get_adapter
 from ftlab.callbacks.history import TrainingHistory
 from ftlab.callbacks.loss_log import LossLog
@@ -179,7 +178,10 @@ def ftlab_run(cfg, batches: list[dict], warmup: int) -> Result:
 def bare_run(cfg, batches: list[dict], warmup: int) -> Result:
     reset_memory()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = get_peft_model(base_model(cfg), peft_config(cfg.adapter, cfg, use_dora=False)).to(device)
+    a = cfg.adapter  # the bare side's own peft config, with the keys ftlab's run uses
+    lora = LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=list(a.target_modules),
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(base_model(cfg), lora).to(device)
     model.train()
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
 
-from ftlab.adapters.peft_lora import peft_config
 from ftlab.config.compose import compose_run
 from ftlab.data.datamodule import ResumableSampler, TaskDataModule
 from ftlab.data.encoding import collate
@@ -43,6 +42,9 @@ from ftlab.models.build import model_config
 from ftlab.run import run
 from ftlab.training.schedules import lr_multiplier
 
+LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# explicit targets: both sides adapt the same layers whatever the model's default list is
+LORA = ["adapter=lora", f"adapter.target_modules=[{','.join(LINEARS)}]"]
 WIDE = ["model.config.hidden_size=256", "model.config.intermediate_size=768", "model.config.num_hidden_layers=4",
         "model.config.num_attention_heads=8", "model.config.num_key_value_heads=4"]
 
@@ -68,7 +70,10 @@ def bare_step_time(overrides: list[str], warmup: int) -> float:
     cfg = compose_run(overrides)
     L.seed_everything(cfg.seed, verbose=False)
     tok = build_tokenizer(cfg.model)
-    model = get_peft_model(build_model(cfg.model, tok, seed=cfg.seed), peft_config(cfg.adapter, cfg, use_dora=False))
+    a = cfg.adapter
+    lora = LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=list(a.target_modules),
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(build_model(cfg.model, tok, seed=cfg.seed), lora)
     model.train()
     dm = TaskDataModule(cfg, tok)
     dm.setup()
@@ -118,7 +123,7 @@ def bare_spec(cfg, examples: list, batch_size: int) -> dict:
     return {
         "seed": cfg.seed, "max_length": cfg.task.max_length, "batch_size": batch_size,
         "log_every": t.log_every_n_steps, "model_config": model_config(cfg.model, tok).to_dict(),
-        "lora": {"r": a.r, "alpha": a.alpha, "dropout": a.dropout, "target_modules": list(cfg.model.target_modules)},
+        "lora": {"r": a.r, "alpha": a.alpha, "dropout": a.dropout, "target_modules": list(a.target_modules)},
         "optim": {"lr": cfg.schedule.lr, "betas": list(t.betas), "eps": t.eps, "weight_decay": t.weight_decay,
                   "clip": t.gradient_clip_val},
         "examples": [[e.prompt, e.answer] for e in examples],
@@ -136,7 +141,7 @@ def timed(cmd: list[str]) -> float:
 
 
 def end_to_end(args: argparse.Namespace) -> None:
-    overrides = [*WIDE, "adapter=lora", f"train.max_steps={args.e2e_steps}", "train.packing=true",
+    overrides = [*WIDE, *LORA, f"train.max_steps={args.e2e_steps}", "train.packing=true",
                  f"train.batch_size={args.rows}", "train.log_every_n_steps=10", "eval.enabled=false",
                  "train.save_epoch_checkpoints=false", "train.save_adapter=false", "train.save_merged_model=false",
                  "train.deterministic=false"]
@@ -176,7 +181,7 @@ def main() -> None:
         end_to_end(args)
     if not args.repeats:
         return
-    overrides = [*WIDE, "adapter=lora", f"train.max_steps={args.steps}", "train.batch_size=16",
+    overrides = [*WIDE, *LORA, f"train.max_steps={args.steps}", "train.batch_size=16",
                  "task.num_examples=4000", "train.log_every_n_steps=10", "eval.enabled=false",
                  "train.save_epoch_checkpoints=false", "train.save_adapter=false", "train.save_merged_model=false",
                  "train.deterministic=false"]
