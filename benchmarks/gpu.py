@@ -195,7 +195,7 @@ def bare_run(cfg, batches: list[dict], warmup: int) -> Result:
         if step == warmup:
             sync()
             t0 = time.perf_counter()
-        batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in cpu_batch.items()}
         with torch.autocast(device.type, dtype=dtype) if mixed else nullcontext():
             loss = model(**model_inputs(batch, impl)).loss
         loss.backward()

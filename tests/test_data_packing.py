@@ -49,6 +49,11 @@ def test_collate_packed_restarts_positions_and_ignores_cross_example_labels() ->
     assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9, -100, -100], [-100, 9] + [-100] * 5]
     assert batch["attention_mask"].sum().item() == 7
     assert examples_in(batch) == 3
+    # flash varlen boundaries over the flattened rows: a, b, a's row tail, b, b's row tail
+    assert batch["cu_seq_lens"].tolist() == [0, 3, 5, 7, 9, 14] and batch["max_length"] == 5
+    flash = model_inputs(batch, "flash_attention_2")
+    assert "attention_mask" not in flash and flash["cu_seq_lens_q"] is batch["cu_seq_lens"]
+    assert flash["max_length_k"] == 5 and flash["position_ids"] is batch["position_ids"]
     assert segment_ids(batch["position_ids"]).tolist() == [[0, 0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 1, 1, 1]]
     mask = block_causal_mask(batch["position_ids"])[0, 0]
     assert mask[4].tolist() == [False, False, False, True, True, False, False]  # b sees only b

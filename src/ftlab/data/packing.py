@@ -11,8 +11,11 @@ per-token losses of its examples run one by one (``tests/test_data_packing.py``)
 How the block-diagonal attention reaches the kernel depends on the model's attention
 implementation: ``sdpa`` and ``eager`` get a prebuilt 4D mask (boolean for sdpa, additive for
 eager), built on the device from the position ids, so transformers need not inspect the batch on
-the host; every other implementation (``flash_attention_2``...) gets the position ids alone and
-uses transformers' own packed-sequence path (flash varlen from the position ids).
+the host; every other implementation (``flash_attention_2``...) gets transformers' padding-free
+varlen arguments (``cu_seq_lens_q/k`` over the flattened rows and ``max_length_q/k``, as
+``DataCollatorWithFlattening(return_flash_attn_kwargs=True)`` produces them), computed here on the
+host: transformers would otherwise only detect packing for a single flattened row, and would read
+the position ids back from the device in every layer to find the boundaries.
 """
 
 from __future__ import annotations
@@ -87,7 +90,10 @@ def collate_packed(rows: list[list[Encoded]], width: int, pad_id: int) -> dict[s
         if at > width:
             raise ValueError(f"row {r} holds {at} tokens, more than the row length {width}")
         pos[r, at:] = torch.arange(width - at)
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "position_ids": pos}
+    starts = (pos.reshape(-1) == 0).nonzero().reshape(-1)  # every example and every padding tail
+    cu = torch.cat([starts, torch.tensor([b * width])]).to(torch.int32)
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "position_ids": pos,
+            "cu_seq_lens": cu, "max_length": int(cu.diff().max())}
 
 
 def segment_ids(position_ids: torch.Tensor) -> torch.Tensor:
@@ -118,6 +124,9 @@ def model_inputs(batch: dict[str, torch.Tensor], attn_implementation: str | None
             allowed = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
                 ~allowed, torch.finfo(dtype).min)
         out["attention_mask"] = allowed
+    else:  # flash-style kernels: varlen over the flattened rows, boundaries from the host
+        out.update(cu_seq_lens_q=batch["cu_seq_lens"], cu_seq_lens_k=batch["cu_seq_lens"],
+                   max_length_q=batch["max_length"], max_length_k=batch["max_length"])
     return out
 
 
