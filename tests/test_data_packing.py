@@ -155,6 +155,19 @@ def test_datamodule_serves_packed_rows_and_resumes_them() -> None:
     assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(again, batches[3:], strict=True))
 
 
+def test_group_by_length_datamodule_pads_less() -> None:
+    def padding(*overrides: str) -> float:
+        cfg = compose("task.num_examples=400", *overrides)
+        dm = TaskDataModule(cfg, build_tokenizer(cfg.model))
+        dm.setup()
+        batches = list(dm.train_dataloader())
+        assert len(batches) == dm.batches_per_epoch()
+        return padding_fraction(sum(int(b["attention_mask"].sum()) for b in batches),
+                                sum(b["attention_mask"].numel() for b in batches))
+
+    assert padding("train.group_by_length=true") < 0.5 * padding()
+
+
 def test_packing_pads_under_five_percent_on_capitalization() -> None:
     """The acceptance figure: one epoch of the default capitalization task, packed."""
     cfg = compose("train.packing=true", "train.batch_size=4")
