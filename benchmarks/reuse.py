@@ -18,6 +18,11 @@ compares the fastest wall time of each variant: the machine may be shared, and t
 the least disturbed one. Then the finished reuse sweep is run again: every cached step must be a
 hit and no training step may run (``executed_iters == 0``). Iteration counts come from the
 sweeps' own ``reuse_summary.json``.
+
+Bytes: what the reuse sweep wrote into its fresh cache (every entry's files, by step kind), and
+how much of that the trainable-only stage states save against the previous format, whose
+stage entries also held every frozen weight (estimated from the entries' own records: the
+frozen parameters x 4 bytes of the fp32 tiny models).
 """
 
 from __future__ import annotations
@@ -57,6 +62,31 @@ def sweep(overrides: list[str], out: Path, cache: Path, threads: int | None, *ex
     return wall, json.loads((out / "reuse_summary.json").read_text())
 
 
+def cache_bytes(cache: Path) -> dict[str, int]:
+    """Bytes of the cache's published entries by step kind, and what the stage entries would
+    have added with every frozen weight in them (``frozen_bytes_avoided``)."""
+    out: dict[str, int] = {}
+    for entry in sorted((cache / "entries").iterdir()) if (cache / "entries").is_dir() else []:
+        kind = json.loads((entry / "config.json").read_text())["kind"]
+        size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+        out[kind] = out.get(kind, 0) + size
+        meta = entry / "artifact" / "meta.json"
+        if kind == "stage" and meta.is_file():
+            info = json.loads(meta.read_text()).get("ftlab_state") or {}
+            frozen = info.get("frozen_params")
+            if frozen is not None:
+                out["frozen_bytes_avoided"] = out.get("frozen_bytes_avoided", 0) + 4 * int(frozen)
+    out["total"] = sum(v for k, v in out.items() if k != "frozen_bytes_avoided")
+    return out
+
+
+def fmt_bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
 def run_scenario(name: str, spec: dict, root: Path, threads: int | None, rounds: int) -> dict:
     """``rounds`` x (naive sweep, reuse sweep into a fresh cache), alternating; the ratio is of the
     fastest of each (the least disturbed by other load on the machine). Then the re-run."""
@@ -68,10 +98,13 @@ def run_scenario(name: str, spec: dict, root: Path, threads: int | None, rounds:
         naive_walls.append(wall)
         wall, reuse = sweep(over, root / f"{name}-reuse{r}", root / f"{name}-cache{r}", threads)
         reuse_walls.append(wall)
+    written = cache_bytes(root / f"{name}-cache{rounds - 1}")  # before the re-run (which writes nothing new)
     again_wall, again = sweep(over, root / f"{name}-again", root / f"{name}-cache{rounds - 1}", threads)
+    checks_bytes = cache_bytes(root / f"{name}-cache{rounds - 1}")["total"] == written["total"]
     naive_wall, reuse_wall = min(naive_walls), min(reuse_walls)
     ratio = reuse_wall / naive_wall
     checks = {
+        "rerun_writes_nothing": checks_bytes,
         "rerun_all_hits": again["executed_iters"] == 0 and again["stages"]["executed_runs"] == 0
         and again["base"]["built"] == 0,
     }
@@ -93,7 +126,7 @@ def run_scenario(name: str, spec: dict, root: Path, threads: int | None, rounds:
         "naive_iters": reuse["naive_iters"], "executed_iters": reuse["executed_iters"],
         "stage_runs": f"{reuse['stages']['executed_runs']}/{reuse['stages']['naive_runs']}",
         "base_builds": f"{reuse['base']['built']}/{reuse['base']['trials']}",
-        "rerun_executed_iters": again["executed_iters"], "checks": checks, "ok": all(checks.values()),
+        "rerun_executed_iters": again["executed_iters"], "cache_bytes": written, "checks": checks, "ok": all(checks.values()),
         "tree": reuse["tree"],
     }
 
@@ -125,11 +158,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"(ratio {r['rerun_ratio']})")
             print(f"   iterations: {r['executed_iters']} executed / {r['naive_iters']} naive; stage runs "
                   f"{r['stage_runs']}; base builds {r['base_builds']}; re-run executed {r['rerun_executed_iters']}")
+            cb = r["cache_bytes"]
+            kinds = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in cb.items() if k not in ("total", "frozen_bytes_avoided"))
+            avoided = cb.get("frozen_bytes_avoided", 0)
+            print(f"   cache written: {fmt_bytes(cb['total'])} ({kinds or 'nothing'}); the previous format's stage entries "
+                  f"would have added {fmt_bytes(avoided)} of frozen weights"
+                  + (f" (x{(cb['total'] + avoided) / cb['total']:.1f})" if cb["total"] else ""))
             print("   " + ", ".join(f"{k}: {'ok' if v else 'FAIL'}" for k, v in r["checks"].items()))
-    print("\nscenario   naive_s  reuse_s  ratio  rerun_s  executed/naive  ok")
+    print("\nscenario   naive_s  reuse_s  ratio  rerun_s  executed/naive   cache  ok")
     for r in results:
         print(f"{r['scenario']:<10} {r['naive_wall_s']:>7} {r['reuse_wall_s']:>8} {r['wall_ratio']:>6} "
-              f"{r['rerun_wall_s']:>8} {r['executed_iters']:>7}/{r['naive_iters']:<7} {r['ok']}")
+              f"{r['rerun_wall_s']:>8} {r['executed_iters']:>7}/{r['naive_iters']:<7} "
+              f"{fmt_bytes(r['cache_bytes']['total']):>8}  {r['ok']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if all(r["ok"] for r in results) else 1

@@ -1,6 +1,7 @@
 """Sparse fine-tuning costs, as ratios against baselines measured in the same invocation.
 
     python benchmarks/sparsity.py [--steps 40] [--rounds 3] [--layers 6] [--threads 1] [--skip-global]
+        [--skip-steps] [--skip-quality] [--skip-importance-times] [--base-steps 300] [--importance-layers 6]
 
 1. Step time of ``adapter=masked`` vs ``adapter=lora`` on the same tiny model with the same 50 %
    sparse base and batches (forward + backward + AdamW step). Rounds alternate the two adapters;
@@ -11,6 +12,15 @@
    extra memory as a multiple of the weights' bytes (target <= 1.5). For comparison, the naive
    approach (concatenate all scores, ``kthvalue``) is measured the same way. Times are the best
    of ``--repeats`` calls; memory is the first call's.
+
+3. Pruning quality at 50 % on a tiny Llama pre-trained on the task corpus (``base.enabled``):
+   per importance (magnitude, Wanda, SparseGPT; each also with ``allocation=owl``) the summed
+   layer-wise reconstruction error ‖WXᵀ − ŴXᵀ‖² per calibration token over all pruned linears
+   (X: each linear's inputs in the dense model over the calibration batches), its ratio to
+   magnitude's, and the val loss of the pruned model next to the dense one's.
+4. Time to compute each importance's masks (``compute_pruned``) on the 1e8-parameter Llama of 2.
+   (``--importance-layers`` decoder layers, calibration ``8 x 8`` task examples), as ratios to
+   magnitude's time measured in the same invocation.
 
 Both CPU time (``time.process_time``: this process's user + system time, robust when other jobs
 share the cores) and wall time are reported; with one thread they agree on an idle machine.
@@ -155,6 +165,107 @@ def run_child(kind: str, layers: int, threads: int, repeats: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# -- 3. pruning quality ---------------------------------------------------------------------------
+QUALITY = [("magnitude", "uniform"), ("wanda", "uniform"), ("sparsegpt", "uniform"),
+           ("magnitude", "owl"), ("wanda", "owl"), ("sparsegpt", "owl")]
+
+
+def dense_hessians(model, linears: dict, batches: list) -> dict:
+    """H = 2XᵀX/N of every pruned linear's inputs in the dense model (real tokens only)."""
+    from ftlab.sparsity.sparsegpt import HessianAccumulator
+
+    acc = {n: HessianAccumulator(lin.in_features) for n, lin in linears.items()}
+    state = {}
+    hooks = [lin.register_forward_hook(lambda m, a, o, n=n: acc[n].update(a[0], state["valid"]))
+             for n, lin in linears.items()]
+    try:
+        with torch.no_grad():
+            for b in batches:
+                state["valid"] = b["attention_mask"].reshape(-1).bool()
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: a.H for n, a in acc.items()}
+
+
+def quality(base_steps: int, level: float) -> None:
+    import copy
+
+    from ftlab.config.compose import compose_run
+    from ftlab.data.tasks import build_task
+    from ftlab.inference import loss_on
+    from ftlab.run import prepare_model
+    from ftlab.sparsity.calibration import calibration_batches
+    from ftlab.sparsity.compute import compute_pruned
+    from ftlab.sparsity.selection import canonical_parameters, select_modules
+    from ftlab.sparsity.sparsegpt import reconstruction_error
+
+    common = ["sparsity=unstructured", f"sparsity.level={level}", "base.enabled=true", f"base.steps={base_steps}",
+              "reuse.enabled=false", "model.config.num_hidden_layers=4", "sparsity.owl.lambda=0.1"]
+    cfg = compose_run(common)
+    tok, model = prepare_model(cfg)
+    val = build_task(cfg.task).splits(cfg.seed).val
+    linears = select_modules(model, list(cfg.sparsity.modules))
+    H = dense_hessians(model, linears, calibration_batches(cfg, tok))
+    dense_loss = loss_on(model, tok, val, cfg.task.max_length, 32)
+    print(f"[pruning quality] tiny_llama (4 layers) pre-trained {base_steps} steps on the task corpus; level {level}; "
+          f"dense val loss {dense_loss:.4f}")
+    rows = {}
+    for importance, allocation in QUALITY:
+        c = compose_run([*common, f"sparsity.importance={importance}", f"sparsity.allocation={allocation}"])
+        t0 = time.perf_counter()
+        pruned = compute_pruned(c, model, tok)
+        seconds = time.perf_counter() - t0
+        m = copy.deepcopy(model)
+        params = canonical_parameters(m)
+        with torch.no_grad():
+            for n, keep in pruned.masks.items():
+                w = pruned.weights[n] if pruned.weights else params[n].detach()
+                params[n].copy_(w.masked_fill(~keep, 0))
+        err = sum(reconstruction_error(linears[n].weight, params[n], H[n]) for n in pruned.masks)
+        rows[(importance, allocation)] = (err, loss_on(m, tok, val, cfg.task.max_length, 32), seconds)
+    mag = rows[("magnitude", "uniform")][0]
+    for (importance, allocation), (err, loss, seconds) in rows.items():
+        print(f"  {importance:9s} {allocation:7s} layer error {err:12.4f} (x{err / mag:6.3f} magnitude)   "
+              f"val loss {loss:.4f}   ({seconds:.1f} s)")
+
+
+# -- 4. time per importance -------------------------------------------------------------------------
+IMPORTANCE_TIMES = [("magnitude", "uniform"), ("random", "uniform"), ("gradient", "uniform"), ("taylor", "uniform"),
+                    ("wanda", "uniform"), ("sparsegpt", "uniform"), ("magnitude", "owl"), ("wanda", "owl")]
+
+
+def importance_times(layers: int, threads: int) -> None:
+    from ftlab.config.compose import compose_run
+    from ftlab.models import build_model, build_tokenizer
+    from ftlab.sparsity.compute import compute_pruned
+    from ftlab.sparsity.selection import select_modules
+
+    big = ["sparsity=unstructured", "sparsity.level=0.5", "model.config.hidden_size=1024",
+           "model.config.intermediate_size=4096", f"model.config.num_hidden_layers={layers}",
+           "model.config.num_attention_heads=8", "model.config.num_key_value_heads=8"]
+    cfg = compose_run(big)
+    tok = build_tokenizer(cfg.model)
+    with torch.no_grad():
+        model = build_model(cfg.model, tok, seed=0)
+    n = sum(lin.weight.numel() for lin in select_modules(model, list(cfg.sparsity.modules)).values())
+    total = sum(p.numel() for p in model.parameters())
+    print(f"[importance time] Llama hidden 1024, intermediate 4096, {layers} layers: {total / 1e6:.1f}M parameters, "
+          f"{n / 1e6:.1f}M pruned; calibration {cfg.sparsity.calibration.batches} x "
+          f"{cfg.sparsity.calibration.batch_size} examples; {threads} thread(s)")
+    times = {}
+    for importance, allocation in IMPORTANCE_TIMES:
+        c = compose_run([*big, f"sparsity.importance={importance}", f"sparsity.allocation={allocation}"])
+        w0, c0 = time.perf_counter(), time.process_time()
+        compute_pruned(c, model, tok)
+        times[(importance, allocation)] = (time.process_time() - c0, time.perf_counter() - w0)
+    base_cpu, base_wall = times[("magnitude", "uniform")]
+    for (importance, allocation), (cpu, wall) in times.items():
+        print(f"  {importance:9s} {allocation:7s} cpu {cpu:8.2f} s (x{cpu / base_cpu:8.1f})   "
+              f"wall {wall:8.2f} s (x{wall / base_wall:8.1f})")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=40, help="steps per adapter per round")
@@ -163,6 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 = stable on a shared CPU)")
     p.add_argument("--repeats", type=int, default=3, help="timings per global-mask measurement (best kept)")
     p.add_argument("--skip-global", action="store_true")
+    p.add_argument("--skip-steps", action="store_true")
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-importance-times", action="store_true")
+    p.add_argument("--base-steps", type=int, default=300, help="pre-training steps of the quality model")
+    p.add_argument("--importance-layers", type=int, default=6, help="decoder layers of the timing model")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -170,6 +286,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(child_global(args.child, args.layers, args.repeats)))
         return
 
+    if not args.skip_quality:
+        quality(args.base_steps, 0.5)
+    if not args.skip_importance_times:
+        importance_times(args.importance_layers, args.threads)
+    if args.skip_steps:
+        return
     times = step_times(args.steps, args.rounds)
     med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
     print(f"[step time] tiny_llama, 50% sparse base, batch 16, {len(times['lora']['cpu'])} steps each "

@@ -36,14 +36,18 @@ def test_plugin_is_discovered_from_the_namespace_package():
 def test_dry_run_writes_yaml_and_command_without_executing(tmp_path: Path):
     sweep = tmp_path / "sweep"
     proc = cli("ftlab", "--multirun", "hardware=cerebras", "hydra.launcher.dry_run=true", "adapter=lora,full",
-               *FAST, f"hydra.sweep.dir={sweep}", env=fake_env())
+               "hydra.launcher.checkpoint_path=/cb/base.mdl", *FAST, f"hydra.sweep.dir={sweep}", env=fake_env())
     assert proc.returncode == 0, proc.stderr
     for num, adapter in ((0, "lora"), (1, "full")):
         job = sweep / str(num)
         params = yaml.safe_load((job / "cszoo_params.yaml").read_text())
         assert ("callbacks" in params["trainer"]["init"]) == (adapter == "lora")
+        assert params["trainer"]["fit"]["train_dataloader"]["data_dir"] == str(job / "cszoo_data" / "train")
+        assert (job / "cszoo_data_train.yaml").is_file() and (job / "cszoo_data_val.yaml").is_file()
         script = (job / "cszoo_command.sh").read_text()
-        assert f"exec cszoo fit {job / 'cszoo_params.yaml'} --target_device CSX -o {job} --num_csx 1" in script
+        assert (f"exec cszoo fit {job / 'cszoo_params.yaml'} --target_device CSX -o {job} --num_csx 1 "
+                f"--mount_dirs {job / 'cszoo_data'} --checkpoint_path /cb/base.mdl") in script
+        assert script.index("data_preprocess run --config") < script.index("exec cszoo fit")
         assert not (job / "fake_cszoo_call.json").exists() and not (job / "cszoo.log").exists()
         assert yaml.safe_load((job / "config.yaml").read_text())["adapter"]["name"] == adapter
 
@@ -59,14 +63,14 @@ def test_launch_runs_cszoo_with_options_and_collects_outputs(tmp_path: Path):
                f"hydra.launcher.python_env={venv}", "hydra.launcher.num_csx=2",
                "hydra.launcher.train_data_dir=/cb/data/train", "hydra.launcher.val_data_dir=/cb/data/val",
                "hydra.launcher.mount_dirs=[/cb/data,/cb/code]", "hydra.launcher.python_paths=[/cb/code]",
-               f"hydra.sweep.dir={sweep}", env=fake_env())
+               "hydra.launcher.checkpoint_path=/cb/base.mdl", f"hydra.sweep.dir={sweep}", env=fake_env())
     assert proc.returncode == 0, proc.stderr
     for num in (0, 1):
         job = sweep / str(num)
         call = json.loads((job / "fake_cszoo_call.json").read_text())
         assert call["argv"] == ["fit", str(job / "cszoo_params.yaml"), "--target_device", "CSX", "-o", str(job),
                                 "--num_csx", "2", "--mount_dirs", "/cb/data", "/cb/code",
-                                "--python_paths", "/cb/code"]
+                                "--python_paths", "/cb/code", "--checkpoint_path", "/cb/base.mdl"]
         assert call["env_marker"] == "activated" and call["cwd"] == str(job)
         assert call["params"] == yaml.safe_load((job / "cszoo_params.yaml").read_text())
         init = call["params"]["trainer"]["init"]
@@ -88,9 +92,9 @@ def test_launch_runs_cszoo_with_options_and_collects_outputs(tmp_path: Path):
 def test_failing_cszoo_fails_the_sweep_with_its_message(tmp_path: Path):
     sweep = tmp_path / "sweep"
     proc = cli("ftlab", "--multirun", "hardware=cerebras", *FAST, "hydra.launcher.train_data_dir=/d",
-               f"hydra.sweep.dir={sweep}", env=fake_env(FAKE_CSZOO_FAIL="1"))
+               "hydra.launcher.checkpoint_path=/c.mdl", f"hydra.sweep.dir={sweep}", env=fake_env(FAKE_CSZOO_FAIL="1"))
     assert proc.returncode != 0
-    assert "cszoo fit exited 1" in proc.stderr and "compile failed" in proc.stderr
+    assert "cszoo exited 1" in proc.stderr and "compile failed" in proc.stderr
     assert json.loads((sweep / "0" / "metrics.json").read_text())["cszoo_returncode"] == 1
 
 
@@ -98,12 +102,13 @@ def test_failing_cszoo_fails_the_sweep_with_its_message(tmp_path: Path):
 @pytest.mark.parametrize(("args", "needle"), [
     (["adapter=sora"], "adapter='sora' is invalid"),
     (["adapter=lora", "hydra.launcher.executable=cszoo-not-installed"], "hydra.launcher.executable='cszoo-not-installed'"),
+    (["adapter=lora", "adapter.target_modules=[q_proj,v_proj]"], "adapter.target_modules=['q_proj', 'v_proj']"),
 ])
 def test_unsupported_options_fail_before_launch(tmp_path: Path, args, needle):
     sweep = tmp_path / "sweep"
     t0 = time.perf_counter()
     proc = cli("ftlab", "--multirun", "hardware=cerebras", *args, "seed=1,2", "hydra.launcher.train_data_dir=/d",
-               f"hydra.sweep.dir={sweep}", env=fake_env())
+               "hydra.launcher.checkpoint_path=/c.mdl", f"hydra.sweep.dir={sweep}", env=fake_env())
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ftlab: error:")]
     assert len(lines) == 1 and needle in lines[0], proc.stderr

@@ -98,6 +98,7 @@ def test_cli_bad_input_one_line_exit_2(args: list[str], tmp_path) -> None:
 @pytest.mark.parametrize("preset,params_b", [("qwen2_5_4b", 3.7), ("llama3_8b", 8.0), ("mistral_7b", 7.2),
                                               ("mixtral_8x7b", 46.7)])
 def test_presets_build_on_meta(preset: str, params_b: float) -> None:
+    from ftlab.adapters.targets import resolve_targets
     from ftlab.models import build_model, count_parameters
     from ftlab.models.build import linear_module_names
 
@@ -105,17 +106,20 @@ def test_presets_build_on_meta(preset: str, params_b: float) -> None:
     model = build_model(cfg.model, device="meta")
     assert next(model.parameters()).device.type == "meta"
     assert count_parameters(model) / 1e9 == pytest.approx(params_b, rel=0.02)
-    assert set(cfg.model.target_modules) <= set(linear_module_names(model))
+    targets = resolve_targets(model, cfg.model.target_modules, "model.target_modules")
+    assert targets and {t.rsplit(".", 1)[-1] for t in targets} <= set(linear_module_names(model))
 
 
 def test_tiny_models_target_modules_exist() -> None:
+    from ftlab.adapters.targets import resolve_targets
     from ftlab.models import build_model, build_tokenizer
     from ftlab.models.build import linear_module_names
 
     for name in ("tiny_llama", "tiny_mistral", "tiny_qwen2"):
         cfg = compose(f"model={name}")
         model = build_model(cfg.model, build_tokenizer(cfg.model), seed=0)
-        assert set(cfg.model.target_modules) <= set(linear_module_names(model))
+        targets = resolve_targets(model, cfg.model.target_modules, "model.target_modules")
+        assert {t.rsplit(".", 1)[-1] for t in targets} == set(linear_module_names(model)) - {"lm_head"}
         assert model.config.vocab_size == 259  # ByT5 byte vocabulary: 3 specials + 256 bytes
 
 

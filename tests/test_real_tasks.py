@@ -122,7 +122,8 @@ def test_choice_log_likelihoods_match_unpadded_reference():
         want = [_reference_log_likelihood(model, tok, ex.prompt, c) for c in ex.choices]
         assert scores == pytest.approx(want, abs=1e-4)
     norm = choice_log_likelihoods(model, tok, examples, max_length=64, batch_size=5, length_normalize=True)
-    assert norm[0][1] == pytest.approx(got[0][1] / len(" bbbbbbb"), abs=1e-5)
+    # lm-eval's acc_norm: characters of the choice without the " " delimiter
+    assert norm[0][1] == pytest.approx(got[0][1] / len("bbbbbbb"), abs=1e-5)
     # accuracy is the fraction whose labelled choice scores highest
     best = [max(range(len(s)), key=s.__getitem__) for s in got]
     want_acc = sum(b == ex.label for b, ex in zip(best, examples)) / len(examples)

@@ -4,6 +4,8 @@ at composition, and a clear error within seconds when the cluster cannot be reac
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -86,15 +88,45 @@ def _unreachable_conf(tmp_path: Path) -> Path:
     return conf
 
 
+def needs_slurm_client() -> None:
+    """Skip without the SLURM client (``sinfo``), with the reason; fail under ``FTLAB_REQUIRE_SLURM=1``
+    (``.ci/run`` starts a cluster and sets it, so there a missing client is a broken setup)."""
+    if shutil.which("sinfo") is None:
+        msg = "`sinfo` is not on PATH: no SLURM client on this machine (scripts/slurm/start_local_cluster.sh)"
+        if os.environ.get("FTLAB_REQUIRE_SLURM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("SLURM is not reachable"), text
+    return text
+
+
 def test_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path: Path, monkeypatch):
+    needs_slurm_client()  # the controller timeout is sinfo's; without it see the test below
     monkeypatch.setenv("SLURM_CONF", str(_unreachable_conf(tmp_path)))
     t0 = time.perf_counter()
-    with pytest.raises(FtlabError, match="SLURM is not reachable"):
+    with pytest.raises(FtlabError, match="SLURM is not reachable") as err:
         check_cluster("debug", timeout_s=5)
     assert time.perf_counter() - t0 < 8
+    assert "not on PATH" not in _one_line(err)
+
+
+def test_missing_slurm_conf_or_client_is_one_clear_line(tmp_path: Path, monkeypatch):
+    """Works on any machine: a SLURM_CONF naming no file, then no ``sinfo`` at all."""
     monkeypatch.setenv("SLURM_CONF", str(tmp_path / "missing.conf"))
-    with pytest.raises(FtlabError, match="does not exist"):
+    with pytest.raises(FtlabError, match="does not exist") as err:
         check_cluster("debug")
+    assert "missing.conf" in _one_line(err)
+    monkeypatch.setenv("SLURM_CONF", str(_unreachable_conf(tmp_path)))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # a machine without the SLURM client
+    t0 = time.perf_counter()
+    with pytest.raises(FtlabError, match="`sinfo` is not on PATH") as err:
+        check_cluster("debug")
+    assert time.perf_counter() - t0 < 1  # nothing is waited for
+    assert "start_local_cluster.sh" in _one_line(err)
 
 
 @pytest.mark.slow

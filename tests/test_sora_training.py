@@ -102,7 +102,7 @@ def test_logs_and_effective_params(tmp_path, name):
 
 
 def _gates(ckpt_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)
     return {k: v for k, v in state["state_dict"].items() if "lora_" in k}, state["optimizer_states"][0]
 
 

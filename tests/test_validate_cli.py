@@ -111,7 +111,8 @@ def test_bad_input_exit_2(sparse, tmp_path, capsys, case):
         expected = "has dtype uint8"
     elif case == "unknown_key":
         args.append("strict=true")
-        expected = "strict='true' is invalid: one of ['checkpoint=...', 'mask=...', 'report=...']"
+        expected = ("strict='true' is invalid: one of ['checkpoint=...', 'mask=...', 'report=...', 'speed=...', "
+                    "'batch=...', 'seq=...']")
     elif case == "pickled":
         torch.save({"model.layers.0.mlp.up_proj.weight": Payload()}, tmp_path / "evil.pt")
         args[0] = f"checkpoint={tmp_path / 'evil.pt'}"

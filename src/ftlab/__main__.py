@@ -51,14 +51,33 @@ def die(err: FtlabError) -> None:
     sys.exit(report_error(err))
 
 
+def discard_run_dir() -> None:
+    """After a failed job: remove the run dir Hydra made if it holds nothing of value yet."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from ftlab.rundir import discard_if_empty
+
+    hc = HydraConfig.get()
+    sweep = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+    discard_if_empty(hc.runtime.output_dir, sweep)
+
+
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ftlab.config.compose import translate_hydra_error
+    from ftlab.console import configure_run_console
     from ftlab.run import run
 
+    configure_run_console(bool(HydraConfig.get().verbose))  # after Hydra's logging setup: once per line
     try:
         return run(cfg)
-    except FtlabError as err:
-        die(err)
+    except (FtlabError, OmegaConfBaseException) as err:
+        discard_run_dir()
+        die(err if isinstance(err, FtlabError) else translate_hydra_error(err))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     for _, row in result.reuse.iterrows():
         print(f"reuse in {row['sweep']}: {row['trials']} trials, {row['executed_iters']} of {row['naive_iters']} "
               f"iterations executed ({row['speedup']:.2f}x)")
+    if result.search is not None:
+        for _, row in result.search.iterrows():
+            print(f"stage search in {row['sweep']}: best trial {row['best_trial']} {row['metric']}={row['best_metric']} "
+                  f"({row['executed_iters']} iterations executed; exhaustive with reuse {row['exhaustive_reuse_iters']}, "
+                  f"naive {row['naive_iters']}): {row['best_overrides']}")
     for f in result.files:
         print(f"wrote {f}")
     return 0

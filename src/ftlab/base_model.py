@@ -33,7 +33,8 @@ def pretrain_base(cfg: Any, model: nn.Module, tokenizer) -> nn.Module:
     schedule = base_schedule(base)
     module = FtlabModule(adapted, cfg, lr=base.lr, schedule=schedule, max_steps=base.steps)
     dm = TaskDataModule(cfg, tokenizer, corpus=True)
-    trainer = build_trainer(cfg, max_steps=base.steps, callbacks=[], validate=False, accumulate=1)
+    trainer = build_trainer(cfg, max_steps=base.steps, callbacks=[], validate=False, accumulate=1,
+                            progress_label="base")
     trainer.fit(module, datamodule=dm)
     return frozen(model)
 

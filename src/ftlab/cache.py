@@ -1,19 +1,21 @@
 """``python -m ftlab.cache [--cache-dir DIR] ls|verify|gc``: inspect and prune the reuse cache.
 
     ls       keys with their kind, size, dates and config (``-v``: the full config, ``--json``)
-    verify   re-check every entry against its manifest; damaged entries are listed (exit 1) and
-             removed with ``--delete`` (the next run that needs them rebuilds them)
+    verify   re-check every entry against its manifest; damaged entries and orphaned build dirs
+             (``tmp/<key>.<token>/`` of a killed builder) are listed (exit 1) and removed with
+             ``--delete`` (the next run that needs them rebuilds them)
     gc       remove entries not used since ``--unused-since DATE`` and/or least recently used ones
              beyond ``--max-size SIZE``, plus builds abandoned by crashed jobs (``--dry-run``)
 
-The cache dir defaults to the config default (``experiments/.cache``); point ``--cache-dir`` at
-a shared cache (``paths.cache_dir``) to manage that one.
+The cache dir defaults to what runs use: ``$FTLAB_CACHE_DIR``, else ``experiments/.cache``; point
+``--cache-dir`` at another cache (``paths.cache_dir``) to manage that one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -21,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.errors import ConfigError, FtlabError, report_error
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -65,6 +67,30 @@ def describe(info: dict[str, Any]) -> str:
     return ""
 
 
+def state_facts(entry) -> dict[str, Any] | None:
+    """A stage entry's trainable-only state (``ftlab.training.state``): its size, how many
+    tensor values it holds and leaves out, and the keys of the steps it stands on."""
+    try:
+        meta = json.loads((entry.artifact / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    info = meta.get("ftlab_state") if isinstance(meta, dict) else None
+    if not isinstance(info, dict):
+        return None
+    trainable = sum(math.prod(shape) for shape in (info.get("trainable") or {}).values())
+    found = info.get("foundation") or {}
+    return {"state_bytes": meta.get("state_bytes"), "trainable_params": trainable,
+            "frozen_params_not_stored": info.get("frozen_params"),
+            "stands_on": {k: (v or {}).get("key") for k, v in found.items()}}
+
+
+def describe_state(facts: dict[str, Any]) -> str:
+    on = ", ".join(f"{k} {v[:12]}" for k, v in facts["stands_on"].items() if v)
+    frozen = facts.get("frozen_params_not_stored")
+    return (f"state {human(facts['state_bytes'] or 0)}: {facts['trainable_params']:,} trainable values"
+            + (f" ({frozen:,} frozen ones rebuilt, not stored)" if frozen is not None else "") + f"; on {on}")
+
+
 def open_store(path: Path):
     from ftlab.reuse.store import ArtifactStore
 
@@ -81,7 +107,8 @@ def cmd_ls(store, args) -> int:
         except (OSError, ValueError):
             info, size = {"kind": "?", "config": {}}, 0
         rows.append({"key": entry.key, "kind": info.get("kind"), "size": size, "created": info.get("created"),
-                     "last_used": _when(entry.last_used()), "parent": info.get("parent"), "config": info.get("config")})
+                     "last_used": _when(entry.last_used()), "parent": info.get("parent"), "config": info.get("config"),
+                     **({"state": state_facts(entry)} if info.get("kind") == "stage" else {})})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -91,6 +118,8 @@ def cmd_ls(store, args) -> int:
               f"{describe(info)}")
         if args.verbose:
             print(f"    parent: {row['parent']}")
+            if row.get("state"):
+                print(f"    {describe_state(row['state'])}")
             for k, v in sorted((row["config"] or {}).items()):
                 print(f"    {k}: {json.dumps(v)}")
     print(f"{len(rows)} entries, {human(sum(r['size'] for r in rows))} in {store.root}")
@@ -98,6 +127,8 @@ def cmd_ls(store, args) -> int:
 
 
 def cmd_verify(store, args) -> int:
+    import shutil
+
     damaged = 0
     for entry in store.entries():
         problems = store.problems(entry.key, checksums=True)
@@ -108,8 +139,17 @@ def cmd_verify(store, args) -> int:
         removed = args.delete and store.remove(entry.key)
         print(f"DAMAGED  {entry.key}: {'; '.join(problems)}{' (removed)' if removed else ''}")
         damaged -= bool(removed)
-    print(f"{damaged} damaged entr{'y' if damaged == 1 else 'ies'} left")
-    return 1 if damaged else 0
+    # builds whose builder died (killed job, full disk): no live process holds their key's lock
+    orphans = 0
+    for path in store.orphans():
+        if args.delete:
+            shutil.rmtree(path, ignore_errors=True)
+        orphans += not args.delete
+        print(f"ORPHAN   {path.relative_to(store.root)}: an abandoned build (no live builder holds its lock)"
+              f"{' (removed)' if args.delete else '; `gc` or `verify --delete` removes it'}")
+    print(f"{damaged} damaged entr{'y' if damaged == 1 else 'ies'} left, {orphans} orphaned build dir"
+          f"{'' if orphans == 1 else 's'} left")
+    return 1 if damaged or orphans else 0
 
 
 def cmd_gc(store, args) -> int:
@@ -150,9 +190,21 @@ def cmd_gc(store, args) -> int:
     return 0
 
 
+def default_cache_dir(env: dict[str, str] | None = None) -> Path:
+    """What runs use when ``paths.cache_dir`` is not overridden: ``$FTLAB_CACHE_DIR`` (conf/config.yaml
+    reads it), else the schema's default."""
+    import os
+
+    from ftlab.config.schema import PathsConfig
+
+    env = os.environ if env is None else env
+    return Path(env.get("FTLAB_CACHE_DIR") or PathsConfig().cache_dir)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ftlab.cache", description=__doc__.splitlines()[0])
-    p.add_argument("--cache-dir", type=Path, default=None, help="the cache (default: paths.cache_dir's default)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="the cache (default: $FTLAB_CACHE_DIR, else paths.cache_dir's default)")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list entries")
     ls.add_argument("--json", action="store_true")
@@ -169,15 +221,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.cache_dir is None:
-        from ftlab.config.schema import PathsConfig
-
-        args.cache_dir = Path(PathsConfig().cache_dir)
+        args.cache_dir = default_cache_dir()
     try:
         store = open_store(args.cache_dir)
         return {"ls": cmd_ls, "verify": cmd_verify, "gc": cmd_gc}[args.command](store, args)
     except FtlabError as err:
-        print(f"ftlab: error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
 
 
 if __name__ == "__main__":

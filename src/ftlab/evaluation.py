@@ -1,58 +1,28 @@
 """Evaluation shared by trained and control runs: val loss and the task metric on the test split.
 
+:func:`evaluate` is ftlab's own fast scorer (up to ``task.eval_examples`` test examples), used
+during training; :func:`final_evaluate` gives a run's final numbers, for BoolQ/HellaSwag/GSM8K
+from lm-evaluation-harness itself on the whole test split (``ftlab.harness``).
+
 Metrics accumulate in torchmetrics ``MeanMetric`` s (token-weighted loss, per-example scores),
 so the same code gives the same numbers under DDP sync or single process.
 """
 
 from __future__ import annotations
 
-import torch
+import tempfile
+from pathlib import Path
+from typing import Any
+
 from torchmetrics.aggregation import MeanMetric
 
-from ftlab.data.encoding import IGNORE_INDEX, collate, encode_example, left_pad
 from ftlab.data.tasks import Example
+from ftlab.inference import generate_answers, loss_on
 from ftlab.scoring import choice_accuracy, final_number_match
 
 
 def normalize_answer(text: str) -> str:
     return " ".join(text.strip().split())
-
-
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-@torch.no_grad()
-def loss_on(model, tokenizer, examples: list[Example], max_length: int, batch_size: int) -> float:
-    """Mean NLL per answer token (teacher forcing)."""
-    metric = MeanMetric()
-    enc = [encode_example(tokenizer, e.prompt, e.answer, max_length) for e in examples]
-    device = next(model.parameters()).device
-    for chunk in _batches(enc, batch_size):
-        b = collate(chunk, tokenizer.pad_token_id)
-        logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
-        labels = b["labels"][:, 1:].to(device)
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
-                                                ignore_index=IGNORE_INDEX, reduction="none")
-        metric.update(nll[labels.flatten() != IGNORE_INDEX].cpu())
-    return float(metric.compute())
-
-
-@torch.no_grad()
-def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy decoding of each prompt's continuation, cut at EOS."""
-    device = next(model.parameters()).device
-    out: list[str] = []
-    for chunk in _batches(prompts, batch_size):
-        ids, mask = left_pad([tokenizer.encode(p, add_special_tokens=False) for p in chunk], tokenizer.pad_token_id)
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        for row in gen[:, ids.shape[1]:].tolist():
-            if tokenizer.eos_token_id in row:
-                row = row[:row.index(tokenizer.eos_token_id)]
-            out.append(tokenizer.decode(row, skip_special_tokens=True))
-    return out
 
 
 def exact_match(model, tokenizer, examples: list[Example], max_new_tokens: int, batch_size: int) -> float:
@@ -93,4 +63,34 @@ def evaluate(model, tokenizer, splits, cfg) -> dict[str, float]:
     return metrics
 
 
-__all__ = ["evaluate", "exact_match", "generate_answers", "loss_on", "normalize_answer", "SCORERS"]
+def uses_harness(cfg) -> bool:
+    """Final numbers of the published benchmarks come from lm-eval (``eval.harness``)."""
+    from ftlab.data.real_tasks import REAL_TASKS
+
+    return bool(cfg.eval.harness and cfg.eval.generate and cfg.task.name in REAL_TASKS)
+
+
+def final_evaluate(model, tokenizer, splits, cfg) -> dict[str, Any]:
+    """A run's final numbers: ``val_loss`` and, for a published benchmark, lm-eval's scores of the
+    whole test split (headline ``eval_accuracy``/``eval_exact_match`` plus every variant's value,
+    stderr, n and n-shot under ``eval_benchmark``); other tasks: :func:`evaluate`."""
+    if not uses_harness(cfg):
+        return evaluate(model, tokenizer, splits, cfg)
+    # lm-eval (with ``datasets``) takes seconds to import: only runs that score a benchmark pay it
+    from ftlab.harness.data import run_split_files
+    from ftlab.harness.score import score_run_task
+
+    was_training = model.training
+    model.eval()
+    try:
+        metrics: dict[str, Any] = {"val_loss": loss_on(model, tokenizer, splits.val, cfg.task.max_length,
+                                                       cfg.train.eval_batch_size)}
+    finally:
+        model.train(was_training)
+    with tempfile.TemporaryDirectory(prefix="ftlab-eval-") as tmp:
+        files = run_split_files(cfg.task, cfg.seed, Path(tmp))
+        metrics.update(score_run_task(model, tokenizer, cfg, files).summary())
+    return metrics
+
+
+__all__ = ["evaluate", "exact_match", "final_evaluate", "uses_harness", "generate_answers", "loss_on", "normalize_answer", "SCORERS"]

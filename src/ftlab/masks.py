@@ -5,7 +5,9 @@ model, same calibration batches), and writes per level, under ``hydra.run.dir``:
 
     level-0.50/mask.safetensors     the masks (``--format=pt``: mask.pt)
     level-0.50/mask.json            sidecar: model, method, importance, level, per-layer sparsity
-    level-0.50/layer_sparsity.csv   per-layer table
+    level-0.50/layer_sparsity.csv   per-layer table (target = the layer's allocated level with OWL)
+    level-0.50/weights.safetensors  importance=sparsegpt only: the reconstructed weights of the
+                                    pruned linears (the mask alone does not reproduce the model)
     level-0.50/sparsity.png         per-layer bars and per-row histogram
     summary.csv                     one row per level
 
@@ -57,7 +59,7 @@ def levels_of(sparsity_cfg: Any) -> list[float]:
     return [float(x) for x in (sparsity_cfg.levels or [sparsity_cfg.level])]
 
 
-def write_level(masks, cfg: Any, level: float, directory: Path, fmt: str, model_name: str, layouts) -> dict:
+def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model_name: str, layouts) -> dict:
     from ftlab.sparsity.check import check_targets
     from ftlab.sparsity.compute import importance_of, spec_of
     from ftlab.sparsity.io import save_masks
@@ -65,14 +67,19 @@ def write_level(masks, cfg: Any, level: float, directory: Path, fmt: str, model_
 
     sp = cfg.sparsity
     spec = spec_of(sp, level)
+    masks = pruned.masks
     meta = describe(masks, model=model_name, method=sp.method, importance=importance_of(sp), target=spec.target,
-                    spec=spec, layouts=layouts,
+                    spec=spec, layouts=layouts, levels=pruned.levels,
                     extra={"modules": list(sp.modules), "seed": cfg.seed if sp.seed is None else sp.seed,
                            "calibration": OmegaConf.to_container(sp.calibration)})
     check_targets(masks, meta, "sparsity.level", level)  # a mask that misses its target is not written
     directory.mkdir(parents=True, exist_ok=True)
     path = save_masks(masks, directory / f"mask.{fmt}", meta)
-    write_layer_table(masks, spec.target, directory / "layer_sparsity.csv")
+    if pruned.weights:
+        from safetensors.torch import save_file
+
+        save_file({n: w.contiguous() for n, w in pruned.weights.items()}, str(directory / "weights.safetensors"))
+    write_layer_table(masks, pruned.levels or spec.target, directory / "layer_sparsity.csv")
     plot_histogram(masks, spec.target, directory / "sparsity.png",
                    title=f"{model_name}: {sp.method} / {importance_of(sp)} @ {spec.target:.2f}")
     return {"level": level, "target": f"{spec.target:.6f}", "overall_sparsity": f"{meta['overall_sparsity']:.6f}",
@@ -82,7 +89,7 @@ def write_level(masks, cfg: Any, level: float, directory: Path, fmt: str, model_
 def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
     """Compose, validate, compute and write; returns the output directory."""
     from ftlab.run import prepare_model
-    from ftlab.sparsity.compute import compute_masks_for_levels, layouts_for, spec_of
+    from ftlab.sparsity.compute import compute_pruned_for_levels, layouts_for, spec_of
     from ftlab.sparsity.selection import select_modules
 
     cfg = compose_run(overrides, config_name=CONFIG_NAME)
@@ -95,7 +102,7 @@ def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
     levels = levels_of(sp)
     tokenizer, model = prepare_model(cfg)
     layouts = layouts_for(model, select_modules(model, list(sp.modules)), spec_of(sp))
-    all_masks = compute_masks_for_levels(cfg, model, tokenizer, levels)
+    all_masks = compute_pruned_for_levels(cfg, model, tokenizer, levels)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-masks-", dir=out_dir.parent))
     try:

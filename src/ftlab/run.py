@@ -20,22 +20,28 @@ from omegaconf import DictConfig, OmegaConf
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
-from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory, find_latest_checkpoint
-from ftlab.callbacks.checkpoints import STATE_FILE, checkpoint_step
+from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
+from ftlab.callbacks.checkpoints import STATE_FILE, checkpoint_step, checkpoints_newest_first, read_meta
 from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_json
 from ftlab.callbacks.sparsity_log import gated_callbacks
+from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.packing import padding_fraction
 from ftlab.errors import ConfigError
-from ftlab.evaluation import evaluate
+from ftlab.evaluation import final_evaluate
 from ftlab.models import build_model, build_tokenizer
+from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
+from ftlab.reuse.foundation import foundation, foundation_mismatch
 from ftlab.reuse.records import write_record
+from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import stage_run
-from ftlab.sparsity.compute import compute_masks
+from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
+from ftlab.training.progress import header
 from ftlab.training.schedules import total_steps
+from ftlab.training.state import STATE_KEY, check_resumable, state_problem
 from ftlab.training.trainer import build_logger, build_trainer
 
 log = logging.getLogger("ftlab")
@@ -50,20 +56,57 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path("experiments") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+def resume_checkpoint(cfg: DictConfig, run_dir: Path, found: dict[str, Any] | None = None) -> Path | None:
+    """The state file to resume from (``None``: start at step 0), checked before anything runs:
+    intact (``resume=auto`` falls back past an incomplete newest checkpoint, saying so), no pickled
+    objects, and standing on this run's model/base/mask keys (``found``)."""
     from ftlab.launchers.slurm import resume_setting
 
     resume = resume_setting(cfg.resume)  # a requeued SLURM job resumes from its job dir ("auto")
     if resume is None:
         return None
     if resume == "auto":
-        found = find_latest_checkpoint(run_dir)
-        return found / STATE_FILE if found else None
-    path = Path(cfg.resume)
-    path = path / STATE_FILE if path.is_dir() else path
-    if not path.is_file():
-        raise ConfigError("resume", cfg.resume, "null, 'auto' or a checkpoint dir containing state.ckpt")
+        path = _newest_intact(run_dir)
+        if path is None:
+            return None
+    else:
+        path = Path(cfg.resume)
+        path = path / STATE_FILE if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError("resume", cfg.resume, "null, 'auto' or a checkpoint dir containing state.ckpt")
+        problem = state_problem(path, read_meta(path))
+        if problem is not None:
+            raise ConfigError("resume", cfg.resume, f"an intact checkpoint of plain tensors ({problem[1]})")
+    recorded = read_meta(path).get(STATE_KEY, {}).get("foundation")
+    why = foundation_mismatch(recorded, found) if recorded is not None and found is not None else None
+    if why is not None:
+        raise ConfigError("resume", str(path.parent), f"a checkpoint of this run's model/base/mask: {why}; "
+                          "resume=null starts over")
     return path
+
+
+def _newest_intact(run_dir: Path) -> Path | None:
+    """``resume=auto``: the newest checkpoint that is intact; an incomplete one is skipped (one
+    line), a pickled one refused; none left of several is an error (nothing is overwritten)."""
+    candidates = checkpoints_newest_first(run_dir)
+    skipped: list[tuple[Path, str]] = []
+    for d in candidates:
+        problem = state_problem(d / STATE_FILE, read_meta(d / STATE_FILE))
+        if problem is None:
+            if skipped:
+                names = ", ".join(p.name for p, _ in skipped)
+                log.warning("resume=auto: skipping incomplete %s (%s); resuming from %s instead", names,
+                            skipped[0][1], d.name)
+            return d / STATE_FILE
+        kind, why = problem
+        if kind == "unsafe":
+            raise ConfigError("resume", str(d), f"a checkpoint of plain tensors ({why})")
+        skipped.append((d, why))
+    if skipped:
+        raise ConfigError("resume", "auto", f"a run dir with an intact checkpoint: all {len(skipped)} under "
+                          f"{Path(run_dir) / 'checkpoints'} are incomplete (newest: {skipped[0][1]}); "
+                          "resume=null starts over")
+    return None
 
 
 def peak_memory_mb() -> float:
@@ -73,24 +116,28 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def prepare_model(cfg: DictConfig, record: dict | None = None):
+def prepare_model(cfg: DictConfig, runner: StepRunner | None = None):
     """Tokenizer and base model, pre-trained on the task corpus when ``base.enabled``: a cached
     step, built once per base key and shared by every run that has that key (``ftlab.reuse``)."""
     tokenizer = build_tokenizer(cfg.model)
     seed = cfg.model.init_seed if cfg.model.init_seed is not None else cfg.seed
     if cfg.base.enabled:
         model = cached_base_model(
-            cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), record)
+            cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), runner=runner)
+        model.set_attn_implementation(cfg.model.attn_implementation)  # the cache loads with the default
     else:
         model = build_model(cfg.model, tokenizer, seed=seed)
     return tokenizer, model
 
 
 def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Path,
-        extra_callbacks: list | None = None, record: dict | None = None) -> dict[str, Any]:
-    """Train with the run's callbacks; returns throughput facts for ``metrics.json``."""
+        extra_callbacks: list | None = None, runner: StepRunner | None = None, ckpt: Path | None = None) -> dict[str, Any]:
+    """Train with the run's callbacks, from ``ckpt`` (:func:`resume_checkpoint`) when given;
+    returns throughput facts for ``metrics.json``."""
     steps = total_steps(cfg.schedule, cfg.train.max_steps)
     module = FtlabModule(adapted, cfg)
+    runner = runner or StepRunner(cfg)
+    module.foundation = foundation(runner.steps, runner.digests())  # recorded in every state this fit writes
     callbacks = [
         LossLog(run_dir, cfg.train.log_every_n_steps, cfg.train.log_measurements),
         TrainingHistory(run_dir),
@@ -99,25 +146,30 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
                            cfg.train.keep_checkpoints),
         *(extra_callbacks or []),
     ]
-    ckpt = resume_checkpoint(cfg, run_dir)
     start_step = 0
     if ckpt is not None:
+        check_resumable(ckpt, read_meta(ckpt), module, module.foundation, f"checkpoint {ckpt.parent}")
+        _note_rebuilt(runner.records)
         start_step = checkpoint_step(ckpt)
     # schedule=stages: resume from the deepest cached stage, hold the build locks of the others,
     # publish each at its last step; whatever is still locked is released on any exit
-    with stage_run(cfg, run_dir) as stages:
+    with stage_run(cfg, run_dir, runner.steps) as stages:
         stages.plan(own_step=start_step if ckpt is not None else None)
         if stages.resume_path is not None:
             ckpt, start_step = stages.resume_path, stages.start_step
+            check_resumable(ckpt, read_meta(ckpt), module, module.foundation,
+                            f"stage entry {stages.resume_entry.root}")
             stages.prefill_logs()
         callbacks += stages.callbacks()
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
                                 run_dir=run_dir)
+        if trainer.is_global_zero:
+            log.info("%s", header(cfg, adapted, steps, start_step, run_dir, runner.record(),
+                                   stages.resume_path is not None))
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         train_time = time.perf_counter() - t0
-    if record is not None:
-        record["stages"] = stages.records()
+    runner.stages = stages.records()
     # examples and real tokens this rank trained on (counted per batch; packed rows hold several)
     samples = module.examples * trainer.world_size
     tokens = module.real_tokens * trainer.world_size
@@ -136,6 +188,13 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     }
 
 
+def _note_rebuilt(records: dict[str, dict]) -> None:
+    base = records.get("base") or {}
+    if base.get("cached") and not base.get("cache_hit"):
+        log.warning("resume: the base artifact %s was not in the cache; rebuilt it, and its content matches "
+                    "the checkpoint's where both were cached", base["key"][:12])
+
+
 def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if cfg.train.save_adapter and adapted.save_adapter(run_dir / "adapter"):
@@ -150,41 +209,50 @@ def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> 
 
 def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | None = None) -> float | None:
     """Train (unless the adapter is an eval-only control), evaluate, export; returns the task metric."""
+    if cfg.hardware.strategy == "fsdp":  # plannable (python -m ftlab.plan), not trainable yet
+        raise ConfigError("hardware.strategy", "fsdp", "ddp or auto to train: ftlab does not train with FSDP yet "
+                          "(python -m ftlab.plan estimates its per-device memory); use hardware=multi_gpu")
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # checked before anything is written or built: a refused checkpoint leaves the run dir as it was
+    runner = StepRunner(cfg)  # the plan of steps (computed once) and the runner of its cached steps
+    ckpt = resume_checkpoint(cfg, run_dir, foundation(runner.steps))
     if rank_zero_only.rank == 0:  # DDP runs this recipe once per rank; rank 0 writes the files
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    record: dict[str, Any] = {"reuse_enabled": bool(cfg.reuse.enabled), "stages": []}  # -> reuse_record.json
-    tokenizer, model = prepare_model(cfg, record)
+    tokenizer, model = prepare_model(cfg, runner)
     # sparse base: W <- W * M (None when dense); the mask is a cached step
-    masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_masks, record))
+    masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_pruned, runner=runner))
     dm = TaskDataModule(cfg, tokenizer)
     dm.setup()
-    control = evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
+    control = final_evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
     spec = get_adapter(cfg.adapter.name)
+    model = prepare_for_training(model, cfg)  # k-bit preparation / gradient checkpointing
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
+    if adapted.trains:
+        check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)
     adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
 
     facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}
     if adapted.trains:
-        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, record=record)
+        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, runner=runner, ckpt=ckpt)
         if not facts.pop("is_global_zero"):
             return None  # DDP: rank 0 evaluates and writes the outputs
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # rank 0 evaluates alone: its metrics must not sync
     else:
         write_json(run_dir / "training_history.json", empty_history(adapted.gated))
-    write_record(run_dir, record)  # aggregated into the sweep's stage_log.csv / reuse_summary.json
+    write_record(run_dir, runner.record())  # aggregated into the sweep's stage_log.csv / reuse_summary.json
 
     metrics: dict[str, Any] = {}
     if masks is not None:  # merge + re-mask + validate; evaluation and export see that sparse model
-        metrics.update(finish_sparse(adapted, cfg, run_dir))
+        metrics.update(finish_sparse(adapted, cfg, run_dir, tokenizer, dm.splits.val if cfg.eval.enabled else None))
     if cfg.eval.enabled:
-        metrics.update(evaluate(adapted.model, tokenizer, dm.splits, cfg))
+        metrics.update(final_evaluate(adapted.model, tokenizer, dm.splits, cfg))
         fill_final_val_loss(run_dir / "training_history.json", metrics["val_loss"])
     metrics.update({f"control_{k}": v for k, v in control.items()})
     metrics.update(facts)

@@ -4,8 +4,12 @@ HellaSwag) and final-number exact match (GSM8K).
 Multiple choice is scored the way these benchmarks are usually reported for causal LMs: the model
 never generates; each candidate continuation is scored by the summed log-probability of its
 tokens after the prompt, and the best-scoring candidate is the prediction. Optional length
-normalisation divides by the candidate's UTF-8 byte length (tokenizer-independent), which keeps
-long endings from being penalised merely for being long.
+normalisation is lm-evaluation-harness's ``acc_norm``: divide by the candidate's length in
+characters, without the " " that separates it from the prompt (tokenizer-independent), which
+keeps long endings from being penalised merely for being long.
+
+This is the fast training-time scorer (a sample of the test split, no lm-eval import); the final
+numbers of BoolQ/HellaSwag/GSM8K come from lm-eval itself (``ftlab.harness``).
 """
 
 from __future__ import annotations
@@ -14,8 +18,13 @@ import torch
 from torchmetrics.aggregation import MeanMetric
 
 from ftlab.data.encoding import IGNORE_INDEX
+from ftlab.data.real_tasks import final_number
 from ftlab.data.tasks import Example
 from ftlab.errors import FtlabError
+from ftlab.inference import generate_answers
+
+#: what separates a prompt from its continuation (lm-eval's ``target_delimiter``)
+TARGET_DELIMITER = " "
 
 
 def choice_ids(tokenizer, prompt: str, choice: str, max_length: int) -> tuple[list[int], int]:
@@ -61,7 +70,7 @@ def choice_log_likelihoods(model, tokenizer, examples: list[Example], max_length
         for row, (i, _, _, choice) in enumerate(chunk):
             value = float(picked[row].sum())
             if length_normalize:
-                value /= max(1, len(choice.encode("utf-8")))
+                value /= max(1, len(choice.removeprefix(TARGET_DELIMITER)))
             scores[i].append(value)
     return scores
 
@@ -78,9 +87,6 @@ def choice_accuracy(model, tokenizer, examples: list[Example], max_length: int, 
 
 def final_number_match(model, tokenizer, examples: list[Example], max_new_tokens: int, batch_size: int) -> float:
     """Greedy generation; correct when the final number equals the reference's ``#### N``."""
-    from ftlab.data.real_tasks import final_number
-    from ftlab.evaluation import generate_answers
-
     metric = MeanMetric()
     preds = generate_answers(model, tokenizer, [e.prompt for e in examples], max_new_tokens, batch_size)
     for pred, ex in zip(preds, examples):

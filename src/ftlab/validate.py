@@ -1,4 +1,4 @@
-"""``python -m ftlab.validate checkpoint=PATH mask=PATH [report=validation_report.json]``
+"""``python -m ftlab.validate checkpoint=PATH mask=PATH [report=validation_report.json] [speed=2:4 batch=16 seq=512]``
 
 Checks that a checkpoint keeps a mask's zeros and writes ``validation_report.json``: per layer
 the expected sparsity (the mask's), the achieved one (exact zeros of W), max |W| where M = 0 and
@@ -8,6 +8,12 @@ the number of such leaks; ``passed`` overall. Exit status: 0 passed, 1 failed, 2
 ``pytorch_model.bin``), a single ``.safetensors`` file, or a training checkpoint (``state.ckpt``
 or its directory). A training checkpoint of an adapter run holds the frozen base weights, not the
 merged model: validate ``<run>/model`` to check what the adapter produces.
+
+``speed=2:4`` (model directory only, after a passing validation): converts the merged linears
+that hold a 2:4 pattern to ``torch.sparse.to_sparse_semi_structured`` and measures forward
+latency and tokens/s against the dense model (fp16, ``batch`` × ``seq`` random tokens); the
+numbers go into the report under ``speed``. It needs a CUDA GPU of compute capability >= 8.0;
+elsewhere it stops with one line saying so, before anything is written.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import torch
 
 from ftlab.errors import ConfigError, FtlabError, report_error
 
-KEYS = ("checkpoint", "mask", "report")
+KEYS = ("checkpoint", "mask", "report", "speed", "batch", "seq")
+SPEEDS = ("2:4",)
 STATE_FILE = "state.ckpt"
 
 
@@ -34,7 +41,38 @@ def parse_args(argv: list[str]) -> dict[str, str]:
     for key in ("checkpoint", "mask"):
         if not args.get(key):
             raise ConfigError(key, None, "a path (usage: python -m ftlab.validate checkpoint=PATH mask=PATH)")
+    if "speed" in args:
+        if args["speed"] not in SPEEDS:
+            raise ConfigError("speed", args["speed"], f"one of {list(SPEEDS)}")
+        for key, default in (("batch", "16"), ("seq", "512")):
+            if not args.setdefault(key, default).isdigit() or int(args[key]) < 1:
+                raise ConfigError(key, args[key], "a positive integer")
+        if not Path(args["checkpoint"]).is_dir() or (Path(args["checkpoint"]) / STATE_FILE).is_file():
+            raise ConfigError("checkpoint", args["checkpoint"], "a merged model directory (<run>/model) with speed=2:4")
+        from ftlab.sparsity.semi import unsupported_reason
+
+        reason = unsupported_reason()
+        if reason:
+            raise FtlabError(f"speed=2:4 cannot be measured here: {reason}")
     return args
+
+
+def measure_speed(checkpoint: str, batch: int, seq: int) -> dict[str, Any]:
+    """Dense vs 2:4 semi-structured forward of the model directory (fp16, CUDA)."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from ftlab.sparsity.semi import compare_speed, to_semi_structured_
+
+    dense = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float16).cuda().eval()
+    sparse = copy.deepcopy(dense)
+    converted = to_semi_structured_(sparse)
+    if not converted["converted"]:
+        raise FtlabError(f"speed=2:4: no linear of {checkpoint} holds a 2:4 pattern with kernel-sized shapes "
+                         "(a model pruned with sparsity=nm, n=2, m=4?)")
+    result = compare_speed(dense, sparse, batch, seq, dense.config.vocab_size)
+    return {**result, "converted_linears": len(converted["converted"]), "skipped_linears": converted["skipped"]}
 
 
 def _load_torch(path: Path) -> dict[str, Any]:
@@ -119,6 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args = parse_args(argv)
         report = validate(args["checkpoint"], args["mask"], args["report"])
+        if "speed" in args and report["passed"]:
+            from ftlab.callbacks.history import write_json
+
+            report["speed"] = measure_speed(args["checkpoint"], int(args["batch"]), int(args["seq"]))
+            write_json(Path(args["report"]), report)
+            sp = report["speed"]
+            print(f"ftlab: 2:4 speed-up {sp['speedup']:.3f}x ({sp['dense_latency_ms']:.2f} ms dense, "
+                  f"{sp['sparse_latency_ms']:.2f} ms 2:4 at batch {sp['batch']} x seq {sp['seq']}; "
+                  f"{sp['sparse_tokens_per_s']:.0f} vs {sp['dense_tokens_per_s']:.0f} tokens/s)")
     except FtlabError as err:
         sys.exit(report_error(err))
     if report["passed"]:

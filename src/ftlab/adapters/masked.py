@@ -74,7 +74,7 @@ class MaskedLoraLinear(PeftLinear):
 
 class MaskedLora(AdaptedModel):
     def __init__(self, model: nn.Module, adapter_cfg: Any, run_cfg: Any):
-        config = peft_config(adapter_cfg, run_cfg, use_dora=False)
+        config = peft_config(model, adapter_cfg, run_cfg, use_dora=False)
         config._register_custom_module({nn.Linear: MaskedLoraLinear})
         super().__init__(get_peft_model(model, config), adapter_cfg, run_cfg)
         self.masks: dict[str, torch.Tensor] | None = None

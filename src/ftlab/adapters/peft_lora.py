@@ -7,11 +7,14 @@ from pathlib import Path
 
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
+from torch import nn
 
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import AdapterSpec, register_adapter
+from ftlab.adapters.targets import adapter_targets, peft_target_list
 from ftlab.config.schema import AdapterConfig
 from ftlab.errors import fail
+from ftlab.models.quantization import dequantized_merge, is_quantized
 
 
 @dataclass
@@ -45,17 +48,13 @@ def validate_low_rank(adapter_cfg, run_cfg=None) -> None:
         fail("adapter.target_modules", list(targets), "a non-empty list of module names, or null")
 
 
-def target_modules(adapter_cfg, run_cfg) -> list[str]:
-    targets = adapter_cfg.target_modules or run_cfg.model.target_modules
-    return list(targets)
-
-
-def peft_config(adapter_cfg, run_cfg, *, use_dora: bool) -> PeftLoraConfig:
+def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> PeftLoraConfig:
+    """peft's config with the targets resolved against ``model`` (one-line error if none match)."""
     return PeftLoraConfig(
         r=adapter_cfg.r,
         lora_alpha=adapter_cfg.alpha,
         lora_dropout=adapter_cfg.dropout,
-        target_modules=target_modules(adapter_cfg, run_cfg),
+        target_modules=peft_target_list(model, adapter_targets(model, adapter_cfg, run_cfg)),
         use_dora=use_dora,
         task_type="CAUSAL_LM",
     )
@@ -65,7 +64,7 @@ class PeftLowRank(AdaptedModel):
     use_dora = False
 
     def __init__(self, model, adapter_cfg, run_cfg):
-        super().__init__(get_peft_model(model, peft_config(adapter_cfg, run_cfg, use_dora=self.use_dora)),
+        super().__init__(get_peft_model(model, peft_config(model, adapter_cfg, run_cfg, use_dora=self.use_dora)),
                          adapter_cfg, run_cfg)
 
     def save_adapter(self, directory: Path) -> bool:
@@ -73,7 +72,10 @@ class PeftLowRank(AdaptedModel):
         return True
 
     def merged_model(self):
-        """Folds the adapter into the base weights; the peft wrapper is consumed (call last)."""
+        """Folds the adapter into the base weights; the peft wrapper is consumed (call last).
+        A k-bit base is dequantised first, so the merge does not round the update away."""
+        if is_quantized(self.model):
+            return dequantized_merge(self.model)
         return self.model.merge_and_unload()
 
 

@@ -55,10 +55,13 @@ from torch import nn
 
 from ftlab.adapters import gates as G
 from ftlab.adapters.base import AdaptedModel
-from ftlab.adapters.peft_lora import LowRankConfig, target_modules, validate_low_rank
+from ftlab.adapters.peft_lora import LowRankConfig, validate_low_rank
 from ftlab.adapters.registry import AdapterSpec, register_adapter
+from ftlab.adapters.targets import adapter_targets
 from ftlab.config.validate import VALIDATORS
-from ftlab.errors import ConfigError, fail
+from ftlab.errors import fail
+from ftlab.models.quantization import dense_weight, dequantized_model, is_quantized
+from ftlab.models.structure import matches
 
 GATE_INITS = ("ones", "normal")
 THRESHOLD_SCALES = ("none", "lr")
@@ -129,8 +132,10 @@ if validate_stage_thresholds not in VALIDATORS:
 
 # -- layers ----------------------------------------------------------------------------------
 def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
-    """Adapters train in float32 on half-precision bases (as peft does by default)."""
-    return torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
+    """Adapters train in float32 on half-precision and k-bit bases (as peft does by default)."""
+    if not weight.is_floating_point() or weight.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return weight.dtype
 
 
 class GatedLoraLinear(nn.Module):
@@ -166,7 +171,7 @@ class GatedLoraLinear(nn.Module):
 
     @torch.no_grad()
     def merged_weight(self) -> torch.Tensor:
-        w = self.base_layer.weight
+        w = dense_weight(self.base_layer)  # dequantised on a k-bit base
         return (w.to(self.lora_A.weight.dtype) + self.delta_weight()).to(w.dtype)
 
 
@@ -203,16 +208,11 @@ class GatedDoraLinear(GatedLoraLinear):
         return merged.to(w.dtype)
 
 
-def _matches(name: str, targets: list[str]) -> bool:
-    """peft's rule for a list of target modules: the full name or its last components."""
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
 def inject(model: nn.Module, targets: list[str], layer_cls: type, adapter_cfg: Any) -> dict[str, GatedLoraLinear]:
     """Replace every targeted ``nn.Linear`` by a gated layer; returns them by module name."""
     layers: dict[str, GatedLoraLinear] = {}
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and _matches(name, targets):
+        if isinstance(module, nn.Linear) and any(matches(name, t) for t in targets):
             layer = layer_cls(module, adapter_cfg.r, adapter_cfg.alpha, adapter_cfg.dropout, adapter_cfg.gate_init)
             _set_module(model, name, layer)
             layers[name] = layer
@@ -233,13 +233,7 @@ class SoraModel(AdaptedModel):
     def __init__(self, model: nn.Module, adapter_cfg: Any, run_cfg: Any):
         for p in model.parameters():
             p.requires_grad_(False)
-        targets = target_modules(adapter_cfg, run_cfg)
-        self.layers = inject(model, targets, self.layer_cls, adapter_cfg)
-        if not self.layers:
-            from ftlab.models.build import linear_module_names
-
-            raise ConfigError("adapter.target_modules", targets,
-                              f"names of linear layers of the model, e.g. {linear_module_names(model)}")
+        self.layers = inject(model, adapter_targets(model, adapter_cfg, run_cfg), self.layer_cls, adapter_cfg)
         super().__init__(model, adapter_cfg, run_cfg)
         self.proximal = str(adapter_cfg.proximal)
         self.threshold_scale = str(adapter_cfg.threshold_scale)
@@ -385,10 +379,21 @@ class SoraModel(AdaptedModel):
     def merged_model(self) -> nn.Module:
         """The base architecture with ``W'`` in its linears; consumes the gated layers (call last)."""
         if not self._merged:
+            quantized = is_quantized(self.model)
             for name, layer in self.layers.items():
                 base = layer.base_layer
-                base.weight.copy_(layer.merged_weight())
+                if quantized:  # a plain linear replaces the k-bit one (the merge is not re-quantised)
+                    merged = layer.merged_weight()
+                    base = nn.Linear(layer.in_features, layer.out_features, bias=base.bias is not None,
+                                     device=merged.device, dtype=merged.dtype)
+                    base.weight.copy_(merged)
+                    if base.bias is not None:
+                        base.bias.copy_(layer.base_layer.bias)
+                else:
+                    base.weight.copy_(layer.merged_weight())
                 _set_module(self.model, name, base)
+            if quantized:  # the linears that were not targets
+                self.model = dequantized_model(self.model)
             self._merged = True
         return self.model
 

@@ -14,13 +14,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftlab.analysis.runs import RunRecord, find_reuse_summaries, find_run_dirs, load_runs
-from ftlab.analysis.tables import grouped_table, reuse_table, sparsity_table, summary_table
+from ftlab.analysis.runs import (
+    RunRecord,
+    find_reuse_summaries,
+    find_run_dirs,
+    find_summaries,
+    load_runs,
+    load_search_logs,
+)
+from ftlab.analysis.tables import (
+    grouped_table,
+    reuse_table,
+    search_log_table,
+    search_table,
+    sparsity_table,
+    summary_table,
+)
 from ftlab.errors import FtlabError
 
 TABLES = ("summary.csv", "grouped_summary.csv", "sparsity_vs_performance.csv")
 #: written when the tree holds sweeps with ``reuse_summary.json``
 REUSE_TABLE = "reuse_summary.csv"
+#: written when the tree holds stage searches (``search_summary.json``, ``search_log.csv``)
+SEARCH_TABLES = ("search_summary.csv", "search_log.csv")
 
 
 @dataclass
@@ -32,6 +48,8 @@ class Analysis:
     sparsity: pd.DataFrame
     reuse: pd.DataFrame
     files: list[Path]
+    search: pd.DataFrame | None = None
+    search_log: pd.DataFrame | None = None
 
     @property
     def unfinished(self) -> list[RunRecord]:
@@ -53,6 +71,8 @@ def analyze(root: Path, out: Path | None = None, plot: bool = False) -> Analysis
     grouped = grouped_table(summary, varying)
     sparsity = sparsity_table(summary)
     reuse = reuse_table(find_reuse_summaries(root))
+    search = search_table(find_summaries(root, "search_summary.json"))
+    search_log = search_log_table(load_search_logs(root))
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".analysis-", dir=out))
     try:
@@ -61,6 +81,10 @@ def analyze(root: Path, out: Path | None = None, plot: bool = False) -> Analysis
         sparsity.to_csv(staging / TABLES[2], index=False)
         if len(reuse):
             reuse.to_csv(staging / REUSE_TABLE, index=False)
+        if len(search):
+            search.to_csv(staging / SEARCH_TABLES[0], index=False)
+        if len(search_log):
+            search_log.to_csv(staging / SEARCH_TABLES[1], index=False)
         if plot:
             from ftlab.analysis.plots import all_plots
 
@@ -74,7 +98,7 @@ def analyze(root: Path, out: Path | None = None, plot: bool = False) -> Analysis
                 files.append(dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Analysis(out, records, summary, grouped, sparsity, reuse, files)
+    return Analysis(out, records, summary, grouped, sparsity, reuse, files, search, search_log)
 
 
 __all__ = ["Analysis", "RunRecord", "TABLES", "analyze", "find_run_dirs", "load_runs"]

@@ -7,6 +7,7 @@ run without ``metrics.json`` is kept as *unfinished* rather than dropped.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-#: files whose presence makes a directory a run dir
-RUN_MARKERS = ("config.yaml", "metrics.json", "loss_log.csv")
+#: files whose presence makes a directory a run dir (``eval.json``: ``python -m ftlab.evaluate``)
+RUN_MARKERS = ("config.yaml", "metrics.json", "loss_log.csv", "eval.json")
 #: sub-directories of a run that never hold another run
 _NOT_RUNS = {"checkpoints", "adapter", "model", "lightning_logs", "wandb", "analysis", "plots"}
 
@@ -32,11 +33,13 @@ class RunRecord:
     sparsity_log: pd.DataFrame | None = None
     history: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None  # eval.json of ``python -m ftlab.evaluate`` (lm-eval scores)
     problems: list[str] = field(default_factory=list)  # unreadable files, in words
 
     @property
     def finished(self) -> bool:
-        return self.metrics is not None
+        """A run that wrote metrics.json, or a model dir scored by ``ftlab.evaluate``."""
+        return self.metrics is not None or self.eval is not None
 
     @property
     def status(self) -> str:
@@ -118,6 +121,8 @@ def load_run(path: Path, root: Path) -> RunRecord:
     rec.metrics = metrics if isinstance(metrics, dict) else None
     rec.history = _read_json(path / "training_history.json", rec.problems)
     rec.validation = _read_json(path / "validation_report.json", rec.problems)
+    evaluated = _read_json(path / "eval.json", rec.problems)
+    rec.eval = evaluated if isinstance(evaluated, dict) else None
     rec.loss_log = _read_csv(path / "loss_log.csv", rec.problems)
     rec.sparsity_log = _read_csv(path / "sparsity_log.csv", rec.problems)
     return rec
@@ -128,15 +133,39 @@ def load_runs(root: Path) -> list[RunRecord]:
     return [load_run(d, root) for d in find_run_dirs(root)]
 
 
+def find_sweep_files(root: Path, name: str) -> list[Path]:
+    """Every file called ``name`` in a sweep dir under ``root`` (hidden and artefact dirs skipped)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(Path(root)):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _NOT_RUNS)
+        if name in filenames:
+            out.append(Path(dirpath) / name)
+    return out
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.parent.relative_to(root)) if path.parent != Path(root) else "."
+
+
+def find_summaries(root: Path, name: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(sweep dir relative to root, content)`` of every JSON summary ``name`` under ``root``."""
+    out = []
+    for path in find_sweep_files(root, name):
+        data = _read_json(path, [])
+        if isinstance(data, dict):
+            out.append((_relative(path, Path(root)), data))
+    return out
+
+
 def find_reuse_summaries(root: Path) -> list[tuple[str, dict[str, Any]]]:
     """``(sweep dir relative to root, reuse_summary.json)`` of every sweep under ``root``."""
-    root = Path(root)
+    return find_summaries(root, "reuse_summary.json")
+
+
+def load_search_logs(root: Path) -> list[tuple[str, list[dict[str, str]]]]:
+    """``(sweep dir, rows of search_log.csv)`` of every stage search under ``root``."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _NOT_RUNS)
-        if "reuse_summary.json" in filenames:
-            data = _read_json(Path(dirpath) / "reuse_summary.json", [])
-            if isinstance(data, dict):
-                rel = str(Path(dirpath).relative_to(root)) if Path(dirpath) != root else "."
-                out.append((rel, data))
+    for path in find_sweep_files(root, "search_log.csv"):
+        with open(path, newline="") as fh:
+            out.append((_relative(path, Path(root)), list(csv.DictReader(fh))))
     return out

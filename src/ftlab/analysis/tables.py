@@ -34,6 +34,27 @@ def is_seed_key(key: str) -> bool:
     return leaf in ("seed", "init_seed")
 
 
+#: benchmark scores -> column prefix: the run's own final numbers and ``ftlab.evaluate``'s eval.json
+BENCHMARK_SOURCES = (("metrics", "lm_eval"), ("eval", "eval_json"))
+
+
+def benchmark_columns(rec: RunRecord) -> dict[str, Any]:
+    """``<prefix>:<variant>`` (value), ``<prefix>:<variant>:stderr``, ``<prefix>:n`` and
+    ``<prefix>:n_shot`` of each lm-eval ``eval_benchmark`` record the run dir holds."""
+    out: dict[str, Any] = {}
+    for attr, prefix in BENCHMARK_SOURCES:
+        bench = (getattr(rec, attr) or {}).get("eval_benchmark")
+        if not isinstance(bench, dict):
+            continue
+        for r in bench.get("metrics") or []:
+            out[f"{prefix}:{r['variant']}"] = r.get("value")
+            out[f"{prefix}:{r['variant']}:stderr"] = r.get("stderr")
+            out[f"{prefix}:n"], out[f"{prefix}:n_shot"] = r.get("n"), r.get("n_shot")
+    if rec.eval is not None:
+        out["eval_json:weights"] = rec.eval.get("weights")
+    return out
+
+
 def task_metric(metrics: dict[str, Any] | None) -> tuple[str | None, float | None]:
     """The run's headline metric: the task metric if it was scored, else ``val_loss``."""
     if not metrics:
@@ -98,7 +119,7 @@ def summary_table(records: list[RunRecord]) -> tuple[pd.DataFrame, list[str]]:
         for k in varying:
             if k not in GROUP_COLUMNS.values() and k != "seed":
                 row[k] = rec.get(k)
-        name, value = task_metric(rec.metrics)
+        name, value = task_metric(rec.metrics if rec.metrics is not None else rec.eval)
         row["metric"], row["metric_value"] = name, value
         metrics = rec.metrics or {}
         for k in LEADING_METRICS:
@@ -106,6 +127,7 @@ def summary_table(records: list[RunRecord]) -> tuple[pd.DataFrame, list[str]]:
         for k in sorted(metrics):
             if k not in row and _scalar(metrics[k]):
                 row[k] = metrics[k]
+        row.update(benchmark_columns(rec))
         row.update(_log_facts(rec))
         row["validation"] = validation_result(rec)
         row["problems"] = "; ".join(rec.problems) or None
@@ -182,3 +204,32 @@ def reuse_table(summaries: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
                      "stage_runtime_s": stages.get("runtime_s"), "base_built": base.get("built"),
                      "base_hits": base.get("hits"), "mask_built": mask.get("built"), "mask_hits": mask.get("hits")})
     return pd.DataFrame(rows, columns=REUSE_COLUMNS)
+
+
+SEARCH_COLUMNS = ["sweep", "finished", "trials", "jobs", "metric", "mode", "eta", "best_trial", "best_metric",
+                  "executed_iters", "exhaustive_reuse_iters", "naive_iters", "executed_vs_exhaustive_reuse",
+                  "executed_vs_naive", "device_hours", "wall_s", "best_overrides"]
+
+
+def search_table(summaries: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """One row per stage search (``search_summary.json``): the best trial and what it cost."""
+    rows = []
+    for rel, d in summaries:
+        best, opts = d.get("best") or {}, d.get("search") or {}
+        rows.append({"sweep": rel, **{k: d.get(k) for k in ("finished", "trials", "jobs", "executed_iters",
+                                                             "exhaustive_reuse_iters", "naive_iters",
+                                                             "executed_vs_exhaustive_reuse", "executed_vs_naive",
+                                                             "device_hours", "wall_s")},
+                     "metric": opts.get("metric"), "mode": opts.get("mode"), "eta": opts.get("eta"),
+                     "best_trial": best.get("trial"), "best_metric": best.get("metric"),
+                     "best_overrides": " ".join(best.get("overrides") or [])})
+    return pd.DataFrame(rows, columns=SEARCH_COLUMNS)
+
+
+def search_log_table(logs: list[tuple[str, list[dict[str, str]]]]) -> pd.DataFrame:
+    """Every evaluation of every stage search (``search_log.csv`` rows with their sweep)."""
+    frames = [pd.DataFrame(rows).assign(sweep=rel) for rel, rows in logs if rows]
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    return df[["sweep", *[c for c in df.columns if c != "sweep"]]]

@@ -1,7 +1,9 @@
 """Resumable checkpoints: ``checkpoints/checkpoint-epoch{X}-step{Y}/`` every N steps and
-``checkpoints/checkpoint-epoch{X}/`` at each epoch end. Each dir holds Lightning's full state
-(``state.ckpt``: weights, optimiser, scheduler, loops, data position) and ``meta.json``; it is
-written to a temporary name and renamed, so a crash never leaves a half checkpoint behind."""
+``checkpoints/checkpoint-epoch{X}/`` at each epoch end. Each dir holds ``state.ckpt`` (the
+trainable-only state of :mod:`ftlab.training.state`: trainable tensors, optimiser, scheduler,
+loops, data position, RNG) and ``meta.json`` (step, the state's size and its record: format,
+foundation keys, trainable shapes), so a resume can check a checkpoint without loading it. A dir
+is written to a temporary name and renamed, so a crash never leaves a half checkpoint behind."""
 
 from __future__ import annotations
 
@@ -9,38 +11,64 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+
+from ftlab.training.state import STATE_KEY, safe_load, state_info
 
 STATE_FILE = "state.ckpt"
 META_FILE = "meta.json"
 _NAME = re.compile(r"^checkpoint-epoch(\d+)(?:-step(\d+))?$")
 
 
-def find_latest_checkpoint(run_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest global step (epoch-end wins a tie)."""
+def read_meta(state_file: Path) -> dict[str, Any]:
+    """The ``meta.json`` next to a state file (``{}`` when there is none or it is unreadable)."""
+    try:
+        data = json.loads((Path(state_file).parent / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """Checkpoint dirs with a state file and a readable ``meta.json``, highest global step first
+    (epoch-end first on a tie). Whether a state is intact is :func:`state_problem`'s question."""
     root = Path(run_dir) / "checkpoints"
-    best, best_key = None, None
+    found = []
     for d in root.glob("checkpoint-epoch*") if root.is_dir() else []:
-        meta = d / META_FILE
-        if not (_NAME.match(d.name) and meta.is_file() and (d / STATE_FILE).is_file()):
+        if not (_NAME.match(d.name) and (d / STATE_FILE).is_file()):
             continue
-        info = json.loads(meta.read_text())
-        key = (info["global_step"], info.get("epoch_end", False))
-        if best_key is None or key > best_key:
-            best, best_key = d, key
-    return best
+        info = read_meta(d / STATE_FILE)
+        if "global_step" in info:
+            found.append(((int(info["global_step"]), bool(info.get("epoch_end", False))), d))
+    return [d for _, d in sorted(found, key=lambda kd: kd[0], reverse=True)]
+
+
+def find_latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the highest global step (epoch-end wins a tie)."""
+    found = checkpoints_newest_first(run_dir)
+    return found[0] if found else None
 
 
 def checkpoint_step(state_file: Path) -> int:
     """Global step of a checkpoint: from its ``meta.json`` when it has one (no need to load the
-    whole state), else from the state itself (memory-mapped; trusted like the fit that loads it)."""
-    meta = Path(state_file).parent / META_FILE
-    if meta.is_file():
-        return int(json.loads(meta.read_text())["global_step"])
-    import torch
+    whole state), else from the state itself (memory-mapped, ``weights_only``)."""
+    meta = read_meta(state_file)
+    if "global_step" in meta:
+        return int(meta["global_step"])
+    return int(safe_load(Path(state_file), mmap=True)["global_step"])
 
-    return int(torch.load(state_file, map_location="cpu", mmap=True, weights_only=False)["global_step"])
+
+def save_state(trainer: L.Trainer, path: Path) -> dict[str, Any]:
+    """Write the trainer's state to ``path``; returns the ``meta.json`` entries describing it
+    (its size, so a truncated copy is recognised, and the record of :mod:`ftlab.training.state`)."""
+    trainer.save_checkpoint(path, weights_only=False)  # weights_only=False: optimiser etc. included
+    module = trainer.lightning_module
+    meta: dict[str, Any] = {STATE_KEY: state_info(module, getattr(module, "foundation", None))}
+    if Path(path).is_file():  # the rank that wrote it
+        meta["state_bytes"] = Path(path).stat().st_size
+    return meta
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -58,9 +86,10 @@ class PeriodicCheckpoint(L.Callback):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         trainer.strategy.barrier()
-        trainer.save_checkpoint(tmp / STATE_FILE)
+        state_meta = save_state(trainer, tmp / STATE_FILE)
         if trainer.is_global_zero:
-            meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "epoch_end": epoch_end}
+            meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "epoch_end": epoch_end,
+                    **state_meta}
             (tmp / META_FILE).write_text(json.dumps(meta))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)

@@ -32,7 +32,12 @@ def config_dir() -> Path:
 def _allowed_keys(err: OmegaConfBaseException) -> str:
     cls = getattr(err, "object_type", None)
     fields = getattr(cls, "__dataclass_fields__", None)
-    return ", ".join(sorted(fields)) if fields else "the keys of this config node"
+    if fields:
+        return ", ".join(sorted(fields))
+    parent = getattr(err, "parent_node", None)  # a free-form dict (model.config, task.options)
+    keys = ", ".join(sorted(str(k) for k in parent)) if OmegaConf.is_dict(parent) else "the keys of this config node"
+    key = getattr(err, "full_key", None)
+    return f"{keys}; add a new key with +{key}=VALUE" if key else keys
 
 
 def _first_line(text: str) -> str:
@@ -79,20 +84,23 @@ def compose_config(overrides: list[str], *, with_hydra: bool = False, config_nam
     return cfg
 
 
-def sweep_params(overrides: list[str], config_name: str = "config") -> list[str]:
-    """``hydra.sweeper.params`` of the composed config as override strings (what BasicSweeper adds)."""
-    cfg = compose_config(overrides, with_hydra=True, config_name=config_name)
+def sweep_params(overrides: list[str], config_name: str = "config", cfg: DictConfig | None = None) -> list[str]:
+    """``hydra.sweeper.params`` of the composed config as override strings (what BasicSweeper adds);
+    ``cfg``: that config when the caller has composed it (with its ``hydra`` node) already."""
+    if cfg is None:
+        cfg = compose_config(overrides, with_hydra=True, config_name=config_name)
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     return [f"{k}={v}" for k, v in params.items()]
 
 
-def expand_sweep(overrides: list[str], config_name: str = "config") -> list[list[str]]:
-    """The override lists of every job of ``--multirun overrides`` (Hydra's basic sweeper order)."""
+def expand_sweep(overrides: list[str], config_name: str = "config", base: DictConfig | None = None) -> list[list[str]]:
+    """The override lists of every job of ``--multirun overrides`` (Hydra's basic sweeper order);
+    ``base``: the sweep's base config, if composed already (saves a composition)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     # Sweep values of the composed config's hydra.sweeper.params come first, CLI after (Hydra's order).
     plain = [o for o in overrides if "," not in o.partition("=")[2]]
-    args = sweep_params(plain, config_name) + list(overrides)
+    args = sweep_params(plain, config_name, cfg=base) + list(overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(args)
         (batch,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
@@ -101,22 +109,41 @@ def expand_sweep(overrides: list[str], config_name: str = "config") -> list[list
     return batch
 
 
-def compose_run(overrides: list[str], config_name: str = "config") -> DictConfig:
-    """Compose and validate one run (no ``hydra`` node)."""
+def checked(cfg: DictConfig) -> DictConfig:
+    """``cfg`` after :func:`validate_config` (OmegaConf errors of the values it reads, one line)."""
     from ftlab.config.validate import validate_config
 
-    cfg = compose_config(overrides, config_name=config_name)
-    validate_config(cfg)
+    try:
+        validate_config(cfg)
+    except OmegaConfBaseException as err:  # a value only the checks read (e.g. a missing stage lr)
+        raise translate_hydra_error(err) from err
     return cfg
 
 
+def compose_run(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """Compose and validate one run (no ``hydra`` node)."""
+    return checked(compose_config(overrides, config_name=config_name))
+
+
 def preflight(overrides: list[str], *, multirun: bool, config_name: str = "config") -> list[DictConfig]:
-    """Compose and validate every job; nothing is launched if any job is invalid."""
-    jobs = expand_sweep(overrides, config_name) if multirun else [list(overrides)]
-    cfgs = [compose_run(job, config_name) for job in jobs]
+    """Compose and validate every job, then check what each needs from its files and this machine;
+    nothing is launched (and no run dir created) if any job is invalid.
+
+    A single run is composed once, with its ``hydra`` node (output dir, launcher): the preflight of
+    a bad value that needs no file costs one composition plus the checks.
+    """
     from ftlab.launchers.preflight import (
+        base_config,
+        check_jobs,  # what each job needs: output dir, data, credentials, hardware
         check_launch,  # where the jobs run: SLURM reachable, Cerebras-able, ...
     )
 
-    check_launch(list(overrides), cfgs, multirun=multirun, config_name=config_name)
+    if multirun:
+        base = base_config(list(overrides), config_name)
+        cfgs = [compose_run(job, config_name) for job in expand_sweep(overrides, config_name, base=base)]
+    else:
+        base = checked(compose_config(list(overrides), with_hydra=True, config_name=config_name))
+        cfgs = [base]
+    check_launch(list(overrides), cfgs, multirun=multirun, config_name=config_name, base=base)
+    check_jobs(cfgs, base, multirun=multirun)
     return cfgs

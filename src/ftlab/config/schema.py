@@ -28,8 +28,12 @@ class ModelConfig:
     config: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
     tokenizer: str = "byte"  # "byte" = files-free byte-level tokenizer; "auto" = from name_or_path
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # ``None`` = every linear inside the decoder blocks (peft's all-linear, no LM head, no MoE
+    # router), read from the loaded model; a list narrows it (see ftlab.adapters.targets).
+    target_modules: list[str] | None = None
     init_seed: int | None = None  # seed of random init; None -> run seed
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (needs flash-attn + CUDA)
+    quantization: str | None = None  # None | nf4 | int8: a frozen k-bit base through bitsandbytes (QLoRA)
 
 
 @dataclass
@@ -48,13 +52,25 @@ class CalibrationConfig:
 
 
 @dataclass
+class SparseGPTConfig:
+    blocksize: int = 128  # columns pruned and reconstructed per lazy batch update
+    percdamp: float = 0.01  # Hessian dampening: percdamp * mean(diag(H)) added to the diagonal
+
+
+def _owl_defaults() -> dict[str, float]:
+    # a dict, not a dataclass: the published key is ``lambda``, a Python keyword
+    return {"threshold_m": 5.0, "lambda": 0.08}
+
+
+@dataclass
 class SparsityConfig:
     name: str = "none"
     level: float = 0.0
     levels: list[float] | None = None  # masks CLI: several levels at once
     method: str = "none"  # none | unstructured | structured | nm | random
     importance: str = "magnitude"  # magnitude | gradient | taylor | wanda | random
-    group: str = "layer"  # unstructured comparison group: layer | row | global
+    # unstructured comparison group: layer | row | global; None = row for wanda (as published), else layer
+    group: str | None = None
     n: int = 2
     m: int = 4
     structure: str = "channel"  # structured: channel | head
@@ -64,6 +80,9 @@ class SparsityConfig:
     modules: list[str] = field(default_factory=lambda: ["*.layers.*"])
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     seed: int | None = None  # random masks; None -> run seed
+    allocation: str = "uniform"  # per-layer levels: uniform | owl
+    owl: dict[str, float] = field(default_factory=_owl_defaults)
+    sparsegpt: SparseGPTConfig = field(default_factory=SparseGPTConfig)
 
 
 @dataclass
@@ -148,6 +167,9 @@ class TrainConfig:
     packing: bool = False
     pack_length: int | None = None
     group_by_length: bool = False
+    # Recompute each decoder block's activations in the backward pass (non-reentrant checkpoints):
+    # activation memory ~ one block instead of all of them, for ~1/3 more compute.
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -182,6 +204,9 @@ class ReuseConfig:
 class EvalConfig:
     enabled: bool = True
     generate: bool = True  # exact-match generation on the test split
+    # BoolQ/HellaSwag/GSM8K: final numbers from lm-evaluation-harness on the whole test split
+    # (false: ftlab's fast scorer on task.eval_examples, as during training)
+    harness: bool = True
     # Also score the base model before adaptation (same splits): metrics.json gets control_<metric>,
     # so one run shows what fine-tuning bought. The separate control run is adapter=none.
     control: bool = False

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from ftlab.errors import fail
 
 SCHEDULES = ("constant", "cosine", "linear", "stages")
@@ -38,6 +40,10 @@ def validate_schedule(cfg) -> None:
         if not s.stages:
             fail("schedule.stages", s.stages, "a non-empty list of {iters, lr}")
         for i, st in enumerate(s.stages):
+            for key in ("iters", "lr"):
+                if OmegaConf.is_config(st) and OmegaConf.is_missing(st, key):
+                    fail(f"schedule.stages[{i}].{key}", "???", "set for every stage, e.g. "
+                         "schedule.stages='[{iters: 100, lr: 1e-3}, {iters: 50, lr: 1e-4}]'")
             _positive(f"schedule.stages[{i}].iters", st.iters, integer=True)
             _positive(f"schedule.stages[{i}].lr", st.lr)
             if st.sparse_lambda_2 is not None and st.sparse_lambda_2 < 0:
@@ -74,11 +80,12 @@ def validate_hardware(cfg) -> None:
 
 
 def validate_task(cfg) -> None:
-    from ftlab.data.tasks import task_names
+    from ftlab.data.tasks import build_task, task_names
 
     t = cfg.task
     if t.name not in task_names():
         fail("task.name", t.name, f"one of {task_names()}")
+    build_task(t).check_options()
     if t.path is not None and not Path(t.path).is_file():
         fail("task.path", t.path, "an existing data file")
     _positive("task.num_examples", t.num_examples, integer=True)
@@ -109,9 +116,15 @@ def validate_adapter(cfg) -> None:
 
 
 def validate_resume(cfg) -> None:
-    r = cfg.resume
-    if r is not None and r != "auto" and not Path(r).exists():
-        fail("resume", r, "null, 'auto' or an existing checkpoint directory")
+    from ftlab.config.environment import check_resume
+
+    check_resume(cfg)
+
+
+def validate_model(cfg) -> None:
+    from ftlab.config.model_checks import check_model
+
+    check_model(cfg)
 
 
 def validate_task_metric(cfg) -> None:
@@ -129,8 +142,52 @@ def validate_sparsity(cfg) -> None:
     check_sparsity(cfg)
 
 
+def validate_known_keys(cfg) -> None:
+    """``+key=value`` adds a key no schema has (``+train.batch_sise=4``); nothing would read it."""
+    import dataclasses
+
+    from ftlab.errors import UnknownKeyError
+
+    def walk(node: Any, prefix: str) -> None:
+        cls = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(cls):
+            fields = {f.name for f in dataclasses.fields(cls)}
+            for key in node:
+                if key not in fields and not (prefix == "" and key == "hydra"):
+                    raise UnknownKeyError(f"{prefix}{key}", cls.__name__, ", ".join(sorted(fields)))
+        for key in node:
+            if key != "hydra" and OmegaConf.is_dict(node._get_node(key)):
+                walk(node[key], f"{prefix}{key}.")
+
+    walk(cfg, "")
+
+
+def validate_unused_sparsity(cfg) -> None:
+    """``sparsity=none`` with a sparsity key set (``sparsity.level=0.5``) would silently train the
+    dense model: the keys only act once a method (or a mask file) is chosen."""
+    from ftlab.config.schema import SparsityConfig
+
+    sp = cfg.sparsity
+    if sp.method != "none" or sp.mask_path:
+        return
+    defaults = OmegaConf.structured(SparsityConfig)
+    for key in defaults:
+        if key in ("name", "method", "mask_path"):
+            continue
+        if OmegaConf.select(sp, key) != OmegaConf.select(defaults, key):
+            value = OmegaConf.to_container(sp[key]) if OmegaConf.is_config(sp[key]) else sp[key]
+            fail(f"sparsity.{key}", value, "left unset with sparsity=none (a dense base); choose a method "
+                 "first, e.g. sparsity=unstructured, structured, nm or random, or sparsity.mask_path=FILE")
+
+
 def validate_cache_dir(cfg) -> None:
     from ftlab.reuse.checks import validate_cache_dir as check
+
+    check(cfg)
+
+
+def validate_model_memory(cfg) -> None:
+    from ftlab.models.memory import validate_model as check
 
     check(cfg)
 
@@ -144,6 +201,9 @@ def validate_launcher(cfg) -> None:
 
 #: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
 VALIDATORS: list[Callable[[Any], None]] = [
+    validate_known_keys,
+    validate_model_memory,  # before the meta-device build, which fails on an unavailable kernel
+    validate_model,
     validate_adapter,
     validate_schedule,
     validate_train,
@@ -153,6 +213,7 @@ VALIDATORS: list[Callable[[Any], None]] = [
     validate_logger,
     validate_resume,
     validate_sparsity,
+    validate_unused_sparsity,
     validate_cache_dir,
     validate_launcher,
 ]

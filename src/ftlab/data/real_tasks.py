@@ -4,13 +4,19 @@ The files are the researcher's own copies (``task.path``): JSONL as released by 
 the parquet shards of the public Hugging Face mirrors, with the field names as published. Nothing
 is downloaded and no dataset text ships with ftlab; tests generate small files in these schemas.
 
-- BoolQ (google-research-datasets/boolean-questions; HF ``google/boolq``): ``question``,
-  ``passage``, ``answer`` (bool; ``title`` optional). Scored as a two-way choice " no"/" yes".
-- HellaSwag (rowanz/hellaswag ``hellaswag_*.jsonl``; HF ``Rowan/hellaswag``): ``ctx``,
-  ``endings`` (list), ``label`` (int in the JSONL, a digit string in the parquet),
-  ``activity_label`` optional. Scored by the log-likelihood of each ending.
+Prompts and choices are built exactly as EleutherAI's lm-evaluation-harness 0.4 renders them
+(``super_glue/boolq``, ``hellaswag``, ``gsm8k`` task configs), so the model is trained on the
+format its final numbers are scored in (``ftlab.harness``; tests compare against lm-eval's own
+rendered requests).
+
+- BoolQ (google-research-datasets/boolean-questions; HF ``google/boolq``; or ``aps/super_glue``
+  boolq): ``question``, ``passage`` and ``answer`` (bool) or ``label`` (0/1). Prompt
+  ``"{passage}\nQuestion: {question}?\nAnswer:"``, choices " no"/" yes".
+- HellaSwag (rowanz/hellaswag ``hellaswag_*.jsonl``; HF ``Rowan/hellaswag``): ``activity_label``,
+  ``ctx_a``, ``ctx_b``, ``endings`` (list), ``label`` (int in the JSONL, a digit string in the
+  parquet). Query ``preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())``.
 - GSM8K (openai/grade-school-math ``*.jsonl``; HF ``openai/gsm8k`` main): ``question``,
-  ``answer`` (worked solution ending in ``#### N``). Scored by exact match of the final number.
+  ``answer`` (worked solution ending in ``#### N``). Prompt ``"Question: {question}\nAnswer:"``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.tasks import Example, Task, read_jsonl, register_task
+from ftlab.data.tasks import Example, Task, numbered_jsonl, register_task
 from ftlab.errors import FtlabError, fail
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -32,11 +38,7 @@ def read_rows(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
     path = Path(path)
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(path, required)
-    rows = read_jsonl(path, required)
-    # read_jsonl skips blank lines; recover the line numbers for later messages.
-    with open(path, encoding="utf-8") as fh:
-        numbers = [i for i, line in enumerate(fh, start=1) if line.strip()]
-    return [(f"{path}:{n}", r) for n, r in zip(numbers, rows)]
+    return [(f"{path}:{n}", r) for n, r in numbered_jsonl(path, required)]
 
 
 def _read_parquet(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
@@ -81,9 +83,44 @@ def _text(where: str, row: dict, key: str) -> str:
     return value
 
 
-def _clean(text: str) -> str:
-    """HellaSwag's WikiHow contexts carry markup like ``[title]`` / ``[step]``; keep the words."""
-    return " ".join(re.sub(r"\s*\[[a-z]+\]\s*", " ", text).split())
+def hellaswag_preprocess(text: str) -> str:
+    """lm-eval's HellaSwag ``preprocess``: WikiHow's `` [title]`` becomes ``". "``, other bracketed
+    markup (``[step]``...) is dropped, double spaces become one."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub(r"\[.*?\]", "", text).replace("  ", " ")
+
+
+class RealTask(Task):
+    """A published benchmark read from a local file: ``required`` fields, ``parse(where, row)``."""
+
+    required: tuple[str, ...] = ()
+
+    @staticmethod
+    def parse(where: str, row: dict) -> Example:  # each task: one row -> one Example
+        raise NotImplementedError
+
+    def load_file(self, path: Path) -> list[Example]:
+        return [self.parse(w, r) for w, r in read_rows(path, self.required)]
+
+
+def checked_rows(name: str, path: Path) -> list[dict]:
+    """The rows of ``path`` as published, each validated by task ``name``'s parser (so a bad row
+    fails here with its file, line and field), with numpy values turned into plain JSON types."""
+    task = REAL_TASKS[name]
+    out = []
+    for where, row in read_rows(path, task.required):
+        task.parse(where, row)
+        out.append({k: _plain(v) for k, v in row.items()})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars/arrays of a parquet row -> Python values (for JSON)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return value
 
 
 # -- BoolQ ---------------------------------------------------------------------------------
@@ -91,25 +128,33 @@ def _clean(text: str) -> str:
 BOOLQ_CHOICES = (" no", " yes")
 
 
+def boolq_label(where: str, row: dict) -> int:
+    """0/1 from the release's ``answer`` (bool) or SuperGLUE's ``label`` (int)."""
+    if "answer" in row and not _is_null(row["answer"]):
+        answer = row["answer"].item() if hasattr(row["answer"], "item") else row["answer"]
+        if not isinstance(answer, bool):
+            raise _bad(where, "answer", answer, "true or false")
+        return int(answer)
+    if "label" in row and not _is_null(row["label"]):
+        label = row["label"].item() if hasattr(row["label"], "item") else row["label"]
+        if isinstance(label, bool) or label not in (0, 1):
+            raise _bad(where, "label", label, "0 (no) or 1 (yes)")
+        return int(label)
+    raise FtlabError(f"{where}: missing field 'answer' (true/false; or SuperGLUE's 'label' 0/1)")
+
+
 def boolq_example(where: str, row: dict) -> Example:
-    answer = row["answer"]
-    if hasattr(answer, "item"):  # numpy bool from parquet
-        answer = answer.item()
-    if not isinstance(answer, bool):
-        raise _bad(where, "answer", answer, "true or false")
-    question = _text(where, row, "question").strip().rstrip("?")
-    prompt = f"{_text(where, row, 'passage').strip()}\nQuestion: {question}?\nAnswer:"
-    label = int(answer)
+    label = boolq_label(where, row)
+    prompt = f"{_text(where, row, 'passage')}\nQuestion: {_text(where, row, 'question')}?\nAnswer:"
     return Example(prompt, BOOLQ_CHOICES[label], choices=BOOLQ_CHOICES, label=label)
 
 
-class BoolQ(Task):
+class BoolQ(RealTask):
     name = "boolq"
     metric = "accuracy"
-    required = ("question", "passage", "answer")
-
-    def load_file(self, path: Path) -> list[Example]:
-        return [boolq_example(w, r) for w, r in read_rows(path, self.required)]
+    option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
+    required = ("question", "passage")
+    parse = staticmethod(boolq_example)
 
 
 # -- HellaSwag -----------------------------------------------------------------------------
@@ -127,20 +172,18 @@ def hellaswag_example(where: str, row: dict) -> Example:
         label = label.item()
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(endings):
         raise _bad(where, "label", row["label"], f"an index in [0, {len(endings) - 1}]")
-    ctx = _clean(_text(where, row, "ctx"))
-    activity = row.get("activity_label")
-    prompt = f"{_clean(activity)}: {ctx}" if isinstance(activity, str) and activity.strip() else ctx
-    choices = tuple(" " + _clean(e) for e in endings)
+    ctx = _text(where, row, "ctx_a") + " " + _text(where, row, "ctx_b").capitalize()
+    prompt = hellaswag_preprocess(_text(where, row, "activity_label") + ": " + ctx)
+    choices = tuple(" " + hellaswag_preprocess(e) for e in endings)
     return Example(prompt, choices[label], choices=choices, label=label)
 
 
-class HellaSwag(Task):
+class HellaSwag(RealTask):
     name = "hellaswag"
     metric = "accuracy"
-    required = ("ctx", "endings", "label")
-
-    def load_file(self, path: Path) -> list[Example]:
-        return [hellaswag_example(w, r) for w, r in read_rows(path, self.required)]
+    option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
+    required = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
+    parse = staticmethod(hellaswag_example)
 
 
 # -- GSM8K ---------------------------------------------------------------------------------
@@ -178,17 +221,16 @@ def gsm8k_example(where: str, row: dict) -> Example:
     answer = _text(where, row, "answer")
     if FINAL_ANSWER_MARK not in answer or normalize_number(answer.rsplit(FINAL_ANSWER_MARK, 1)[1]) is None:
         raise _bad(where, "answer", answer[-40:], f"a solution ending in '{FINAL_ANSWER_MARK} <number>'")
-    prompt = f"Question: {_text(where, row, 'question').strip()}\nAnswer:"
-    return Example(prompt, " " + answer.strip())
+    prompt = f"Question: {_text(where, row, 'question')}\nAnswer:"
+    return Example(prompt, " " + answer)
 
 
-class GSM8K(Task):
+class GSM8K(RealTask):
     name = "gsm8k"
     metric = "final_number"
+    option_keys = ("num_fewshot", "fewshot_path")  # the final lm-eval scoring's shots
     required = ("question", "answer")
-
-    def load_file(self, path: Path) -> list[Example]:
-        return [gsm8k_example(w, r) for w, r in read_rows(path, self.required)]
+    parse = staticmethod(gsm8k_example)
 
 
 REAL_TASKS = {t.name: t for t in (BoolQ, HellaSwag, GSM8K)}
@@ -216,3 +258,10 @@ def validate_real_task(cfg: Any) -> None:
         fail("task.path", t.path, f"a local JSONL or parquet file in the published {t.name} format")
     if t.metric not in TASK_METRICS[t.name]:
         fail("task.metric", t.metric, f"one of {list(TASK_METRICS[t.name])} for task {t.name}")
+    options = t.options or {}
+    shots = options.get("num_fewshot")
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
+        fail("task.options.num_fewshot", shots, "null (lm-eval's default) or an integer >= 0")
+    extra = options.get("fewshot_path")
+    if extra is not None and not Path(extra).is_file():
+        fail("task.options.fewshot_path", extra, f"null or an existing {t.name} train file (JSONL or parquet)")

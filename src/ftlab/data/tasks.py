@@ -42,6 +42,16 @@ class Task:
         self.cfg = cfg
         self.options = dict(cfg.options or {})
 
+    #: keys of ``task.options`` the task reads; anything else is a typo that would change nothing
+    option_keys: tuple[str, ...] = ()
+
+    def check_options(self) -> None:
+        """Raise :class:`ConfigError` for an option the task does not read or cannot use."""
+        for key, value in self.options.items():
+            if key not in self.option_keys:
+                allowed = f"one of {list(self.option_keys)}" if self.option_keys else "none (it takes no options)"
+                raise ConfigError(f"task.options.{key}", value, f"an option of task {self.name}: {allowed}")
+
     def generate(self, n: int, rng: random.Random) -> list[Example]:
         raise FtlabError(f"task {self.name!r} has no generator: set task.path to a data file")
 
@@ -79,14 +89,21 @@ def split_examples(examples: list[Example], val_fraction: float, test_fraction: 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     """Rows of a JSONL file; a missing field fails naming the field and the line."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = list(fh)
+    except UnicodeDecodeError as err:
+        raise FtlabError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start}); "
+                         "expected JSON Lines (or a .parquet file where the task reads one)") from err
+    for lineno, line in enumerate(lines, start=1):
+        if line.strip():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise FtlabError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise FtlabError(f"{path}:{lineno}: a JSON {type(row).__name__} is invalid: one object per line "
+                                 f"with the fields {list(required)}")
             for key in required:
                 if key not in row:
                     raise FtlabError(f"{path}:{lineno}: missing field {key!r} (required: {list(required)})")
@@ -96,8 +113,24 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     return rows
 
 
+def numbered_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """``(line number, row)`` pairs of :func:`read_jsonl`, so later messages can point at the line."""
+    rows = read_jsonl(path, required)
+    with open(path, encoding="utf-8") as fh:  # read_jsonl skips blank lines
+        numbers = [i for i, line in enumerate(fh, start=1) if line.strip()]
+    return list(zip(numbers, rows))
+
+
 def read_prompt_answer_jsonl(path: Path) -> list[Example]:
-    return [Example(str(r["prompt"]), str(r["answer"])) for r in read_jsonl(path, ("prompt", "answer"))]
+    """``{"prompt": str, "answer": str}`` rows. Other types are refused, not ``str()``-ed: a
+    ``null`` answer would otherwise train the model toward the text "None"."""
+    out = []
+    for lineno, row in numbered_jsonl(path, ("prompt", "answer")):
+        for key in ("prompt", "answer"):
+            if not isinstance(row[key], str) or not row[key]:
+                raise FtlabError(f"{path}:{lineno}: field {key!r}={row[key]!r} is invalid: a non-empty string")
+        out.append(Example(row["prompt"], row["answer"]))
+    return out
 
 
 def _word(rng: random.Random, lo: int, hi: int) -> str:
@@ -109,6 +142,17 @@ class Capitalization(Task):
     so a briefly pre-trained base model knows the letter mapping but not the task's format."""
 
     name = "capitalization"
+    option_keys = ("min_words", "max_words", "min_word_len", "max_word_len")
+
+    def check_options(self) -> None:
+        super().check_options()
+        o = {"min_words": 1, "max_words": 3, "min_word_len": 2, "max_word_len": 6, **self.options}
+        for key in self.option_keys:
+            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
+                raise ConfigError(f"task.options.{key}", o[key], "an integer >= 1")
+        for lo, hi in (("min_words", "max_words"), ("min_word_len", "max_word_len")):
+            if o[lo] > o[hi]:
+                raise ConfigError(f"task.options.{hi}", o[hi], f"an integer >= task.options.{lo}={o[lo]}")
 
     def _words(self, rng: random.Random) -> list[str]:
         o = self.options
@@ -135,6 +179,16 @@ class Arithmetic(Task):
 
     name = "arithmetic"
     _WORDS = {"+": "plus", "-": "minus"}
+    option_keys = ("max_operand", "ops")
+
+    def check_options(self) -> None:
+        super().check_options()
+        hi = self.options.get("max_operand", 50)
+        if isinstance(hi, bool) or not isinstance(hi, int) or hi < 0:
+            raise ConfigError("task.options.max_operand", hi, "an integer >= 0")
+        ops = list(self.options.get("ops", ["+", "-"]))
+        if not ops or not set(ops) <= set(self._WORDS):
+            raise ConfigError("task.options.ops", ops, f"a non-empty list of {list(self._WORDS)}")
 
     def _problem(self, rng: random.Random) -> tuple[int, str, int, int]:
         hi = int(self.options.get("max_operand", 50))

@@ -3,7 +3,10 @@
 Layout of an ftlab job dir after a Cerebras job (``cszoo fit ... -o <job dir>`` writes into it):
 
     cszoo_params.yaml     the trainer YAML (:mod:`ftlab.launchers.cerebras_params`)
-    cszoo_command.sh      activation + the exact ``cszoo fit`` command line (also in a dry run)
+    cszoo_data_train.yaml ``cszoo data_preprocess run --config`` configs (and val), with the task's
+    cszoo_data/           examples as JSONL and, once run, the HDF5 data (:mod:`ftlab.launchers.cerebras_steps`)
+    cszoo_command.sh      activation, the preparation steps (each skipped when done) and the exact
+                          ``cszoo fit`` command line (written also in a dry run)
     cszoo.log             cszoo's stdout and stderr
     <timestamp>/run.log   ModelZoo's run log (what cszoo writes under its model dir), with progress
                           lines ``| Train Device=CSX, Step=N, Loss=X, Rate=R samples/sec, GlobalRate=G samples/sec``
@@ -24,6 +27,8 @@ from typing import Any
 import yaml
 
 from ftlab.errors import ConfigError, FtlabError
+from ftlab.launchers.cerebras_params import static_plan
+from ftlab.launchers.cerebras_steps import JobPlan, Step, step_lines
 
 PARAMS_FILE = "cszoo_params.yaml"
 SCRIPT_FILE = "cszoo_command.sh"
@@ -34,25 +39,32 @@ _PROGRESS = re.compile(
 _CHECKPOINT = re.compile(r"^checkpoint_(\d+)\.mdl$")
 
 
-def cszoo_command(opts: Any, params: Path, job_dir: Path, num_csx: int) -> list[str]:
-    """``cszoo fit <yaml> --target_device CSX -o <job dir>`` plus the launcher's options."""
+def cszoo_command(opts: Any, params: Path, job_dir: Path, num_csx: int, plan: JobPlan | None = None) -> list[str]:
+    """``cszoo fit <yaml> --target_device CSX -o <job dir>`` plus the launcher's options and the base
+    checkpoint (``--checkpoint_path``: where ModelZoo takes the base weights from)."""
+    plan = plan or static_plan(opts)
     cmd = [opts.executable, "fit", str(params), "--target_device", str(opts.target_device), "-o", str(job_dir),
            "--num_csx", str(num_csx)]
-    if opts.mount_dirs:
-        cmd += ["--mount_dirs", *map(str, opts.mount_dirs)]
+    mounts = [*map(str, opts.mount_dirs), *plan.mounts]
+    if mounts:
+        cmd += ["--mount_dirs", *mounts]
     if opts.python_paths:
         cmd += ["--python_paths", *map(str, opts.python_paths)]
-    if opts.checkpoint_path:
-        cmd += ["--checkpoint_path", str(opts.checkpoint_path)]
+    if plan.checkpoint:
+        cmd += ["--checkpoint_path", str(plan.checkpoint)]
     return cmd + [str(a) for a in opts.extra_args]
 
 
-def command_script(opts: Any, cmd: list[str], job_dir: Path) -> str:
-    """A bash script that activates the ModelZoo environment and runs ``cmd`` in the job dir."""
+def command_script(opts: Any, cmd: list[str], job_dir: Path, steps: list[Step] = ()) -> str:
+    """A bash script that activates the ModelZoo environment, runs the preparation ``steps`` that are
+    not done yet, then ``cmd``, all in the job dir."""
     lines = ["#!/bin/bash", "# written by ftlab's Cerebras launcher; run it to (re)launch this job", "set -euo pipefail"]
     if opts.python_env:
         lines.append(f"source {shlex.quote(str(Path(opts.python_env) / 'bin' / 'activate'))}")
-    lines += [f"cd {shlex.quote(str(job_dir))}", "exec " + shlex.join(cmd), ""]
+    lines.append(f"cd {shlex.quote(str(job_dir))}")
+    for step in steps:
+        lines += step_lines(opts.executable, step)
+    lines += ["exec " + shlex.join(cmd), ""]
     return "\n".join(lines)
 
 
@@ -67,13 +79,19 @@ def check_executable(opts: Any) -> None:
                           "an executable on PATH (the ModelZoo CLI), or set hydra.launcher.python_env")
 
 
-def write_job_files(params: dict, opts: Any, job_dir: Path, num_csx: int) -> Path:
-    """Write the params YAML and the command script; returns the script."""
+def write_job_files(params: dict, opts: Any, job_dir: Path, num_csx: int, plan: JobPlan | None = None) -> Path:
+    """Write the plan's files (examples, preprocessing configs), the params YAML and the command
+    script; returns the script."""
+    plan = plan or static_plan(opts)
     job_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in plan.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     params_path = job_dir / PARAMS_FILE
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     script = job_dir / SCRIPT_FILE
-    script.write_text(command_script(opts, cszoo_command(opts, params_path, job_dir, num_csx), job_dir))
+    cmd = cszoo_command(opts, params_path, job_dir, num_csx, plan)
+    script.write_text(command_script(opts, cmd, job_dir, plan.steps))
     script.chmod(0o755)
     return script
 
@@ -143,14 +161,16 @@ def collect(job_dir: Path, cfg: Any, returncode: int) -> dict[str, Any]:
     return metrics
 
 
-def run_job(cfg: Any, params: dict, opts: Any, job_dir: Path, num_csx: int) -> dict[str, Any] | None:
-    """Write the job's files; unless ``dry_run``, launch cszoo and collect. Raises on failure."""
-    script = write_job_files(params, opts, job_dir, num_csx)
+def run_job(cfg: Any, params: dict, opts: Any, job_dir: Path, num_csx: int,
+            plan: JobPlan | None = None) -> dict[str, Any] | None:
+    """Write the job's files; unless ``dry_run``, run its script (preparation steps, then cszoo fit)
+    and collect. Raises on failure."""
+    script = write_job_files(params, opts, job_dir, num_csx, plan)
     if opts.dry_run:
         return None
     code = run_script(script, job_dir)
     metrics = collect(job_dir, cfg, code)
     if code != 0:
         tail = (job_dir / LOG_FILE).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise FtlabError(f"cszoo fit exited {code} in {job_dir}: {tail[0]} (full log: {job_dir / LOG_FILE})")
+        raise FtlabError(f"cszoo exited {code} in {job_dir}: {tail[0]} (full log: {job_dir / LOG_FILE})")
     return metrics

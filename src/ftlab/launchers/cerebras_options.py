@@ -7,6 +7,7 @@ for plugins, i.e. at the start of every ftlab command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 #: ``_target_`` of ftlab's Cerebras launcher plugin.
 CEREBRAS_TARGET = "hydra_plugins.ftlab_cerebras_launcher.cerebras_launcher.CerebrasLauncher"
@@ -30,11 +31,19 @@ class CerebrasOptions:
     data_processor: str = "GptHDF5MapDataProcessor"
     train_data_dir: str | None = None
     val_data_dir: str | None = None
-    # A base-model checkpoint in Cerebras format (``cszoo checkpoint convert`` from HF) to start from.
+    # (null train_data_dir: each job preprocesses its task's train/val examples with
+    # ``cszoo data_preprocess run``, fine-tuning mode, into <job dir>/cszoo_data.)
+    # The base model as a Cerebras checkpoint to start from; null = converted from
+    # model.name_or_path (a local HF dir) with ``cszoo checkpoint convert`` into base_checkpoint_dir.
     checkpoint_path: str | None = None
-    # ftlab / HF module names -> ModelZoo names, applied to each dotted component of LoRA target
-    # modules and sparsity param filters (e.g. {q_proj: proj_q_dense_layer}); empty = unchanged.
-    module_names: dict[str, str] = field(default_factory=dict)
+    # Where converted bases go (one dir per model preset); null = <sweep dir>/cszoo_base.
+    base_checkpoint_dir: str | None = None
+    # Overrides of ftlab's HF -> ModelZoo parameter-name table (ftlab.launchers.cerebras_names):
+    # {HF module (q_proj, or self_attn.q_proj): ModelZoo module path inside a decoder layer}, e.g.
+    # hydra.launcher.module_names={q_proj: self_attn.proj_q_dense_layer}. null = the table.
+    # Typed Any, not dict[str, str]: Hydra merges a command-line dict into a typed dict node key by
+    # key and refuses new keys under struct mode (issue 12 row 8); check_supported checks the type.
+    module_names: Any = None
     # Base-weight sparsity: static (one mask from the start, as ftlab) or gmp (gradual magnitude
     # pruning from 0 to sparsity.level, mask updated every sparsity_update_freq steps).
     sparsity_algorithm: str = "static"

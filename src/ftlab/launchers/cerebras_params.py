@@ -12,12 +12,21 @@ field by field and runs identically in a dry run. What maps where:
   ``hardware.precision`` with ``train.gradient_clip_val`` as ``max_gradient_norm``; the train
   dataloader's ``batch_size`` is the *global* batch (ftlab's per-device batch x accumulation x
   devices), which ModelZoo splits across the CS-X systems.
-- ``sparsity`` -> the ``sparsity`` block: level, ``static`` (one mask, as ftlab) or ``gmp``,
-  ``init_method`` topk (magnitude) or random, and ``param_filter`` globs built from the modules
-  ftlab would prune (layer indices replaced by ``*``).
-- ``adapter``  -> the ``Lora`` callback (lora, masked) or nothing (full). With ``adapter=masked``
-  the base weights are masked on the CS-X but ModelZoo's LoRA update is dense: the merged model
-  keeps the base mask only when the mask is applied again at merge (ftlab's masked merge does).
+- ``sparsity`` -> the ``sparsity`` block: level, ``static`` (one mask, as ftlab) or ``gmp``
+  (reaching the level at the last mask update, :func:`gmp_levels`), ``init_method`` topk
+  (magnitude) or random, and ``param_filter`` globs: ModelZoo's names of the weights ftlab would
+  prune, from the table in :mod:`ftlab.launchers.cerebras_names` (layer indices replaced by ``*``).
+- ``adapter``  -> the ``Lora`` callback (lora, masked), one ``lora_params`` entry per group of
+  target modules, named by ModelZoo class (:func:`~ftlab.launchers.cerebras_names.lora_target_groups`),
+  or nothing (full). With ``adapter=masked`` the base weights are masked on the CS-X but ModelZoo's
+  LoRA update is dense: the merged model keeps the base mask only when the mask is applied again at
+  merge (ftlab's masked merge does).
+- the base weights: ``cszoo fit --checkpoint_path`` (given, or converted from ``model.name_or_path``,
+  :mod:`ftlab.launchers.cerebras_steps`); loading is non-strict where the checkpoint cannot hold
+  what the run adds (LoRA weights, sparsity masks), as ModelZoo's ``SparsityCallback`` requires.
+
+Precision lives only in ``trainer.init.precision``: ModelZoo 2.10's model configs forbid extra keys
+and its v1->v2 converter drops ``model.mixed_precision`` / ``model.fp16_type``.
 
 Anything without a faithful Cerebras equivalent fails in :func:`check_supported` with one line
 naming the option, before any job is launched.
@@ -26,16 +35,22 @@ naming the option, before any job is launched.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from ftlab.errors import ConfigError
+from ftlab.launchers.cerebras_names import (
+    MODELZOO_MODELS,
+    UNSUPPORTED_ARCHS,
+    lora_target_groups,
+    param_globs,
+)
 from ftlab.launchers.cerebras_options import SPARSITY_ALGORITHMS
+from ftlab.launchers.cerebras_steps import JobPlan, check_base
 
 #: ftlab ``model.arch`` -> ModelZoo model name.
-ARCHS = {"llama": "llama", "mistral": "mistral", "mixtral": "mixtral"}
+ARCHS = MODELZOO_MODELS
 #: ``hardware.precision`` values that mean something on a CS-X (float32 = mixed precision off).
 PRECISIONS = ("cbfloat16", "bfloat16", "float16", "float32")
 LORA_ADAPTERS = ("lora", "masked")
@@ -73,7 +88,8 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
     if name not in ADAPTERS:
         raise ConfigError("adapter", name, f"one of {list(ADAPTERS)} on Cerebras")
     if cfg.model.arch not in ARCHS:
-        raise ConfigError("model.arch", cfg.model.arch, f"one of {sorted(ARCHS)} (ModelZoo models ftlab translates)")
+        why = UNSUPPORTED_ARCHS.get(cfg.model.arch, "ModelZoo models ftlab translates")
+        raise ConfigError("model.arch", cfg.model.arch, f"one of {sorted(ARCHS)} on Cerebras ({why})")
     rope = _get(cfg.model.config, "rope_scaling") or {}
     if rope and _get(rope, "rope_type", _get(rope, "type")) not in (None, "default"):
         raise ConfigError("model.config.rope_scaling", OmegaConf.to_container(rope) if OmegaConf.is_config(rope)
@@ -83,9 +99,24 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
     if cfg.logger.name != "csv":
         raise ConfigError("logger", cfg.logger.name, "csv on Cerebras (loss_log.csv is converted from cszoo's logs)")
     _check_sparsity(cfg.sparsity, opts)
-    if launching and not opts.dry_run and not opts.train_data_dir:
-        raise ConfigError("hydra.launcher.train_data_dir", opts.train_data_dir,
-                          "a directory of ModelZoo-preprocessed training data (cszoo data_preprocess)")
+    if opts.sparsity_algorithm == "gmp" and cfg.sparsity.method != "none" and name in LORA_ADAPTERS:
+        raise ConfigError("hydra.launcher.sparsity_algorithm", "gmp",
+                          f"static with adapter={name} (ModelZoo's GMP updates only masks of weights that get "
+                          "gradients, and LoRA freezes the base: the masks would never change)")
+    if opts.val_data_dir and not opts.train_data_dir:
+        raise ConfigError("hydra.launcher.val_data_dir", opts.val_data_dir,
+                          "null unless hydra.launcher.train_data_dir is set (else both splits are preprocessed "
+                          "from the task)")
+    names = opts.module_names
+    if names is not None and not (isinstance(names, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                  for k, v in names.items())):
+        raise ConfigError("hydra.launcher.module_names", names,
+                          "null or a dict {HF module: ModelZoo module path inside a decoder layer}")
+    check_base(cfg, opts, launching=launching)
+    # What only the translation finds (LoRA groups, unmapped weights, a gmp schedule without updates)
+    # must also stop the sweep before launch: translate the parts that can fail.
+    lora_callback(cfg, model_block(cfg))
+    sparsity_block(cfg, opts, _step_count(cfg.schedule, cfg.train.max_steps))
 
 
 def _check_sparsity(s: Any, opts: Any) -> None:
@@ -105,7 +136,7 @@ def _check_sparsity(s: Any, opts: Any) -> None:
     if importance not in INIT_METHODS:
         raise ConfigError("sparsity.importance", s.importance,
                           f"one of {sorted(INIT_METHODS)} on Cerebras (no calibration data on the appliance)")
-    if s.method == "unstructured" and s.group != "layer":
+    if s.method == "unstructured" and s.group not in (None, "layer"):  # None: layer (importance is not wanda)
         raise ConfigError("sparsity.group", s.group, "layer on Cerebras (topk ranks each weight tensor on its own)")
 
 
@@ -221,43 +252,44 @@ def model_block(cfg: Any) -> dict:
     if cfg.model.arch in ("mistral", "mixtral") and window:
         block["attention_sliding_window_length"] = int(window)
     if cfg.model.arch == "mixtral":
-        block["moe"] = {"num_experts": int(m.num_local_experts), "top_k": int(m.num_experts_per_tok)}
-    precision = str(cfg.hardware.precision)
-    if precision != "float32":
-        block.update({"mixed_precision": True, "fp16_type": precision})
+        # "optimized": the fused-expert layout cszoo checkpoint convert writes (mixtral.py
+        # moe_optimized_impl_rules); ModelZoo 2.10's default ("experimental") names the experts
+        # differently, so a converted base would not load into it.
+        block["moe"] = {"num_experts": int(m.num_local_experts), "top_k": int(m.num_experts_per_tok),
+                        "moe_implementation": "optimized"}
     return block
 
 
 # ---------------------------------------------------------------------------- adapter, sparsity
-def rename(path: str, module_names: Any) -> str:
-    """Apply the launcher's ``module_names`` map to every dotted component of ``path``."""
-    table = dict(module_names or {})
-    return ".".join(table.get(part, part) for part in path.split("."))
-
-
-def lora_callback(cfg: Any, opts: Any) -> dict | None:
+def lora_callback(cfg: Any, model: dict) -> dict | None:
+    """ModelZoo's ``Lora`` callback: one ``lora_params`` entry per group of target modules."""
     a = cfg.adapter
     if a.name not in LORA_ADAPTERS:
         return None
-    targets = list(a.target_modules if a.target_modules is not None else cfg.model.target_modules)
-    return {"Lora": {"lora_params": {
+    targets = lora_target_names(cfg)
+    key = "adapter.target_modules" if a.target_modules is not None else "model.target_modules"
+    groups = lora_target_groups(cfg.model.arch, model["attention_module"], targets, key)
+    return {"Lora": {"lora_params": [{
         "r": int(a.r),
         "alpha": float(a.alpha),
         "dropout": float(_get(a, "dropout", 0.0)),
-        "target_modules": [rename(t, opts.module_names) for t in targets],
+        "target_modules": group,
         "merge_weights": False,
-    }}}
+    } for group in groups]}}
 
 
-def param_globs(weight_names: list[str], module_names: Any = None) -> list[str]:
-    """Globs over parameter names that cover ``weight_names``: the top-level wrapper becomes ``*``
-    and layer indices ``*``, so one glob per kind of pruned weight (for any depth of model)."""
-    out = set()
-    for name in weight_names:
-        parts = name.split(".")[1:]
-        generic = ".".join("*" if re.fullmatch(r"\d+", p) else p for p in parts)
-        out.add("*." + rename(generic, module_names))
-    return sorted(out)
+def lora_target_names(cfg: Any) -> list[str]:
+    """The configured target list, or (null) the leaf names of the decoder linears of the
+    architecture, read on the meta device."""
+    from ftlab.adapters.targets import requested_targets
+
+    targets = requested_targets(cfg.adapter, cfg)
+    if targets is not None:
+        return targets
+    from ftlab.models import build_model
+    from ftlab.models.structure import decoder_linears, leaf_names
+
+    return leaf_names(decoder_linears(build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")))
 
 
 def pruned_weight_names(cfg: Any) -> list[str]:
@@ -275,6 +307,35 @@ def _tokenizer_or_none(model_cfg: Any):
     return build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
 
 
+def gmp_schedule(level: float, max_steps: int, freq: int) -> dict:
+    """``sparsity`` + ``update`` of a GMP block that reaches ``level`` at the last mask update.
+
+    cerebras.pytorch 2.10 (``sparse/dynamic.py``, ``sparse/utils.py``): after the k-th optimiser step
+    (k = 1..max_steps) the masks are recomputed when ``k % freq == 0 and k < stop``, at the level
+    ``init + slope * k``. The last update is the last multiple of ``freq`` not after ``max_steps``;
+    ``stop`` lies just past it and ``slope`` puts the level there.
+    """
+    last = max_steps - max_steps % freq
+    if last < 1:
+        raise ConfigError("hydra.launcher.sparsity_update_freq", freq,
+                          f"at most train.max_steps={max_steps} (else gmp never updates the masks)")
+    return {"sparsity": {"type": "linear", "init": 0.0, "slope": level / last},
+            "update": {"freq": int(freq), "stop": int(last + 1)}}
+
+
+def gmp_levels(block: dict, max_steps: int) -> list[float]:
+    """The mask level after each optimiser step 1..max_steps under ModelZoo's GMP semantics (see
+    :func:`gmp_schedule`): it changes only on update steps and is clamped to [0, 1]."""
+    sched, update = block["sparsity"], block["update"]
+    freq, stop = int(update["freq"]), update.get("stop")
+    level, out = float(sched["init"]), []
+    for k in range(1, max_steps + 1):
+        if k % freq == 0 and (stop is None or k < stop):
+            level = min(1.0, max(0.0, float(sched["init"]) + float(sched["slope"]) * k))
+        out.append(level)
+    return out
+
+
 def sparsity_block(cfg: Any, opts: Any, max_steps: int) -> dict | None:
     s = cfg.sparsity
     if s.method == "none" or not s.level:
@@ -283,10 +344,9 @@ def sparsity_block(cfg: Any, opts: Any, max_steps: int) -> dict | None:
     block: dict[str, Any] = {"algorithm": opts.sparsity_algorithm, "init_method": method}
     if opts.sparsity_algorithm == "static":
         block["sparsity"] = float(s.level)
-    else:  # gmp: ramp linearly from dense to the level by the last step, one mask update every freq steps
-        block["sparsity"] = {"type": "linear", "init": 0.0, "slope": float(s.level) / max_steps}
-        block["update"] = {"freq": int(opts.sparsity_update_freq), "stop": int(max_steps)}
-    block["param_filter"] = param_globs(pruned_weight_names(cfg), opts.module_names)
+    else:
+        block.update(gmp_schedule(float(s.level), max_steps, int(opts.sparsity_update_freq)))
+    block["param_filter"] = param_globs(cfg.model.arch, pruned_weight_names(cfg), opts.module_names)
     return block
 
 
@@ -307,18 +367,25 @@ def precision_block(cfg: Any) -> dict:
     return block
 
 
-def cszoo_params(cfg: Any, opts: Any, num_csx: int | None = None) -> dict:
-    """The trainer YAML (as a dict) for one job."""
+def static_plan(opts: Any) -> JobPlan:
+    """The plan of a job whose data and base checkpoint are given as launcher options."""
+    return JobPlan(opts.checkpoint_path, opts.train_data_dir, opts.val_data_dir)
+
+
+def cszoo_params(cfg: Any, opts: Any, num_csx: int | None = None, plan: JobPlan | None = None) -> dict:
+    """The trainer YAML (as a dict) for one job; ``plan`` says where its data and base checkpoint are
+    (:func:`ftlab.launchers.cerebras_steps.job_plan`; default: the launcher options)."""
     check_supported(cfg, opts, launching=False)
+    plan = plan or static_plan(opts)
     t = cfg.train
     steps = _step_count(cfg.schedule, t.max_steps)
     num_csx = num_csx or (opts.num_csx if opts.num_csx is not None else cfg.hardware.num_csx)
     init: dict[str, Any] = {
         "backend": {"backend_type": str(opts.target_device),
-                    "cluster_config": {"num_csx": int(num_csx), "mount_dirs": list(opts.mount_dirs),
+                    "cluster_config": {"num_csx": int(num_csx), "mount_dirs": [*opts.mount_dirs, *plan.mounts],
                                        "python_paths": list(opts.python_paths)}},
         "seed": int(cfg.seed),
-        "model": model_block(cfg),
+        "model": (model := model_block(cfg)),
         "optimizer": {"AdamW": {"betas": [float(b) for b in t.betas], "eps": float(t.eps),
                                 "weight_decay": float(t.weight_decay), "correct_bias": True}},
         "schedulers": schedulers(cfg.schedule, steps),
@@ -327,21 +394,23 @@ def cszoo_params(cfg: Any, opts: Any, num_csx: int | None = None) -> dict:
         "checkpoint": {"steps": int(t.save_every_n_steps or steps), "save_initial_checkpoint": False},
         "logging": {"log_steps": int(t.log_every_n_steps)},
     }
-    if opts.val_data_dir:
+    if plan.val_data_dir:
         init["loop"]["eval_frequency"] = steps
-    if opts.checkpoint_path and cfg.adapter.name in LORA_ADAPTERS:
-        init["checkpoint"]["disable_strict_checkpoint_loading"] = True  # the base has no LoRA weights
     sparsity = sparsity_block(cfg, opts, steps)
+    if plan.checkpoint and (cfg.adapter.name in LORA_ADAPTERS or sparsity is not None):
+        # The base checkpoint has no LoRA weights and no sparsity masks: ModelZoo's strict loading
+        # (and its SparsityCallback's mask check) would refuse it.
+        init["checkpoint"]["disable_strict_checkpoint_loading"] = True
     if sparsity is not None:
         init["sparsity"] = sparsity
-    callbacks = [cb for cb in (lora_callback(cfg, opts),) if cb]
+    callbacks = [cb for cb in (lora_callback(cfg, model),) if cb]
     if callbacks:
         init["callbacks"] = callbacks
     loader = {"data_processor": opts.data_processor, "num_workers": int(t.num_workers)}
-    fit: dict[str, Any] = {"train_dataloader": {**loader, "data_dir": opts.train_data_dir,
+    fit: dict[str, Any] = {"train_dataloader": {**loader, "data_dir": plan.train_data_dir,
                                                 "batch_size": global_batch(cfg), "shuffle": True,
                                                 "shuffle_seed": int(cfg.seed)}}
-    if opts.val_data_dir:
-        fit["val_dataloader"] = {**loader, "data_dir": opts.val_data_dir,
+    if plan.val_data_dir:
+        fit["val_dataloader"] = {**loader, "data_dir": plan.val_data_dir,
                                  "batch_size": int(t.eval_batch_size), "shuffle": False}
     return {"trainer": {"init": init, "fit": fit}}

@@ -20,7 +20,14 @@ from ftlab.launchers.slurm import check_cluster, check_resources, is_slurm_launc
 
 def base_overrides(overrides: list[str]) -> list[str]:
     """The overrides Hydra composes a multirun's base config from (sweeps dropped)."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    from hydra.errors import OverrideParseException
+
+    from ftlab.config.compose import translate_hydra_error
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except OverrideParseException as err:
+        raise translate_hydra_error(err) from err
     return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
@@ -52,12 +59,13 @@ def _local_job_checks(cfgs: list[DictConfig], multirun: bool, launcher_name: str
 
 
 def check_launch(overrides: list[str], cfgs: list[DictConfig], *, multirun: bool,
-                 config_name: str = "config") -> None:
-    """Raise :class:`ftlab.errors.FtlabError` if the jobs cannot run where they are sent."""
+                 config_name: str = "config", base: DictConfig | None = None) -> None:
+    """Raise :class:`ftlab.errors.FtlabError` if the jobs cannot run where they are sent
+    (``base``: the sweep's base config with its ``hydra`` node, when the caller has composed it)."""
     if not multirun:
         _local_job_checks(cfgs, multirun=False, launcher_name="basic")
         return
-    base = base_config(overrides, config_name)
+    base = base_config(overrides, config_name) if base is None else base
     launcher = base.hydra.launcher
     target = OmegaConf.select(launcher, "_target_", default="")
     if is_slurm_launcher(launcher):
@@ -76,3 +84,46 @@ def check_launch(overrides: list[str], cfgs: list[DictConfig], *, multirun: bool
     else:
         name = OmegaConf.select(base, "hydra.runtime.choices", default={}).get("hydra/launcher", target)
         _local_job_checks(cfgs, multirun=True, launcher_name=name)
+
+
+def runs_here(base: DictConfig, multirun: bool) -> bool:
+    """Whether the jobs run on this machine (a single run or a local sweep), not on a cluster."""
+    if not multirun:
+        return True
+    launcher = OmegaConf.select(base, "hydra.launcher", default=None)
+    target = OmegaConf.select(launcher, "_target_", default="") if launcher is not None else ""
+    return not is_slurm_launcher(launcher) and target != CEREBRAS_TARGET
+
+
+def output_dir(base: DictConfig, multirun: bool) -> tuple[str, str | None]:
+    """``(key, dir)`` Hydra will create: ``hydra.sweep.dir`` of a sweep, else ``hydra.run.dir``."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        value = OmegaConf.select(base, key, throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - interpolations only Hydra's runtime can resolve: checked by Hydra
+        value = None
+    return key, None if value is None else str(value)
+
+
+def check_jobs(cfgs: list[DictConfig], base: DictConfig, *, multirun: bool) -> None:
+    """What each job needs before Hydra creates anything: a writable output dir, data that gives at
+    least one optimiser step, logger credentials, and (where the jobs run here) the hardware.
+    ``base``: the command's config with its ``hydra`` node (a sweep's base config)."""
+    from ftlab.adapters.registry import get_adapter
+    from ftlab.config.environment import check_hardware, check_logger, check_writable
+    from ftlab.config.model_checks import check_model_dir
+    from ftlab.data.checks import check_data
+
+    key, out = output_dir(base, multirun)
+    if out is not None:
+        check_writable(key, out, "the run's outputs")
+    local = runs_here(base, multirun)
+    checked: set[str] = set()
+    for cfg in cfgs:
+        check_model_dir(cfg.model)
+        check_logger(cfg)
+        check_data(cfg, trains=get_adapter(cfg.adapter.name).trains)
+        hw = OmegaConf.to_yaml(cfg.hardware) + OmegaConf.to_yaml(cfg.train)
+        if local and hw not in checked:
+            check_hardware(cfg)
+            checked.add(hw)

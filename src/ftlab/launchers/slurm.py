@@ -84,13 +84,14 @@ def validate_launcher(cfg: Any) -> None:
 
 
 def _sinfo(args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess:
+    # A SLURM_CONF that names no file is the more specific mistake: reported with or without a client.
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):
+        raise FtlabError(f"SLURM is not reachable: SLURM_CONF={conf!r} does not exist")
     exe = shutil.which("sinfo")
     if exe is None:
         raise FtlabError("SLURM is not reachable: `sinfo` is not on PATH (install the SLURM client, or "
                          "start the local cluster with scripts/slurm/start_local_cluster.sh and source its env.sh)")
-    conf = os.environ.get("SLURM_CONF")
-    if conf and not os.path.isfile(conf):
-        raise FtlabError(f"SLURM is not reachable: SLURM_CONF={conf!r} does not exist")
     try:
         return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as err:

@@ -9,6 +9,7 @@ real models carry their architecture in the config too, which lets them be insta
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer
 
 from ftlab.errors import ConfigError
+from ftlab.models.quantization import load_quantized, quantize_built
+from ftlab.models.structure import leaf_names, linear_names
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -59,26 +62,47 @@ def _is_local_dir(path: str | None) -> bool:
 def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | None = None) -> nn.Module:
     """Instantiate the base model.
 
-    ``device="meta"`` builds the architecture without allocating weights (presets of 7B+ models).
-    With ``name_or_path`` pointing at a local HF directory the weights are loaded from it;
-    otherwise the model is built from ``model_cfg.config`` with seeded random weights.
+    ``device="meta"`` builds the architecture without allocating weights (presets of 7B+ models;
+    a local directory's own ``config.json``). With ``name_or_path`` pointing at a local HF directory
+    the weights are loaded from it; otherwise the model is built from ``model_cfg.config`` with
+    seeded random weights. ``model.quantization`` loads the weights as a k-bit base.
     """
     dtype = torch_dtype(model_cfg.dtype)
     path = model_cfg.name_or_path
-    if device != "meta" and path:
+    attn = model_cfg.attn_implementation
+    quantized = model_cfg.quantization is not None and device != "meta"
+    if path and (device != "meta" or _is_local_dir(path)):
         if not _is_local_dir(path):
             raise ConfigError(
                 "model.name_or_path", path, "a local HF model directory (no downloads on this machine)"
             )
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        if device == "meta":
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
+        if quantized:
+            return load_quantized(path, model_cfg)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
     config = model_config(model_cfg, tokenizer)
     ctx = torch.device("meta") if device == "meta" else contextlib.nullcontext()
     fork = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with fork, ctx:
         if seed is not None:
             torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return model
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    return quantize_built(model, model_cfg) if quantized else model
+
+
+@functools.lru_cache(maxsize=8)
+def meta_model(model_yaml: str) -> nn.Module | None:
+    """The architecture of a model config (its YAML, a cache key) on the meta device, or ``None``
+    if it cannot be built here: config checks (targets, mask shapes) read names and shapes from
+    it before any weight loads; the run builds the model itself and reports its own errors."""
+    from omegaconf import OmegaConf
+
+    try:
+        return build_model(OmegaConf.create(model_yaml), device="meta")
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -87,4 +111,4 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 def linear_module_names(model: nn.Module) -> list[str]:
     """Leaf names (``q_proj``...) of the linear layers, for checking target modules."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+    return sorted(leaf_names(linear_names(model)))

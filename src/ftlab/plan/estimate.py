@@ -36,6 +36,7 @@ class RunFacts:
     task: str
     max_length: int
     total_params: int
+    memory_mode: str = ""  # ftlab.plan.params.memory_mode: dtype, quantisation, checkpointing
 
 
 @dataclass
@@ -60,6 +61,7 @@ class MemoryEstimate:
     device_mb: float | None = None
     safety_factor: float = 0.65
     max_batch_size: int | None = None  # None: device memory unknown
+    sharding: str = ""  # how weights/optimiser state are split over devices (FSDP), for the report
 
     @property
     def fits(self) -> bool | None:
@@ -146,7 +148,8 @@ def estimate_time(run: RunFacts, priors: list[Prior]) -> TimeEstimate:
 
 def memory_match(run: RunFacts, p: Prior) -> bool:
     return (same_hardware(run, p) and p.model == run.model and p.adapter == run.adapter
-            and p.task == run.task and p.max_length == run.max_length and p.peak_memory_mb is not None)
+            and p.task == run.task and p.max_length == run.max_length and p.peak_memory_mb is not None
+            and p.memory_mode == run.memory_mode)
 
 
 def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:

@@ -8,16 +8,21 @@ Mixtral is counted in a second. Trainable parameters follow the adapter's publis
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ftlab.models.structure import decoder_blocks, decoder_linears, matches
+
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 #: bytes per trainable parameter for AdamW training: fp32 master value, gradient, two moments
 TRAINABLE_STATE_BYTES = 16
+#: bytes per weight of a bitsandbytes k-bit linear: nf4 = 4 bits + one fp32 absmax per 64 weights
+#: quantised again to 8 bits (double quantisation); int8 = 1 byte + one fp32 scale per row (~0)
+KBIT_BYTES = {"nf4": 0.5 + (1 + 4 / 256) / 64, "int8": 1.0}
 #: adapters that add gates (one per rank per layer) / a magnitude (one per output row per layer)
 GATED = ("sora", "sdora")
 MAGNITUDE = ("dora", "sdora")
@@ -30,8 +35,14 @@ class ModelFacts:
     layers: int
     heads: int
     vocab: int
-    # leaf name -> list of (in_features, out_features) of the linear layers with that name
-    linears: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    #: every linear but the LM head: (module name, in_features, out_features)
+    linears: tuple[tuple[str, int, int], ...] = ()
+    #: module names of the default targets (decoder linears, no router)
+    default_targets: tuple[str, ...] = ()
+    #: module name of the LM head (bitsandbytes leaves it unquantised)
+    lm_head: str | None = None
+    #: parameters of the largest decoder block (the unit FSDP gathers at once)
+    block_params: int = 0
 
 
 def _plain(node: Any) -> Any:
@@ -45,10 +56,10 @@ def _facts(model_json: str) -> ModelFacts:
     model_cfg = OmegaConf.create(json.loads(model_json))
     tok = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
     model = build_model(model_cfg, tok, device="meta")
-    linears: dict[str, list[tuple[int, int]]] = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head":
-            linears.setdefault(name.rsplit(".", 1)[-1], []).append((mod.in_features, mod.out_features))
+    head = model.get_output_embeddings()
+    head_name = next((n for n, m in model.named_modules() if m is head), None)
+    linears = tuple((name, mod.in_features, mod.out_features) for name, mod in model.named_modules()
+                    if isinstance(mod, nn.Linear) and mod is not head)
     cfg = model.config
     return ModelFacts(
         total=sum(p.numel() for p in model.parameters()),
@@ -57,11 +68,26 @@ def _facts(model_json: str) -> ModelFacts:
         heads=int(getattr(cfg, "num_attention_heads", 0) or 0),
         vocab=int(getattr(cfg, "vocab_size", 0) or 0),
         linears=linears,
+        default_targets=tuple(decoder_linears(model)),
+        lm_head=head_name,
+        block_params=max((sum(p.numel() for p in model.get_submodule(b).parameters())
+                          for b in decoder_blocks(model)), default=0),
     )
 
 
 def model_facts(model_cfg: Any) -> ModelFacts:
     return _facts(json.dumps(_plain(model_cfg), sort_keys=True, default=str))
+
+
+def target_shapes(facts: ModelFacts, cfg: Any) -> list[tuple[int, int]]:
+    """(in, out) of the linears the adapter wraps: the configured list (peft's matching rule) or
+    the decoder linears. Names that match nothing are the run's one-line error, not the plan's."""
+    a = _plain(cfg.adapter)
+    targets = a.get("target_modules") or _plain(cfg.model).get("target_modules")
+    if targets is None:
+        chosen = set(facts.default_targets)
+        return [(i, o) for name, i, o in facts.linears if name in chosen]
+    return [(i, o) for name, i, o in facts.linears if any(matches(name, t) for t in targets)]
 
 
 def trainable_params(facts: ModelFacts, cfg: Any) -> int:
@@ -72,31 +98,92 @@ def trainable_params(facts: ModelFacts, cfg: Any) -> int:
         return 0
     if name == "full" or "r" not in a:
         return facts.total
-    targets = a.get("target_modules") or list(cfg.model.target_modules)
     r = int(a["r"])
     total = 0
-    for leaf in targets:
-        for fan_in, fan_out in facts.linears.get(leaf, []):
-            total += r * (fan_in + fan_out)
-            total += r if name in GATED else 0
-            total += fan_out if name in MAGNITUDE else 0
+    for fan_in, fan_out in target_shapes(facts, cfg):
+        total += r * (fan_in + fan_out)
+        total += r if name in GATED else 0
+        total += fan_out if name in MAGNITUDE else 0
     return total
 
 
-def static_memory_mb(facts: ModelFacts, trainable: int, dtype: str, devices: int = 1) -> float:
-    """Weights plus optimiser state per device, MiB. DDP replicates the weights, so ``devices``
-    does not divide them; it is kept as a parameter for sharded strategies to use later."""
-    weights = facts.total * BYTES.get(dtype, 4)
-    return (weights + trainable * TRAINABLE_STATE_BYTES) / 2**20
+def weight_bytes(facts: ModelFacts, dtype: str, quantization: str | None = None) -> float:
+    """Bytes of the frozen base. A k-bit base (bitsandbytes quantises every linear but the LM
+    head) stores its linears in :data:`KBIT_BYTES`; peft's k-bit preparation then upcasts every
+    other half-precision tensor (embeddings, norms, LM head, fused MoE experts) to float32."""
+    if quantization is None:
+        return facts.total * BYTES.get(dtype, 4)
+    linear = sum(i * o for _, i, o in facts.linears)
+    return linear * KBIT_BYTES[quantization] + (facts.total - linear) * 4
 
 
-def activation_mb_per_sample(facts: ModelFacts, seq_len: int, dtype: str) -> float:
-    """Analytic activation memory of one sequence for a transformer trained without activation
-    checkpointing (Korthikanti et al. 2022, eq. 2: s*h*(34 + 5*a*s/h) bytes per layer at 16 bit)
-    plus the logits and their gradient. A fallback when no prior run has measured it."""
+def static_memory_mb(facts: ModelFacts, trainable: int, dtype: str, devices: int = 1, *,
+                     quantization: str | None = None, full: bool = False, sharded: bool = False) -> float:
+    """Weights plus optimiser state per device, MiB.
+
+    DDP replicates everything, so ``devices`` divides nothing. FSDP (``sharded``) splits weights,
+    gradients and optimiser state over the ``devices`` ranks and gathers one decoder block at a
+    time, with the next one prefetched: two blocks' weights in ``dtype`` on top of the shard.
+    Full fine-tuning trains the base itself in float32 (ftlab upcasts what trains), so its
+    weights are inside the 16 bytes per trainable parameter rather than counted again."""
+    frozen = 0.0 if full else weight_bytes(facts, dtype, quantization)
+    state = frozen + trainable * TRAINABLE_STATE_BYTES
+    if sharded and devices > 1:
+        gathered = 2 * facts.block_params * (4 if full else BYTES.get(dtype, 4))
+        return (state / devices + gathered) / 2**20
+    return state / 2**20
+
+
+def activation_mb_per_sample(facts: ModelFacts, seq_len: int, dtype: str, checkpointing: bool = False) -> float:
+    """Analytic activation memory of one sequence (Korthikanti et al. 2022, eq. 2: s*h*(34 +
+    5*a*s/h) bytes per layer at 16 bit) plus the logits and their gradient. With gradient
+    checkpointing only each block's input (s*h values) is kept, plus one block's activations
+    while it is recomputed. A fallback when no prior run has measured it."""
     if not (facts.hidden and facts.layers):
         return 0.0
     scale = BYTES.get(dtype, 4) / 2
     per_layer = seq_len * facts.hidden * (34 + 5 * facts.heads * seq_len / facts.hidden) * scale
     logits = 2 * seq_len * facts.vocab * 4
+    if checkpointing:
+        kept = facts.layers * seq_len * facts.hidden * 2 * scale
+        return (kept + per_layer + logits) / 2**20
     return (facts.layers * per_layer + logits) / 2**20
+
+
+def memory_mode(dtype: Any, quantization: Any, checkpointing: Any) -> str:
+    """What changes peak memory besides model/adapter/batch: a prior only calibrates a run with
+    the same mode (``bfloat16|nf4|ckpt``)."""
+    return f"{dtype or 'float32'}|{quantization or 'dense'}|{'ckpt' if checkpointing else 'full-act'}"
+
+
+#: what a trainable-only state holds per trainable parameter: the value and AdamW's two moments
+STATE_COPIES = 3
+#: loop, scheduler, RNG and data-position state, the record and the zip headers of one state
+#: (measured by ``benchmarks/checkpoint_size.py``: 40-60 KiB on the tiny models)
+STATE_OVERHEAD_BYTES = 64 * 1024
+
+
+def param_bytes(adapter: str, dtype: str) -> int:
+    """Bytes of one trainable value: peft keeps adapter weights in fp32 over a 16-bit base
+    (``autocast_adapter_dtype``); full fine-tuning trains the weights in the model's dtype."""
+    return BYTES.get(dtype, 4) if adapter == "full" else 4
+
+
+def state_bytes(trainable: int, adapter: str, dtype: str) -> int:
+    """Bytes of one checkpoint / cached stage (:mod:`ftlab.training.state`): trainable values and
+    their two AdamW moments, plus the fixed overhead. The frozen weights are not in it."""
+    if trainable == 0:
+        return 0
+    return STATE_COPIES * trainable * param_bytes(adapter, dtype) + STATE_OVERHEAD_BYTES
+
+
+def weights_bytes(facts: ModelFacts, dtype: str) -> int:
+    """Bytes of a cached base model artifact (safetensors in the model's dtype)."""
+    return facts.total * BYTES.get(dtype, 4)
+
+
+def mask_bytes(facts: ModelFacts) -> int:
+    """Bytes of a cached mask: one bool per weight of the prunable linear layers (upper bound:
+    every decoder linear, as ``sparsity.modules`` selects by default)."""
+    chosen = set(facts.default_targets)
+    return sum(i * o for name, i, o in facts.linears if name in chosen)

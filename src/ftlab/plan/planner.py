@@ -13,8 +13,18 @@ from ftlab.config.compose import compose_run, expand_sweep
 from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
 from ftlab.plan.naming import name_runs, split_override
 from ftlab.plan.options import PlanOptions
-from ftlab.plan.params import activation_mb_per_sample, model_facts, static_memory_mb, trainable_params
+from ftlab.plan.params import (
+    activation_mb_per_sample,
+    mask_bytes,
+    memory_mode,
+    model_facts,
+    state_bytes,
+    static_memory_mb,
+    trainable_params,
+    weights_bytes,
+)
 from ftlab.plan.priors import Prior, find_priors
+from ftlab.plan.search import search_numbers, sweeper_search
 from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree
 
 PLAN_VERSION = 1
@@ -33,6 +43,13 @@ class PlannedRun:
     memory: MemoryEstimate
     chain: list[str] = field(default_factory=list)
     seconds: float | None = None  # this run's iterations, computed from scratch
+    state_bytes: int = 0  # one checkpoint (= one cached stage): trainable-only state
+    checkpoints: int = 0  # checkpoints the run keeps in its run dir
+    cache_bytes: int = 0  # what its cached steps (base, mask, stages) take in the store
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        return self.state_bytes * self.checkpoints
 
     @property
     def steps(self) -> int:
@@ -48,6 +65,7 @@ class Plan:
     reuse: dict[str, Any]
     totals: dict[str, Any]
     priors: list[Prior]
+    search: dict[str, Any] | None = None  # hydra/sweeper=stage_search: predicted halving (plan/search.py)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
@@ -55,6 +73,46 @@ def _train_steps(cfg: DictConfig) -> int:
     if cfg.schedule.name == "stages" and cfg.schedule.stages:
         return sum(int(s.iters) for s in cfg.schedule.stages)
     return int(cfg.train.max_steps)
+
+
+def checkpoint_count(steps: int, every: int | None, epoch_steps: int | None, at_epoch_end: bool,
+                     keep: int | None) -> int:
+    """Checkpoints a run leaves (``PeriodicCheckpoint``): one every ``every`` steps, one per
+    completed epoch, one at a final step that is neither (when ``every`` is set), pruned to the
+    newest ``keep``. ``epoch_steps=None``: epoch length unknown, epoch ends not counted."""
+    if steps <= 0:
+        return 0
+    saved = set(range(every, steps + 1, every)) if every else set()
+    epoch_ends = set(range(epoch_steps, steps + 1, epoch_steps)) if at_epoch_end and epoch_steps else set()
+    count = len(saved) + len(epoch_ends)  # a step that is both gets both dirs
+    if every and steps not in saved | epoch_ends:
+        count += 1
+    return min(count, keep) if keep else count
+
+
+def epoch_steps(cfg: DictConfig) -> int | None:
+    """Optimiser steps per epoch from the task's size and split (``None`` when not known)."""
+    t = cfg.task
+    n = t.get("num_examples")
+    if not n:
+        return None
+    train = int(n) - round(int(n) * float(t.val_fraction)) - round(int(n) * float(t.test_fraction))
+    per_step = int(cfg.train.batch_size) * int(cfg.train.accumulate_grad_batches) * int(cfg.hardware.devices)
+    return max(1, train // per_step) if train > 0 else None
+
+
+def node_bytes(node: StageNode, run: PlannedRun) -> int:
+    """Bytes a step stores in the reuse cache: a pre-trained base (its weights), a computed mask
+    (one bool per prunable weight), a training stage (one trainable-only state). Steps private
+    to a trial (``~trial``) and a loaded base store nothing."""
+    if "~" in node.key:
+        return 0
+    mf = model_facts(run.cfg.model)
+    if node.kind == "base":
+        return weights_bytes(mf, str(run.cfg.model.dtype)) if node.iters else 0
+    if node.kind == "mask":
+        return mask_bytes(mf) if node.label.startswith("mask ") and node.label != "mask file" else 0
+    return run.state_bytes
 
 
 def control_overrides(job: list[str]) -> list[str]:
@@ -75,6 +133,7 @@ def run_facts(cfg: DictConfig) -> RunFacts:
         precision=str(h.precision), batch_size=int(cfg.train.batch_size),
         accumulate=int(cfg.train.accumulate_grad_batches), adapter=cfg.adapter.name, task=cfg.task.name,
         max_length=int(cfg.task.max_length), total_params=total,
+        memory_mode=memory_mode(cfg.model.dtype, cfg.model.quantization, cfg.train.gradient_checkpointing),
     )
 
 
@@ -125,19 +184,35 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         facts = run_facts(cfg)
         mf = model_facts(cfg.model)
         trainable = trainable_params(mf, cfg)
-        static = static_memory_mb(mf, trainable, str(cfg.model.dtype))
-        act = activation_mb_per_sample(mf, int(cfg.task.max_length), activation_dtype(cfg))
+        static = static_memory_mb(mf, trainable, str(cfg.model.dtype), facts.devices,
+                                  quantization=cfg.model.quantization, full=cfg.adapter.name == "full",
+                                  sharded=cfg.hardware.strategy == "fsdp")
+        act = activation_mb_per_sample(mf, int(cfg.task.max_length), activation_dtype(cfg),
+                                       checkpointing=bool(cfg.train.gradient_checkpointing))
         mem_gb = cfg.hardware.memory_gb
         memory = estimate_memory(facts, priors, static, act, None if mem_gb is None else float(mem_gb) * 1024,
                                  options.safety_factor)
+        if cfg.hardware.strategy == "fsdp" and facts.devices > 1:
+            memory.sharding = (f"FSDP: weights, gradients and optimiser state / {facts.devices} devices "
+                               f"+ 2 gathered decoder blocks of {mf.block_params / 1e6:.4g}M parameters")
         if trains[i]:
             est = estimate_time(facts, priors)
         else:  # eval-only: no optimiser steps; its base pre-training is costed like the runs'
             est = estimate_time(facts if cfg.adapter.name != "none" else _as_trained(facts, cfgs, i), priors)
-        runs.append(PlannedRun(i, name, job, cfg, ctrl or not trains[i], facts, trainable, est, memory,
-                               tree.trials[i]))
+        run = PlannedRun(i, name, job, cfg, ctrl or not trains[i], facts, trainable, est, memory, tree.trials[i])
+        if trains[i]:
+            run.state_bytes = state_bytes(trainable, cfg.adapter.name, str(cfg.model.dtype))
+            t = cfg.train
+            run.checkpoints = checkpoint_count(run.steps, t.save_every_n_steps, epoch_steps(cfg),
+                                               bool(t.save_epoch_checkpoints), t.keep_checkpoints)
+        run.cache_bytes = sum(node_bytes(tree.nodes[k], run) for k in run.chain)
+        runs.append(run)
     totals = compute_totals(runs, tree)
-    return Plan(list(overrides), options, runs, tree, reuse_numbers(tree), totals, priors)
+    plan = Plan(list(overrides), options, runs, tree, reuse_numbers(tree), totals, priors)
+    search = sweeper_search(list(overrides))
+    if search is not None:
+        plan.search = search_numbers(runs, tree, search, node_seconds)
+    return plan
 
 
 def _as_trained(facts: RunFacts, cfgs: list[DictConfig], i: int) -> RunFacts:
@@ -159,6 +234,10 @@ def compute_totals(runs: list[PlannedRun], tree: StageTree) -> dict[str, Any]:
             node_run.setdefault(key, run)
             secs = None if t is None or secs is None else secs + t
         run.seconds = secs
+    stored: dict[str, int] = {}
+    for run in runs:
+        for key in run.chain:
+            stored.setdefault(key, node_bytes(tree.nodes[key], run))
     known = [r for r in runs if r.seconds is not None]
     naive = sum(r.seconds * r.facts.devices for r in known)
     planned = 0.0
@@ -172,6 +251,9 @@ def compute_totals(runs: list[PlannedRun], tree: StageTree) -> dict[str, Any]:
         "device_hours_planned": planned / 3600,
         "device_hours_saved": (naive - planned) / 3600,
         "speedup": naive / planned if planned else None,
+        "checkpoint_bytes": sum(r.checkpoint_bytes for r in runs),
+        "cache_bytes": sum(stored.values()),  # each shared entry once
+        "cache_bytes_unshared": sum(r.cache_bytes for r in runs),  # were every run to store its own
     }
 
 

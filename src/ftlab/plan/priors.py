@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ftlab.analysis.runs import RunRecord, load_runs
+from ftlab.plan.params import memory_mode
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Prior:
     tokens_per_sample: float | None
     total_params: int | None
     peak_memory_mb: float | None
+    memory_mode: str = ""  # ftlab.plan.params.memory_mode of the run
 
     @property
     def sec_per_step(self) -> float:
@@ -87,6 +89,7 @@ def prior_from_record(rec: RunRecord) -> Prior | None:
         tokens_per_sample=tps / sps if sps and tps else None,
         total_params=int(_num(m.get("total_params")) or 0) or None,
         peak_memory_mb=max(peaks) if peaks else None,
+        memory_mode=memory_mode(c.get("model.dtype"), c.get("model.quantization"), c.get("train.gradient_checkpointing")),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftlab.plan.planner import PLAN_VERSION, Plan, PlannedRun
+from ftlab.plan.search import markdown as search_markdown
 from ftlab.plan.stages import StageTree
 
 NOTES = (
@@ -15,6 +16,11 @@ NOTES = (
     "device plus an analytic activation estimate). Runs without a time basis are left out of the totals."
 )
 
+DISK_NOTE = (
+    "A checkpoint and a cached stage hold the trainable-only state: each trainable value and its two "
+    "AdamW moments (fp32 for adapters, the model dtype for full fine-tuning) plus ~64 KiB; the frozen "
+    "weights are rebuilt from their steps. A cached base is the model's weights, a cached mask one byte "
+    "per prunable weight.")
 
 #: run names listed per stage-tree node
 MAX_USERS = 6
@@ -36,6 +42,15 @@ def fmt_mb(mb: float | None) -> str:
     if mb is None:
         return "?"
     return f"{mb / 1024:.1f} GiB" if mb >= 1024 else f"{mb:.0f} MiB"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
 
 
 def fmt_count(n: int | None) -> str:
@@ -64,14 +79,15 @@ def _max_bs(run: PlannedRun) -> str:
 
 def run_table(plan: Plan) -> list[str]:
     head = ["#", "run", "model", "adapter", "task", "hardware", "batch", "steps", "params", "trainable",
-            "est. time", "time basis", "peak mem", "max batch"]
+            "est. time", "time basis", "peak mem", "max batch", "checkpoints", "cache"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in plan.runs:
         f = r.facts
         cells = [str(r.index), f"`{r.name}`" + (" (control)" if r.control else ""), f.model, f.adapter, f.task,
                  f"{f.hardware}×{f.devices}", str(f.batch_size), str(r.steps), fmt_count(f.total_params),
                  fmt_count(r.trainable), fmt_seconds(r.seconds), _basis(r),
-                 f"{fmt_mb(r.memory.peak_mb)} ({r.memory.method})", _max_bs(r)]
+                 f"{fmt_mb(r.memory.peak_mb)} ({r.memory.method})", _max_bs(r),
+                 f"{r.checkpoints} × {fmt_bytes(r.state_bytes)}" if r.checkpoints else "-", fmt_bytes(r.cache_bytes)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -112,7 +128,10 @@ def to_markdown(plan: Plan) -> str:
               f"({r['speedup']:.2f}x).", "", "```"]
     lines += tree_lines(plan.tree, [x.name for x in plan.runs])
     missing = ", ".join(f"`{n}`" for n in t["runs_without_basis"]) or "none"
-    lines += ["```", "", "## Totals", ""]
+    lines += ["```", ""]
+    if plan.search is not None:
+        lines += search_markdown(plan.search)
+    lines += ["## Totals", ""]
     if len(t["runs_without_basis"]) == len(plan.runs):
         lines += ["No run has a time basis (no finished prior run on this hardware): device-hours unknown. "
                   "Run one job of the sweep (or the throughput benchmark) first, then plan again."]
@@ -122,13 +141,22 @@ def to_markdown(plan: Plan) -> str:
                   f"| without reuse | {t['device_hours_naive']:.4g} |",
                   f"| with reuse | {t['device_hours_planned']:.4g} |",
                   f"| saved | {t['device_hours_saved']:.4g} ({speed}) |"]
-    lines += ["", f"Runs without a time basis (not in the totals): {missing}", "", "## Estimate bases", ""]
+    lines += ["", f"Runs without a time basis (not in the totals): {missing}", "", "## Disk", "",
+              "| | bytes |", "|---|---|",
+              f"| checkpoints (every run dir) | {fmt_bytes(t['checkpoint_bytes'])} |",
+              f"| reuse cache (each shared entry once) | {fmt_bytes(t['cache_bytes'])} |",
+              f"| reuse cache were nothing shared | {fmt_bytes(t['cache_bytes_unshared'])} |",
+              "", DISK_NOTE, "", "## Estimate bases", ""]
     for run in plan.runs:
         tm, mm = run.time, run.memory
         where = "; ".join(tm.basis) or "-"
         lines.append(f"- `{run.name}`: time {tm.method}: {tm.note}. Prior runs: {where}")
         mem_where = "; ".join(mm.basis) or "meta-device parameters + analytic activations"
-        lines.append(f"  memory {mm.method}: {fmt_mb(mm.fixed_mb)} + {mm.per_sample_mb:.3g} MiB/sample ({mem_where})")
+        fit = "" if mm.fits is None else (f"; at batch {run.facts.batch_size} it {'fits' if mm.fits else 'does NOT fit'}"
+                                           f" in {mm.safety_factor:g} x {fmt_mb(mm.device_mb)} per device")
+        shard = f"; {mm.sharding}" if mm.sharding else ""
+        lines.append(f"  memory {mm.method}: {fmt_mb(mm.fixed_mb)} + {mm.per_sample_mb:.3g} MiB/sample "
+                     f"({mem_where}{shard}){fit}")
     lines += ["", "## Notes", "", NOTES, ""]
     return "\n".join(lines)
 
@@ -149,6 +177,8 @@ def to_json(plan: Plan, extra: dict[str, dict[str, Any]] | None = None) -> dict[
                        "method": mm.method, "basis": mm.basis, "device_mb": mm.device_mb,
                        "safety_factor": mm.safety_factor, "max_batch_size": mm.max_batch_size, "fits": mm.fits},
             "stages": r.chain,
+            "disk": {"state_bytes": r.state_bytes, "checkpoints": r.checkpoints,
+                     "checkpoint_bytes": r.checkpoint_bytes, "cache_bytes": r.cache_bytes},
             **((extra or {}).get(r.name, {})),
         })
     nodes = [{"key": n.key, "kind": n.kind, "label": n.label, "iters": n.iters, "parent": n.parent,
@@ -157,4 +187,4 @@ def to_json(plan: Plan, extra: dict[str, dict[str, Any]] | None = None) -> dict[
     reuse = {k: v for k, v in plan.reuse.items() if k != "base_users"}
     return {"version": PLAN_VERSION, "created": plan.created, "overrides": plan.overrides,
             "prior_runs": [p.path for p in plan.priors], "runs": runs, "stage_tree": nodes, "reuse": reuse,
-            "totals": plan.totals}
+            "totals": plan.totals, **({"search": plan.search} if plan.search is not None else {})}

@@ -3,7 +3,7 @@
 A trial is a chain of steps: base model (load, or continued pre-training) -> optional pruning
 mask -> training (one step, or one per stage of ``schedule=stages``). The keys are the reuse
 cache's own (:func:`ftlab.reuse.steps.run_steps`), and a step is shared only where the cache
-really shares it (:mod:`ftlab.reuse.cached`, :func:`ftlab.reuse.stages.reuse_applies`): base
+really shares it (each step's ``cached`` flag, from :func:`ftlab.reuse.steps.cache_policy`): base
 models and masks when ``reuse.enabled`` on one device, training stages when additionally the
 schedule is ``stages``. Everything else is private to its trial. So the planned iterations are
 what a sweep will actually compute, not an ideal. Pure functions over composed configs.
@@ -17,8 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ftlab.reuse.stages import reuse_applies, world_size
-from ftlab.reuse.steps import Step, as_plain, run_steps
+from ftlab.reuse.steps import Step, as_plain, cache_policy, run_steps, world_size
 
 #: importance scores whose masks read calibration batches (forward/backward passes)
 CALIBRATED = ("gradient", "taylor", "wanda")
@@ -47,8 +46,8 @@ class StageTree:
 
 
 def caches_steps(c: dict[str, Any]) -> bool:
-    """Base models and masks go through the store (``ftlab.reuse.cached``)."""
-    return bool((c.get("reuse") or {}).get("enabled", True)) and world_size(c) == 1
+    """Cacheable steps go through the store (:func:`ftlab.reuse.steps.cache_policy`)."""
+    return not cache_policy(c)
 
 
 def _mask_iters(c: dict[str, Any], step: Step) -> int:
@@ -70,24 +69,24 @@ def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0) -> 
         key = step_key if shared else f"{step_key}~trial{trial}"
         chain.append(StageNode(key, kind, label, iters, chain[-1].key if chain else None, dev))
 
-    cached = caches_steps(c)
     name = c["model"]["name"]
     if steps.base is not None:
         iters = int(c["base"]["steps"])
-        add(steps.base.key, cached, "base", f"base {name} +{iters} pre-training it", iters)
+        add(steps.base.key, steps.base.cached, "base", f"base {name} +{iters} pre-training it", iters)
     else:  # loading costs no iterations; the node names the base model the trials share
         add(steps.model.key, True, "base", f"base {name} (load)", 0)
     if steps.mask is not None:
         s = c["sparsity"]
         label = "mask file" if steps.mask.kind == "mask_file" else f"mask {s.get('method')}@{s.get('level')}"
-        add(steps.mask.key, cached, "mask", label, _mask_iters(c, steps.mask))
+        # a mask file is read, not computed (nothing stored): shared wherever caching applies
+        shared = steps.mask.cached or (steps.mask.kind == "mask_file" and not steps.why_not_cached)
+        add(steps.mask.key, shared, "mask", label, _mask_iters(c, steps.mask))
     if not trains:
         return chain
-    shared_stages, _ = reuse_applies(c)
     if steps.stages:
         for i, (step, st) in enumerate(zip(steps.stages, c["schedule"]["stages"]), start=1):
             label = f"stage {i}" + (f" {st['name']}" if st.get("name") else "") + f" lr={st['lr']:g}"
-            add(step.key, shared_stages, "train", label, int(st["iters"]))
+            add(step.key, step.cached, "train", label, int(st["iters"]))
     else:
         add(steps.train.key, False, "train", f"train {c['adapter']['name']} {c['schedule']['name']}",
             int(c["train"]["max_steps"]))

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from ftlab.config.environment import unwritable_reason  # creates a probe file: root ignores modes
 from ftlab.errors import fail
+from ftlab.reuse.steps import has_cached_step
 
 
 def uses_cache(cfg: Any) -> bool:
-    """Whether the run has a cached step: training stages, a pre-trained base or a computed mask."""
-    if not cfg.reuse.enabled:
-        return False
-    sp = cfg.sparsity
-    computes_mask = sp.method != "none" and not sp.mask_path
-    return cfg.schedule.name == "stages" or bool(cfg.base.enabled) or computes_mask
-
-
-def unwritable_reason(path: Path) -> str | None:
-    """Why entries could not be created under ``path`` (``None``: they can). Creates nothing: the
-    nearest existing ancestor must be a writable directory."""
-    p = Path(os.path.expanduser(str(path))).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is not a directory"
-    if not os.access(p, os.W_OK | os.X_OK):
-        return f"{p} is not writable"
-    return None
+    """Whether the run has a step that goes through the store (training stages, a pre-trained
+    base or a computed mask, under :func:`ftlab.reuse.steps.cache_policy`)."""
+    return has_cached_step(cfg)
 
 
 def validate_cache_dir(cfg: Any) -> None:
@@ -39,7 +24,7 @@ def validate_cache_dir(cfg: Any) -> None:
         fail("paths.cache_dir", cfg.paths.cache_dir,
              f"a writable directory for the reuse cache ({reason}); or reuse.enabled=false")
     local = cfg.paths.get("local_cache_dir")
-    if local and cfg.base.enabled:
+    if local:  # node-local copies of cached artifacts (any kind)
         reason = unwritable_reason(Path(local))
         if reason:
             fail("paths.local_cache_dir", local, f"null or a writable directory ({reason})")

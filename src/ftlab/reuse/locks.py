@@ -129,7 +129,7 @@ class KeyLock:
                 continue  # released between our attempt and the read: try again at once
             if state != seen:
                 seen, seen_since = state, now
-            if self._holder_dead(state) or now - seen_since >= self.stale_s:
+            if self.holder_dead(state) or now - seen_since >= self.stale_s:
                 self._break(state)
                 seen = None
                 continue
@@ -140,7 +140,8 @@ class KeyLock:
         return time.monotonic() - t0
 
     @staticmethod
-    def _holder_dead(state: LockState) -> bool:
+    def holder_dead(state: LockState) -> bool:
+        """The holder is a process of this machine that no longer runs (a crashed builder)."""
         info = state.holder()
         same_machine = info.get("host") == HOST and info.get("boot_id", "") == BOOT_ID
         return same_machine and isinstance(info.get("pid"), int) and not pid_alive(info["pid"])

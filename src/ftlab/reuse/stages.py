@@ -1,8 +1,9 @@
 """Training stages as cached steps (``schedule=stages`` with ``reuse.enabled``).
 
 Before ``trainer.fit`` the trial looks for the deepest stage whose key is in the store and
-resumes from its Lightning checkpoint (weights, optimiser, scheduler, loop counters, data
-position, RNG state). It then takes
+resumes from its trainable-only state (:mod:`ftlab.training.state`: trainable tensors,
+optimiser, scheduler, loop counters, data position, RNG state; the frozen base is rebuilt from
+its own steps, whose keys the entry records and the resume checks). It then takes
 the build locks of the stages it will train, in stage order, so a concurrent trial that needs one
 of them waits and resumes from it instead of training it again. The fit runs once; at each
 stage's last optimiser step :class:`StagePublisher` writes the checkpoint into a staging dir,
@@ -25,12 +26,12 @@ from typing import Any
 import lightning as L
 from torch.optim.lr_scheduler import LambdaLR
 
-from ftlab.callbacks.checkpoints import STATE_FILE
+from ftlab.callbacks.checkpoints import STATE_FILE, save_state
 from ftlab.callbacks.loss_log import COLUMNS as LOSS_COLUMNS
 from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
 from ftlab.reuse.keys import canonical_json, lookup
 from ftlab.reuse.locks import KeyLock
-from ftlab.reuse.steps import Step, as_plain, cache_dir, run_steps
+from ftlab.reuse.steps import RunSteps, Step, as_plain, cache_dir, run_steps, world_size  # noqa: F401 (re-export)
 from ftlab.reuse.store import ArtifactStore, Entry, Staging
 from ftlab.training.schedules import Stage, stage_table, total_steps
 
@@ -56,24 +57,17 @@ class StageRecord:
     parent: str | None = None
 
 
-def world_size(c: dict[str, Any]) -> int:
-    return int(lookup(c, "hardware.devices", 1)) * int(lookup(c, "hardware.num_nodes", 1))
-
-
 def eval_signature(c: dict[str, Any]) -> str:
     return canonical_json({k: lookup(c, k, None) for k in EVAL_SIGNATURE_KEYS})
 
 
-def reuse_applies(c: dict[str, Any]) -> tuple[bool, str]:
-    """(applies, why not). Stage caching needs one process: under DDP every rank would take locks
-    and a rank-0-only publish would need collective checkpoint saving."""
+def reuse_applies(c: dict[str, Any], steps: RunSteps | None = None) -> tuple[bool, str]:
+    """(applies, why not): the stages of the plan of steps are cached (the policy is
+    :func:`ftlab.reuse.steps.cache_policy`)."""
     if lookup(c, "schedule.name", None) != "stages":
         return False, "schedule is not 'stages'"
-    if not lookup(c, "reuse.enabled", True):
-        return False, "reuse.enabled=false"
-    if world_size(c) != 1:
-        return False, "distributed training (devices x nodes > 1)"
-    return True, ""
+    steps = steps if steps is not None else run_steps(c)
+    return (bool(steps.stages) and steps.stages[0].cached), steps.why_not_cached
 
 
 class SyncStageLr(L.Callback):
@@ -200,10 +194,10 @@ class StageRun:
         """Write stage ``i``'s state and the logs so far into a staging dir (not yet visible)."""
         staging = self.store.stage(self.steps[i].key)
         self.staged[i] = staging
-        trainer.save_checkpoint(staging.artifact / STATE_FILE)
+        state_meta = save_state(trainer, staging.artifact / STATE_FILE)  # trainable-only
         self._copy_logs(staging.artifact / LOG_DIR)
         meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "stage_idx": i + 1,
-                "eval_signature": eval_signature(self.c)}
+                "eval_signature": eval_signature(self.c), **state_meta}
         (staging.artifact / META_FILE).write_text(json.dumps(meta))
 
     def seal(self, i: int, final_logs: bool = False) -> None:
@@ -326,12 +320,14 @@ def _copy_csv(src: Path, dest: Path, header: list[str]) -> None:
     tmp.replace(dest)
 
 
-def stage_run(cfg: Any, run_dir: Path) -> StageRun:
+def stage_run(cfg: Any, run_dir: Path, plan: RunSteps | None = None) -> StageRun:
     """The :class:`StageRun` of a run config (not yet planned). Without ``schedule=stages`` the
-    whole training is one uncached pseudo-stage, so sweeps of any schedule get a stage log."""
+    whole training is one uncached pseudo-stage, so sweeps of any schedule get a stage log.
+    ``plan``: the run's plan of steps (computed here when not given)."""
     c = as_plain(cfg)
-    ok, why = reuse_applies(c)
-    steps = run_steps(c).stages
+    plan = plan if plan is not None else run_steps(c)
+    ok, why = reuse_applies(c, plan)
+    steps = plan.stages
     stages = stage_table(cfg.schedule)
     if not stages:
         stages = [Stage(0, total_steps(cfg.schedule, cfg.train.max_steps), float(cfg.schedule.lr), 0, None)]

@@ -1,6 +1,11 @@
-"""The steps of an ftlab run and the config keys each depends on (the allow-lists).
+"""The plan of steps of an ftlab run, the config keys each depends on (the allow-lists), and the
+caching policy: which steps go through the reuse store on this hardware (:func:`cache_policy`).
 
     model ─> base (continued pre-training, cached) ─> mask (cached) ─> train root ─> stage 1 ─> stage 2 ...
+
+:func:`run_steps` computes the plan once per run; the recipe executes it (base and mask through
+:class:`ftlab.reuse.runner.StepRunner`, stages through :mod:`ftlab.reuse.stages`), the planner
+prints it (:mod:`ftlab.plan.stages`) and composition checks read it (:mod:`ftlab.reuse.checks`).
 
 Every list here is explicit. A key that is in no list and not in :data:`EXCLUDED` is caught by
 ``tests/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
@@ -15,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +29,10 @@ from ftlab.reuse.keys import lookup, pick, step_key
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
 #: results for the same config.
-VERSIONS = {"model": 1, "base": 1, "mask": 1, "mask_file": 1, "train": 1, "stage": 1}
+VERSIONS = {"model": 1, "base": 1, "mask": 2, "mask_file": 1, "train": 1, "stage": 1}
 
-MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer")
+MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer",
+              "model.attn_implementation")
 
 HARDWARE_KEYS = ("hardware.accelerator", "hardware.devices", "hardware.num_nodes", "hardware.strategy",
                  "hardware.precision", "hardware.num_csx")
@@ -39,14 +46,18 @@ BASE_KEYS = ("base.corpus", "base.num_examples", "base.steps", "base.lr", "base.
 MASK_KEYS = ("sparsity.method", "sparsity.level", "sparsity.group", "sparsity.n", "sparsity.m",
              "sparsity.structure", "sparsity.modules")
 #: Importances that read calibration batches of the task's train split.
-CALIBRATED = ("gradient", "taylor", "wanda")
+CALIBRATED = ("gradient", "taylor", "wanda", "sparsegpt")
 CALIBRATION_KEYS = ("sparsity.calibration", "seed", "task.name", "task.num_examples", "task.val_fraction",
                     "task.test_fraction", "task.max_length", "task.options")
+
+#: Memory features of a fine-tuning run (a k-bit base changes the numbers; checkpointing is kept
+#: apart too, although its recomputation is exact, so that a cache hit never hides a failing mode).
+MEMORY_KEYS = ("model.quantization", "train.gradient_checkpointing")
 
 TRAIN_KEYS = ("seed", "adapter", "model.target_modules", "schedule.name", "schedule.lr", "sparsity.mode",
               "train.batch_size", "train.accumulate_grad_batches", *OPTIM_KEYS,
               "task.name", "task.num_examples", "task.val_fraction", "task.test_fraction", "task.max_length",
-              "task.options", *HARDWARE_KEYS)
+              "task.options", *HARDWARE_KEYS, *MEMORY_KEYS)
 
 #: Per-stage keys that only label a stage.
 STAGE_LABELS = ("name",)
@@ -73,7 +84,14 @@ DERIVED = (
     "sparsity.importance",  # derived.importance (method=random forces random)
     "sparsity.seed",  # derived.mask_seed (random importance only)
     "schedule.stages",  # one stage step per entry
+    "sparsity.allocation", "sparsity.owl",  # mask key only with allocation=owl (calibrated too)
+    "sparsity.sparsegpt",  # mask key only with importance=sparsegpt
 )
+
+
+#: Step kinds whose product is stored (the others are built in memory, read from a file, or are
+#: the private root of a trial's training).
+CACHEABLE = ("base", "mask", "stage")
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,7 @@ class Step:
     parent: str | None
     config: dict[str, Any]
     version: int
+    cached: bool = False  # goes through the reuse store in this run (:func:`cache_policy`)
 
 
 @dataclass(frozen=True)
@@ -92,17 +111,41 @@ class RunSteps:
     mask: Step | None
     train: Step
     stages: list[Step]
+    why_not_cached: str = ""  # why the cacheable steps are not cached ("" when they are)
 
     @property
     def weights(self) -> Step:
         """The step whose output the adapter is built on."""
         return self.mask or self.base or self.model
 
+    def all(self) -> list[Step]:
+        """Every step, root first."""
+        return [s for s in (self.model, self.base, self.mask, self.train) if s is not None] + list(self.stages)
 
-def make_step(kind: str, parent: Step | None, config: dict[str, Any]) -> Step:
+    @property
+    def uses_cache(self) -> bool:
+        return any(s.cached for s in self.all())
+
+
+def world_size(c: Mapping[str, Any]) -> int:
+    return int(lookup(c, "hardware.devices", 1)) * int(lookup(c, "hardware.num_nodes", 1))
+
+
+def cache_policy(c: Mapping[str, Any]) -> str:
+    """The one caching rule: ``""`` when the run's cacheable steps go through the store, else why
+    not. Under DDP every rank would take the build lock of a step that needs all ranks, and a
+    rank-0-only publish of a stage would need collective checkpoint saving."""
+    if not lookup(c, "reuse.enabled", True):
+        return "reuse.enabled=false"
+    if world_size(c) != 1:
+        return "distributed training (devices x nodes > 1)"
+    return ""
+
+
+def make_step(kind: str, parent: Step | None, config: dict[str, Any], cached: bool = False) -> Step:
     version = VERSIONS[kind]
     pkey = parent.key if parent else None
-    return Step(kind, step_key(kind, pkey, config, version), pkey, config, version)
+    return Step(kind, step_key(kind, pkey, config, version), pkey, config, version, cached and kind in CACHEABLE)
 
 
 # -- fingerprints of things outside the config ---------------------------------------------
@@ -144,7 +187,9 @@ def environment() -> dict[str, str]:
 
     import ftlab
 
-    return {"ftlab": ftlab.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    # str(): torch.__version__ is a TorchVersion, which a weights_only load would refuse
+    return {"ftlab": str(ftlab.__version__), "torch": str(torch.__version__),
+            "transformers": str(transformers.__version__)}
 
 
 # -- the steps -----------------------------------------------------------------------------
@@ -162,7 +207,7 @@ def base_step(c: dict[str, Any], model: Step) -> Step | None:
     config = pick(c, BASE_KEYS)
     config["derived.base_seed"] = _or(lookup(c, "base.seed", None), c["seed"])
     config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
-    return make_step("base", model, config)
+    return make_step("base", model, config, cached=not cache_policy(c))
 
 
 def importance(c: dict[str, Any]) -> str:
@@ -170,8 +215,12 @@ def importance(c: dict[str, Any]) -> str:
 
 
 def mask_keys(c: dict[str, Any]) -> tuple[str, ...]:
-    """The allow-list of the mask step for this config (calibration only where it is read)."""
-    return MASK_KEYS + (CALIBRATION_KEYS if importance(c) in CALIBRATED else ())
+    """The allow-list of the mask step for this config (calibration, OWL and SparseGPT options
+    only where they are read)."""
+    owl = lookup(c, "sparsity.allocation", "uniform") == "owl"
+    return (MASK_KEYS + (CALIBRATION_KEYS if importance(c) in CALIBRATED or owl else ())
+            + (("sparsity.allocation", "sparsity.owl") if owl else ())
+            + (("sparsity.sparsegpt",) if importance(c) == "sparsegpt" else ()))
 
 
 def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
@@ -184,9 +233,9 @@ def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
     config["derived.importance"] = importance(c)
     if importance(c) == "random":
         config["derived.mask_seed"] = _or(sp.get("seed"), c["seed"])
-    if importance(c) in CALIBRATED:
+    if importance(c) in CALIBRATED or lookup(c, "sparsity.allocation", "uniform") == "owl":
         config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
-    return make_step("mask", parent, config)
+    return make_step("mask", parent, config, cached=not cache_policy(c))
 
 
 def train_step(c: dict[str, Any], parent: Step) -> Step:
@@ -204,17 +253,29 @@ def stage_steps(c: dict[str, Any], root: Step) -> list[Step]:
         return []
     out, parent = [], root
     for stage in lookup(c, "schedule.stages", None) or []:
-        parent = make_step("stage", parent, stage_config(dict(stage)))
+        parent = make_step("stage", parent, stage_config(dict(stage)), cached=not cache_policy(c))
         out.append(parent)
     return out
 
 
 def run_steps(c: dict[str, Any]) -> RunSteps:
+    """The plan of steps of one run (plain resolved config), each with its key and whether it
+    is cached here."""
     model = model_step(c)
     base = base_step(c, model)
     mask = mask_step(c, base or model)
     train = train_step(c, mask or base or model)
-    return RunSteps(model, base, mask, train, stage_steps(c, train))
+    return RunSteps(model, base, mask, train, stage_steps(c, train), cache_policy(c))
+
+
+def has_cached_step(c: Mapping[str, Any]) -> bool:
+    """Whether the run has a step that goes through the store, without computing keys (cheap
+    enough for composition-time checks): :func:`run_steps`'s rules for which steps exist."""
+    if cache_policy(c):
+        return False
+    computes_mask = lookup(c, "sparsity.method", "none") != "none" and not lookup(c, "sparsity.mask_path", None)
+    return (lookup(c, "schedule.name", None) == "stages" or bool(lookup(c, "base.enabled", False))
+            or computes_mask)
 
 
 def as_plain(cfg: Any) -> dict[str, Any]:

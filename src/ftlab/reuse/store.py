@@ -18,6 +18,7 @@ Lightning or of ftlab's config classes: configs are plain JSON-able dicts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.reuse.keys import canonical_json
-from ftlab.reuse.locks import HOST, KeyLock
+from ftlab.reuse.locks import HOST, KeyLock, read_state
 from ftlab.reuse.manifest import build_manifest, check_manifest
 
 ARTIFACT = "artifact"
@@ -62,6 +63,13 @@ class Entry:
 
     def size(self) -> int:
         return int(json.loads((self.root / MANIFEST_FILE).read_text()).get("total_size", 0))
+
+    def digest(self) -> str:
+        """sha256 of the artifact's content (its files' paths, sizes and checksums from the
+        manifest): equal for two builds of a key exactly when they produced the same files."""
+        files = json.loads((self.root / MANIFEST_FILE).read_text()).get("files", {})
+        content = {k: v for k, v in files.items() if k.startswith(f"{ARTIFACT}/")}
+        return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
     def last_used(self) -> float:
         used = self.root / USED_FILE
@@ -262,13 +270,20 @@ class ArtifactStore:
         finally:
             lock.release()
 
+    def _build_alive(self, key: str) -> bool:
+        """Whether a builder may still be working on ``key``: its lock exists and is not held by a
+        dead process of this machine (a killed builder leaves its lock file behind; a holder on
+        another node counts as alive until a waiter breaks its stale lock)."""
+        state = read_state(self.root / "locks" / f"{key}.lock")
+        return state is not None and not KeyLock.holder_dead(state)
+
     def orphans(self) -> list[Path]:
         """Staging dirs whose builder is gone (their key is not locked) and leftovers in trash."""
         out = []
         tmp = self.root / "tmp"
         for d in sorted(tmp.iterdir()) if tmp.is_dir() else []:
             key = d.name.rsplit(".", 1)[0]
-            if not _KEY.match(key) or not (self.root / "locks" / f"{key}.lock").exists():
+            if not _KEY.match(key) or not self._build_alive(key):
                 out.append(d)
         trash = self.root / "trash"
         out.extend(sorted(trash.iterdir()) if trash.is_dir() else [])

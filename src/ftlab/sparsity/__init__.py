@@ -2,7 +2,7 @@
 
 Pure tensor code (no Lightning). The recipe uses :func:`prepare_masks`, :func:`attach_masks` and
 :func:`finish_sparse` (:mod:`ftlab.sparsity.pipeline`); the mask itself is one function,
-:func:`compute_masks`, free of output paths so a cache can wrap it.
+:func:`compute_pruned` (masks, SparseGPT weights, OWL levels), free of output paths so a cache can wrap it.
 """
 
 from ftlab.sparsity.apply import apply_masks_

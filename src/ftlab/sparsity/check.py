@@ -9,7 +9,14 @@ from typing import Any
 import torch
 
 from ftlab.errors import ConfigError
-from ftlab.sparsity.masks import group_count, nm_pattern_ok, prune_count, sparsity_of, structured_ok
+from ftlab.sparsity.masks import (
+    floor_count,
+    group_count,
+    nm_pattern_ok,
+    prune_count,
+    sparsity_of,
+    structured_ok,
+)
 from ftlab.sparsity.selection import HeadLayout
 
 #: Allowed gap between achieved and target sparsity of unstructured masks (0.5 percentage points).
@@ -81,8 +88,15 @@ def check_targets(masks: dict[str, torch.Tensor], meta: dict, key: str, value: A
             raise ConfigError(key, value, f"overall sparsity within 0.5 pp of {level}; achieved {achieved:.4f}")
         return
     for name, mask in masks.items():
-        if abs(sparsity_of(mask) - level) > TOLERANCE:
-            raise ConfigError(key, value, f"sparsity within 0.5 pp of {level} in every layer; {name} has "
+        want = float(layers.get(name, {}).get("target", level))  # OWL: the layer's allocated level
+        if meta.get("group") == "row":
+            count = (floor_count if meta.get("row_count") == "floor" else prune_count)(want, mask.shape[1])
+            if not bool(((~mask).sum(1) == count).all()):
+                raise ConfigError(key, value, f"{count} pruned entries in every row of {name} (level {want:.4f}, "
+                                  f"{meta.get('row_count', 'nearest')} count); some row has another count")
+            continue
+        if abs(sparsity_of(mask) - want) > TOLERANCE:
+            raise ConfigError(key, value, f"sparsity within 0.5 pp of {want} in every layer; {name} has "
                               f"{sparsity_of(mask):.4f}")
 
 

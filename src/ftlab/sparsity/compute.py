@@ -1,5 +1,6 @@
-"""``compute_masks(cfg, model, tokenizer)``: the one entry point that turns a sparsity config into
-masks for a model.
+"""``compute_pruned(cfg, model, tokenizer)``: the one entry point that turns a sparsity config into
+a pruned base for a model: keep-masks, SparseGPT's reconstructed weights, OWL's per-layer levels
+(``compute_masks`` returns the masks alone).
 
 It reads the model and never changes it (weights, ``requires_grad`` flags, ``.grad`` and the
 train/eval mode are restored), and it writes no files: a training run applies the result, the
@@ -8,6 +9,7 @@ masks CLI saves it, and a content-addressed cache may store it under a key of th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +19,11 @@ from torch import nn
 from ftlab.errors import ConfigError
 from ftlab.sparsity import scores as S
 from ftlab.sparsity.calibration import calibration_batches, to_device
-from ftlab.sparsity.masks import nm_mask, structured_mask, unstructured_masks
-from ftlab.sparsity.selection import HeadLayout, head_layout, select_modules
+from ftlab.sparsity.masks import nm_mask, structure_masks, unstructured_masks
+from ftlab.sparsity.owl import outlier_ratio, owl_levels
+from ftlab.sparsity.selection import HeadLayout, select_modules
+from ftlab.sparsity.sparsegpt import HessianAccumulator, sparsegpt_prune
+from ftlab.sparsity.structures import Structure, find_structures
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class MaskSpec:
     n: int = 2
     m: int = 4
     structure: str = "channel"
+    row_floor: bool = False  # per-row count int(cols * level), as Wanda's reference code
 
     @property
     def target(self) -> float:
@@ -38,10 +44,14 @@ class MaskSpec:
         return self.n / self.m if self.method == "nm" else float(self.level)
 
 
-def spec_of(sparsity_cfg: Any, level: float | None = None) -> MaskSpec:
-    sp = sparsity_cfg
-    return MaskSpec(method=sp.method, level=float(sp.level if level is None else level), group=sp.group,
-                    n=int(sp.n), m=int(sp.m), structure=sp.structure)
+@dataclass
+class PrunedBase:
+    """What pruning produces: keep-masks, SparseGPT's reconstructed weights (zeros at pruned
+    entries; ``None`` for importances that only select), and OWL's per-weight levels."""
+
+    masks: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor] | None = None
+    levels: dict[str, float] | None = None
 
 
 def importance_of(sparsity_cfg: Any) -> str:
@@ -49,18 +59,43 @@ def importance_of(sparsity_cfg: Any) -> str:
     return "random" if sparsity_cfg.method == "random" else sparsity_cfg.importance
 
 
+def group_of(sparsity_cfg: Any) -> str:
+    """The comparison group: the configured one, else each output row for Wanda's unstructured
+    masks (the paper's and reference code's group) and the layer otherwise."""
+    if getattr(sparsity_cfg, "group", None):
+        return sparsity_cfg.group
+    return "row" if sparsity_cfg.method == "unstructured" and sparsity_cfg.importance == "wanda" else "layer"
+
+
+def spec_of(sparsity_cfg: Any, level: float | None = None) -> MaskSpec:
+    sp = sparsity_cfg
+    return MaskSpec(method=sp.method, level=float(sp.level if level is None else level), group=group_of(sp),
+                    n=int(sp.n), m=int(sp.m), structure=sp.structure, row_floor=importance_of(sp) == "wanda")
+
+
+def structures_for(model: nn.Module, names: list[str], spec: MaskSpec) -> list[Structure] | None:
+    """The whole structures ``method=structured`` prunes (``None`` for other methods)."""
+    return find_structures(model, names, spec.structure) if spec.method == "structured" else None
+
+
 def layouts_for(model: nn.Module, names: dict[str, nn.Linear], spec: MaskSpec) -> dict[str, HeadLayout | None]:
-    """Head layout per weight for ``structure=head``; ``None`` (= channels) otherwise."""
-    if spec.method != "structured" or spec.structure != "head":
+    """How each pruned weight splits into structure units (all members of the structures for
+    ``method=structured``); ``None`` for other methods."""
+    structures = structures_for(model, list(names), spec)
+    if structures is None:
         return {n: None for n in names}
-    return {n: head_layout(model.config, n, tuple(lin.weight.shape)) for n, lin in names.items()}
+    return {n: st.layout(n) for st in structures for n in st.members}
 
 
-def masks_from_scores(scores: dict[str, torch.Tensor], spec: MaskSpec,
-                      layouts: dict[str, HeadLayout | None] | None = None) -> dict[str, torch.Tensor]:
-    """Pure: scores -> keep-masks (bool, on the scores' device)."""
+def masks_from_scores(scores: dict[str, torch.Tensor], spec: MaskSpec, structures: list[Structure] | None = None,
+                      levels: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """Pure: scores -> keep-masks (bool, on the scores' device). ``levels`` overrides the level
+    per weight (OWL); ``structures`` are required for ``method=structured``."""
     if spec.method in ("unstructured", "random"):
-        return unstructured_masks(scores, spec.level, spec.group)
+        if levels:
+            return {name: unstructured_masks({name: s}, levels[name], spec.group, row_floor=spec.row_floor)[name]
+                    for name, s in scores.items()}
+        return unstructured_masks(scores, spec.level, spec.group, row_floor=spec.row_floor)
     if spec.method == "nm":
         out = {}
         for name, s in scores.items():
@@ -70,42 +105,76 @@ def masks_from_scores(scores: dict[str, torch.Tensor], spec: MaskSpec,
             out[name] = nm_mask(s, spec.n, spec.m)
         return out
     if spec.method == "structured":
-        layouts = layouts or {}
-        return {name: structured_mask(s, spec.level, layouts.get(name)) for name, s in scores.items()}
+        if structures is None:
+            raise ValueError("method=structured needs the structures its weights form (structures_for)")
+        return structure_masks(scores, spec.level, structures)
     raise ConfigError("sparsity.method", spec.method, "one of ['nm', 'random', 'structured', 'unstructured']")
 
 
 def compute_masks(cfg: Any, model: nn.Module, tokenizer, level: float | None = None) -> dict[str, torch.Tensor]:
     """Masks ``{weight name: bool keep-mask on CPU}`` for ``cfg.sparsity`` (``level`` overrides it)."""
+    return compute_pruned(cfg, model, tokenizer, level).masks
+
+
+def compute_pruned(cfg: Any, model: nn.Module, tokenizer, level: float | None = None) -> PrunedBase:
+    """Masks, and for SparseGPT the reconstructed weights, of ``cfg.sparsity``."""
     sp = cfg.sparsity
-    return compute_masks_for_levels(cfg, model, tokenizer, [sp.level if level is None else level])[0]
+    return compute_pruned_for_levels(cfg, model, tokenizer, [sp.level if level is None else level])[0]
 
 
 def compute_masks_for_levels(cfg: Any, model: nn.Module, tokenizer,
                              levels: list[float]) -> list[dict[str, torch.Tensor]]:
-    """One mask per level. Scores are computed once for all levels, except Wanda's, which depend
-    on the level through the pruned layers feeding the next ones."""
+    return [p.masks for p in compute_pruned_for_levels(cfg, model, tokenizer, levels)]
+
+
+def _with_structures(model: nn.Module, targets: dict[str, nn.Linear],
+                     structures: list[Structure] | None) -> dict[str, nn.Linear]:
+    """The selected linears plus the other members of their structures."""
+    if structures is None:
+        return targets
+    modules = dict(model.named_modules())
+    return {n: modules[n.removesuffix(".weight")] for st in structures for n in st.members}
+
+
+def compute_pruned_for_levels(cfg: Any, model: nn.Module, tokenizer, levels: list[float]) -> list[PrunedBase]:
+    """One result per level. Scores are computed once for all levels, except the layer-by-layer
+    importances (Wanda, SparseGPT), whose later layers see the earlier ones pruned at that level."""
     sp = cfg.sparsity
+    importance = importance_of(sp)
     specs = [spec_of(sp, level) for level in levels]
-    targets = select_modules(model, list(sp.modules))
-    layouts = layouts_for(model, targets, specs[0])
-    if importance_of(sp) == "wanda":
-        batches = calibration_batches(cfg, tokenizer)
-        out = [wanda_masks(model, targets, batches, spec, layouts) for spec in specs]
-    else:
-        scores = importance_scores(cfg, model, tokenizer, targets)
-        out = [masks_from_scores(scores, spec, layouts) for spec in specs]
-    return [{name: mask.cpu() for name, mask in masks.items()} for masks in out]
+    selected = select_modules(model, list(sp.modules))
+    structures = structures_for(model, list(selected), specs[0])
+    targets = _with_structures(model, selected, structures)
+    calibrated = importance in S.NEEDS_GRADIENTS + S.SEQUENTIAL or sp.allocation == "owl"
+    batches = calibration_batches(cfg, tokenizer) if calibrated else []
+    ratios = owl_ratios(model, targets, batches, float(sp.owl["threshold_m"])) if sp.allocation == "owl" else None
+    out = []
+    scores = None if importance in S.SEQUENTIAL else importance_scores(cfg, model, tokenizer, targets, batches)
+    prefix = decoder_layers(model)[0] if ratios is not None else ""
+    for spec in specs:
+        per_weight = None
+        if ratios is not None:  # OWL: one level per decoder layer, mean = spec.level
+            by_layer = dict(zip(ratios, owl_levels(list(ratios.values()), spec.level, float(sp.owl["lambda"]))))
+            per_weight = {n: by_layer[_layer_index(n, prefix)] for n in targets}
+        if scores is None:
+            out.append(sequential_prune(model, targets, batches, spec, importance, structures=structures,
+                                        levels=per_weight, sparsegpt=sp.sparsegpt))
+        else:
+            out.append(PrunedBase(masks_from_scores(scores, spec, structures, per_weight), levels=per_weight))
+    for p in out:
+        p.masks = {name: mask.cpu() for name, mask in p.masks.items()}
+    return out
 
 
-def importance_scores(cfg: Any, model: nn.Module, tokenizer, targets: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
-    """Per-weight scores of every importance but Wanda (which needs the layer-by-layer pass)."""
+def importance_scores(cfg: Any, model: nn.Module, tokenizer, targets: dict[str, nn.Linear],
+                      batches: list[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+    """Per-weight scores of every importance but the layer-by-layer ones (Wanda, SparseGPT)."""
     sp = cfg.sparsity
     importance = importance_of(sp)
     seed = cfg.seed if sp.seed is None else sp.seed
     grads: dict[str, torch.Tensor] = {}
     if importance in S.NEEDS_GRADIENTS:
-        grads = accumulate_gradients(model, targets, calibration_batches(cfg, tokenizer))
+        grads = accumulate_gradients(model, targets, batches or calibration_batches(cfg, tokenizer))
     scores = {}
     for name, lin in targets.items():
         if importance == "magnitude":
@@ -207,13 +276,14 @@ def _run_layer(layer: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Te
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _input_squares(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[torch.Tensor],
-                   kwargs: list[dict], valid: list[torch.Tensor]) -> dict[str, S.InputSquares]:
-    """||X_j||² of every chosen linear of one decoder layer over all calibration batches."""
-    stats = {n: S.InputSquares(lin.in_features) for n, lin in chosen.items()}
+def _collect(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[torch.Tensor], kwargs: list[dict],
+             valid: list[torch.Tensor], make: Callable[[nn.Linear], Any]) -> dict[str, Any]:
+    """Run one decoder layer over all calibration batches, feeding each chosen linear's inputs
+    (real tokens only) to its accumulator ``make(linear)`` (Wanda's ‖X_j‖², SparseGPT's H)."""
+    stats = {n: make(lin) for n, lin in chosen.items()}
     current: dict[str, torch.Tensor] = {}
 
-    def hook_for(acc: S.InputSquares):
+    def hook_for(acc):
         return lambda mod, args, out: acc.update(args[0], current["valid"])
 
     handles = [lin.register_forward_hook(hook_for(stats[n])) for n, lin in chosen.items()]
@@ -227,38 +297,111 @@ def _input_squares(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[
     return stats
 
 
-@torch.no_grad()
-def wanda_masks(model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
-                spec: MaskSpec, layouts: dict[str, HeadLayout | None]) -> dict[str, torch.Tensor]:
-    """Wanda scores per decoder layer from activations that went through the already pruned
-    earlier layers; the model's weights are restored afterwards."""
+def _input_squares(lin: nn.Linear) -> S.InputSquares:
+    return S.InputSquares(lin.in_features)
+
+
+def _hessian(lin: nn.Linear) -> HessianAccumulator:
+    return HessianAccumulator(lin.in_features, lin.weight.device)
+
+
+def _layer_index(name: str, prefix: str) -> int:
+    rest = name[len(prefix) + 1:] if name.startswith(prefix + ".") else ""
+    index = rest.split(".", 1)[0]
+    if not index.isdigit():
+        raise ConfigError("sparsity.modules", name.removesuffix(".weight"),
+                          "modules inside the decoder layers for a layer-by-layer importance (wanda, sparsegpt) "
+                          "or allocation=owl")
+    return int(index)
+
+
+def _per_layer(model: nn.Module, targets: dict[str, nn.Linear]) -> tuple[nn.ModuleList, list[dict[str, nn.Linear]]]:
     prefix, layers = decoder_layers(model)
     per_layer: list[dict[str, nn.Linear]] = [{} for _ in layers]
     for name, lin in targets.items():
-        rest = name[len(prefix) + 1:] if name.startswith(prefix + ".") else ""
-        index = rest.split(".", 1)[0]
-        if not index.isdigit():
-            raise ConfigError("sparsity.modules", name.removesuffix(".weight"),
-                              "modules inside the decoder layers for importance=wanda")
-        per_layer[int(index)][name] = lin
+        per_layer[_layer_index(name, prefix)][name] = lin
+    return layers, per_layer
+
+
+@torch.no_grad()
+def owl_ratios(model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
+               threshold_m: float) -> dict[int, float]:
+    """OWL's outlier ratio of every decoder layer holding pruned linears, from Wanda scores on
+    inputs through the unpruned model (as the public code computes them)."""
+    layers, per_layer = _per_layer(model, targets)
     valid = [b["attention_mask"].reshape(-1).bool() for b in batches]
-    masks: dict[str, torch.Tensor] = {}
+    ratios: dict[int, float] = {}
     with _Restore(model):
         hidden, layer_kwargs = _layer_inputs(model, layers, batches)
         for i, layer in enumerate(layers):
             chosen = per_layer[i]
             if chosen:
-                stats = _input_squares(layer, chosen, hidden, layer_kwargs[i], valid)
-                scores = {n: S.wanda(lin.weight, stats[n].mean().to(lin.weight.device)) for n, lin in chosen.items()}
-                layer_masks = masks_from_scores(scores, spec, layouts)
-                masks.update(layer_masks)
-                saved = {n: lin.weight.detach().clone() for n, lin in chosen.items()}
-                for n, lin in chosen.items():
-                    lin.weight.masked_fill_(~layer_masks[n].to(lin.weight.device), 0)
+                stats = _collect(layer, chosen, hidden, layer_kwargs[i], valid, _input_squares)
+                ratios[i] = outlier_ratio([S.wanda(lin.weight, stats[n].mean().to(lin.weight.device))
+                                           for n, lin in chosen.items()], threshold_m)
+            hidden = [_run_layer(layer, h, layer_kwargs[i][j]) for j, h in enumerate(hidden)]
+    return ratios
+
+
+@torch.no_grad()
+def sequential_prune(model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
+                     spec: MaskSpec, importance: str = "wanda", *, structures: list[Structure] | None = None,
+                     levels: dict[str, float] | None = None, sparsegpt: Any = None) -> PrunedBase:
+    """Wanda or SparseGPT decoder layer by decoder layer: each layer's statistics come from
+    activations that went through the already pruned (SparseGPT: reconstructed) earlier layers,
+    as in both reference implementations. The model's weights are restored afterwards."""
+    layers, per_layer = _per_layer(model, targets)
+    valid = [b["attention_mask"].reshape(-1).bool() for b in batches]
+    masks: dict[str, torch.Tensor] = {}
+    weights: dict[str, torch.Tensor] = {}
+    with _Restore(model):
+        hidden, layer_kwargs = _layer_inputs(model, layers, batches)
+        for i, layer in enumerate(layers):
+            chosen = per_layer[i]
+            saved = {n: lin.weight.detach().clone() for n, lin in chosen.items()}
             try:
+                if chosen:
+                    if importance == "sparsegpt":
+                        new = _sparsegpt_layer(layer, chosen, hidden, layer_kwargs[i], valid, spec, levels, sparsegpt)
+                        for n, (w, keep) in new.items():
+                            masks[n] = keep
+                            weights[n] = w.to(chosen[n].weight.dtype).cpu()
+                            chosen[n].weight.copy_(w.to(chosen[n].weight))
+                    else:
+                        stats = _collect(layer, chosen, hidden, layer_kwargs[i], valid, _input_squares)
+                        scores = {n: S.wanda(lin.weight, stats[n].mean().to(lin.weight.device))
+                                  for n, lin in chosen.items()}
+                        inside = [st for st in structures or [] if set(st.members) <= set(chosen)]
+                        layer_masks = masks_from_scores(scores, spec, inside if structures else None,
+                                                        {n: levels[n] for n in chosen} if levels else None)
+                        masks.update(layer_masks)
+                        for n, lin in chosen.items():
+                            lin.weight.masked_fill_(~layer_masks[n].to(lin.weight.device), 0)
                 hidden = [_run_layer(layer, h, layer_kwargs[i][j]) for j, h in enumerate(hidden)]
             finally:
-                if chosen:
-                    for n, lin in chosen.items():
-                        lin.weight.copy_(saved[n])
-    return masks
+                for n, lin in chosen.items():
+                    lin.weight.copy_(saved[n])
+    return PrunedBase(masks, weights or None, levels)
+
+
+def wanda_masks(model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
+                spec: MaskSpec, structures: list[Structure] | None = None) -> dict[str, torch.Tensor]:
+    """Wanda's masks (:func:`sequential_prune`)."""
+    return sequential_prune(model, targets, batches, spec, "wanda", structures=structures).masks
+
+
+def _sparsegpt_layer(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[torch.Tensor], kwargs: list[dict],
+                     valid: list[torch.Tensor], spec: MaskSpec, levels: dict[str, float] | None,
+                     options: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Hessians of every chosen linear from the same layer inputs, then prune + reconstruct each."""
+    stats = _collect(layer, chosen, hidden, kwargs, valid, _hessian)
+    blocksize = int(options.blocksize) if options is not None else 128
+    percdamp = float(options.percdamp) if options is not None else 0.01
+    nm = spec.method == "nm"
+    out = {}
+    for n, lin in chosen.items():
+        level = levels[n] if levels else spec.level
+        out[n] = sparsegpt_prune(lin.weight, stats[n].H, level, n=spec.n if nm else 0, m=spec.m if nm else 0,
+                                 blocksize=blocksize, percdamp=percdamp)
+        stats[n] = None  # free the Hessian before the next linear's
+    return out

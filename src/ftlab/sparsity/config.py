@@ -6,7 +6,6 @@ mask file fit) use the model built on the ``meta`` device, so they cost no weigh
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ from ftlab.sparsity.masks import GROUPS, METHODS, STRUCTURES
 from ftlab.sparsity.scores import IMPORTANCES
 
 MODES = ("sparse_to_dense", "sparse_to_sparse")
+ALLOCATIONS = ("uniform", "owl")
+OWL_KEYS = ("threshold_m", "lambda")
 
 
 def sparsity_enabled(sparsity_cfg: Any) -> bool:
@@ -29,23 +30,11 @@ def _level(key: str, value: Any) -> None:
         fail(key, value, "a number in [0, 1)")
 
 
-@functools.lru_cache(maxsize=8)
 def _meta_model(model_yaml: str):
     """The architecture on the meta device (no weights), or ``None`` if it cannot be built here."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from ftlab.models.build import meta_model
 
-    from ftlab.models import build_model
-
-    model_cfg = OmegaConf.create(model_yaml)
-    try:
-        path = model_cfg.name_or_path
-        if path and Path(path).is_dir():
-            with torch.device("meta"):
-                return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
-        return build_model(model_cfg, device="meta")
-    except Exception:  # noqa: BLE001 - the run builds the model itself and reports its own error
-        return None
+    return meta_model(model_yaml)
 
 
 def check_agrees(sp: Any, meta: dict) -> None:
@@ -72,14 +61,22 @@ def _structural_checks(cfg: Any) -> None:
     model = _meta_model(OmegaConf.to_yaml(cfg.model, resolve=True))
     if model is None:
         return
-    if sp.mask_path and Path(sp.mask_path).suffix == ".safetensors":
+    if sp.mask_path:
+        from ftlab.sparsity.io import load_masks
+
         shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-        check_fit(mask_shapes(sp.mask_path), shapes, "sparsity.mask_path", sp.mask_path)
+        # safetensors: the header alone; .pt: the (weights-only) file, as the run loads it
+        found = mask_shapes(sp.mask_path) if Path(sp.mask_path).suffix == ".safetensors" \
+            else load_masks(sp.mask_path)[0]
+        check_fit(found, shapes, "sparsity.mask_path", sp.mask_path)
         side = sidecar_path(sp.mask_path)
         if side.is_file():
             import json
 
-            meta = json.loads(side.read_text())
+            try:
+                meta = json.loads(side.read_text())
+            except ValueError as err:
+                fail("sparsity.mask_path", sp.mask_path, f"a mask whose sidecar {side.name} is JSON ({err})")
             check_model(meta, cfg.model.name, "sparsity.mask_path", sp.mask_path)
             check_agrees(sp, meta)
     if sp.method == "none":
@@ -94,14 +91,53 @@ def _structural_checks(cfg: Any) -> None:
                      f"{lin.in_features} columns")
 
 
+def _check_sparsegpt(sp: Any) -> None:
+    if sp.method == "random" or sp.importance != "sparsegpt":
+        return
+    if sp.method not in ("unstructured", "nm"):
+        fail("sparsity.importance", "sparsegpt", f"method=unstructured or nm (SparseGPT reconstructs weights "
+             f"around an unstructured or N:M mask; method={sp.method})")
+    if sp.group not in (None, "layer"):
+        fail("sparsity.group", sp.group, "null or 'layer' with importance=sparsegpt (its comparison group is each "
+             "block of sparsity.sparsegpt.blocksize columns, block counts adding up to the layer's)")
+    opts = sp.sparsegpt
+    if not (isinstance(opts.blocksize, int) and opts.blocksize >= 1):
+        fail("sparsity.sparsegpt.blocksize", opts.blocksize, "an integer >= 1")
+    if sp.method == "nm" and opts.blocksize % sp.m:
+        fail("sparsity.sparsegpt.blocksize", opts.blocksize, f"a multiple of sparsity.m={sp.m} (N:M groups may "
+             "not straddle two blocks)")
+    if not (isinstance(opts.percdamp, (int, float)) and opts.percdamp > 0):
+        fail("sparsity.sparsegpt.percdamp", opts.percdamp, "a number > 0 (fraction of mean(diag H) added to H)")
+
+
+def _check_allocation(sp: Any) -> None:
+    if sp.allocation not in ALLOCATIONS:
+        fail("sparsity.allocation", sp.allocation, f"one of {list(ALLOCATIONS)}")
+    unknown = sorted(set(sp.owl) - set(OWL_KEYS))
+    if unknown:
+        fail(f"sparsity.owl.{unknown[0]}", sp.owl[unknown[0]], f"one of the keys {list(OWL_KEYS)}")
+    if sp.allocation != "owl":
+        return
+    if sp.method != "unstructured":
+        fail("sparsity.allocation", "owl", f"method=unstructured (OWL allocates per-layer levels of unstructured "
+             f"masks; method={sp.method})")
+    if sp.group == "global":
+        fail("sparsity.group", "global", "'row' or 'layer' with allocation=owl (the layers' levels are allocated)")
+    m, lam = sp.owl.get("threshold_m"), sp.owl.get("lambda")
+    if not (isinstance(m, (int, float)) and m > 0):
+        fail("sparsity.owl.threshold_m", m, "a number > 0 (an outlier scores above M x its layer's mean)")
+    if not (isinstance(lam, (int, float)) and 0 <= lam < 1):
+        fail("sparsity.owl.lambda", lam, "a number in [0, 1) (the half-width of the allocated levels)")
+
+
 def validate_sparsity(cfg: Any) -> None:
     sp = cfg.sparsity
     if sp.method not in ("none", *METHODS):
         fail("sparsity.method", sp.method, f"one of {['none', *METHODS]}")
     if sp.importance not in IMPORTANCES:
         fail("sparsity.importance", sp.importance, f"one of {list(IMPORTANCES)}")
-    if sp.group not in GROUPS:
-        fail("sparsity.group", sp.group, f"one of {list(GROUPS)}")
+    if sp.group is not None and sp.group not in GROUPS:
+        fail("sparsity.group", sp.group, f"one of {list(GROUPS)} (or null: row for wanda, layer otherwise)")
     if sp.structure not in STRUCTURES:
         fail("sparsity.structure", sp.structure, f"one of {list(STRUCTURES)}")
     if sp.mode not in MODES:
@@ -111,11 +147,13 @@ def validate_sparsity(cfg: Any) -> None:
         _level(f"sparsity.levels[{i}]", level)
     if sp.method == "nm" and not 1 <= sp.n < sp.m:
         fail("sparsity.n", sp.n, f"an integer in [1, sparsity.m={sp.m}): N:M prunes N of every M weights")
-    if sp.method in ("structured", "nm") and sp.group != "layer":
+    if sp.method in ("structured", "nm") and sp.group not in (None, "layer"):
         fail("sparsity.group", sp.group, f"'layer' for method={sp.method} (its groups are fixed by the method)")
     if sp.method != "random" and sp.importance == "wanda" and sp.group == "global":
         fail("sparsity.group", sp.group, "'row' or 'layer' with importance=wanda (Wanda prunes layer by layer, "
              "each pruned layer feeding the next)")
+    _check_sparsegpt(sp)
+    _check_allocation(sp)
     for key in ("batches", "batch_size"):
         if getattr(sp.calibration, key) < 1:
             fail(f"sparsity.calibration.{key}", getattr(sp.calibration, key), "an integer >= 1")

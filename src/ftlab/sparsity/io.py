@@ -74,7 +74,10 @@ def load_masks(path: str | Path, key: str = "sparsity.mask_path") -> tuple[dict[
         raise ConfigError(key, str(path), "a mapping of parameter names to boolean tensors "
                           f"(found {type(data).__name__})")
     side = sidecar_path(path)
-    meta = json.loads(side.read_text()) if side.is_file() else None
+    try:
+        meta = json.loads(side.read_text()) if side.is_file() else None
+    except ValueError as err:
+        raise ConfigError(key, str(path), f"a mask whose sidecar {side.name} is JSON ({err})") from err
     return data, meta
 
 

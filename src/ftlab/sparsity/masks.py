@@ -108,10 +108,16 @@ def _row_chunks(rows: int, cols: int):
         yield slice(start, min(rows, start + step))
 
 
-def row_mask(score: torch.Tensor, level: float) -> torch.Tensor:
-    """Prune the same count in every output row (Wanda's comparison group)."""
+def floor_count(level: float, size: int) -> int:
+    """Wanda's reference count per row, ``int(cols * level)`` (never above the level)."""
+    return int(size * level)
+
+
+def row_mask(score: torch.Tensor, level: float, floor: bool = False) -> torch.Tensor:
+    """Prune the same count in every output row (Wanda's comparison group); ``floor`` counts as
+    the Wanda reference code does, else the nearest count."""
     rows, cols = score.shape
-    k = prune_count(level, cols)
+    k = floor_count(level, cols) if floor else prune_count(level, cols)
     keep = torch.ones_like(score, dtype=torch.bool)
     if k == 0:
         return keep
@@ -122,9 +128,9 @@ def row_mask(score: torch.Tensor, level: float) -> torch.Tensor:
 
 
 def unstructured_masks(scores: dict[str, torch.Tensor], level: float, group: str,
-                       sample_size: int = DEFAULT_SAMPLE) -> dict[str, torch.Tensor]:
+                       sample_size: int = DEFAULT_SAMPLE, row_floor: bool = False) -> dict[str, torch.Tensor]:
     if group == "row":
-        return {name: row_mask(s, level) for name, s in scores.items()}
+        return {name: row_mask(s, level, row_floor) for name, s in scores.items()}
     if group == "layer":
         return {name: lowest_k_masks([s], prune_count(level, s.numel()), sample_size)[0]
                 for name, s in scores.items()}
@@ -169,18 +175,39 @@ def group_scores(score: torch.Tensor, layout: HeadLayout | None) -> torch.Tensor
     return score.reshape(score.shape[0], layout.heads, -1).sum((0, 2))
 
 
-def structured_mask(score: torch.Tensor, level: float, layout: HeadLayout | None) -> torch.Tensor:
-    """Prune the ``round(level * groups)`` groups of lowest summed importance."""
-    totals = group_scores(score, layout)
+def keep_units(totals: torch.Tensor, level: float) -> torch.Tensor:
+    """Keep-flags of units: the ``round(level * units)`` lowest totals go (ties by position)."""
     drop = torch.argsort(totals, stable=True)[:prune_count(level, totals.numel())]
-    keep_group = torch.ones(totals.numel(), dtype=torch.bool)
-    keep_group[drop] = False
-    rows, cols = score.shape
+    keep = torch.ones(totals.numel(), dtype=torch.bool)
+    keep[drop.cpu()] = False
+    return keep
+
+
+def expand_units(keep_group: torch.Tensor, layout: HeadLayout | None, shape: tuple[int, int]) -> torch.Tensor:
+    """A weight's keep-mask from its units' keep-flags."""
+    rows, cols = shape
     if layout is None:
         return keep_group[:, None].expand(rows, cols).clone()
     if layout.dim == "out":
         return keep_group.repeat_interleave(rows // layout.heads)[:, None].expand(rows, cols).clone()
     return keep_group.repeat_interleave(cols // layout.heads)[None, :].expand(rows, cols).clone()
+
+
+def structured_mask(score: torch.Tensor, level: float, layout: HeadLayout | None) -> torch.Tensor:
+    """One weight on its own: prune the ``round(level * groups)`` groups of lowest summed importance."""
+    return expand_units(keep_units(group_scores(score, layout), level), layout, tuple(score.shape))
+
+
+def structure_masks(scores: dict[str, torch.Tensor], level: float, structures) -> dict[str, torch.Tensor]:
+    """Whole structures (:mod:`ftlab.sparsity.structures`): a unit's score is the sum over all
+    member weights of their scores in that unit, and one keep decision covers every member."""
+    out = {}
+    for st in structures:
+        totals = sum(group_scores(scores[n].float(), st.layout(n)).cpu() for n in st.members)
+        keep = keep_units(totals, level)
+        for n in st.members:
+            out[n] = expand_units(keep, st.layout(n), tuple(scores[n].shape)).to(scores[n].device)
+    return out
 
 
 def group_count(shape: tuple[int, ...], method: str, group: str, layout: HeadLayout | None) -> int:

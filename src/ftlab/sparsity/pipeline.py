@@ -2,11 +2,14 @@
 re-applied at merge, and the merged model validated.
 
     prepare_masks   compute (or load ``sparsity.mask_path``), check, write W ⊙ M into the base
+                    (SparseGPT: its reconstructed weights, then ⊙ M)
     attach_masks    wrap the adapted model: masks handed to the adapter (``masked`` needs them),
                     W[M == 0] = 0 after every real optimiser step where the base trains
                     (``full`` in ``sparse_to_sparse``), merge = adapter's merge then ⊙ M
     finish_sparse   merge + re-mask + validate; the evaluated and exported model is that sparse
-                    merged model, and ``validation_report.json`` records the check
+                    merged model, ``validation_report.json`` records the check, ``mask.safetensors``
+                    (+ sidecar, ``layer_sparsity.csv``) every pruned layer's mask, and for
+                    LoRA-family adapters what the re-masking dropped from the update
 
 The wrapper works for any adapter family: it only uses the :class:`AdaptedModel` hooks and
 re-applies M to whatever ``merged_model()`` returns.
@@ -22,16 +25,19 @@ import torch
 from torch import nn
 
 from ftlab.callbacks.history import write_json
+from ftlab.inference import loss_on
 from ftlab.sparsity.apply import MaskApplier, apply_masks_
 from ftlab.sparsity.check import check_fit, check_model, check_targets, validate_weights
-from ftlab.sparsity.compute import compute_masks, importance_of, spec_of
+from ftlab.sparsity.compute import PrunedBase, compute_pruned, importance_of, layouts_for, spec_of
 from ftlab.sparsity.config import check_agrees, sparsity_enabled
-from ftlab.sparsity.io import load_masks
+from ftlab.sparsity.io import load_masks, save_masks
 from ftlab.sparsity.masks import overall_sparsity
-from ftlab.sparsity.selection import canonical_parameters
+from ftlab.sparsity.selection import canonical_parameters, select_modules
+from ftlab.sparsity.stats import describe, write_layer_table
 
 REPORT_FILE = "validation_report.json"
-MaskFn = Callable[[Any, nn.Module, Any], dict[str, torch.Tensor]]
+RUN_MASK_FILE = "mask.safetensors"
+MaskFn = Callable[[Any, nn.Module, Any], PrunedBase]
 
 
 def load_checked_masks(path: str, model: nn.Module, model_name: str, key: str = "sparsity.mask_path",
@@ -48,34 +54,45 @@ def load_checked_masks(path: str, model: nn.Module, model_name: str, key: str = 
     return masks, meta
 
 
-def prepare_masks(cfg: Any, model: nn.Module, tokenizer, compute: MaskFn = compute_masks) -> dict[str, torch.Tensor] | None:
-    """Masks of the run (``None`` for a dense base), already written into the base weights.
+def prepare_masks(cfg: Any, model: nn.Module, tokenizer, compute: MaskFn = compute_pruned) -> PrunedBase | None:
+    """The run's pruned base (``None`` for a dense one), already written into the base weights:
+    SparseGPT's reconstructed weights where it has them, then W ⊙ M.
 
     ``compute`` is the mask function; a cache can pass a wrapped one (same signature)."""
     sp = cfg.sparsity
     if not sparsity_enabled(sp):
         return None
     if sp.mask_path:
-        masks, _ = load_checked_masks(sp.mask_path, model, cfg.model.name, sparsity_cfg=sp)
+        masks, meta = load_checked_masks(sp.mask_path, model, cfg.model.name, sparsity_cfg=sp)
+        levels = {n: e["target"] for n, e in (meta or {}).get("layers", {}).items() if "target" in e} or None
+        pruned = PrunedBase(masks, None, levels)
     else:
-        masks = compute(cfg, model, tokenizer)
-    apply_masks_(model, masks)
-    return masks
+        pruned = compute(cfg, model, tokenizer)
+    if pruned.weights:
+        params = canonical_parameters(model)
+        with torch.no_grad():
+            for name, w in pruned.weights.items():
+                params[name].copy_(w.to(params[name]))
+    apply_masks_(model, pruned.masks)
+    return pruned
 
 
 class SparseAdapted:
     """An adapted model over a sparse base. Everything not overridden here is the wrapped
     adapter's own (hooks, flags, parameter groups), so new adapter families need nothing."""
 
-    def __init__(self, inner: Any, masks: dict[str, torch.Tensor], mode: str):
+    def __init__(self, inner: Any, masks: dict[str, torch.Tensor], mode: str,
+                 levels: dict[str, float] | None = None):
         self._inner = inner
         self.masks = masks
+        self.levels = levels  # per-weight allocated levels (OWL), for the run's layer table
         self.mode = mode
         if hasattr(inner, "set_masks"):
             inner.set_masks(masks)
         # Only weights that train can lose their zeros; frozen sparse bases need no enforcement.
         self._enforce = MaskApplier(inner.model, masks, trainable_only=True) if mode == "sparse_to_sparse" else None
         self._merged: nn.Module | None = None
+        self._unmasked: nn.Module | None = None
         self._saved: dict[str, bool] = {}
         self._counts: dict[str, Any] | None = None
 
@@ -132,31 +149,109 @@ class SparseAdapted:
             self._saved[key] = self._inner.save_adapter(directory)
         return self._saved[key]
 
+    def merge_unmasked(self) -> nn.Module:
+        """The adapter's merge W + ΔW before M is re-applied (the same module object that
+        :meth:`merged_model` then re-masks in place)."""
+        if self._unmasked is None:
+            self._snapshot()
+            self._unmasked = self._inner.merged_model()
+        return self._unmasked
+
     def merged_model(self) -> nn.Module:
         """The adapter's merge with M re-applied: W' = (W + ΔW) ⊙ M. Computed once."""
         if self._merged is None:
-            self._snapshot()
-            merged = self._inner.merged_model()
+            merged = self.merge_unmasked()
             apply_masks_(merged, self.masks)
             self._merged = merged
         return self._merged
 
 
-def attach_masks(adapted: Any, masks: dict[str, torch.Tensor] | None, cfg: Any) -> Any:
+def attach_masks(adapted: Any, masks: PrunedBase | dict[str, torch.Tensor] | None, cfg: Any) -> Any:
     """``adapted`` itself for a dense base, else the :class:`SparseAdapted` wrapper."""
     if masks is None:
         return adapted
+    if isinstance(masks, PrunedBase):
+        return SparseAdapted(adapted, masks.masks, cfg.sparsity.mode, masks.levels)
     return SparseAdapted(adapted, masks, cfg.sparsity.mode)
 
 
-def finish_sparse(adapted: SparseAdapted, cfg: Any, run_dir: Path) -> dict[str, Any]:
+def _frozen_base(adapted: SparseAdapted) -> bool:
+    """The adapter trains its own parameters over a frozen sparse base (LoRA family), so the
+    merge's update is ΔW = merged − base and the base is zero wherever M is."""
+    if not adapted.trains:
+        return False
+    params = canonical_parameters(adapted.inner.model)
+    return all(n in params and not params[n].requires_grad for n in adapted.masks)
+
+
+def dropped_update(merged: nn.Module, base: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    """‖ΔW ⊙ (1 − M)‖² / ‖ΔW‖² over all pruned weights, ΔW = merged − base (the share of the
+    adapter's update the re-masking throws away), and both squared norms."""
+    params = canonical_parameters(merged)
+    total = dropped = 0.0
+    for name, mask in masks.items():
+        delta = params[name].detach().float().cpu() - base[name].float()
+        total += float(delta.pow(2).sum())
+        dropped += float(delta[~mask].pow(2).sum())
+    return {"merge_dropped_update_fraction": dropped / total if total > 0 else 0.0,
+            "merge_update_sq_norm": total, "merge_dropped_update_sq_norm": dropped}
+
+
+def save_run_mask(adapted: SparseAdapted, cfg: Any, run_dir: Path, model: nn.Module) -> Path:
+    """Every pruned layer's mask (not only the adapted ones) with its sidecar and layer table, so
+    ``python -m ftlab.validate checkpoint=<run>/model mask=<run>/mask.safetensors`` checks the
+    whole model."""
+    sp = cfg.sparsity
+    target = spec_of(sp).target if sp.method != "none" else overall_sparsity(adapted.masks)
+    layouts = None
+    if sp.method == "structured":
+        layouts = layouts_for(model, select_modules(model, list(sp.modules)), spec_of(sp))
+    meta = describe(adapted.masks, model=cfg.model.name, method=sp.method, importance=importance_of(sp),
+                    target=target, spec=spec_of(sp), layouts=layouts, levels=adapted.levels,
+                    extra={"source": sp.mask_path or "computed by the run"})
+    if sp.method == "none":  # a mask file used as it is: describe, do not promise a target
+        meta.pop("method"), meta.pop("level")
+    path = save_masks(adapted.masks, Path(run_dir) / RUN_MASK_FILE, meta)
+    write_layer_table(adapted.masks, adapted.levels or target, Path(run_dir) / "layer_sparsity.csv")
+    return path
+
+
+def _val_loss(model: nn.Module, tokenizer: Any, val: list, cfg: Any) -> float:
+    was_training = model.training
+    model.eval()
+    try:
+        return loss_on(model, tokenizer, val, cfg.task.max_length, cfg.train.eval_batch_size)
+    finally:
+        model.train(was_training)
+
+
+def finish_sparse(adapted: SparseAdapted, cfg: Any, run_dir: Path, tokenizer: Any = None,
+                  val: list | None = None) -> dict[str, Any]:
     """Save the adapter (it must precede the merge), merge, re-mask, validate; returns the
-    ``metrics.json`` entries and writes ``validation_report.json``.
+    ``metrics.json`` entries and writes ``validation_report.json`` and the run's mask file.
+
+    For an adapter over a frozen base in ``sparse_to_dense`` (LoRA family) it also measures what
+    the re-masking discards: ``merge_dropped_update_fraction`` = ‖ΔW ⊙ (1 − M)‖² / ‖ΔW‖², and,
+    given ``tokenizer`` and the ``val`` examples, ``val_loss_merged_unmasked`` (the merged model
+    W + ΔW before re-masking) and ``val_loss_merged_masked`` ((W + ΔW) ⊙ M, the model evaluated
+    and exported). The base weights are copied to CPU for the difference (released after).
 
     The merged model is what evaluation and export see afterwards (``adapted.model``)."""
     if adapted.trains and cfg.train.save_adapter:
         adapted.save_adapter(Path(run_dir) / "adapter")
+    out: dict[str, Any] = {}
+    if _frozen_base(adapted):
+        params = canonical_parameters(adapted.inner.model)
+        base = {n: params[n].detach().to("cpu", copy=True) for n in adapted.masks}
+        unmasked = adapted.merge_unmasked()
+        out.update(dropped_update(unmasked, base, adapted.masks))
+        del base
+        if tokenizer is not None and val:
+            out["val_loss_merged_unmasked"] = _val_loss(unmasked, tokenizer, val, cfg)
     merged = adapted.merged_model()
+    if "merge_update_sq_norm" in out and tokenizer is not None and val:
+        out["val_loss_merged_masked"] = _val_loss(merged, tokenizer, val, cfg)
+    save_run_mask(adapted, cfg, run_dir, merged)
     report = validate_weights(canonical_parameters(merged), adapted.masks)
     sp = cfg.sparsity
     report = {
@@ -179,5 +274,6 @@ def finish_sparse(adapted: SparseAdapted, cfg: Any, run_dir: Path) -> dict[str, 
         "validation_passed": report["passed"],
         "validation_leaks": report["leaks"],
         "validation_max_abs_leak": report["max_abs_where_pruned"],
+        **out,
     }
 

@@ -10,10 +10,12 @@ import zlib
 
 import torch
 
-IMPORTANCES = ("magnitude", "gradient", "taylor", "wanda", "random")
+IMPORTANCES = ("magnitude", "gradient", "taylor", "wanda", "sparsegpt", "random")
 #: Importances that need calibration batches of the task.
 NEEDS_GRADIENTS = ("gradient", "taylor")
-NEEDS_ACTIVATIONS = ("wanda",)
+NEEDS_ACTIVATIONS = ("wanda", "sparsegpt")
+#: Importances computed decoder layer by decoder layer, later layers seeing earlier ones pruned.
+SEQUENTIAL = ("wanda", "sparsegpt")
 
 
 def magnitude(weight: torch.Tensor) -> torch.Tensor:

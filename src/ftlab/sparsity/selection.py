@@ -13,6 +13,7 @@ from fnmatch import fnmatch
 from torch import nn
 
 from ftlab.errors import ConfigError
+from ftlab.models.structure import decoder_linears, layer_patterns, router_names
 
 _PEFT_PREFIX = "base_model.model."
 
@@ -41,11 +42,12 @@ def canonical_parameters(model: nn.Module) -> dict:
 def prunable_linears(model: nn.Module, patterns: list[str]) -> dict[str, nn.Linear]:
     """``{weight name: linear}`` of the linears whose module name matches one of ``patterns``.
 
-    Embeddings, norms and the LM head are never returned, whatever the patterns say: pruning them
-    is not what the sparse-fine-tuning studies measure, and the LM head is often tied to the input
-    embedding.
+    Embeddings, norms, the LM head and MoE routers are never returned, whatever the patterns say:
+    pruning them is not what the sparse-fine-tuning studies measure, the LM head is often tied to
+    the input embedding, and a router decides which experts run.
     """
     never = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    never |= {id(model.get_submodule(n)) for n in router_names(model)}
     found: dict[str, nn.Linear] = {}
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or id(module) in never:
@@ -60,8 +62,8 @@ def select_modules(model: nn.Module, patterns: list[str]) -> dict[str, nn.Linear
     found = prunable_linears(model, list(patterns))
     if not found:
         raise ConfigError("sparsity.modules", list(patterns),
-                          "fnmatch patterns matching at least one linear layer of the decoder blocks "
-                          "(e.g. ['*.layers.*'])")
+                          "fnmatch patterns matching at least one linear layer of the decoder blocks; this "
+                          f"model's linear layers: {layer_patterns(decoder_linears(model))}")
     return found
 
 

@@ -16,14 +16,17 @@ TABLE_COLUMNS = ["layer", "rows", "cols", "numel", "pruned", "sparsity", "target
 
 def describe(masks: dict[str, torch.Tensor], *, model: str, method: str, importance: str, target: float,
              spec: Any, layouts: dict[str, HeadLayout | None] | None = None,
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The sidecar: model, method, importance, level and per-layer achieved sparsity."""
+             extra: dict[str, Any] | None = None, levels: dict[str, float] | None = None) -> dict[str, Any]:
+    """The sidecar: model, method, importance, level and per-layer achieved sparsity (and the
+    per-layer allocated level where OWL allocated one; the structure units of structured masks)."""
     layouts = layouts or {}
     layers = {}
     for name, m in masks.items():
         entry: dict[str, Any] = {"shape": list(m.shape), "sparsity": sparsity_of(m)}
         if layouts.get(name) is not None:
             entry["heads"] = {"dim": layouts[name].dim, "heads": layouts[name].heads}
+        if levels and name in levels:
+            entry["target"] = float(levels[name])
         layers[name] = entry
     return {
         "model": model,
@@ -31,6 +34,7 @@ def describe(masks: dict[str, torch.Tensor], *, model: str, method: str, importa
         "importance": importance,
         "level": target,
         "group": spec.group,
+        "row_count": "floor" if getattr(spec, "row_floor", False) else "nearest",
         "n": spec.n,
         "m": spec.m,
         "structure": spec.structure,
@@ -40,17 +44,19 @@ def describe(masks: dict[str, torch.Tensor], *, model: str, method: str, importa
     }
 
 
-def layer_rows(masks: dict[str, torch.Tensor], target: float) -> list[dict[str, Any]]:
+def layer_rows(masks: dict[str, torch.Tensor], target: float | dict[str, float]) -> list[dict[str, Any]]:
+    """One row per pruned weight; ``target`` is the level, or each weight's allocated one (OWL)."""
     rows = []
     for name, m in masks.items():
         r, c = m.shape
         pruned = int((~m).sum())
+        want = target[name] if isinstance(target, dict) else target
         rows.append({"layer": name, "rows": r, "cols": c, "numel": m.numel(), "pruned": pruned,
-                     "sparsity": f"{pruned / m.numel():.6f}", "target": f"{target:.6f}"})
+                     "sparsity": f"{pruned / m.numel():.6f}", "target": f"{want:.6f}"})
     return rows
 
 
-def write_layer_table(masks: dict[str, torch.Tensor], target: float, path: str | Path) -> Path:
+def write_layer_table(masks: dict[str, torch.Tensor], target: float | dict[str, float], path: str | Path) -> Path:
     out = CsvAppender(Path(path), TABLE_COLUMNS)
     out.open()
     for row in layer_rows(masks, target):

@@ -23,6 +23,7 @@ from ftlab.data.packing import examples_in, model_inputs
 from ftlab.training.device_values import DeviceScalars
 from ftlab.training.rng import rng_state, set_rng_state
 from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
+from ftlab.training.state import STATE_KEY, check_loaded, state_info, trainable_only
 
 
 def gpu_memory_mb() -> float:
@@ -58,6 +59,10 @@ class FtlabModule(L.LightningModule):
     def epoch_losses(self) -> list[float]:
         """This epoch's micro-batch losses as floats (reads the device: epoch ends and saves only)."""
         return self._epoch_losses.values()
+        # Checkpoints hold the trainable tensors only (ftlab.training.state): the frozen part is
+        # rebuilt from its steps, whose keys (the foundation, set by the recipe) the state records.
+        self.strict_loading = False
+        self.foundation: dict | None = None
 
     def lr_at(self, step: int) -> float:
         return lr_at(step, self.schedule, self.max_steps) * self.base_lr / float(self.schedule.lr)
@@ -84,10 +89,15 @@ class FtlabModule(L.LightningModule):
         self._epoch_losses = DeviceScalars()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = trainable_only(checkpoint["state_dict"], self)
+        checkpoint[STATE_KEY] = state_info(self, self.foundation)
         checkpoint["ftlab_rng"] = rng_state()
         checkpoint["ftlab_epoch_losses"] = list(self.epoch_losses)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # before Lightning loads the (non-strict) state dict: refuse what would not restore it
+        trainer = self._trainer
+        check_loaded(checkpoint, self, self.foundation, str(getattr(trainer, "ckpt_path", None) or "checkpoint"))
         self._restored_rng = checkpoint.get("ftlab_rng")
         # a run resumed mid-epoch continues the epoch's loss average where the checkpoint left it
         self._epoch_losses = DeviceScalars(checkpoint.get("ftlab_epoch_losses", []))

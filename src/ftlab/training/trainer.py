@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ProgressBar
 
 from ftlab.errors import ConfigError
+from ftlab.training.progress import StepProgressBar
 
 
 def build_logger(cfg: Any, run_dir: Path):
@@ -38,7 +41,23 @@ def strategy(cfg: Any) -> str:
 
 
 def build_trainer(cfg: Any, *, max_steps: int, callbacks: list, logger=False, run_dir: Path | None = None,
-                  validate: bool = True, accumulate: int | None = None) -> L.Trainer:
+                  validate: bool = True, accumulate: int | None = None, progress_label: str = "train") -> L.Trainer:
+    """The Trainer of one fit; its progress bar is ftlab's step bar (``ftlab.training.progress``)."""
+    h = cfg.hardware
+    if not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks = [*callbacks, StepProgressBar(progress_label)]
+    try:
+        return _trainer(cfg, max_steps=max_steps, callbacks=callbacks, logger=logger, run_dir=run_dir,
+                        validate=validate, accumulate=accumulate)
+    except (MisconfigurationException, ValueError, ImportError) as err:  # Lightning's refusals of h
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError("hardware", f"{h.name} (accelerator={h.accelerator}, devices={h.devices}, "
+                          f"strategy={strategy(cfg)}, precision={h.precision})",
+                          f"settings Lightning accepts on this machine: {first[:200]}") from err
+
+
+def _trainer(cfg: Any, *, max_steps: int, callbacks: list, logger, run_dir: Path | None, validate: bool,
+             accumulate: int | None) -> L.Trainer:
     h, t = cfg.hardware, cfg.train
     return L.Trainer(
         accelerator=h.accelerator,

@@ -2,13 +2,16 @@
 
 For each job the launcher composes the job's config exactly as the other launchers do, then,
 instead of training locally, translates it into a ModelZoo trainer YAML, writes it with the
-command script into the job dir and (unless ``dry_run``) runs ``cszoo fit`` and converts its logs.
+preparation steps (task data -> ModelZoo HDF5, HF base -> Cerebras checkpoint) and the command
+script into the job dir and (unless ``dry_run``) runs the script (steps not done yet, then
+``cszoo fit``) and converts its logs.
 All jobs are translated and checked before the first one is launched, so an option Cerebras
 cannot run stops the sweep with one line and nothing half-launched.
 """
 
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.errors import FtlabError
 from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ class CerebrasLauncher(Launcher):
 
         from ftlab.launchers.cerebras_job import check_executable
         from ftlab.launchers.cerebras_params import check_supported, cszoo_params
+        from ftlab.launchers.cerebras_steps import job_plan
 
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
@@ -69,7 +74,12 @@ class CerebrasLauncher(Launcher):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
             check_supported(sweep_config, opts)
-            jobs.append((idx, overrides, sweep_config, cszoo_params(sweep_config, opts, self._num_csx(sweep_config))))
+            # Hydra's run_job puts the job in abspath(<sweep.dir>/<sweep.subdir>); the plan needs it now.
+            sweep_dir = Path(os.path.abspath(str(sweep_config.hydra.sweep.dir)))
+            job_dir = sweep_dir / str(sweep_config.hydra.sweep.subdir)
+            plan = job_plan(sweep_config, opts, job_dir, sweep_dir)
+            params = cszoo_params(sweep_config, opts, self._num_csx(sweep_config), plan)
+            jobs.append((idx, overrides, sweep_config, params, plan, job_dir))
         if not opts.dry_run:
             check_executable(opts)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -77,15 +87,16 @@ class CerebrasLauncher(Launcher):
         log.info(f"{verb} {len(jobs)} Cerebras jobs with {opts.executable}")
         # 2. run them (cszoo blocks until its appliance job ends)
         runs = []
-        for idx, overrides, sweep_config, params in jobs:
+        for idx, overrides, sweep_config, params, plan, job_dir in jobs:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            runs.append(run_job(hydra_context=self.hydra_context, task_function=self._job(params, sweep_config),
+            task = self._job(params, plan, job_dir, sweep_config)
+            runs.append(run_job(hydra_context=self.hydra_context, task_function=task,
                                 config=sweep_config, job_dir_key="hydra.sweep.dir",
                                 job_subdir_key="hydra.sweep.subdir"))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return runs
 
-    def _job(self, params: dict, sweep_config: DictConfig):
+    def _job(self, params: dict, plan, planned_dir: Path, sweep_config: DictConfig):
         opts, num_csx = self.options, self._num_csx(sweep_config)
 
         def cerebras_job(cfg: DictConfig):
@@ -94,9 +105,11 @@ class CerebrasLauncher(Launcher):
             from ftlab.launchers.cerebras_job import run_job as run_cszoo
 
             job_dir = Path(HydraConfig.get().runtime.output_dir)
+            if job_dir != planned_dir:  # the data paths in params point into planned_dir
+                raise FtlabError(f"Cerebras job dir {job_dir} is not the planned {planned_dir}")
             job_dir.mkdir(parents=True, exist_ok=True)
             (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            metrics = run_cszoo(cfg, params, opts, job_dir, num_csx)
+            metrics = run_cszoo(cfg, params, opts, job_dir, num_csx, plan)
             return None if metrics is None else metrics.get("final_train_loss")
 
         return cerebras_job

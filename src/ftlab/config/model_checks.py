@@ -1,0 +1,134 @@
+"""Preflight checks of the ``model`` group: the architecture can be built and a local model dir holds
+a model.
+
+transformers only rejects an inconsistent architecture (``hidden_size`` not divisible by the
+heads, an unknown ``arch``) when the model is built, minutes into a run and as a multi-line
+traceback. Building it on the ``meta`` device costs no weights (tens of milliseconds even for the
+8B presets), so the preflight does exactly that and reports the first problem as one line.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ftlab.errors import ConfigError, fail
+
+TOKENIZERS = ("byte", "auto")
+#: files a HF model directory holds its weights in (sharded ones have an index next to them)
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+#: (numerator, divisor) keys of model.config that transformers' attention needs to divide evenly
+DIVISIBLE = (("hidden_size", "num_attention_heads"), ("num_attention_heads", "num_key_value_heads"))
+
+
+def _last_line(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+#: sizes of model.config that must be positive integers (transformers accepts 0 and fails later)
+POSITIVE = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "max_position_embeddings", "head_dim", "num_local_experts", "num_experts_per_tok")
+
+
+def check_divisible(model_cfg: Any) -> None:
+    conf = model_cfg.config or {}
+    for key in POSITIVE:
+        v = conf.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            fail(f"model.config.{key}", v, "an integer >= 1")
+    for num, div in DIVISIBLE:
+        a, b = conf.get(num), conf.get(div)
+        if isinstance(a, int) and isinstance(b, int) and b > 0 and a % b:
+            fail(f"model.config.{num}", a, f"a multiple of model.config.{div}={b}")
+
+
+def check_model_dir(model_cfg: Any) -> None:
+    """Preflight: ``name_or_path`` is a directory with a config, weights (and a tokenizer for
+    ``tokenizer=auto``) that load here."""
+    path = model_cfg.name_or_path
+    if not path:
+        return
+    d = Path(path)
+    if not d.is_dir():
+        fail("model.name_or_path", path, "a local HF model directory (nothing is downloaded on this machine)")
+    if not (d / "config.json").is_file():
+        fail("model.name_or_path", path, "a HF model directory with config.json (save one with save_pretrained)")
+    if not any(next(d.glob(p), None) for p in WEIGHT_PATTERNS):
+        fail("model.name_or_path", path, f"a HF model directory with weights ({', '.join(WEIGHT_PATTERNS)})")
+    _load_dir(str(d), model_cfg.tokenizer == "auto")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_dir(path: str, tokenizer: bool) -> None:
+    """The config (and tokenizer) load: both are small files, unlike the weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        AutoConfig.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001 - transformers raises many types for a broken dir
+        raise ConfigError("model.name_or_path", path, f"a HF model directory whose config.json loads "
+                          f"({_last_line(err)[:200]})") from err
+    if tokenizer:
+        try:
+            AutoTokenizer.from_pretrained(path)
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError("model.tokenizer", "auto", f"a tokenizer in model.name_or_path={path} "
+                              f"({_last_line(err)[:200]}); or model.tokenizer=byte") from err
+
+
+@functools.lru_cache(maxsize=16)
+def linear_names(model_yaml: str) -> tuple[str, ...]:
+    """Leaf names of the linear layers of the architecture, built on the meta device."""
+    from ftlab.models import build_model, build_tokenizer
+    from ftlab.models.build import linear_module_names
+
+    model_cfg = OmegaConf.create(model_yaml)
+    tokenizer = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
+    try:
+        return tuple(linear_module_names(build_model(model_cfg, tokenizer, device="meta")))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - transformers' own validation, many exception types
+        raise ConfigError("model.config", f"{model_cfg.arch} config",
+                          f"a consistent {model_cfg.arch} architecture (transformers: {_last_line(err)[:200]})") from err
+
+
+def check_targets(key: str, targets: Any, names: tuple[str, ...], model_name: str) -> None:
+    """Target module names must name linear layers of the model (peft fails late, and 'all-linear'
+    is peft's own keyword)."""
+    if targets is None or isinstance(targets, str):
+        return
+    missing = [t for t in targets if str(t).rsplit(".", 1)[-1] not in names]  # peft matches name suffixes
+    if missing:
+        fail(key, list(targets), f"names of linear layers of {model_name}: {list(names)} (unknown: {missing})")
+
+
+def check_model(cfg: Any) -> None:
+    """Validator (composition): dtype, tokenizer, arch, divisibility, then the meta-device build of
+    ``model.config``. Presets name hub ids in ``name_or_path`` for planning; whether that is a
+    directory the run can load is :func:`check_model_dir`'s question, asked by the preflight."""
+    from transformers import CONFIG_MAPPING
+
+    from ftlab.models.build import torch_dtype
+
+    m = cfg.model
+    torch_dtype(m.dtype)
+    if m.tokenizer not in TOKENIZERS:
+        fail("model.tokenizer", m.tokenizer, f"one of {list(TOKENIZERS)}")
+    if m.tokenizer == "auto" and not m.name_or_path:
+        fail("model.tokenizer", "auto", "'byte', or 'auto' with model.name_or_path set to a model directory")
+    if m.name_or_path and Path(m.name_or_path).is_dir():
+        check_model_dir(m)  # the meta-device build below reads this directory's config.json
+    if not m.name_or_path or m.config:
+        if m.arch not in CONFIG_MAPPING:
+            fail("model.arch", m.arch, "a transformers model type such as 'llama', 'mistral', 'qwen2', 'mixtral'")
+        check_divisible(m)
+        names = linear_names(OmegaConf.to_yaml(m, resolve=True))
+        check_targets("model.target_modules", m.target_modules, names, m.name)
+        targets = OmegaConf.select(cfg, "adapter.target_modules", default=None)
+        if targets:
+            check_targets("adapter.target_modules", targets, names, m.name)

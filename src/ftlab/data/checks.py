@@ -1,0 +1,142 @@
+"""Preflight checks of a run's data, before Hydra creates a run dir.
+
+A run whose train split is smaller than one batch trains for zero steps and still exports a model
+and metrics that look like a result; examples cut to ``task.max_length`` before their answer
+train toward nothing. Both are decided by the examples, the tokenizer and the batch settings
+alone, so :func:`check_data` loads the task's examples (generated or read from ``task.path``),
+splits and encodes them exactly as the run will, and fails with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+from transformers import ByT5Tokenizer
+
+from ftlab.data.tasks import build_task, split_examples
+from ftlab.errors import ConfigError
+
+log = logging.getLogger("ftlab")
+
+#: ``split_examples`` gives each of train/val/test at least one example.
+MIN_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    train: int  # train split size
+    truncated: int  # train examples cut to task.max_length at all
+    answer_cut: int  # ... of them cut inside the answer (or its EOS)
+    longest: int  # tokens of the longest prompt+answer+EOS
+
+
+def world_size(cfg: Any) -> int:
+    return int(cfg.hardware.devices) * int(cfg.hardware.num_nodes)
+
+
+def source_key(cfg: Any) -> str:
+    return "task.path" if cfg.task.path else "task.num_examples"
+
+
+def check_train_batches(cfg: Any, n_train: int) -> None:
+    """At least one optimiser step per epoch: every rank gets a full batch (the sampler drops the
+    last partial one). Also called by the run itself, after the data module's setup."""
+    world = world_size(cfg)
+    per_rank = n_train // world
+    bs = int(cfg.train.batch_size)
+    if per_rank < bs:
+        source = f"task.path={cfg.task.path}" if cfg.task.path else f"task.num_examples={cfg.task.num_examples}"
+        ranks = f" over {world} processes ({per_rank} each)" if world > 1 else ""
+        raise ConfigError("train.batch_size", bs,
+                          f"at most {per_rank}: the train split of task {cfg.task.name} has {n_train} examples"
+                          f"{ranks} ({source}), and a run needs at least one optimiser step; lower "
+                          "train.batch_size or give the task more examples")
+
+
+def check_base_batches(cfg: Any) -> None:
+    """Continued pre-training draws ``base.num_examples`` corpus lines; at least one full batch."""
+    base = cfg.base
+    if not base.enabled:
+        return
+    per_rank = int(base.num_examples) // world_size(cfg)
+    if per_rank < base.batch_size:
+        raise ConfigError("base.batch_size", base.batch_size,
+                          f"at most {per_rank} (base.num_examples={base.num_examples} corpus lines per "
+                          f"{world_size(cfg)} process(es)): base pre-training needs at least one optimiser step")
+
+
+def _source_size(cfg: Any, n: int) -> None:
+    if n < MIN_EXAMPLES:
+        what = cfg.task.path if cfg.task.path else cfg.task.num_examples
+        raise ConfigError(source_key(cfg), what,
+                          f"a source of at least {MIN_EXAMPLES} examples (one each for train/val/test); it has {n}")
+
+
+def token_counter(tokenizer) -> Callable[[str], int]:
+    """Tokens of a text as :func:`encode_example` counts them. The byte tokenizer maps each UTF-8
+    byte to one token, so its count is the byte length: the preflight measures thousands of
+    examples and its python ``encode`` costs ~0.1 ms each. (A text that spells a special token,
+    ``</s>``, counts its bytes: an upper bound, so truncation is never under-reported.)"""
+    if isinstance(tokenizer, ByT5Tokenizer):
+        return lambda text: len(text.encode("utf-8"))
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, int]:
+    """``(truncated, answer_cut, longest)`` of ``examples`` under :func:`encode_example`'s rule:
+    the answer plus EOS is kept whole when it fits in ``max_length - 1`` tokens (one prompt token
+    stays), else it is cut."""
+    count = token_counter(tokenizer)
+    truncated = answer_cut = longest = 0
+    for ex in examples:
+        p = count(ex.prompt)
+        a = count(ex.answer) + 1  # + EOS
+        longest = max(longest, p + a)
+        truncated += p + a > max_length
+        answer_cut += a >= max_length
+    return truncated, answer_cut, longest
+
+
+@functools.lru_cache(maxsize=32)
+def _facts(task_yaml: str, model_yaml: str, seed: int) -> DataFacts:
+    from ftlab.models import build_tokenizer
+
+    task_cfg, model_cfg = OmegaConf.create(task_yaml), OmegaConf.create(model_yaml)
+    examples = build_task(task_cfg).examples(seed)
+    _source_size(OmegaConf.create({"task": task_cfg}), len(examples))
+    train = split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train
+    truncated, cut, longest = truncation(build_tokenizer(model_cfg), train, int(task_cfg.max_length))
+    if truncated and cut < len(train):  # all cut: check_data fails instead
+        log.warning("task.max_length=%d truncates %d of %d train examples of task %s (%d inside the answer; "
+                    "the longest needs %d tokens)", task_cfg.max_length, truncated, len(train), task_cfg.name,
+                    cut, longest)
+    return DataFacts(len(train), truncated, cut, longest)
+
+
+def data_facts(cfg: Any) -> DataFacts:
+    """Load, split and measure the task's data as the run will (cached per task/model/seed: a sweep
+    over other keys reads a data file once and warns once)."""
+    task_yaml = OmegaConf.to_yaml(cfg.task, resolve=True)
+    model_yaml = OmegaConf.to_yaml(cfg.model, resolve=True)
+    return _facts(task_yaml, model_yaml, int(cfg.seed))
+
+
+def check_data(cfg: Any, *, trains: bool = True) -> DataFacts:
+    """Raise :class:`ConfigError` / :class:`FtlabError` (one line) for data the run cannot use;
+    a warning line says how many train examples are truncated. ``trains=False`` (an eval-only
+    control adapter) skips the batch checks: such a run takes no optimiser step by design."""
+    facts = data_facts(cfg)
+    if facts.answer_cut == facts.train:
+        raise ConfigError("task.max_length", int(cfg.task.max_length),
+                          f"a larger length: all {facts.train} train examples of task {cfg.task.name} are "
+                          f"truncated inside their answer, so the run would learn nothing (the longest prompt+"
+                          f"answer needs {facts.longest} tokens)")
+    if trains:
+        check_train_batches(cfg, facts.train)
+        check_base_batches(cfg)
+    return facts

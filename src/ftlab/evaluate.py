@@ -1,0 +1,198 @@
+"""``python -m ftlab.evaluate RUN_DIR|MODEL_DIR [task=NAME] [task.path=FILE] [task.*=...] [--out FILE]``
+
+Scores a finished run or a model directory on BoolQ/HellaSwag/GSM8K with lm-evaluation-harness
+exactly as a run's final numbers are scored (``ftlab.harness``), and writes ``eval.json`` next to
+it (or to ``--out``):
+
+- RUN_DIR (has ``config.yaml``): the run's task and its test split by default (``task.path=FILE``
+  on the command line scores every row of FILE instead). Weights: the exported merged model
+  (``model/``), else the exported adapter (``adapter/``, loaded through peft onto the run's base),
+  else, for a control run (``adapter=none``), the run's base model rebuilt from its config.
+  ``--weights`` picks one explicitly.
+- MODEL_DIR: an HF model dir (``config.json``), or a peft adapter dir (``adapter_config.json``)
+  whose ``base_model_name_or_path`` is a local model dir. ``task=NAME task.path=FILE`` are
+  required; every row of FILE is scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ftlab.config.compose import compose_config, compose_run
+from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
+from ftlab.errors import ConfigError, FtlabError, report_error
+from ftlab.harness.data import run_split_files, whole_file_files
+from ftlab.harness.score import score_run_task
+from ftlab.models import build_tokenizer
+
+WEIGHTS = ("auto", "merged", "adapter", "base")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ftlab.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("target", type=Path, help="a run dir, an HF model dir or a peft adapter dir")
+    p.add_argument("overrides", nargs="*", help="task=NAME, task.path=FILE, task.options.KEY=VALUE ...")
+    p.add_argument("--out", type=Path, default=None, help="where to write eval.json (default: TARGET/eval.json)")
+    p.add_argument("--weights", choices=WEIGHTS, default="auto", help="run dirs: which weights to score")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's train.eval_batch_size")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    return p.parse_args(argv)
+
+
+def _split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
+    """(task=NAME, the task.* overrides); anything else is refused."""
+    name, rest = None, []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("override", item, "KEY=VALUE")
+        if key == "task":
+            name = value
+        elif key.startswith("task."):
+            rest.append(item)
+        else:
+            raise ConfigError(key, value, "task=NAME or task.* keys (the model comes from the directory)")
+    return name, rest
+
+
+def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The run's own config with the command line's task overrides."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    name, rest = _split_overrides(overrides)
+    if name is not None and name != cfg.task.name:  # another task: its defaults, then the overrides
+        cfg.task = compose_config([f"task={name}", *rest]).task
+        return cfg
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest)) if rest else cfg
+
+
+def _tokenizer(directory: Path, cfg: DictConfig):
+    """The directory's own tokenizer when it has one, else the run's (byte tokenizer: no files)."""
+    if any((directory / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
+        return AutoTokenizer.from_pretrained(str(directory))
+    return build_tokenizer(cfg.model)
+
+
+def _load_hf(directory: Path) -> torch.nn.Module:
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(directory)).eval()
+    except (OSError, ValueError, KeyError) as err:  # transformers' ways of refusing a directory
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FtlabError(f"{directory}: not a loadable HF causal LM ({first})") from err
+
+
+def _peft_onto(base: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
+    return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+
+
+def run_model(run_dir: Path, cfg: DictConfig, weights: str) -> tuple[torch.nn.Module, Any, str]:
+    """(model, tokenizer, which weights) of a run dir."""
+    merged, adapter = run_dir / "model", run_dir / "adapter"
+    if weights == "auto":
+        weights = ("merged" if (merged / "config.json").is_file()
+                   else "adapter" if (adapter / "adapter_config.json").is_file()
+                   else "base" if cfg.adapter.name == "none" else None)
+        if weights is None:
+            raise FtlabError(f"{run_dir}: no exported weights (model/ or adapter/); the run needs "
+                             f"train.save_merged_model=true or train.save_adapter=true")
+    if weights == "merged":
+        if not (merged / "config.json").is_file():
+            raise ConfigError("--weights", weights, f"a run with an exported model ({merged} is missing)")
+        return _load_hf(merged), _tokenizer(merged, cfg), weights
+    # adapter / base: the run's base model (and sparsity masks) rebuilt from its config
+    from ftlab.run import prepare_model
+    from ftlab.sparsity.pipeline import prepare_masks
+
+    tokenizer, base = prepare_model(cfg)
+    prepare_masks(cfg, base, tokenizer)
+    if weights == "base":
+        return base.eval(), tokenizer, weights
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError("--weights", weights, f"a run with an exported peft adapter ({adapter} is missing)")
+    return _peft_onto(base, adapter), tokenizer, weights
+
+
+def dir_model(model_dir: Path, cfg: DictConfig) -> tuple[torch.nn.Module, Any, str]:
+    """(model, tokenizer, kind) of an HF model dir or a peft adapter dir."""
+    if (model_dir / "adapter_config.json").is_file():
+        base_path = json.loads((model_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base_path or not (Path(base_path) / "config.json").is_file():
+            raise FtlabError(f"{model_dir / 'adapter_config.json'}: base_model_name_or_path={base_path!r} is not a "
+                             f"local model dir (evaluate the run dir the adapter came from instead)")
+        base = _load_hf(Path(base_path))
+        return _peft_onto(base, model_dir), _tokenizer(Path(base_path), cfg), "adapter"
+    if (model_dir / "config.json").is_file():
+        return _load_hf(model_dir), _tokenizer(model_dir, cfg), "merged"
+    raise FtlabError(f"{model_dir}: not a run dir (config.yaml), an HF model dir (config.json) "
+                     f"or a peft adapter dir (adapter_config.json)")
+
+
+def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
+    target: Path = args.target
+    if not target.is_dir():
+        raise ConfigError("target", str(target), "an existing run dir or model dir")
+    is_run = (target / "config.yaml").is_file()
+    if is_run:
+        cfg = run_config(target, args.overrides)
+        whole_file = any(o.startswith("task.path=") for o in args.overrides)
+    else:
+        name, rest = _split_overrides(args.overrides)
+        if name is None:
+            raise ConfigError("task", None, f"task=NAME for a model dir, one of {sorted(REAL_TASKS)}")
+        cfg = compose_run([f"task={name}", *rest])
+        whole_file = True
+    if cfg.task.name not in REAL_TASKS:
+        raise ConfigError("task", cfg.task.name, f"one of {sorted(REAL_TASKS)} (the benchmarks lm-eval scores)")
+    validate_real_task(cfg)
+    if args.batch_size is not None:
+        cfg.train.eval_batch_size = args.batch_size
+    with tempfile.TemporaryDirectory(prefix="ftlab-evaluate-") as tmp:
+        # the data first: a bad file fails before any model is loaded
+        files = (whole_file_files(cfg.task, Path(tmp)) if whole_file
+                 else run_split_files(cfg.task, cfg.seed, Path(tmp)))
+        model, tokenizer, weights = run_model(target, cfg, args.weights) if is_run else dir_model(target, cfg)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        score = score_run_task(model.to(device), tokenizer, cfg, files)
+    return {"target": str(target.resolve()), "kind": "run" if is_run else "model", "weights": weights,
+            "task": cfg.task.name, "data": {"file": str(Path(cfg.task.path).resolve()),
+                                            "rows": "all" if whole_file else "the run's test split",
+                                            "seed": None if whole_file else cfg.seed},
+            **score.summary()}
+
+
+def write_eval(path: Path, data: dict[str, Any]) -> None:
+    """Whole or not at all: a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        result = evaluate_target(args)
+    except FtlabError as err:
+        return report_error(err)
+    out = args.out or args.target / "eval.json"
+    write_eval(out, result)
+    key = next(k for k in ("eval_accuracy", "eval_exact_match") if k in result)
+    bench = result["eval_benchmark"]
+    parts = [f"{r['variant']}={r['value']:.4f}±{r['stderr'] or 0:.4f}" for r in bench["metrics"]]
+    print(f"{result['task']} ({bench['metrics'][0]['n']} examples, {bench['metrics'][0]['n_shot']}-shot, "
+          f"{bench['harness']}): {key}={result[key]:.4f} [{bench['headline']}]; {', '.join(parts)}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Structures that structured pruning removes whole: attention KV groups and MLP channels.
+
+A :class:`Structure` is a set of weights cut into the same number of units along one dimension
+each; unit ``u`` of every member is kept or pruned by one decision, so pruning it removes a
+computation, and the pruned model equals a smaller dense model with those units sliced out.
+
+* ``head`` — one unit per KV head (a GQA group): the rows of its query heads in ``q_proj``, its
+  rows in ``k_proj`` and ``v_proj``, and its query heads' columns in ``o_proj``. Whole groups
+  are scored and pruned, not single query heads: transformers' attention needs the same number
+  of query heads per KV head, so only whole groups leave a model that a smaller config can
+  express (and that is faster in practice); with MHA a group is one head.
+* ``channel`` — one unit per MLP intermediate channel: its row in ``gate_proj`` and ``up_proj``
+  (``fc1``; experts' ``w1``/``w3``) and its column in ``down_proj`` (``fc2``; ``w2``).
+
+A selected module pulls in the rest of its structure (pruning q rows alone leaves a head that
+still attends, uniformly, to its values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ftlab.errors import ConfigError
+from ftlab.sparsity.selection import HeadLayout
+
+#: leaf name -> dimension that holds the units ("out": row blocks, "in": column blocks)
+HEAD_MEMBERS = {"q_proj": "out", "k_proj": "out", "v_proj": "out", "o_proj": "in"}
+CHANNEL_MEMBERS = {"gate_proj": "out", "up_proj": "out", "down_proj": "in", "fc1": "out", "fc2": "in",
+                   "w1": "out", "w3": "out", "w2": "in"}
+MEMBERS = {"head": HEAD_MEMBERS, "channel": CHANNEL_MEMBERS}
+_HINT = {"head": "restrict sparsity.modules to attention, e.g. ['*.self_attn.*']",
+         "channel": "restrict sparsity.modules to MLPs, e.g. ['*.mlp.*']"}
+
+
+@dataclass(frozen=True)
+class Structure:
+    """``units`` blocks along ``members[name]`` ("out"/"in") of every member weight."""
+
+    name: str
+    units: int
+    members: dict[str, str]
+
+    def layout(self, weight: str) -> HeadLayout:
+        return HeadLayout(self.members[weight], self.units)
+
+
+def _units_of(kind: str, parent: str, linears: dict[str, nn.Linear], model_config) -> int:
+    if kind == "head":
+        heads = getattr(model_config, "num_key_value_heads", None) or getattr(model_config, "num_attention_heads", None)
+        if not heads:
+            raise ConfigError("sparsity.structure", kind, "a model config with num_attention_heads")
+        return int(heads)
+    sizes = {lin.out_features if dim == "out" else lin.in_features for leaf, (lin, dim) in linears.items()}
+    if len(sizes) != 1:
+        raise ConfigError("sparsity.structure", kind, f"an MLP whose projections share one intermediate size; "
+                          f"{parent} has {sorted(sizes)}")
+    return sizes.pop()
+
+
+def find_structures(model: nn.Module, weight_names: list[str], kind: str) -> list[Structure]:
+    """The structures the selected weights belong to (each with all its members)."""
+    table = MEMBERS[kind]
+    modules = dict(model.named_modules())
+    parents: list[str] = []
+    for name in weight_names:
+        parent, _, leaf = name.removesuffix(".weight").rpartition(".")
+        if leaf not in table:
+            what = "has no heads" if kind == "head" else "is not an MLP projection"
+            raise ConfigError("sparsity.structure", kind,
+                              f"{'attention projections' if kind == 'head' else 'MLP projections'} only "
+                              f"({sorted(table)}); module {name.removesuffix('.weight')!r} {what} "
+                              f"({_HINT[kind]})")
+        if parent not in parents:
+            parents.append(parent)
+    out = []
+    for parent in parents:
+        owner = modules[parent]
+        linears = {leaf: (getattr(owner, leaf), dim) for leaf, dim in table.items()
+                   if isinstance(getattr(owner, leaf, None), nn.Linear)}
+        dims = {dim for _, dim in linears.values()}
+        if (kind == "head" and set(linears) != set(HEAD_MEMBERS)) or dims != {"out", "in"}:
+            raise ConfigError("sparsity.structure", kind, f"structures with all their projections; {parent} has "
+                              f"only {sorted(linears)}")
+        units = _units_of(kind, parent, linears, model.config)
+        for leaf, (lin, dim) in linears.items():
+            size = lin.out_features if dim == "out" else lin.in_features
+            if size % units:
+                raise ConfigError("sparsity.structure", kind, f"a module whose {dim} dimension splits into "
+                                  f"{units} units; {parent}.{leaf} has {size}")
+        out.append(Structure(parent, units, {f"{parent}.{leaf}.weight": dim for leaf, (_, dim) in linears.items()}))
+    return out

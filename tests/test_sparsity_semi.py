@@ -1,0 +1,51 @@
+"""2:4 speed: on a machine without the kernels the validate option and the benchmark say why in
+one line (validate: exit 2, nothing written; benchmark: exit 0); the 2:4 pattern check is exact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlab.sparsity.masks import nm_mask
+from ftlab.sparsity.semi import is_two_four, unsupported_reason
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_two_four_pattern():
+    w = torch.randn(8, 16)
+    pruned = w * nm_mask(w.abs(), 2, 4)
+    assert is_two_four(pruned) and not is_two_four(w)
+    pruned[3, 5] = 1.0 if pruned[3, 5] == 0 else pruned[3, 5]
+    pruned[3, 4] = pruned[3, 6] = pruned[3, 7] = 1.0  # a group with more than 2 non-zeros
+    assert not is_two_four(pruned)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cpu_says_why_in_one_line(tmp_path):
+    report = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "ftlab.validate", f"checkpoint={tmp_path}", "mask=m.safetensors",
+                           f"report={report}", "speed=2:4"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=ENV)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line == f"ftlab: error: speed=2:4 cannot be measured here: {unsupported_reason()}"
+    assert not report.exists()
+    bench = subprocess.run([sys.executable, "benchmarks/sparse_speed.py"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120, env=ENV)
+    assert bench.returncode == 0
+    assert bench.stdout.strip() == f"sparse_speed: cannot measure: {unsupported_reason()}"
+
+
+def test_bad_speed_value_is_one_line(tmp_path):
+    from ftlab.errors import ConfigError
+    from ftlab.validate import parse_args
+
+    with pytest.raises(ConfigError, match=r"speed='4:8' is invalid: one of \['2:4'\]"):
+        parse_args([f"checkpoint={tmp_path}", "mask=m", "speed=4:8"])
