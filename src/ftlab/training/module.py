@@ -54,15 +54,15 @@ class FtlabModule(L.LightningModule):
         self._epoch_losses = DeviceScalars()  # task loss of every micro-batch of this epoch
         self._restored_rng: dict | None = None
         self._attn: tuple[str | None, torch.dtype] | None = None
+        # Checkpoints hold the trainable tensors only (ftlab.training.state): the frozen part is
+        # rebuilt from its steps, whose keys (the foundation, set by the recipe) the state records.
+        self.strict_loading = False
+        self.foundation: dict | None = None
 
     @property
     def epoch_losses(self) -> list[float]:
         """This epoch's micro-batch losses as floats (reads the device: epoch ends and saves only)."""
         return self._epoch_losses.values()
-        # Checkpoints hold the trainable tensors only (ftlab.training.state): the frozen part is
-        # rebuilt from its steps, whose keys (the foundation, set by the recipe) the state records.
-        self.strict_loading = False
-        self.foundation: dict | None = None
 
     def lr_at(self, step: int) -> float:
         return lr_at(step, self.schedule, self.max_steps) * self.base_lr / float(self.schedule.lr)
