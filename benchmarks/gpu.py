@@ -36,6 +36,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
 
@@ -71,7 +72,7 @@ class Result:
 
 
 def overrides(args: argparse.Namespace, cuda: bool, *extra: str) -> list[str]:
-    return ["model=qwen2_5_0_5b", "model.name_or_path=null", "adapter=lora", "adapter.r=16", "adapter.alpha=32",
+    return ["model=qwen2_5_0_5b", "adapter=lora", "adapter.r=16", "adapter.alpha=32",
             f"adapter.target_modules={ALL_LINEARS}", f"hardware={'gpu' if cuda else 'cpu'}",
             f"task.max_length={args.seq_len}", f"train.batch_size={args.batch_size}",
             f"train.max_steps={args.steps}", "train.log_every_n_steps=10", "train.deterministic=false",
@@ -135,7 +136,8 @@ def peak_mb() -> float:
 def base_model(cfg):
     """The random-init base (same seed on both sides), prepared like ftlab's recipe prepares it
     (gradient checkpointing where this ftlab has ``ftlab.models.memory``)."""
-    model = build_model(cfg.model, None, seed=0)
+    # the preset's architecture with random weights: no name_or_path to load from (nothing is downloaded)
+    model = build_model(OmegaConf.merge(cfg.model, {"name_or_path": None}), None, seed=0)
     try:
         from ftlab.models.memory import prepare_for_training
     except ImportError:  # an ftlab without the memory features: nothing to prepare
