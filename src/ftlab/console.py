@@ -29,6 +29,8 @@ QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r"Found \d+ module\(s\) in eval mode at the start of training", Warning),
     (r".*`is_gradient_checkpointing` is deprecated", FutureWarning),
     (r".*`isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
+    # FtlabModule counts tokens on the host before the transfer; TaskDataModule has no such hook
+    (r".*overridden `on_before_batch_transfer` in `LightningModule`", Warning),
 )
 
 #: Lightning's loggers: they add their own stream handler when imported before logging is

@@ -26,6 +26,7 @@ from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_js
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
+from ftlab.data.packing import padding_fraction
 from ftlab.errors import ConfigError
 from ftlab.evaluation import final_evaluate
 from ftlab.models import build_model, build_tokenizer
@@ -169,9 +170,9 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         train_time = time.perf_counter() - t0
     runner.stages = stages.records()
-    steps_run = trainer.global_step - start_step
-    samples = steps_run * cfg.train.batch_size * cfg.train.accumulate_grad_batches * trainer.world_size
-    tokens = samples * _mean_tokens(dm)
+    # examples and real tokens this rank trained on (counted per batch; packed rows hold several)
+    samples = module.examples * trainer.world_size
+    tokens = module.real_tokens * trainer.world_size
     if cfg.logger.name == "wandb" and trainer.is_global_zero:
         import wandb
 
@@ -183,6 +184,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         "resumed_from_step": start_step,
         "samples_per_sec": samples / train_time if train_time > 0 else 0.0,
         "tokens_per_sec": tokens / train_time if train_time > 0 else 0.0,
+        "padding_fraction": padding_fraction(module.real_tokens, module.token_slots),
     }
 
 
@@ -191,11 +193,6 @@ def _note_rebuilt(records: dict[str, dict]) -> None:
     if base.get("cached") and not base.get("cache_hit"):
         log.warning("resume: the base artifact %s was not in the cache; rebuilt it, and its content matches "
                     "the checkpoint's where both were cached", base["key"][:12])
-
-
-def _mean_tokens(dm: TaskDataModule) -> float:
-    data = dm.train_data
-    return sum(len(e.input_ids) for e in data) / max(1, len(data))
 
 
 def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

@@ -1,7 +1,25 @@
-"""Thin Lightning callbacks that write the run files of DESIGN.md section 4."""
+"""Thin Lightning callbacks that write the run files of DESIGN.md section 4.
 
-from ftlab.callbacks.checkpoints import PeriodicCheckpoint, find_latest_checkpoint
-from ftlab.callbacks.history import TrainingHistory
-from ftlab.callbacks.loss_log import LossLog
+The names below load on first use (PEP 562): tools that only need :mod:`ftlab.callbacks.csvfile`
+(``python -m ftlab.masks`` and friends) must not pay for importing Lightning and transformers.
+"""
 
-__all__ = ["LossLog", "PeriodicCheckpoint", "TrainingHistory", "find_latest_checkpoint"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LossLog": "ftlab.callbacks.loss_log",
+    "PeriodicCheckpoint": "ftlab.callbacks.checkpoints",
+    "TrainingHistory": "ftlab.callbacks.history",
+    "find_latest_checkpoint": "ftlab.callbacks.checkpoints",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,4 +1,10 @@
-"""``loss_log.csv``: one row every ``log_every_n_steps`` optimiser steps (rank 0 only)."""
+"""``loss_log.csv``: one row every ``log_every_n_steps`` optimiser steps (rank 0 only).
+
+The window's losses stay on the device (:class:`DeviceScalars`) and are read once per row, with
+the same float arithmetic as per-step reads, so rows are unchanged; the progress bar gets the
+row's values at the same cadence, as host tensors (a device value there would be read on the host
+after every batch).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from ftlab.callbacks.csvfile import CsvAppender
+from ftlab.training.device_values import DeviceScalars, group_means
 from ftlab.training.module import gpu_memory_mb
 
 COLUMNS = ["epoch", "step", "train_loss", "learning_rate", "gpu_memory_mb", "sparsity"]
@@ -31,7 +39,8 @@ class LossLog(L.Callback):
         self.measurements = measurements
         header = COLUMNS + (MEASUREMENT_COLUMNS if measurements else [])
         self.csv = CsvAppender(Path(run_dir) / "loss_log.csv", header)
-        self._window_losses: list[float] = []
+        self._window_losses = DeviceScalars()  # micro-batch losses of the window
+        self._window_counts: list[int] = []  # micro-batches per optimiser step of the window
         self._window_tokens = 0
         self._t0 = time.perf_counter()
         self._last_step = 0
@@ -46,8 +55,9 @@ class LossLog(L.Callback):
         if trainer.global_step == self._last_step:
             return  # accumulating: no optimiser step yet
         self._last_step = trainer.global_step
-        losses = pl_module.pending_losses
-        self._window_losses.append(sum(losses) / max(1, len(losses)))
+        for loss in pl_module.pending_losses:
+            self._window_losses.append(loss)
+        self._window_counts.append(len(pl_module.pending_losses))
         self._window_tokens += pl_module.pending_tokens
         pl_module.pending_losses, pl_module.pending_tokens = [], 0
         step = trainer.global_step
@@ -55,15 +65,20 @@ class LossLog(L.Callback):
             if step % self.every == 0:
                 self._reset_window()
             return
-        sparsity = pl_module.adapted.sparsity()
+        step_losses = group_means(self._window_losses.values(), self._window_counts)
+        train_loss = sum(step_losses) / len(step_losses)
+        lr, memory, sparsity = pl_module.lr_at(step - 1), gpu_memory_mb(), pl_module.adapted.sparsity()
         row = {
             "epoch": trainer.current_epoch,
             "step": step,
-            "train_loss": f"{sum(self._window_losses) / len(self._window_losses):.6f}",
-            "learning_rate": f"{pl_module.lr_at(step - 1):.6e}",
-            "gpu_memory_mb": f"{gpu_memory_mb():.1f}",
+            "train_loss": f"{train_loss:.6f}",
+            "learning_rate": f"{lr:.6e}",
+            "gpu_memory_mb": f"{memory:.1f}",
             "sparsity": "" if sparsity is None else f"{sparsity:.6f}",
         }
+        bar = {"loss": train_loss, "lr": lr, "mem_mb": memory, **({} if sparsity is None else {"sparsity": sparsity})}
+        for name, value in bar.items():
+            pl_module.log(name, torch.tensor(value), prog_bar=True, on_step=True, on_epoch=False, logger=False)
         if self.measurements:
             elapsed = time.perf_counter() - self._t0
             row["cpu_rss_mb"] = f"{cpu_rss_mb():.1f}"
@@ -73,5 +88,5 @@ class LossLog(L.Callback):
         self._reset_window()
 
     def _reset_window(self) -> None:
-        self._window_losses, self._window_tokens = [], 0
+        self._window_losses, self._window_counts, self._window_tokens = DeviceScalars(), [], 0
         self._t0 = time.perf_counter()

@@ -161,6 +161,12 @@ class TrainConfig:
     save_adapter: bool = True
     save_merged_model: bool = True
     num_workers: int = 0
+    # Padding-free batches (ftlab.data.packing): examples packed whole into rows of ``pack_length``
+    # tokens (None -> 4 x task.max_length), attention only within each example; ``batch_size``
+    # then counts rows. ``group_by_length`` is the cheaper alternative: batches of similar lengths.
+    packing: bool = False
+    pack_length: int | None = None
+    group_by_length: bool = False
     # Recompute each decoder block's activations in the backward pass (non-reentrant checkpoints):
     # activation memory ~ one block instead of all of them, for ~1/3 more compute.
     gradient_checkpointing: bool = False

@@ -59,6 +59,10 @@ def validate_train(cfg) -> None:
     if t.gradient_clip_val is not None:
         _positive("train.gradient_clip_val", t.gradient_clip_val)
     _positive("train.weight_decay", t.weight_decay, allow_zero=True)
+    if t.packing and t.pack_length is not None and t.pack_length < cfg.task.max_length:
+        fail("train.pack_length", t.pack_length, f"an integer >= task.max_length ({cfg.task.max_length}) or null")
+    if t.packing and t.group_by_length:
+        fail("train.group_by_length", True, "false when train.packing=true (packed rows all have pack_length tokens)")
     if cfg.base.enabled:
         _positive("base.steps", cfg.base.steps, integer=True)
         _positive("base.lr", cfg.base.lr)

@@ -1,4 +1,4 @@
-"""The LightningDataModule: seeded splits, a resumable shuffled sampler, padding collate."""
+"""The LightningDataModule: seeded splits, a resumable shuffled sampler, padded or packed batches."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ftlab.data.encoding import Encoded, collate, encode_example, encode_text
+from ftlab.data.packing import collate_packed, pack_length, pack_rows
 from ftlab.data.tasks import Splits, build_task
 
 
@@ -63,6 +64,41 @@ class ResumableSampler(Sampler[int]):
         return (self.n - self.n % self.world) // self.world
 
 
+class LengthGroupedSampler(ResumableSampler):
+    """A :class:`ResumableSampler` whose batches hold examples of similar length (less padding).
+
+    Per epoch: the seeded permutation is cut into mega-chunks of ``MEGA`` global batches, each
+    chunk sorted by length and cut into global batches (``batch_size x world``), and the batches
+    are shuffled with the same generator. The order is still a pure function of (seed, epoch), so
+    skipping and resuming work exactly as for the plain sampler. Under DDP rank r takes every
+    ``world``-th index, which keeps each rank's batch inside one global batch.
+    """
+
+    MEGA = 50  # global batches per sorted chunk: enough to group lengths, few enough to stay random
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 epoch_fn: Callable[[], int] | None = None):
+        super().__init__(len(lengths), seed, rank, world, epoch_fn)
+        self.lengths, self.batch_size = list(lengths), batch_size
+
+    def _order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        group = self.batch_size * self.world
+        batches: list[list[int]] = []
+        for start in range(0, self.n, group * self.MEGA):
+            chunk = sorted(perm[start:start + group * self.MEGA], key=lambda i: -self.lengths[i])
+            batches += [chunk[j:j + group] for j in range(0, len(chunk), group)]
+        # at most one short batch (the end of the last chunk): it stays last, so drop_last drops it
+        # and every batch before it is aligned to the global batch size
+        short = [b for b in batches if len(b) < group]
+        full = [b for b in batches if len(b) == group]
+        order = [i for k in torch.randperm(len(full), generator=g).tolist() for i in full[k]]
+        order += [i for b in short for i in b]
+        usable = len(order) - len(order) % self.world
+        return order[self.rank:usable:self.world]
+
+
 class TaskDataModule(L.LightningDataModule):
     """Train/val data of one task. ``corpus=True`` serves the task's pre-training corpus instead."""
 
@@ -72,6 +108,8 @@ class TaskDataModule(L.LightningDataModule):
         self.task = build_task(cfg.task)
         self.splits: Splits | None = None
         self.train_data: list[Encoded] = []
+        # what the train loader serves: the examples, or (train.packing) rows of whole examples
+        self.train_items: list[Encoded] | list[list[Encoded]] = []
         self.val_data: list[Encoded] = []
         self.sampler: ResumableSampler | None = None
         self._resume: tuple[int, int] | None = None
@@ -87,21 +125,35 @@ class TaskDataModule(L.LightningDataModule):
         if self.corpus:
             base = self.cfg.base
             texts = self.task.corpus(base.num_examples, random.Random(seed if base.seed is None else base.seed))
-            self.train_data = [encode_text(self.tokenizer, t, base.max_length) for t in texts]
+            self.train_data = self.train_items = [encode_text(self.tokenizer, t, base.max_length) for t in texts]
             return
         self.splits = self.task.splits(seed)
         enc = partial(encode_example, self.tokenizer, max_length=self.cfg.task.max_length)
         self.train_data = [enc(e.prompt, e.answer) for e in self.splits.train]
         self.val_data = [enc(e.prompt, e.answer) for e in self.splits.val]
+        self.train_items = self.train_data
+        if self.packing:
+            # rows are packed once (a pure function of the data); the sampler shuffles rows per epoch
+            rows = pack_rows([len(e.input_ids) for e in self.train_data], self.pack_width)
+            self.train_items = [[self.train_data[i] for i in row] for row in rows]
 
-    def _loader(self, data: list[Encoded], sampler=None) -> DataLoader:
+    @property
+    def packing(self) -> bool:
+        """Packed rows for fine-tuning (the base pre-training corpus is always padded)."""
+        return bool(self.cfg.train.packing) and not self.corpus
+
+    @property
+    def pack_width(self) -> int:
+        return pack_length(self.cfg.train, self.cfg.task)
+
+    def _loader(self, data: list, sampler=None, collate_fn=None) -> DataLoader:
         return DataLoader(
             data,
             batch_size=self.batch_size,
             sampler=sampler,
             shuffle=False,
             drop_last=sampler is not None,
-            collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id),
+            collate_fn=collate_fn or partial(collate, pad_id=self.tokenizer.pad_token_id),
             num_workers=self.cfg.train.num_workers,
             # Own generator: creating the iterator must not draw from the global RNG (dropout),
             # or a resumed run's RNG stream would drift from an uninterrupted one's.
@@ -110,19 +162,25 @@ class TaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        self.sampler = ResumableSampler(len(self.train_data), self.cfg.seed, rank, world,
-                                        epoch_fn=lambda: self.trainer.current_epoch)
+        epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer else None
+        if self.cfg.train.group_by_length and not self.packing and not self.corpus:
+            self.sampler = LengthGroupedSampler([len(e.input_ids) for e in self.train_data], self.batch_size,
+                                                self.cfg.seed, rank, world, epoch_fn=epoch_fn)
+        else:
+            self.sampler = ResumableSampler(len(self.train_items), self.cfg.seed, rank, world, epoch_fn=epoch_fn)
         if self._resume is not None:
             self.sampler.skip(*self._resume)
             self._resume = None
-        return self._loader(self.train_data, self.sampler)
+        collate_fn = (partial(collate_packed, width=self.pack_width, pad_id=self.tokenizer.pad_token_id)
+                      if self.packing else None)
+        return self._loader(self.train_items, self.sampler, collate_fn)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_data)
 
     def batches_per_epoch(self) -> int:
         world = self.trainer.world_size if self.trainer else 1
-        return len(self.train_data) // world // self.batch_size
+        return len(self.train_items) // world // self.batch_size
 
     # -- resume: where in the epoch the data stream stood ---------------------------------
     def state_dict(self) -> dict[str, int]:

@@ -1,5 +1,9 @@
 """The LightningModule: loss on answer tokens, one AdamW, a step-indexed lr schedule.
 
+The training step never reads a device value on the host: losses stay on the device
+(:class:`ftlab.training.device_values.DeviceScalars`) until a callback writes a row, and token counts
+are taken from the batch on the host before it moves to the device.
+
 Adapter families plug in through :class:`ftlab.adapters.base.AdaptedModel`: their parameter
 groups, an extra loss term, and a hook that runs after every *real* optimiser step (registered
 with ``Optimizer.register_step_post_hook``, so a step skipped by AMP's scaler runs no prox).
@@ -15,6 +19,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
 from ftlab.adapters.base import AdaptedModel
+from ftlab.data.packing import examples_in, model_inputs
+from ftlab.training.device_values import DeviceScalars
 from ftlab.training.rng import rng_state, set_rng_state
 from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
 from ftlab.training.state import STATE_KEY, check_loaded, state_info, trainable_only
@@ -37,15 +43,26 @@ class FtlabModule(L.LightningModule):
         self.stages = stage_table(self.schedule)
         self._stage_index: int | None = None
         self.val_loss = MeanMetric()
-        # Per-micro-batch losses and token counts since the last optimiser step (read by callbacks).
-        self.pending_losses: list[float] = []
+        # Per-micro-batch task losses (device tensors) and real-token counts (host ints) since the
+        # last optimiser step, taken by ftlab.callbacks.loss_log.
+        self.pending_losses: list[torch.Tensor] = []
         self.pending_tokens = 0
-        self.epoch_losses: list[float] = []  # task loss of every micro-batch of this epoch
+        # examples, real tokens and token slots (rows x width) of every training batch of this fit
+        self.examples = 0
+        self.real_tokens = 0
+        self.token_slots = 0
+        self._epoch_losses = DeviceScalars()  # task loss of every micro-batch of this epoch
         self._restored_rng: dict | None = None
+        self._attn: tuple[str | None, torch.dtype] | None = None
         # Checkpoints hold the trainable tensors only (ftlab.training.state): the frozen part is
         # rebuilt from its steps, whose keys (the foundation, set by the recipe) the state records.
         self.strict_loading = False
         self.foundation: dict | None = None
+
+    @property
+    def epoch_losses(self) -> list[float]:
+        """This epoch's micro-batch losses as floats (reads the device: epoch ends and saves only)."""
+        return self._epoch_losses.values()
 
     def lr_at(self, step: int) -> float:
         return lr_at(step, self.schedule, self.max_steps) * self.base_lr / float(self.schedule.lr)
@@ -69,7 +86,7 @@ class FtlabModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # (Lightning skips this hook for an epoch it resumes mid-way: the restored losses stay)
-        self.epoch_losses = []
+        self._epoch_losses = DeviceScalars()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = trainable_only(checkpoint["state_dict"], self)
@@ -83,27 +100,37 @@ class FtlabModule(L.LightningModule):
         check_loaded(checkpoint, self, self.foundation, str(getattr(trainer, "ckpt_path", None) or "checkpoint"))
         self._restored_rng = checkpoint.get("ftlab_rng")
         # a run resumed mid-epoch continues the epoch's loss average where the checkpoint left it
-        self.epoch_losses = list(checkpoint.get("ftlab_epoch_losses", []))
+        self._epoch_losses = DeviceScalars(checkpoint.get("ftlab_epoch_losses", []))
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        # still on the host: counting here costs no device sync
+        if self.trainer.training:
+            mask = batch["attention_mask"]
+            real = int(mask.sum())
+            self.pending_tokens += real
+            self.real_tokens += real
+            self.token_slots += mask.numel()
+            self.examples += examples_in(batch)
+        return batch
+
+    def _attention(self) -> tuple[str | None, torch.dtype]:
+        """The model's attention implementation and weight dtype (how a packed batch's mask is built)."""
+        if self._attn is None:
+            config = getattr(self.model, "config", None)
+            self._attn = (getattr(config, "_attn_implementation", None),
+                          self.model.get_input_embeddings().weight.dtype)
+        return self._attn
 
     def forward(self, batch: dict[str, torch.Tensor]):
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          labels=batch["labels"])
+        impl, dtype = self._attention()
+        return self.model(**model_inputs(batch, impl, dtype))
 
     def training_step(self, batch, batch_idx):
         loss = self(batch).loss
-        value = loss.detach().item()
-        self.pending_losses.append(value)
-        self.epoch_losses.append(value)
-        self.pending_tokens += int(batch["attention_mask"].sum())
+        self.pending_losses.append(loss.detach())
+        self._epoch_losses.append(loss)
         reg = self.adapted.regularization()
-        total = loss if reg is None else loss + reg
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
-        self.log("lr", self.lr_at(self.global_step), prog_bar=True, on_step=True, logger=False)
-        self.log("mem_mb", gpu_memory_mb(), prog_bar=True, on_step=True, logger=False)
-        sparsity = self.adapted.sparsity()
-        if sparsity is not None:
-            self.log("sparsity", sparsity, prog_bar=True, on_step=True, logger=False)
-        return total
+        return loss if reg is None else loss + reg
 
     def validation_step(self, batch, batch_idx):
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
