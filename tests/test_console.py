@@ -100,7 +100,9 @@ def test_verbose_brings_progress_bars_and_warnings_back(monkeypatch):
         assert configure_run_console(hydra_verbose=True) is True  # hydra.verbose sets FTLAB_VERBOSE
         assert hf_logging.is_progress_bar_enabled()
     finally:
-        monkeypatch.delenv("FTLAB_VERBOSE", raising=False)
+        # not monkeypatch.delenv: it would record the "1" set_verbose wrote and put it back at
+        # teardown, leaking verbose mode into every later test's subprocesses
+        os.environ.pop("FTLAB_VERBOSE", None)
         hf_logging.enable_progress_bar()
 
 
