@@ -31,6 +31,9 @@ QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r".*`isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
     # FtlabModule counts tokens on the host before the transfer; TaskDataModule has no such hook
     (r".*overridden `on_before_batch_transfer` in `LightningModule`", Warning),
+    # a local run on a machine with a SLURM client (a login node): ftlab's SLURM jobs are started
+    # by submitit inside the allocation, so a run outside srun is meant to be local
+    (r"The `srun` command is available on your system but is not used", Warning),
 )
 
 #: Lightning's loggers: they add their own stream handler when imported before logging is
