@@ -54,10 +54,13 @@ CALIBRATION_KEYS = ("sparsity.calibration", "seed", "task.name", "task.num_examp
 #: apart too, although its recomputation is exact, so that a cache hit never hides a failing mode).
 MEMORY_KEYS = ("model.quantization", "train.gradient_checkpointing")
 
+#: How examples form batches (packed rows, length-grouped order): other batches, other weights.
+BATCHING_KEYS = ("train.packing", "train.pack_length", "train.group_by_length")
+
 TRAIN_KEYS = ("seed", "adapter", "model.target_modules", "schedule.name", "schedule.lr", "sparsity.mode",
               "train.batch_size", "train.accumulate_grad_batches", *OPTIM_KEYS,
               "task.name", "task.num_examples", "task.val_fraction", "task.test_fraction", "task.max_length",
-              "task.options", *HARDWARE_KEYS, *MEMORY_KEYS)
+              "task.options", *HARDWARE_KEYS, *MEMORY_KEYS, *BATCHING_KEYS)
 
 #: Per-stage keys that only label a stage.
 STAGE_LABELS = ("name",)
