@@ -20,7 +20,9 @@ TINY = ["train.batch_size=4", "task.num_examples=200", "task.eval_examples=16", 
 @pytest.mark.slow
 def test_two_process_cpu_ddp_run(tmp_path: Path):
     run = tmp_path / "run"
-    proc = cli("ftlab", "hardware=cpu", "hardware.devices=2", *TINY, f"hydra.run.dir={run}")
+    # verbose: Lightning's rank lines on the console (the quiet console keeps them in the run's log)
+    proc = cli("ftlab", "hardware=cpu", "hardware.devices=2", *TINY, f"hydra.run.dir={run}",
+               env={"FTLAB_VERBOSE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in out and "GLOBAL_RANK: 1, MEMBER: 2/2" in out
