@@ -117,7 +117,7 @@ def check_model(cfg: Any) -> None:
     directory the run can load is :func:`check_model_dir`'s question, asked by the preflight."""
     from transformers import CONFIG_MAPPING
 
-    from ftlab.models.build import torch_dtype
+    from ftlab.models.dtypes import torch_dtype
 
     m = cfg.model
     torch_dtype(m.dtype)

@@ -17,16 +17,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer
 
 from ftlab.errors import ConfigError
+from ftlab.models.dtypes import torch_dtype
 from ftlab.models.quantization import load_quantized, quantize_built
 from ftlab.models.structure import leaf_names, linear_names
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    if name not in _DTYPES:
-        raise ConfigError("model.dtype", name, f"one of {sorted(_DTYPES)}")
-    return _DTYPES[name]
 
 
 def build_tokenizer(model_cfg):

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ftlab.errors import fail
+from ftlab.models.dtypes import torch_dtype
 
 QUANTIZATIONS = ("nf4", "int8")
 #: adapters that train beside a frozen k-bit weight (``none`` evaluates the quantised base)
@@ -75,11 +76,6 @@ def validate_quantization(cfg: Any) -> None:
     if cfg.adapter.name not in QUANTIZABLE_ADAPTERS:
         fail("adapter", cfg.adapter.name, f"one of {list(QUANTIZABLE_ADAPTERS)} with model.quantization={q} "
              "(a k-bit base stays frozen: full fine-tuning, SDoRA's weight norm and masked LoRA need dense weights)")
-    from ftlab.sparsity.config import sparsity_enabled
-
-    if sparsity_enabled(cfg.sparsity):
-        fail("sparsity", cfg.sparsity.name, f"none with model.quantization={q} (a mask writes zeros into the "
-             "dense weights; prune and save a model first, then quantise that)")
     if cfg.base.enabled:
         fail("base.enabled", True, f"false with model.quantization={q} (base pre-training updates every weight)")
 
@@ -88,7 +84,6 @@ def bnb_config(model_cfg: Any):
     """transformers' ``BitsAndBytesConfig`` for ``model.quantization`` (compute in ``model.dtype``)."""
     from transformers import BitsAndBytesConfig
 
-    from ftlab.models.build import torch_dtype
 
     if model_cfg.quantization == "nf4":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -107,7 +102,6 @@ def device_map() -> dict[str, Any]:
 def load_quantized(path: str, model_cfg: Any) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    from ftlab.models.build import torch_dtype
 
     if model_cfg.quantization == "int8":
         # LLM.int8 multiplies in fp16 and says so on every call of every layer for other input dtypes

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ftlab.base_model import frozen
-from ftlab.models.build import torch_dtype
+from ftlab.models.dtypes import torch_dtype
 from ftlab.reuse.runner import StepRunner
 from ftlab.sparsity.compute import PrunedBase
 from ftlab.sparsity.io import load_masks, save_masks

@@ -112,13 +112,18 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def write_stage_log(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """A sweep record as CSV, replaced atomically (a reader never sees half a file)."""
     tmp = Path(path).with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=STAGE_LOG_COLUMNS)
+        w = csv.DictWriter(fh, fieldnames=list(columns))
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
+
+
+def write_stage_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_csv(path, STAGE_LOG_COLUMNS, rows)
 
 
 def write_sweep_records(sweep_dir: Path, extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], str] | None:

@@ -4,11 +4,11 @@ and the stage tree with pruned branches marked (also printed at the end of the s
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from ftlab.callbacks.history import write_json
+from ftlab.reuse.records import write_csv
 from ftlab.search.halving import Prediction
 from ftlab.search.space import stage_label, trial_level
 from ftlab.search.state import SearchState
@@ -35,12 +35,7 @@ def log_rows(state: SearchState) -> list[dict[str, Any]]:
 
 
 def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    write_csv(path, LOG_COLUMNS, rows)
 
 
 def render_tree(state: SearchState, metric: str) -> str:

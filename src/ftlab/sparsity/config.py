@@ -132,6 +132,10 @@ def _check_allocation(sp: Any) -> None:
 
 def validate_sparsity(cfg: Any) -> None:
     sp = cfg.sparsity
+    q = cfg.model.quantization
+    if q is not None and sparsity_enabled(sp):
+        fail("sparsity", sp.name, f"none with model.quantization={q} (a mask writes zeros into the "
+             "dense weights; prune and save a model first, then quantise that)")
     if sp.method not in ("none", *METHODS):
         fail("sparsity.method", sp.method, f"one of {['none', *METHODS]}")
     if sp.importance not in IMPORTANCES:
