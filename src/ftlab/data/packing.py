@@ -5,7 +5,7 @@ holding several whole examples (best-fit decreasing, so rows come out nearly ful
 the position ids restart at 0 for every example, and attention is block-diagonal: a token sees
 only earlier tokens of its own example. The label of each example's first token is ignored, so no
 example is trained to predict the next one. A packed batch therefore computes exactly the
-per-token losses of its examples run one by one (``tests/test_data_packing.py``), on
+per-token losses of its examples run one by one (``tests/data/test_data_packing.py``), on
 ``batch_size x pack_length`` token slots with almost no padding.
 
 How the block-diagonal attention reaches the kernel depends on the model's attention

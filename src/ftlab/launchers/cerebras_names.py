@@ -2,7 +2,7 @@
 
 Every entry was read off ModelZoo's own source at tag ``Release_2.10.0`` of github.com/Cerebras/modelzoo
 (paths below are relative to ``src/cerebras/modelzoo/``) and is pinned by a test of its own
-(tests/test_cerebras_names.py), so a wrong guess cannot hide behind a glob that matches nothing:
+(tests/launchers/test_cerebras_names.py), so a wrong guess cannot hide behind a glob that matches nothing:
 
 - parameter names: ``tools/checkpoint_converters/llama.py`` (``Converter_LlamaModel_HF_CS``,
   ``Converter_LlamaAttention_HF_CS``; mistral.py reuses them), ``tools/checkpoint_converters/mixtral.py``

@@ -8,7 +8,7 @@ caching policy: which steps go through the reuse store on this hardware (:func:`
 prints it (:mod:`ftlab.plan.stages`) and composition checks read it (:mod:`ftlab.reuse.checks`).
 
 Every list here is explicit. A key that is in no list and not in :data:`EXCLUDED` is caught by
-``tests/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
+``tests/reuse/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
 classified before it can silently produce stale hits. Values the code derives (the effective
 seeds, a data file's content) enter a key under a ``derived.`` name.
 

@@ -85,7 +85,7 @@ def test_bad_emit_writes_nothing(tmp_path):
 
 
 def _local_cluster_env() -> tuple[dict | None, str]:
-    """The environment that reaches the local cluster (as tests/test_slurm_cluster.py finds it:
+    """The environment that reaches the local cluster (as tests/launchers/test_slurm_cluster.py finds it:
     ``SLURM_CONF`` or ``$FTLAB_SLURM_DIR``, default ``$TMPDIR/ftlab-slurm``), or None and why not."""
     env = dict(os.environ)
     if not env.get("SLURM_CONF"):

@@ -27,7 +27,7 @@ from ftlab.models import build_model, build_tokenizer
 from ftlab.scoring import choice_log_likelihoods
 from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = Path(lm_eval.__file__).resolve().parent / "tasks"
 UPSTREAM_YAML = {"boolq": "super_glue/boolq/default.yaml", "hellaswag": "hellaswag/hellaswag.yaml",
                  "gsm8k": "gsm8k/gsm8k.yaml"}

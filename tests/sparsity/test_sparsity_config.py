@@ -14,7 +14,7 @@ from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError, FtlabError
 from ftlab.sparsity.io import save_masks
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -14,7 +14,7 @@ import torch
 from ftlab.sparsity.masks import nm_mask
 from ftlab.sparsity.semi import is_two_four, unsupported_reason
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

@@ -3,7 +3,7 @@
 Set ``FTLAB_MODELZOO_PYTHON`` to the python of an environment with cerebras_pytorch 2.10.0 (it needs
 torch 2.4.0) and ModelZoo importable (``FTLAB_MODELZOO_PYTHONPATH`` is added to its PYTHONPATH, e.g.
 ModelZoo's ``src`` checkout). Without it this test is skipped: the facts it checks are also pinned
-without ModelZoo by tests/test_cerebras_names.py and tests/test_cerebras_yaml_matrix.py.
+without ModelZoo by tests/launchers/test_cerebras_names.py and tests/launchers/test_cerebras_yaml_matrix.py.
 
 What runs there (tests/fixtures/modelzoo_check.py): ModelZoo's ``validate_trainer_params`` on every
 YAML of the matrix; for tiny models ModelZoo's own model class, its ``make_model_lora`` with our
