@@ -148,7 +148,7 @@ def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
     rows, cols = score.shape
     if cols % m:
         raise ValueError(f"{cols} input columns do not split into groups of {m}")
-    keep = torch.ones((rows, cols // m, m), dtype=torch.bool)
+    keep = torch.ones((rows, cols // m, m), dtype=torch.bool, device=score.device)
     for sl in _row_chunks(rows, cols):
         grouped = score[sl].reshape(-1, cols // m, m)
         idx = torch.argsort(grouped, dim=-1, stable=True)[..., :n]
