@@ -49,3 +49,10 @@ def test_bad_speed_value_is_one_line(tmp_path):
 
     with pytest.raises(ConfigError, match=r"speed='4:8' is invalid: one of \['2:4'\]"):
         parse_args([f"checkpoint={tmp_path}", "mask=m", "speed=4:8"])
+
+
+def test_nm_mask_stays_on_the_scores_device():
+    """The mask is built where the scores live (CUDA weights gave a cpu/cuda scatter error);
+    the meta device stands in for CUDA here: any device other than the CPU shows the bug."""
+    score = torch.empty(8, 16, device="meta")
+    assert nm_mask(score, 2, 4).device == score.device
