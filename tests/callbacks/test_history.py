@@ -9,7 +9,7 @@ import json
 import lightning as L
 import pytest
 
-from ftlab.callbacks.history import FIELDS, TrainingHistory, empty_history, fill_final_val_loss, write_json
+from ftlab.callbacks.history import FIELDS, TrainingHistory, empty_history, fill_final_val_loss
 from ftlab.inference import loss_on
 from tiny_training import tiny_fit, tiny_parts
 
@@ -56,7 +56,7 @@ def test_fill_final_val_loss_fills_only_a_missing_last_value(tmp_path):
     path = tmp_path / "training_history.json"
     fill_final_val_loss(path, 1.0)  # no file: nothing written
     assert not path.exists()
-    write_json(path, {**empty_history(False), "val_loss": [2.5, None]})
+    path.write_text(json.dumps({**empty_history(False), "val_loss": [2.5, None]}))
     fill_final_val_loss(path, 1.25)
     assert json.loads(path.read_text())["val_loss"] == [2.5, 1.25]
     fill_final_val_loss(path, 9.0)  # the last epoch has its own value now: kept

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.callbacks.csvfile import CsvAppender
 from ftlab.callbacks.loss_log import COLUMNS, MEASUREMENT_COLUMNS, LossLog
 from tiny_training import tiny_fit, tiny_parts
 
@@ -24,6 +23,7 @@ def rows(path: Path) -> tuple[list[str], list[dict]]:
 
 def test_rows_hold_the_window_mean_of_the_module_losses_and_the_step_lr(tmp_path):
     cfg, dm, module = tiny_parts(*WARMUP)
+    (tmp_path / "loss_log.csv").write_text("old,header\n1,2\n")  # a fresh run (step 0) starts the file over
     tiny_fit(cfg, dm, module, [LossLog(tmp_path, every_n_steps=2, measurements=False)], max_steps=6)
     header, got = rows(tmp_path / "loss_log.csv")
     assert header == COLUMNS  # no measurement columns when they are off
@@ -47,18 +47,3 @@ def test_accumulation_averages_micro_batches_per_optimiser_step(tmp_path):
     step_means = [(m[0] + m[1]) / 2, (m[2] + m[3]) / 2]
     assert float(got[0]["train_loss"]) == pytest.approx(sum(step_means) / 2, abs=1e-6)
     assert float(got[0]["tokens_per_sec"]) > 0 and float(got[0]["cpu_rss_mb"]) > 0
-
-
-def test_csv_appender_keeps_rows_up_to_the_resume_step_and_appends_after_them(tmp_path):
-    path = tmp_path / "log.csv"
-    log = CsvAppender(path, ["step", "v"])
-    log.open()
-    for s in (2, 4, 6):
-        log.append({"step": s, "v": f"x{s}"})
-    resumed = CsvAppender(path, ["step", "v"])
-    resumed.open(keep_until_step=4)  # the checkpoint was at step 4: row 6 is written again
-    resumed.append({"step": 6, "v": "again"})
-    assert rows(path) == (["step", "v"], [{"step": "2", "v": "x2"}, {"step": "4", "v": "x4"},
-                                          {"step": "6", "v": "again"}])
-    CsvAppender(path, ["step", "v"]).open()  # a fresh run starts the file over
-    assert rows(path) == (["step", "v"], [])
