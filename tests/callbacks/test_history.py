@@ -42,7 +42,7 @@ def test_one_row_per_epoch_with_the_module_losses_and_the_val_loss(tmp_path):
     adapted = module.adapted
     assert h["trainable_params"] == [adapted.trainable_params()] * 2
     assert h["effective_params"] == [adapted.effective_params()] * 2
-    assert all(t >= 0 for t in h["epoch_time"]) and h["gpu_memory_mb"] == [0.0, 0.0]
+    assert all(t >= 0 for t in h["epoch_time"]) and len(h["gpu_memory_mb"]) == 2
 
 
 def test_gated_adapter_adds_the_sparsity_column(tmp_path):
