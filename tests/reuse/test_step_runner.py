@@ -52,6 +52,8 @@ def contender(cfg: dict, role: str, dirs: str, result: str) -> None:
     ``lookups-<role>``; the builder's build logs itself, then holds the lock until the waiter's
     first lookup has missed (so the waiter is certain to meet the held lock)."""
     d = Path(dirs)
+    # a forked child must not touch CUDA (preserved_rng would, where the parent initialised it)
+    torch.cuda.is_available = lambda: False
     original = ArtifactStore.lookup
 
     def logged_lookup(self, key):
