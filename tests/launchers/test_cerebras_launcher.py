@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -106,11 +105,10 @@ def test_failing_cszoo_fails_the_sweep_with_its_message(tmp_path: Path):
 ])
 def test_unsupported_options_fail_before_launch(tmp_path: Path, args, needle):
     sweep = tmp_path / "sweep"
-    t0 = time.perf_counter()
     proc = cli("ftlab", "--multirun", "hardware=cerebras", *args, "seed=1,2", "hydra.launcher.train_data_dir=/d",
                "hydra.launcher.checkpoint_path=/c.mdl", f"hydra.sweep.dir={sweep}", env=fake_env())
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ftlab: error:")]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not sweep.exists()  # nothing launched, nothing half-written
-    assert time.perf_counter() - t0 < 60
+    assert not list(tmp_path.rglob("fake_cszoo_call*"))  # cszoo was never started (it logs every call)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -104,13 +104,27 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     return text
 
 
+def _started_processes(monkeypatch) -> list[dict]:
+    """Every process started while the test runs: its program and the timeout that bounds it."""
+    calls: list[dict] = []
+    real = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        calls.append({"program": Path(cmd[0]).name, "timeout": kwargs.get("timeout")})
+        return real(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return calls
+
+
 def test_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path: Path, monkeypatch):
     needs_slurm_client()  # the controller timeout is sinfo's; without it see the test below
     monkeypatch.setenv("SLURM_CONF", str(_unreachable_conf(tmp_path)))
-    t0 = time.perf_counter()
+    started = _started_processes(monkeypatch)
     with pytest.raises(FtlabError, match="SLURM is not reachable") as err:
         check_cluster("debug", timeout_s=5)
-    assert time.perf_counter() - t0 < 8
+    # "within seconds" as events: one sinfo query, bounded by the 5 s asked for, no retries
+    assert started == [{"program": "sinfo", "timeout": 5}]
     assert "not on PATH" not in _one_line(err)
 
 
@@ -122,20 +136,19 @@ def test_missing_slurm_conf_or_client_is_one_clear_line(tmp_path: Path, monkeypa
     assert "missing.conf" in _one_line(err)
     monkeypatch.setenv("SLURM_CONF", str(_unreachable_conf(tmp_path)))
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # a machine without the SLURM client
-    t0 = time.perf_counter()
+    started = _started_processes(monkeypatch)
     with pytest.raises(FtlabError, match="`sinfo` is not on PATH") as err:
         check_cluster("debug")
-    assert time.perf_counter() - t0 < 1  # nothing is waited for
+    assert started == []  # nothing is started, so nothing is waited for
     assert "start_local_cluster.sh" in _one_line(err)
 
 
 @pytest.mark.slow
 def test_cli_reports_unreachable_cluster_before_submitting(tmp_path: Path):
-    t0 = time.perf_counter()
+    # a hang (sinfo not bounded by FTLAB_SLURM_CHECK_TIMEOUT_S) fails by the timeout, not by a timing
     proc = cli("ftlab", "--multirun", "hydra/launcher=slurm", "seed=1,2", f"hydra.sweep.dir={tmp_path / 's'}",
-               env={"SLURM_CONF": str(_unreachable_conf(tmp_path)), "FTLAB_SLURM_CHECK_TIMEOUT_S": "5"})
+               env={"SLURM_CONF": str(_unreachable_conf(tmp_path)), "FTLAB_SLURM_CHECK_TIMEOUT_S": "5"}, timeout=300)
     assert proc.returncode == 2
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("ftlab: error:")]
     assert len(err) == 1 and "SLURM is not reachable" in err[0], proc.stderr
-    assert time.perf_counter() - t0 < 60  # interpreter start + composition + at most 5 s of sinfo
     assert not (tmp_path / "s").exists()
