@@ -77,3 +77,12 @@ def test_packed_runs_are_planned_per_row_of_pack_length() -> None:
     assert packed > 4 * per_sample()  # 4x the tokens per row, plus its 256 x 256 mask
     # default pack_length: 4 x task.max_length
     assert per_sample("train.packing=true") == pytest.approx(activation_mb_per_sample(facts, 256, "float32", packed=True))
+
+
+def test_report_says_a_packed_run_is_planned_per_row() -> None:
+    from ftlab.plan.options import PlanOptions
+    from ftlab.plan.planner import make_plan
+    from ftlab.plan.report import to_markdown
+
+    text = to_markdown(make_plan(["train.packing=true", "train.pack_length=128"], PlanOptions(controls=False), priors=[]))
+    assert "MiB/row of 128 tokens" in text
