@@ -15,7 +15,10 @@ Peak memory is CUDA's ``max_memory_allocated`` on a GPU, else the process's peak
 (``ru_maxrss``), which includes the interpreter and libraries; the RSS before the first step is
 printed too, and ``activation`` = peak minus that. The ratio checkpointing / plain is printed
 for both (issue 11's target: peak <= 0.7 x without checkpointing), next to the planner's
-analytic activation estimate for the same shape.
+analytic activation estimate for the same shape. On the CPU, RSS also holds allocator slack, so
+one more step is measured exactly (``tensor act.``: peak tensor bytes of a step above those live
+before it, from torch.profiler's allocation records, ``ftlab.plan.measure``) and compared with
+the planner (``act/plan``).
 """
 
 from __future__ import annotations
@@ -89,7 +92,17 @@ def measure(setting: str, args: argparse.Namespace, overrides: list[str]) -> dic
         opt.step()
         opt.zero_grad(set_to_none=True)
     step_s = (time.perf_counter() - t0) / args.steps
-    return {"setting": setting, "peak_mb": peak_mb(args.device), "before_mb": before, "step_s": step_s,
+    peak = peak_mb(args.device)
+    tensor_mb = None
+    if args.device == "cpu":
+        from ftlab.plan.measure import cpu_peak_bytes
+
+        def step() -> None:
+            net(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss.backward()
+            opt.zero_grad(set_to_none=True)
+
+        tensor_mb = cpu_peak_bytes(step) / 2**20
+    return {"setting": setting, "peak_mb": peak, "before_mb": before, "step_s": step_s, "tensor_mb": tensor_mb,
             "loss": float(loss), "params": sum(p.numel() for p in net.parameters())}
 
 
@@ -121,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     est = analytic(overrides, args.seq, args.batch)
     unit = "CUDA max_memory_allocated" if args.device == "cuda" else "peak RSS"
     print(f"model: {' '.join(overrides)}  batch {args.batch} x seq {args.seq}, {args.steps} steps, {unit}")
-    print(f"{'setting':8s} {'peak MiB':>9s} {'before':>8s} {'activation':>10s} {'planner act.':>12s} {'s/step':>7s}")
+    print(f"{'setting':8s} {'peak MiB':>9s} {'before':>8s} {'activation':>10s} {'planner act.':>12s} {'s/step':>7s}"
+          f" {'tensor act.':>11s} {'act/plan':>8s}")
     for r in rows:
         r["activation_mb"] = r["peak_mb"] - r["before_mb"]
+        exact = "" if r["tensor_mb"] is None else f" {r['tensor_mb']:11.0f} {r['tensor_mb'] / est[r['setting']]:8.3f}"
         print(f"{r['setting']:8s} {r['peak_mb']:9.0f} {r['before_mb']:8.0f} {r['activation_mb']:10.0f} "
-              f"{est[r['setting']]:12.0f} {r['step_s']:7.2f}")
+              f"{est[r['setting']]:12.0f} {r['step_s']:7.2f}{exact}")
     by = {r["setting"]: r for r in rows}
     if {"plain", "ckpt"} <= by.keys():
         ratio = by["ckpt"]["peak_mb"] / by["plain"]["peak_mb"]

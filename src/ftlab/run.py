@@ -161,8 +161,9 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
                             f"stage entry {stages.resume_entry.root}")
             stages.prefill_logs()
         callbacks += stages.callbacks()
+        # eval.enabled=false: no evaluation at all, epoch-end validation passes included
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
-                                run_dir=run_dir)
+                                run_dir=run_dir, validate=bool(cfg.eval.enabled))
         if trainer.is_global_zero:
             log.info("%s", header(cfg, adapted, steps, start_step, run_dir, runner.record(),
                                    stages.resume_path is not None))

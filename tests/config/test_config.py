@@ -95,7 +95,7 @@ def test_cli_bad_input_one_line_exit_2(args: list[str], tmp_path) -> None:
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.parametrize("preset,params_b", [("qwen2_5_4b", 3.7), ("llama3_8b", 8.0), ("mistral_7b", 7.2),
+@pytest.mark.parametrize("preset,params_b", [("qwen2_5_3b", 3.09), ("qwen2_5_4b", 3.09), ("llama3_8b", 8.0), ("mistral_7b", 7.2),
                                               ("mixtral_8x7b", 46.7)])
 def test_presets_build_on_meta(preset: str, params_b: float) -> None:
     from ftlab.adapters.targets import resolve_targets

@@ -26,12 +26,13 @@ def test_checkpointing_keeps_block_inputs_only() -> None:
     facts = model_facts(compose("model=llama3_8b").model)
     full = activation_mb_per_sample(facts, 2048, "bfloat16")
     ckpt = activation_mb_per_sample(facts, 2048, "bfloat16", checkpointing=True)
-    s, h, a, L = 2048, 4096, 32, 32
-    per_layer = s * h * (34 + 5 * a * s / h)
-    logits = 2 * s * facts.vocab * 4
-    assert full == pytest.approx((L * per_layer + logits) / 2**20)
-    assert ckpt == pytest.approx((L * s * h * 2 + per_layer + logits) / 2**20)
-    assert ckpt < 0.2 * full
+    s, h, i, L = 2048, 4096, 14336, 32
+    block = s * (7 * h + 4 * i) * 2  # bf16 values a block keeps per token (ftlab.plan.params)
+    logits = 3 * s * facts.vocab * 4
+    assert facts.intermediate == i
+    assert full == pytest.approx((L * block + logits) / 2**20)
+    assert ckpt == pytest.approx((L * s * h * 2 + 3 * block + logits) / 2**20)
+    assert ckpt < 0.35 * full  # 32 block inputs + 3 blocks recomputed against 32 full blocks
 
 
 def test_kbit_base_weights() -> None:

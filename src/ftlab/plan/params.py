@@ -43,6 +43,8 @@ class ModelFacts:
     lm_head: str | None = None
     #: parameters of the largest decoder block (the unit FSDP gathers at once)
     block_params: int = 0
+    #: MLP width a token passes through: intermediate size x experts per token (MoE)
+    intermediate: int = 0
 
 
 def _plain(node: Any) -> Any:
@@ -61,6 +63,8 @@ def _facts(model_json: str) -> ModelFacts:
     linears = tuple((name, mod.in_features, mod.out_features) for name, mod in model.named_modules()
                     if isinstance(mod, nn.Linear) and mod is not head)
     cfg = model.config
+    width = next((int(getattr(cfg, k)) for k in ("intermediate_size", "ffn_dim", "n_inner")
+                  if getattr(cfg, k, None)), 4 * int(getattr(cfg, "hidden_size", 0) or 0))
     return ModelFacts(
         total=sum(p.numel() for p in model.parameters()),
         hidden=int(getattr(cfg, "hidden_size", 0) or 0),
@@ -72,6 +76,7 @@ def _facts(model_json: str) -> ModelFacts:
         lm_head=head_name,
         block_params=max((sum(p.numel() for p in model.get_submodule(b).parameters())
                           for b in decoder_blocks(model)), default=0),
+        intermediate=width * int(getattr(cfg, "num_experts_per_tok", 1) or 1),
     )
 
 
@@ -134,26 +139,53 @@ def static_memory_mb(facts: ModelFacts, trainable: int, dtype: str, devices: int
     return state / 2**20
 
 
-def activation_mb_per_sample(facts: ModelFacts, seq_len: int, dtype: str, checkpointing: bool = False) -> float:
-    """Analytic activation memory of one sequence (Korthikanti et al. 2022, eq. 2: s*h*(34 +
-    5*a*s/h) bytes per layer at 16 bit) plus the logits and their gradient. With gradient
-    checkpointing only each block's input (s*h values) is kept, plus one block's activations
-    while it is recomputed. A fallback when no prior run has measured it."""
+#: values a decoder block keeps per token for its backward: ``7 x hidden + 4 x MLP width`` (norm
+#: inputs/outputs, q/k/v/attention output, gate/up/activation/product; LoRA's low-rank values are
+#: negligible). Counted with ``ftlab.plan.measure`` on tiny Llamas with LoRA and sdpa
+#: (tests/plan/test_plan_activations.py); Korthikanti et al.'s 34 s*h bytes at 16 bit for a 4h MLP
+#: is the same count (17 h values) for a GPT block.
+BLOCK_VALUES_PER_HIDDEN, BLOCK_VALUES_PER_MLP = 7, 4
+#: logits, their float32 log-softmax and its gradient: three fp32 copies at vocabulary size
+LOGIT_COPIES = 3
+#: gradient checkpointing's peak on top of the kept block inputs: the block recomputed in the
+#: backward holds its activations, their gradients and the re-run forward's temporaries at once,
+#: measured at 2.7-3.3 x one block's kept activations (tests/plan/test_plan_activations.py)
+RECOMPUTE_BLOCKS = 3
+
+
+def activation_mb_per_sample(facts: ModelFacts, seq_len: int, dtype: str, checkpointing: bool = False,
+                             attention: str = "sdpa", packed: bool = False) -> float:
+    """Activation memory of one sequence (a packed row of ``seq_len`` tokens when ``packed``).
+
+    Without checkpointing every block keeps :data:`BLOCK_VALUES_PER_HIDDEN` x hidden +
+    :data:`BLOCK_VALUES_PER_MLP` x MLP width values per token; eager attention also keeps its
+    scores and probabilities (Korthikanti et al. 2022: 5*a*s values per token; sdpa and flash
+    kernels recompute them). With gradient checkpointing each block keeps only its input (s*h
+    values) and one block at a time is recomputed in the backward (:data:`RECOMPUTE_BLOCKS`). The
+    loss adds :data:`LOGIT_COPIES` float32 logits at vocabulary size. A packed row under sdpa or
+    eager also carries its block-diagonal mask (s*s booleans). A fallback when no prior run has
+    measured the peak."""
     if not (facts.hidden and facts.layers):
         return 0.0
-    scale = BYTES.get(dtype, 4) / 2
-    per_layer = seq_len * facts.hidden * (34 + 5 * facts.heads * seq_len / facts.hidden) * scale
-    logits = 2 * seq_len * facts.vocab * 4
+    width = BYTES.get(dtype, 4)
+    mlp = facts.intermediate or 4 * facts.hidden
+    values = BLOCK_VALUES_PER_HIDDEN * facts.hidden + BLOCK_VALUES_PER_MLP * mlp
+    if attention == "eager":
+        values += 5 * facts.heads * seq_len
+    block = seq_len * values * width
+    logits = LOGIT_COPIES * seq_len * facts.vocab * 4
+    mask = seq_len * seq_len if packed and attention in ("sdpa", "eager") else 0
     if checkpointing:
-        kept = facts.layers * seq_len * facts.hidden * 2 * scale
-        return (kept + per_layer + logits) / 2**20
-    return (facts.layers * per_layer + logits) / 2**20
+        kept = facts.layers * seq_len * facts.hidden * width
+        return (kept + RECOMPUTE_BLOCKS * block + logits + mask) / 2**20
+    return (facts.layers * block + logits + mask) / 2**20
 
 
-def memory_mode(dtype: Any, quantization: Any, checkpointing: Any) -> str:
+def memory_mode(dtype: Any, quantization: Any, checkpointing: Any, packing: Any = None) -> str:
     """What changes peak memory besides model/adapter/batch: a prior only calibrates a run with
-    the same mode (``bfloat16|nf4|ckpt``)."""
-    return f"{dtype or 'float32'}|{quantization or 'dense'}|{'ckpt' if checkpointing else 'full-act'}"
+    the same mode (``bfloat16|nf4|ckpt``, ``|packed`` for rows of ``train.pack_length`` tokens)."""
+    mode = f"{dtype or 'float32'}|{quantization or 'dense'}|{'ckpt' if checkpointing else 'full-act'}"
+    return f"{mode}|packed" if packing else mode
 
 
 #: what a trainable-only state holds per trainable parameter: the value and AdamW's two moments

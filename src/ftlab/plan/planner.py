@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.config.compose import compose_run, expand_sweep
+from ftlab.data.packing import pack_length
 from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
 from ftlab.plan.naming import name_runs, split_override
 from ftlab.plan.options import PlanOptions
@@ -133,7 +134,8 @@ def run_facts(cfg: DictConfig) -> RunFacts:
         precision=str(h.precision), batch_size=int(cfg.train.batch_size),
         accumulate=int(cfg.train.accumulate_grad_batches), adapter=cfg.adapter.name, task=cfg.task.name,
         max_length=int(cfg.task.max_length), total_params=total,
-        memory_mode=memory_mode(cfg.model.dtype, cfg.model.quantization, cfg.train.gradient_checkpointing),
+        memory_mode=memory_mode(cfg.model.dtype, cfg.model.quantization, cfg.train.gradient_checkpointing,
+                                cfg.train.packing),
     )
 
 
@@ -187,8 +189,11 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         static = static_memory_mb(mf, trainable, str(cfg.model.dtype), facts.devices,
                                   quantization=cfg.model.quantization, full=cfg.adapter.name == "full",
                                   sharded=cfg.hardware.strategy == "fsdp")
-        act = activation_mb_per_sample(mf, int(cfg.task.max_length), activation_dtype(cfg),
-                                       checkpointing=bool(cfg.train.gradient_checkpointing))
+        packed = bool(cfg.train.packing)  # a sample is then a row of pack_length tokens
+        seq = pack_length(cfg.train, cfg.task) if packed else int(cfg.task.max_length)
+        act = activation_mb_per_sample(mf, seq, activation_dtype(cfg),
+                                       checkpointing=bool(cfg.train.gradient_checkpointing),
+                                       attention=str(cfg.model.attn_implementation), packed=packed)
         mem_gb = cfg.hardware.memory_gb
         memory = estimate_memory(facts, priors, static, act, None if mem_gb is None else float(mem_gb) * 1024,
                                  options.safety_factor)

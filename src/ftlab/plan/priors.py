@@ -89,7 +89,8 @@ def prior_from_record(rec: RunRecord) -> Prior | None:
         tokens_per_sample=tps / sps if sps and tps else None,
         total_params=int(_num(m.get("total_params")) or 0) or None,
         peak_memory_mb=max(peaks) if peaks else None,
-        memory_mode=memory_mode(c.get("model.dtype"), c.get("model.quantization"), c.get("train.gradient_checkpointing")),
+        memory_mode=memory_mode(c.get("model.dtype"), c.get("model.quantization"), c.get("train.gradient_checkpointing"),
+                                c.get("train.packing")),
     )
 
 

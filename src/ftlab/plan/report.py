@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftlab.data.packing import pack_length
 from ftlab.plan.planner import PLAN_VERSION, Plan, PlannedRun
 from ftlab.plan.search import markdown as search_markdown
 from ftlab.plan.stages import StageTree
@@ -155,7 +156,8 @@ def to_markdown(plan: Plan) -> str:
         fit = "" if mm.fits is None else (f"; at batch {run.facts.batch_size} it {'fits' if mm.fits else 'does NOT fit'}"
                                            f" in {mm.safety_factor:g} x {fmt_mb(mm.device_mb)} per device")
         shard = f"; {mm.sharding}" if mm.sharding else ""
-        lines.append(f"  memory {mm.method}: {fmt_mb(mm.fixed_mb)} + {mm.per_sample_mb:.3g} MiB/sample "
+        unit = f"row of {pack_length(run.cfg.train, run.cfg.task)} tokens" if run.cfg.train.packing else "sample"
+        lines.append(f"  memory {mm.method}: {fmt_mb(mm.fixed_mb)} + {mm.per_sample_mb:.3g} MiB/{unit} "
                      f"({mem_where}{shard}){fit}")
     lines += ["", "## Notes", "", NOTES, ""]
     return "\n".join(lines)
