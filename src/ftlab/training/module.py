@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
@@ -144,6 +145,14 @@ class FtlabModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
         self.val_loss.reset()
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning's FSDP precision cannot clip by norm (a rank holds a shard of every gradient):
+        # FSDP's own clip_grad_norm_ reduces the norm over the ranks, as Lightning's docs advise.
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy) and gradient_clip_algorithm != "value":
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         t = self.cfg.train

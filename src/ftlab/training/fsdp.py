@@ -1,0 +1,216 @@
+"""``hardware=fsdp``: Lightning's :class:`FSDPStrategy` (torch FSDP1) sharding one unit per decoder block.
+
+Why these choices:
+
+* **FSDP1 with ``use_orig_params=True``** (Lightning's default for it): LoRA-family adapters leave
+  most of a block frozen, and only ``use_orig_params`` lets frozen and trainable tensors share a
+  flat parameter; the optimiser keeps seeing the original parameters the adapter hands it.
+* **wrap units** are the decoder-block classes read from the loaded model
+  (:func:`ftlab.models.structure.decoder_layer_classes`), plus every leaf module whose own
+  parameters all train while the rest of the model is frozen (LoRA ``A``/``B``, DoRA magnitudes):
+  FSDP1 flattens a unit's tensors into one buffer of one dtype, and a frozen base in bf16 with
+  fp32 adapters would otherwise mix dtypes in a block.
+* **checkpoints are full state dicts gathered on rank 0** (``state_dict_type="full"``) and then cut
+  to the trainable tensors (:mod:`ftlab.training.state`): the same single ``state.ckpt`` file,
+  record and checks as every other run, and it resumes on any world size. The optimiser state is
+  FSDP's full optimiser state dict (keyed by parameter position, rekeyed by name on load).
+* **after the fit** the ranks gather the full model state to rank 0, which takes the FSDP wrappers
+  off its module tree and loads it there (:meth:`ShardedStrategy.consolidate`): evaluation, the
+  merge and the export (``adapter/``, ``model/``) then run on a plain model as in any other run.
+
+Lightning refuses ``FSDPStrategy`` on a CPU accelerator, and torch's FSDP accepts CPU (gloo) only
+when it is given ``device_id=cpu``; :class:`ShardedStrategy` does exactly that on CPU so the
+sharded path is testable with 2 gloo ranks, and leaves the CUDA path to Lightning unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import nn
+
+from ftlab.errors import ConfigError
+from ftlab.models.structure import decoder_layer_classes
+from ftlab.training.state import snapshot_trainable
+
+#: adapters whose trainable set FSDP can shard (gated adapters read gate values on the host, which
+#: a sharded gate does not hold whole)
+FSDP_ADAPTERS = ("lora", "dora", "masked", "full", "none")
+
+
+def fsdp_problem(cfg: Any) -> tuple[str, Any, str] | None:
+    """``(key, value, allowed)`` when a run cannot train with ``hardware.strategy=fsdp``."""
+    if cfg.hardware.strategy != "fsdp":
+        return None
+    if cfg.adapter.name not in FSDP_ADAPTERS:
+        return ("adapter", cfg.adapter.name, f"one of {list(FSDP_ADAPTERS)} with hardware.strategy=fsdp "
+                "(gated adapters read whole gate tensors on every log step; use hardware=multi_gpu)")
+    if cfg.model.quantization:
+        return ("model.quantization", cfg.model.quantization, "null with hardware.strategy=fsdp (FSDP cannot "
+                "shard bitsandbytes' packed k-bit weights; QLoRA runs with hardware=gpu or multi_gpu)")
+    if cfg.base.enabled:
+        return ("base.enabled", True, "false with hardware.strategy=fsdp (pre-train the base with hardware=gpu "
+                "or multi_gpu; it is cached and reused by the sharded run)")
+    if cfg.adapter.name == "full" and cfg.sparsity.name != "none" and cfg.sparsity.mode == "sparse_to_sparse":
+        return ("sparsity.mode", "sparse_to_sparse", "sparse_to_dense with adapter=full and hardware.strategy=fsdp "
+                "(re-applying the mask after each step needs whole weights; each rank holds a shard)")
+    return None
+
+
+def check_fsdp(cfg: Any) -> None:
+    """Refuse (one line) what the sharded path does not train; nothing to do for other strategies."""
+    problem = fsdp_problem(cfg)
+    if problem is not None:
+        raise ConfigError(*problem)
+
+
+def _trainable_leaf(module: nn.Module) -> bool:
+    own = list(module.parameters(recurse=False))
+    return bool(own) and not list(module.children()) and all(p.requires_grad for p in own)
+
+
+def wrap_policy(model: nn.Module):
+    """FSDP's auto-wrap policy for ``model``: its decoder blocks, and (when part of the model is
+    frozen) each leaf module that trains, so every flat parameter holds tensors of one dtype."""
+    from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
+
+    blocks = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=decoder_layer_classes(model))
+    if all(p.requires_grad for p in model.parameters()):
+        return blocks
+    leaves = functools.partial(lambda_auto_wrap_policy, lambda_fn=_trainable_leaf)
+    return functools.partial(_or_policy, policies=[blocks, leaves])
+
+
+class ShardedStrategy(FSDPStrategy):
+    """Lightning's FSDP strategy with two additions: the CPU (gloo) path, and the step after the
+    fit that gives rank 0 a plain, whole model (:meth:`consolidate`)."""
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        snapshot_trainable(model)  # names/shapes of what trains, before FSDP makes them flat shards
+        self._buffers = {n: b.detach().clone() for n, b in _non_persistent_buffers(model)}
+        if self.root_device.type != "cpu":
+            return super()._setup_model(model)
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        # Lightning passes device_id=root_device.index (None on CPU), which torch's FSDP refuses
+        # without an accelerator; device_id=cpu selects its CPU path.
+        return FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
+                                        mixed_precision=self.mixed_precision_config,
+                                        sharding_strategy=self.sharding_strategy, device_id=self.root_device,
+                                        **self.kwargs)
+
+    # On CPU, torch's offload_to_cpu (which Lightning always asks for) frees the storage of the
+    # tensors it returns (the "copy" to the CPU is the same tensor): the process crashes. The CPU
+    # path gathers without offloading; on CUDA, Lightning's own contexts run unchanged.
+    @contextmanager
+    def _gather_context(self) -> Iterator[None]:
+        if self.root_device.type != "cpu":
+            yield
+            return
+        import lightning.fabric.strategies.fsdp as fabric_fsdp
+        import lightning.pytorch.strategies.fsdp as pytorch_fsdp
+
+        saved = fabric_fsdp._get_full_state_dict_context
+        fabric_fsdp._get_full_state_dict_context = pytorch_fsdp._get_full_state_dict_context = _full_context
+        try:
+            yield
+        finally:
+            fabric_fsdp._get_full_state_dict_context = pytorch_fsdp._get_full_state_dict_context = saved
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        with self._gather_context():
+            return super().lightning_module_state_dict()
+
+    def optimizer_state(self, optimizer) -> dict[str, Any]:
+        with self._gather_context():
+            return super().optimizer_state(optimizer)
+
+    def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
+        with self._gather_context():
+            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+
+    def consolidate(self) -> None:
+        """Collective: every rank calls it after the fit. Gathers the full state (CPU, rank 0 only),
+        then rank 0 removes the FSDP wrappers from its LightningModule and loads that state into
+        it (on the training device); other ranks keep their shards and leave."""
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        root = self.model
+        offload = self.root_device.type != "cpu"
+        with FSDP.state_dict_type(root, StateDictType.FULL_STATE_DICT,
+                                  FullStateDictConfig(offload_to_cpu=offload, rank0_only=True)):
+            state = root.state_dict()
+        self.barrier("ftlab-consolidate")
+        if self.global_rank != 0:
+            return
+        module = self.lightning_module
+        unwrap_(module)
+        assign_state_(module, state)
+        for name, value in self._buffers.items():  # mixed precision cast these; restore the originals
+            owner, _, leaf = name.rpartition(".")
+            module.get_submodule(owner).register_buffer(leaf, value, persistent=False)
+        module.to(self.root_device)
+        self.model = module
+
+
+def _full_context(module: nn.Module, world_size: int, rank0_only: bool = True):
+    """Lightning's full-state-dict context without ``offload_to_cpu`` (CPU ranks)."""
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp.api import FullOptimStateDictConfig
+
+    return FSDP.state_dict_type(module, StateDictType.FULL_STATE_DICT,
+                                FullStateDictConfig(offload_to_cpu=False, rank0_only=rank0_only),
+                                FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=rank0_only))
+
+
+def _non_persistent_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    saved = set(model.state_dict())
+    return [(n, b) for n, b in model.named_buffers() if n not in saved]
+
+
+def assign_state_(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put ``state``'s whole tensors in place of the (flat-shard) parameters and buffers of an
+    unwrapped module: ``load_state_dict`` would compare them with the shard shapes. Every key
+    must exist; tied parameters stay tied (one new parameter per old one)."""
+    names = {n for n, _ in module.named_parameters(remove_duplicate=False)}
+    names |= {n for n, _ in module.named_buffers(remove_duplicate=False)}
+    missing = sorted(names & set(module.state_dict()) - set(state))  # non-persistent buffers stay
+    if missing or set(state) - names:
+        raise RuntimeError(f"gathered FSDP state does not fit the unwrapped model: missing {missing[:3]}, "
+                           f"unknown {sorted(set(state) - names)[:3]}")
+    replaced: dict[int, nn.Parameter] = {}
+    for name, value in state.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        old = owner._parameters.get(leaf)
+        if old is None:
+            owner._buffers[leaf] = value
+            continue
+        if id(old) not in replaced:
+            replaced[id(old)] = nn.Parameter(value, requires_grad=old.requires_grad)
+        owner._parameters[leaf] = replaced[id(old)]
+
+
+def unwrap_(module: nn.Module) -> None:
+    """Replace every FSDP wrapper below ``module`` by the module it wraps, in place."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, FSDP):
+            child = child.module
+            setattr(module, name, child)
+        unwrap_(child)
+
+
+def fsdp_strategy(cfg: Any, model: nn.Module | None = None) -> ShardedStrategy:
+    """The strategy of a ``hardware.strategy=fsdp`` run (``model``: the module to be sharded, from
+    which the wrap units are read; ``None`` for the preflight's trial Trainer)."""
+    return ShardedStrategy(auto_wrap_policy=wrap_policy(model) if model is not None else None,
+                           sharding_strategy="FULL_SHARD", state_dict_type="full", use_orig_params=True)
