@@ -62,11 +62,22 @@ def fsdp_problem(cfg: Any) -> tuple[str, Any, str] | None:
     return None
 
 
-def check_fsdp(cfg: Any) -> None:
+def check_fsdp_config(cfg: Any) -> None:
     """Refuse (one line) what the sharded path does not train; nothing to do for other strategies."""
     problem = fsdp_problem(cfg)
     if problem is not None:
         raise ConfigError(*problem)
+
+
+def check_fsdp(cfg: Any) -> None:
+    """The recipe's check of an FSDP run before anything is built or written: the settings, and the
+    hardware (a CUDA device for ``accelerator=gpu``), as the CLI's preflight also checks."""
+    if cfg.hardware.strategy != "fsdp":
+        return
+    from ftlab.config.environment import check_hardware  # lazy: ftlab.config's validators import training
+
+    check_fsdp_config(cfg)
+    check_hardware(cfg)
 
 
 def _trainable_leaf(module: nn.Module) -> bool:
