@@ -22,7 +22,7 @@ from torchmetrics.aggregation import MeanMetric
 from ftlab.adapters.base import AdaptedModel
 from ftlab.data.packing import examples_in, model_inputs
 from ftlab.training.device_values import DeviceScalars
-from ftlab.training.rng import rng_state, set_rng_state
+from ftlab.training.rng import every_rank, own_rank, rng_state, set_rng_state
 from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
 from ftlab.training.state import STATE_KEY, check_loaded, state_info, trainable_only
 
@@ -93,13 +93,16 @@ class FtlabModule(L.LightningModule):
         checkpoint["state_dict"] = trainable_only(checkpoint["state_dict"], self)
         checkpoint[STATE_KEY] = state_info(self, self.foundation)
         checkpoint["ftlab_rng"] = rng_state()
+        ranks = every_rank(checkpoint["ftlab_rng"])
+        if ranks is not None:
+            checkpoint["ftlab_rng_ranks"] = ranks
         checkpoint["ftlab_epoch_losses"] = list(self.epoch_losses)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # before Lightning loads the (non-strict) state dict: refuse what would not restore it
         trainer = self._trainer
         check_loaded(checkpoint, self, self.foundation, str(getattr(trainer, "ckpt_path", None) or "checkpoint"))
-        self._restored_rng = checkpoint.get("ftlab_rng")
+        self._restored_rng = own_rank(checkpoint.get("ftlab_rng_ranks"), checkpoint.get("ftlab_rng"))
         # a run resumed mid-epoch continues the epoch's loss average where the checkpoint left it
         self._epoch_losses = DeviceScalars(checkpoint.get("ftlab_epoch_losses", []))
 
