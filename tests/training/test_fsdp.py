@@ -182,3 +182,21 @@ def test_fsdp_resume_continues_bit_for_bit(fsdp_and_ddp, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["resumed_from_step"] == 3
     resumed = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert resumed.keys() == full.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", [["adapter=dora"], ["adapter=masked", "sparsity=unstructured", "sparsity.level=0.5"],
+                                     ["adapter=full"]])
+def test_other_adapters_train_sharded_and_export(adapter, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path / "r"
+    _train(run, *CPU_FSDP, *adapter, "train.max_steps=2", "train.save_every_n_steps=2")
+    metrics = json.loads((run / "metrics.json").read_text())
+    state = torch.load(checkpoints_newest_first(run)[0] / STATE_FILE, map_location="cpu", weights_only=True)
+    assert set(state["state_dict"]) == set(state[STATE_KEY]["trainable"])
+    assert sum(v.numel() for v in state["state_dict"].values()) == metrics["trainable_params"]
+    model = AutoModelForCausalLM.from_pretrained(str(run / "model"))
+    if "sparsity=unstructured" in adapter:  # masked LoRA keeps the base's zeros through the merge
+        w = model.model.layers[0].self_attn.q_proj.weight
+        assert 0.45 < float((w == 0).float().mean()) < 0.55
