@@ -59,18 +59,21 @@ def _wrapped_units(policy, model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and policy(module=m, recurse=False, nonwrapped_numel=1)]
 
 
-def test_wrap_units_are_the_decoder_blocks_and_the_trainable_leaves():
+def test_wrap_units_are_the_decoder_blocks_and_in_a_half_precision_base_the_trainable_leaves():
     _, model = _tiny_lora()
+    blocks = _wrapped_units(wrap_policy(model), model)  # fp32 everywhere: one unit per decoder block
+    assert len(blocks) == model.config.num_hidden_layers and all(b.endswith(".layers." + b[-1]) for b in blocks)
+    for p in model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)  # a bf16 frozen base under fp32 LoRA weights
     units = _wrapped_units(wrap_policy(model), model)
-    blocks = [u for u in units if u.endswith(tuple(f"layers.{i}" for i in range(8)))]
-    assert len(blocks) == model.config.num_hidden_layers
     leaves = [u for u in units if u not in blocks]
-    assert leaves and all(".lora_A." in u or ".lora_B." in u for u in leaves)
+    assert set(blocks) < set(units) and all(".lora_A." in u or ".lora_B." in u for u in leaves)
     assert len(leaves) == len([n for n, p in model.named_parameters() if p.requires_grad])
     assert not any(u.endswith(("q_proj.base_layer", "embed_tokens", "lm_head")) for u in units)
-    for p in model.parameters():  # full fine-tuning: one dtype everywhere, blocks only
-        p.requires_grad_(True)
-    assert sorted(_wrapped_units(wrap_policy(model), model)) == sorted(blocks)
+    with pytest.raises(ConfigError, match="model.dtype='bfloat16' is invalid: float32 with adapter=dora"):
+        check_fsdp_config(compose(*CPU_FSDP, "adapter=dora", "model.dtype=bfloat16"))
+    assert fsdp_problem(compose(*CPU_FSDP, "adapter=lora", "model.dtype=bfloat16")) is None
 
 
 @pytest.fixture

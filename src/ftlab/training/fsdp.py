@@ -6,10 +6,10 @@ Why these choices:
   most of a block frozen, and only ``use_orig_params`` lets frozen and trainable tensors share a
   flat parameter; the optimiser keeps seeing the original parameters the adapter hands it.
 * **wrap units** are the decoder-block classes read from the loaded model
-  (:func:`ftlab.models.structure.decoder_layer_classes`), plus every leaf module whose own
-  parameters all train while the rest of the model is frozen (LoRA ``A``/``B``, DoRA magnitudes):
-  FSDP1 flattens a unit's tensors into one buffer of one dtype, and a frozen base in bf16 with
-  fp32 adapters would otherwise mix dtypes in a block.
+  (:func:`ftlab.models.structure.decoder_layer_classes`); when the frozen base is half precision
+  (``model.dtype``) every leaf module that trains (LoRA ``A``/``B``) is a unit of its own too:
+  FSDP1 flattens a unit's tensors into one buffer of one dtype, and a bf16 base with fp32
+  adapters would otherwise mix dtypes in a block.
 * **checkpoints are full state dicts gathered on rank 0** (``state_dict_type="full"``) and then cut
   to the trainable tensors (:mod:`ftlab.training.state`): the same single ``state.ckpt`` file,
   record and checks as every other run, and it resumes on any world size. The optimiser state is
@@ -56,6 +56,10 @@ def fsdp_problem(cfg: Any) -> tuple[str, Any, str] | None:
     if cfg.base.enabled:
         return ("base.enabled", True, "false with hardware.strategy=fsdp (pre-train the base with hardware=gpu "
                 "or multi_gpu; it is cached and reused by the sharded run)")
+    if cfg.adapter.name in ("dora", "masked") and cfg.model.dtype != "float32" and not cfg.model.quantization:
+        return ("model.dtype", cfg.model.dtype, f"float32 with adapter={cfg.adapter.name} and hardware.strategy=fsdp "
+                "(its fp32 weights and a half-precision base cannot share an FSDP unit, and it reads them outside a "
+                "unit of their own; hardware.precision still computes in bf16)")
     if cfg.adapter.name == "full" and cfg.sparsity.name != "none" and cfg.sparsity.mode == "sparse_to_sparse":
         return ("sparsity.mode", "sparse_to_sparse", "sparse_to_dense with adapter=full and hardware.strategy=fsdp "
                 "(re-applying the mask after each step needs whole weights; each rank holds a shard)")
@@ -86,12 +90,14 @@ def _trainable_leaf(module: nn.Module) -> bool:
 
 
 def wrap_policy(model: nn.Module):
-    """FSDP's auto-wrap policy for ``model``: its decoder blocks, and (when part of the model is
-    frozen) each leaf module that trains, so every flat parameter holds tensors of one dtype."""
+    """FSDP's auto-wrap policy for ``model``: its decoder blocks, and (when a half-precision frozen
+    base holds fp32 adapters) each leaf module that trains, so every flat parameter holds tensors of
+    one dtype. A leaf unit holds its weight whole only inside its own forward, so adapters that read
+    their weights elsewhere (DoRA's norm, masked LoRA's delta) need one dtype (:func:`fsdp_problem`)."""
     from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
 
     blocks = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=decoder_layer_classes(model))
-    if all(p.requires_grad for p in model.parameters()):
+    if len({p.dtype for p in model.parameters()}) == 1:
         return blocks
     leaves = functools.partial(lambda_auto_wrap_policy, lambda_fn=_trainable_leaf)
     return functools.partial(_or_policy, policies=[blocks, leaves])
