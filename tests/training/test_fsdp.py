@@ -114,7 +114,8 @@ def test_fsdp_wrapped_model_unwraps_to_the_same_plain_model(gloo_world_of_one):
 RUN = ["hardware.devices=2", "train.batch_size=4", "task.num_examples=200", "task.eval_examples=16",
        "eval.generate=false", "train.log_every_n_steps=1", "train.log_measurements=false",
        "model.config.hidden_size=64", "model.config.intermediate_size=128", "train.max_steps=6",
-       "train.save_every_n_steps=3", "adapter.dropout=0.1"]
+       "train.save_every_n_steps=3"]
+DROPOUT = "adapter.dropout=0.1"  # dropout draws from every rank's RNG: the resume must restore each
 
 
 def _train(run: Path, *overrides: str) -> None:
@@ -130,8 +131,8 @@ def _losses(run: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def fsdp_and_ddp(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp")
-    _train(root / "fsdp", *CPU_FSDP)
-    _train(root / "ddp", "hardware=cpu")
+    _train(root / "fsdp", *CPU_FSDP, DROPOUT)
+    _train(root / "ddp", "hardware=cpu", DROPOUT)
     return root / "fsdp", root / "ddp"
 
 
@@ -181,7 +182,7 @@ def test_fsdp_resume_continues_bit_for_bit(fsdp_and_ddp, tmp_path):
     full = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     shutil.rmtree(checkpoints_newest_first(run)[0])  # interrupted after the step-3 checkpoint
     shutil.rmtree(run / "adapter")
-    _train(run, *CPU_FSDP, "resume=auto")
+    _train(run, *CPU_FSDP, DROPOUT, "resume=auto")
     assert json.loads((run / "metrics.json").read_text())["resumed_from_step"] == 3
     resumed = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert resumed.keys() == full.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
