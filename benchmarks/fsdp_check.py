@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         a, b = losses(fsdp), losses(ref)
         dl = max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) else float("inf")
         dw = max_diff(adapter(fsdp), adapter(ref))
-        tol = (5e-2, 5e-3) if cuda else (1e-4, 1e-5)  # bf16 compute on CUDA, fp32 on CPU
+        tol = (5e-2, 2e-2) if cuda else (1e-4, 1e-5)  # bf16 compute (FSDP casts weights, hardware=gpu autocasts) on CUDA
         report(dl <= tol[0] and dw <= tol[1], "reference",
                f"max |loss diff| {dl:.2e} over {len(a)} steps, max |adapter diff| {dw:.2e} (tolerances {tol})")
 
@@ -151,7 +151,7 @@ def check_export(run: Path, overrides: list[str]) -> None:
     from ftlab.config.compose import compose_run
     from ftlab.run import prepare_model
 
-    merged = AutoModelForCausalLM.from_pretrained(str(run / "model"), torch_dtype=torch.float32).eval()
+    merged = AutoModelForCausalLM.from_pretrained(str(run / "model"), dtype=torch.float32).eval()
     _, base = prepare_model(compose_run([o for o in overrides if not o.startswith("hardware")]))
     peft_model = PeftModel.from_pretrained(base.float(), str(run / "adapter")).eval()
     ids = torch.randint(0, 250, (2, 32))

@@ -204,3 +204,17 @@ def test_other_adapters_train_sharded_and_export(adapter, tmp_path):
     if "sparsity=unstructured" in adapter:  # masked LoRA keeps the base's zeros through the merge
         w = model.model.layers[0].self_attn.q_proj.weight
         assert 0.45 < float((w == 0).float().mean()) < 0.55
+
+
+@pytest.mark.slow
+def test_fsdp_and_ddp_resume_each_others_checkpoints(fsdp_and_ddp, tmp_path):
+    # the optimiser state is keyed as a plain optimiser keys it, whichever strategy wrote it
+    for source, hardware in zip(fsdp_and_ddp, (["hardware=cpu"], CPU_FSDP)):
+        run = tmp_path / source.name
+        shutil.copytree(source, run)
+        shutil.rmtree(checkpoints_newest_first(run)[0])
+        shutil.rmtree(run / "adapter")
+        _train(run, *hardware, DROPOUT, "resume=auto")
+        full, resumed = (load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (source, run))
+        assert json.loads((run / "metrics.json").read_text())["resumed_from_step"] == 3
+        assert resumed.keys() == full.keys() and all(torch.allclose(full[k], resumed[k], atol=1e-6) for k in full)

@@ -13,30 +13,31 @@ Why these choices:
 * **checkpoints are full state dicts gathered on rank 0** (``state_dict_type="full"``) and then cut
   to the trainable tensors (:mod:`ftlab.training.state`): the same single ``state.ckpt`` file,
   record and checks as every other run, and it resumes on any world size. The optimiser state is
-  FSDP's full optimiser state dict (keyed by parameter position, rekeyed by name on load).
+  keyed as a plain optimiser keys it (position in its groups), so FSDP, DDP and one-device runs
+  read each other's states; every load is a ``weights_only`` load.
 * **after the fit** the ranks gather the full model state to rank 0, which takes the FSDP wrappers
   off its module tree and loads it there (:meth:`ShardedStrategy.consolidate`): evaluation, the
   merge and the export (``adapter/``, ``model/``) then run on a plain model as in any other run.
 
 Lightning refuses ``FSDPStrategy`` on a CPU accelerator, and torch's FSDP accepts CPU (gloo) only
-when it is given ``device_id=cpu``; :class:`ShardedStrategy` does exactly that on CPU so the
-sharded path is testable with 2 gloo ranks, and leaves the CUDA path to Lightning unchanged.
+when it is given ``device_id=cpu`` and gathers without ``offload_to_cpu``; :class:`ShardedStrategy`
+does exactly that on CPU so the sharded path is testable with 2 gloo ranks, and leaves the CUDA
+path (device ids, CPU offload of gathered states) as Lightning has it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from ftlab.errors import ConfigError
 from ftlab.models.structure import decoder_layer_classes
-from ftlab.training.state import snapshot_trainable
+from ftlab.training.state import safe_load, snapshot_trainable
 
 #: adapters whose trainable set FSDP can shard (gated adapters read gate values on the host, which
 #: a sharded gate does not hold whole)
@@ -121,48 +122,63 @@ class ShardedStrategy(FSDPStrategy):
                                         sharding_strategy=self.sharding_strategy, device_id=self.root_device,
                                         **self.kwargs)
 
-    # On CPU, torch's offload_to_cpu (which Lightning always asks for) frees the storage of the
-    # tensors it returns (the "copy" to the CPU is the same tensor): the process crashes. The CPU
-    # path gathers without offloading; on CUDA, Lightning's own contexts run unchanged.
-    @contextmanager
-    def _gather_context(self) -> Iterator[None]:
-        if self.root_device.type != "cpu":
-            yield
-            return
-        import lightning.fabric.strategies.fsdp as fabric_fsdp
-        import lightning.pytorch.strategies.fsdp as pytorch_fsdp
+    def _full_state(self, rank0_only: bool):
+        """FSDP's full-state-dict context. On CPU without ``offload_to_cpu``: there torch's offload
+        frees the storage of the tensors it returns (the "copy" to the CPU is the same tensor)."""
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp.api import FullOptimStateDictConfig
 
-        saved = fabric_fsdp._get_full_state_dict_context
-        fabric_fsdp._get_full_state_dict_context = pytorch_fsdp._get_full_state_dict_context = _full_context
-        try:
-            yield
-        finally:
-            fabric_fsdp._get_full_state_dict_context = pytorch_fsdp._get_full_state_dict_context = saved
+        offload = self.root_device.type != "cpu"
+        return FSDP.state_dict_type(self.model, StateDictType.FULL_STATE_DICT,
+                                    FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
+                                    FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only))
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
-        with self._gather_context():
-            return super().lightning_module_state_dict()
+        with self._full_state(rank0_only=True):
+            return self.model.state_dict()
 
     def optimizer_state(self, optimizer) -> dict[str, Any]:
-        with self._gather_context():
-            return super().optimizer_state(optimizer)
+        """The full optimiser state keyed as a plain optimiser keys it (position in its parameter
+        groups), so a state written by FSDP, DDP or one device loads into any of them; Lightning's
+        own FSDP keys it by position among *all* the model's parameters."""
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp import OptimStateKeyType
+
+        optimizer = getattr(optimizer, "_optimizer", optimizer)  # LightningOptimizer -> torch's
+        with self._full_state(rank0_only=True):
+            state = FSDP.optim_state_dict(self.model, optimizer)
+        if self.global_rank != 0:
+            return state
+        return FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model, optim=optimizer)
 
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
-        with self._gather_context():
-            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        """Every rank reads the (trainable-only) state file, loads the tensors into its shards and
+        the optimiser state (re-keyed by name for FSDP); the rest goes to Lightning's hooks. A
+        plain-tensor load (``weights_only``), as every ftlab state is."""
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp import OptimStateKeyType
+
+        path = self.broadcast(checkpoint_path)
+        checkpoint = safe_load(path)
+        with self._full_state(rank0_only=False):
+            self.model.load_state_dict(checkpoint.pop("state_dict"), strict=False)
+            if self.lightning_module.trainer.state.fn == TrainerFn.FITTING:
+                for optimizer, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
+                    optimizer = getattr(optimizer, "_optimizer", optimizer)
+                    if state["state"] and isinstance(next(iter(state["state"])), int):
+                        state = FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_NAME, self.model,
+                                                            optim=optimizer)
+                    optimizer.load_state_dict(FSDP.optim_state_dict_to_load(model=self.model, optim=optimizer,
+                                                                             optim_state_dict=state))
+        return checkpoint
 
     def consolidate(self) -> None:
         """Collective: every rank calls it after the fit. Gathers the full state (CPU, rank 0 only),
         then rank 0 removes the FSDP wrappers from its LightningModule and loads that state into
         it (on the training device); other ranks keep their shards and leave."""
-        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        root = self.model
-        offload = self.root_device.type != "cpu"
-        with FSDP.state_dict_type(root, StateDictType.FULL_STATE_DICT,
-                                  FullStateDictConfig(offload_to_cpu=offload, rank0_only=True)):
-            state = root.state_dict()
+        with self._full_state(rank0_only=True):
+            state = self.model.state_dict()
         self.barrier("ftlab-consolidate")
         if self.global_rank != 0:
             return
@@ -174,17 +190,6 @@ class ShardedStrategy(FSDPStrategy):
             module.get_submodule(owner).register_buffer(leaf, value, persistent=False)
         module.to(self.root_device)
         self.model = module
-
-
-def _full_context(module: nn.Module, world_size: int, rank0_only: bool = True):
-    """Lightning's full-state-dict context without ``offload_to_cpu`` (CPU ranks)."""
-    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    from torch.distributed.fsdp.api import FullOptimStateDictConfig
-
-    return FSDP.state_dict_type(module, StateDictType.FULL_STATE_DICT,
-                                FullStateDictConfig(offload_to_cpu=False, rank0_only=rank0_only),
-                                FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=rank0_only))
 
 
 def _non_persistent_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
