@@ -46,6 +46,15 @@ def test_cli_refuses_fsdp_with_a_gated_adapter_before_anything_runs(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cli_refuses_gpu_fsdp_without_cuda_before_weights_load(tmp_path):
+    res = cli("ftlab", "hardware=fsdp", f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("ftlab: error: hardware='fsdp' is invalid") and "needs a CUDA device" in last
+    assert not (tmp_path / "r").exists()
+
+
 def _tiny_lora():
     from ftlab.adapters.registry import get_adapter
     from ftlab.run import prepare_model

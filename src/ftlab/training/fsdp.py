@@ -57,7 +57,7 @@ def fsdp_problem(cfg: Any) -> tuple[str, Any, str] | None:
     if cfg.base.enabled:
         return ("base.enabled", True, "false with hardware.strategy=fsdp (pre-train the base with hardware=gpu "
                 "or multi_gpu; it is cached and reused by the sharded run)")
-    if cfg.adapter.name in ("dora", "masked") and cfg.model.dtype != "float32" and not cfg.model.quantization:
+    if cfg.adapter.name in ("dora", "masked") and cfg.model.dtype != "float32":
         return ("model.dtype", cfg.model.dtype, f"float32 with adapter={cfg.adapter.name} and hardware.strategy=fsdp "
                 "(its fp32 weights and a half-precision base cannot share an FSDP unit, and it reads them outside a "
                 "unit of their own; hardware.precision still computes in bf16)")
@@ -110,7 +110,7 @@ class ShardedStrategy(FSDPStrategy):
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
         snapshot_trainable(model)  # names/shapes of what trains, before FSDP makes them flat shards
-        self._buffers = {n: b.detach().clone() for n, b in _non_persistent_buffers(model)}
+        self._plain_buffers = {n: b.detach().clone() for n, b in _non_persistent_buffers(model)}
         if self.root_device.type != "cpu":
             return super()._setup_model(model)
         from torch.distributed.fsdp import FullyShardedDataParallel
@@ -185,7 +185,7 @@ class ShardedStrategy(FSDPStrategy):
         module = self.lightning_module
         unwrap_(module)
         assign_state_(module, state)
-        for name, value in self._buffers.items():  # mixed precision cast these; restore the originals
+        for name, value in self._plain_buffers.items():  # mixed precision cast these; restore the originals
             owner, _, leaf = name.rpartition(".")
             module.get_submodule(owner).register_buffer(leaf, value, persistent=False)
         module.to(self.root_device)
