@@ -199,7 +199,7 @@ def test_fsdp_resume_continues_bit_for_bit(fsdp_and_ddp, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("adapter", [["adapter=dora"], ["adapter=masked", "sparsity=unstructured", "sparsity.level=0.5"],
-                                     ["adapter=full"]])
+                                     ["adapter=full"], ["adapter=lora", "model.dtype=bfloat16"]])
 def test_other_adapters_train_sharded_and_export(adapter, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -210,6 +210,8 @@ def test_other_adapters_train_sharded_and_export(adapter, tmp_path):
     assert set(state["state_dict"]) == set(state[STATE_KEY]["trainable"])
     assert sum(v.numel() for v in state["state_dict"].values()) == metrics["trainable_params"]
     model = AutoModelForCausalLM.from_pretrained(str(run / "model"))
+    if "model.dtype=bfloat16" in adapter:  # a bf16 frozen base; LoRA leaves are fp32 units of their own
+        assert {v.dtype for v in load_file(str(run / "adapter" / "adapter_model.safetensors")).values()} == {torch.float32}
     if "sparsity=unstructured" in adapter:  # masked LoRA keeps the base's zeros through the merge
         w = model.model.layers[0].self_attn.q_proj.weight
         assert 0.45 < float((w == 0).float().mean()) < 0.55
