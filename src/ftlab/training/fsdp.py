@@ -12,7 +12,7 @@ Why these choices:
   adapters would otherwise mix dtypes in a block.
 * **checkpoints are full state dicts gathered on rank 0** (``state_dict_type="full"``) and then cut
   to the trainable tensors (:mod:`ftlab.training.state`): the same single ``state.ckpt`` file,
-  record and checks as every other run, and it resumes on any world size. The optimiser state is
+  record and checks as every other run, and it loads on any world size. The optimiser state is
   keyed as a plain optimiser keys it (position in its groups), so FSDP, DDP and one-device runs
   read each other's states; every load is a ``weights_only`` load.
 * **after the fit** the ranks gather the full model state to rank 0, which takes the FSDP wrappers
