@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from torch import nn
 from conftest import cli, compose
 from ftlab.callbacks.checkpoints import STATE_FILE, checkpoints_newest_first
 from ftlab.errors import ConfigError
-from ftlab.training.fsdp import assign_state_, check_fsdp_config, fsdp_problem, unwrap_, wrap_policy
+from ftlab.training.fsdp import (
+    assign_state_,
+    check_fsdp_config,
+    fsdp_problem,
+    gather_trainable,
+    unwrap_,
+    wrap_policy,
+)
 from ftlab.training.state import STATE_KEY, snapshot_trainable, state_info, trainable_shapes
 
 CPU_FSDP = ["hardware=fsdp", "hardware.accelerator=cpu", "hardware.precision=32-true"]
@@ -229,3 +237,58 @@ def test_fsdp_and_ddp_resume_each_others_checkpoints(fsdp_and_ddp, tmp_path):
         full, resumed = (load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (source, run))
         assert json.loads((run / "metrics.json").read_text())["resumed_from_step"] == 3
         assert resumed.keys() == full.keys() and all(torch.allclose(full[k], resumed[k], atol=1e-6) for k in full)
+
+
+def test_checkpoint_gathers_only_the_trainable_tensors(gloo_world_of_one, monkeypatch):
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    _, model = _tiny_lora()
+    shapes = trainable_shapes(model)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    root = FSDP(model, auto_wrap_policy=wrap_policy(model), use_orig_params=True, device_id=torch.device("cpu"))
+    with FSDP.state_dict_type(root, StateDictType.FULL_STATE_DICT, FullStateDictConfig(rank0_only=True)):
+        full = root.state_dict()
+    sent: list[int] = []  # numel of every tensor a rank puts into a collective
+    real_gather, real_all_gather = dist.gather, dist.all_gather
+    monkeypatch.setattr(dist, "gather", lambda t, *a, **k: sent.append(t.numel()) or real_gather(t, *a, **k))
+    monkeypatch.setattr(dist, "all_gather", lambda out, t, *a, **k: sent.append(t.numel()) or real_all_gather(out, t, *a, **k))
+    monkeypatch.setattr(FSDP, "state_dict", lambda *a, **k: pytest.fail("the whole model's state was gathered"))
+    state = gather_trainable(root, shapes, torch.device("cpu"))
+    assert list(state) == list(shapes) and all(torch.equal(state[k], full[k]) for k in shapes)
+    assert all(v.device.type == "cpu" and v.untyped_storage().nbytes() == v.nbytes for v in state.values())
+    # what travelled: the trainable values once, plus one count per tensor; not a frozen weight
+    assert sum(sent) == sum(math.prod(s) for s in shapes.values()) + len(shapes) < frozen
+
+
+def _two_rank_gather(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        _, model = _tiny_lora()
+        shapes = trainable_shapes(model)
+        root = FSDP(model, auto_wrap_policy=wrap_policy(model), use_orig_params=True, device_id=torch.device("cpu"))
+        local = sum(p.numel() for p in root.parameters() if p.requires_grad)
+        with FSDP.state_dict_type(root, StateDictType.FULL_STATE_DICT, FullStateDictConfig(rank0_only=True)):
+            full = root.state_dict()
+        state = gather_trainable(root, shapes, torch.device("cpu"))
+        torch.save({"local": local, "state": state, "full": {k: full[k] for k in shapes} if rank == 0 else {},
+                    "total": sum(math.prod(s) for s in shapes.values())}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_sharded_ranks_gather_whole_trainable_tensors_on_rank_0(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_rank_gather, args=(f"file://{tmp_path / 'pg'}", str(tmp_path / "out")), nprocs=2)
+    zero, one = (torch.load(tmp_path / f"out.{r}", weights_only=True) for r in (0, 1))
+    assert zero["local"] + one["local"] == zero["total"] and 0 < zero["local"] < zero["total"]  # really sharded
+    assert one["state"] == {} and list(zero["state"]) == list(zero["full"])
+    assert all(torch.equal(zero["state"][k], zero["full"][k]) for k in zero["full"])

@@ -10,14 +10,23 @@ Why these choices:
   (``model.dtype``) every leaf module that trains (LoRA ``A``/``B``) is a unit of its own too:
   FSDP1 flattens a unit's tensors into one buffer of one dtype, and a bf16 base with fp32
   adapters would otherwise mix dtypes in a block.
-* **checkpoints are full state dicts gathered on rank 0** (``state_dict_type="full"``) and then cut
-  to the trainable tensors (:mod:`ftlab.training.state`): the same single ``state.ckpt`` file,
-  record and checks as every other run, and it loads on any world size. The optimiser state is
-  keyed as a plain optimiser keys it (position in its groups), so FSDP, DDP and one-device runs
-  read each other's states; every load is a ``weights_only`` load.
+* **checkpoints gather only what trains** (:func:`gather_trainable`): each rank sends its pieces of
+  the trainable tensors (with ``use_orig_params`` a parameter's local shard is a contiguous run of
+  its flattened values, in rank order) and rank 0 joins them into whole tensors on its CPU. FSDP's
+  own full state dict would gather every frozen base weight first (93 GB per save for a bf16
+  Mixtral-8x7B, to keep ~0.1 GB of LoRA), and so would torch's ``get_model_state_dict(...,
+  ignore_frozen_params=True)``, which drops the frozen keys only after gathering them. The file is
+  the same single trainable-only ``state.ckpt``, record and checks as every other run, and it loads
+  on any world size. The optimiser holds only trainable tensors, so FSDP's optimiser-state gather
+  moves only their moments to rank 0's CPU (it assembles them unit by unit in a device buffer the
+  size of the unit's flat parameter); the state is keyed as a plain optimiser keys it (position in
+  its groups), so FSDP, DDP and one-device runs read each other's states; every load is a
+  ``weights_only`` load.
 * **after the fit** the ranks gather the full model state to rank 0, which takes the FSDP wrappers
   off its module tree and loads it there (:meth:`ShardedStrategy.consolidate`): evaluation, the
   merge and the export (``adapter/``, ``model/``) then run on a plain model as in any other run.
+  This is the one time the whole model (frozen base included) sits on rank 0's CPU: its RAM must
+  hold the full model once, at the end (evaluation and the merged export need every weight).
 
 Lightning refuses ``FSDPStrategy`` on a CPU accelerator, and torch's FSDP accepts CPU (gloo) only
 when it is given ``device_id=cpu`` and gathers without ``offload_to_cpu``; :class:`ShardedStrategy`
@@ -28,6 +37,7 @@ path (device ids, CPU offload of gathered states) as Lightning has it.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import torch
@@ -37,7 +47,7 @@ from torch import nn
 
 from ftlab.errors import ConfigError
 from ftlab.models.structure import decoder_layer_classes
-from ftlab.training.state import safe_load, snapshot_trainable
+from ftlab.training.state import safe_load, snapshot_trainable, trainable_shapes
 
 #: adapters whose trainable set FSDP can shard (gated adapters read gate values on the host, which
 #: a sharded gate does not hold whole)
@@ -135,8 +145,9 @@ class ShardedStrategy(FSDPStrategy):
                                     FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only))
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
-        with self._full_state(rank0_only=True):
-            return self.model.state_dict()
+        """Collective: the whole trainable tensors on rank 0's CPU (``{}`` on other ranks); frozen
+        weights are neither gathered nor copied (:func:`gather_trainable`)."""
+        return gather_trainable(self.model, trainable_shapes(self.lightning_module), self.root_device)
 
     def optimizer_state(self, optimizer) -> dict[str, Any]:
         """The full optimiser state keyed as a plain optimiser keys it (position in its parameter
@@ -190,6 +201,45 @@ class ShardedStrategy(FSDPStrategy):
             module.get_submodule(owner).register_buffer(leaf, value, persistent=False)
         module.to(self.root_device)
         self.model = module
+
+
+def gather_trainable(root: nn.Module, shapes: dict[str, list[int]], device: torch.device) -> dict[str, torch.Tensor]:
+    """Collective over ``root``'s process group: ``{name: whole tensor}`` of the trainable
+    parameters named in ``shapes`` on rank 0's CPU, ``{}`` elsewhere. With ``use_orig_params``
+    each rank's view of a parameter is its slice of the parameter's flattened values (possibly
+    empty; the whole tensor when unsharded) and the slices follow rank order, so concatenating them
+    restores the tensor. Only these slices travel (one gather per dtype, via ``device``, which
+    NCCL needs); frozen weights are never touched."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp._common_utils import clean_tensor_name
+
+    group = getattr(root, "process_group", None)
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    local = {clean_tensor_name(n): p for n, p in root.named_parameters() if p.requires_grad}
+    if set(local) != set(shapes):
+        raise RuntimeError(f"sharded trainable parameters do not match the record: "
+                           f"{sorted(set(local) ^ set(shapes))[:3]}")
+    out: dict[str, torch.Tensor] = {}
+    for dtype in sorted({p.dtype for p in local.values()}, key=str):
+        names = [n for n in shapes if local[n].dtype == dtype]
+        pieces = [local[n].detach().reshape(-1).to(device) for n in names]
+        counts = torch.tensor([p.numel() for p in pieces], dtype=torch.int64, device=device)
+        all_counts = [torch.empty_like(counts) for _ in range(world)]
+        dist.all_gather(all_counts, counts, group=group)
+        width = max(int(c.sum()) for c in all_counts)
+        flat = torch.zeros(width, dtype=dtype, device=device)
+        flat[: int(counts.sum())] = torch.cat(pieces)
+        received = [torch.empty_like(flat) for _ in range(world)] if rank == 0 else None
+        dist.gather(flat, received, dst=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+        if rank != 0:
+            continue
+        per_rank = [buf[: int(c.sum())].split(c.tolist()) for buf, c in zip(received, all_counts)]
+        for i, name in enumerate(names):
+            whole = torch.cat([parts[i] for parts in per_rank])
+            if whole.numel() != math.prod(shapes[name]):
+                raise RuntimeError(f"the shards of {name!r} hold {whole.numel()} values, its shape is {shapes[name]}")
+            out[name] = whole.view(shapes[name]).to("cpu", copy=True)
+    return {n: out[n] for n in shapes if n in out}
 
 
 def _non_persistent_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
