@@ -38,6 +38,7 @@ from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import stage_run
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
+from ftlab.training.fsdp import ShardedStrategy, check_fsdp
 from ftlab.training.module import FtlabModule
 from ftlab.training.progress import header
 from ftlab.training.schedules import total_steps
@@ -163,13 +164,15 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         callbacks += stages.callbacks()
         # eval.enabled=false: no evaluation at all, epoch-end validation passes included
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
-                                run_dir=run_dir, validate=bool(cfg.eval.enabled))
+                                run_dir=run_dir, validate=bool(cfg.eval.enabled), model=adapted.model)
         if trainer.is_global_zero:
             log.info("%s", header(cfg, adapted, steps, start_step, run_dir, runner.record(),
                                    stages.resume_path is not None))
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         train_time = time.perf_counter() - t0
+        if isinstance(trainer.strategy, ShardedStrategy):
+            trainer.strategy.consolidate()  # FSDP: rank 0 gets the whole trained model back
     runner.stages = stages.records()
     # examples and real tokens this rank trained on (counted per batch; packed rows hold several)
     samples = module.examples * trainer.world_size
@@ -210,9 +213,7 @@ def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> 
 
 def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | None = None) -> float | None:
     """Train (unless the adapter is an eval-only control), evaluate, export; returns the task metric."""
-    if cfg.hardware.strategy == "fsdp":  # plannable (python -m ftlab.plan), not trainable yet
-        raise ConfigError("hardware.strategy", "fsdp", "ddp or auto to train: ftlab does not train with FSDP yet "
-                          "(python -m ftlab.plan estimates its per-device memory); use hardware=multi_gpu")
+    check_fsdp(cfg)  # what the sharded path does not train: one line, before anything is built
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     # checked before anything is written or built: a refused checkpoint leaves the run dir as it was

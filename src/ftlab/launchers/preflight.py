@@ -113,6 +113,7 @@ def check_jobs(cfgs: list[DictConfig], base: DictConfig, *, multirun: bool) -> N
     from ftlab.config.environment import check_hardware, check_logger, check_writable
     from ftlab.config.model_checks import check_model_dir
     from ftlab.data.checks import check_data
+    from ftlab.training.fsdp import check_fsdp_config
 
     key, out = output_dir(base, multirun)
     if out is not None:
@@ -123,6 +124,7 @@ def check_jobs(cfgs: list[DictConfig], base: DictConfig, *, multirun: bool) -> N
         check_model_dir(cfg.model)
         check_logger(cfg)
         check_data(cfg, trains=get_adapter(cfg.adapter.name).trains)
+        check_fsdp_config(cfg)  # adapters/bases the sharded path does not train, wherever the job runs
         hw = OmegaConf.to_yaml(cfg.hardware) + OmegaConf.to_yaml(cfg.train)
         if local and hw not in checked:
             check_hardware(cfg)

@@ -15,13 +15,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
 from ftlab.adapters.base import AdaptedModel
 from ftlab.data.packing import examples_in, model_inputs
 from ftlab.training.device_values import DeviceScalars
-from ftlab.training.rng import rng_state, set_rng_state
+from ftlab.training.rng import every_rank, own_rank, rng_state, set_rng_state
 from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
 from ftlab.training.state import STATE_KEY, check_loaded, state_info, trainable_only
 
@@ -92,13 +93,16 @@ class FtlabModule(L.LightningModule):
         checkpoint["state_dict"] = trainable_only(checkpoint["state_dict"], self)
         checkpoint[STATE_KEY] = state_info(self, self.foundation)
         checkpoint["ftlab_rng"] = rng_state()
+        ranks = every_rank(checkpoint["ftlab_rng"])
+        if ranks is not None:
+            checkpoint["ftlab_rng_ranks"] = ranks
         checkpoint["ftlab_epoch_losses"] = list(self.epoch_losses)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # before Lightning loads the (non-strict) state dict: refuse what would not restore it
         trainer = self._trainer
         check_loaded(checkpoint, self, self.foundation, str(getattr(trainer, "ckpt_path", None) or "checkpoint"))
-        self._restored_rng = checkpoint.get("ftlab_rng")
+        self._restored_rng = own_rank(checkpoint.get("ftlab_rng_ranks"), checkpoint.get("ftlab_rng"))
         # a run resumed mid-epoch continues the epoch's loss average where the checkpoint left it
         self._epoch_losses = DeviceScalars(checkpoint.get("ftlab_epoch_losses", []))
 
@@ -144,6 +148,14 @@ class FtlabModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
         self.val_loss.reset()
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning's FSDP precision cannot clip by norm (a rank holds a shard of every gradient):
+        # FSDP's own clip_grad_norm_ reduces the norm over the ranks, as Lightning's docs advise.
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy) and gradient_clip_algorithm != "value":
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         t = self.cfg.train

@@ -30,3 +30,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def every_rank(state: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """``state`` of every rank (collective: all ranks call it), ``None`` in a single process.
+    Only rank 0 writes a checkpoint, and the ranks' dropout streams differ, so each rank's state
+    travels in rank 0's file."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def own_rank(checkpoint_states: list[dict[str, Any]] | None, fallback: dict[str, Any] | None) -> dict[str, Any] | None:
+    """This rank's state from :func:`every_rank`'s list when the world size is the same, else ``fallback``."""
+    import torch.distributed as dist
+
+    if checkpoint_states and dist.is_available() and dist.is_initialized() \
+            and len(checkpoint_states) == dist.get_world_size():
+        return checkpoint_states[dist.get_rank()]
+    return fallback

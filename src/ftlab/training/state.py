@@ -34,8 +34,30 @@ STATE_FORMAT = 2
 STATE_KEY = "ftlab_state"
 
 
+#: attribute holding a module's trainable record taken before sharding (:func:`snapshot_trainable`)
+SNAPSHOT_ATTR = "_ftlab_trainable_snapshot"
+
+
+def snapshot_trainable(module: nn.Module) -> None:
+    """Record names and shapes of what trains, its frozen count and its state-dict keys on ``module``
+    before FSDP shards it: afterwards its parameters are flat shards under wrapper-prefixed names,
+    and every question of this module is answered from the record."""
+    setattr(module, SNAPSHOT_ATTR, None)
+    snap = {"shapes": trainable_shapes(module),
+            "frozen": sum(p.numel() for p in module.parameters() if not p.requires_grad),
+            "keys": set(module.state_dict())}
+    setattr(module, SNAPSHOT_ATTR, snap)
+
+
+def _snapshot(module: nn.Module) -> dict[str, Any] | None:
+    return getattr(module, SNAPSHOT_ATTR, None)
+
+
 def trainable_shapes(module: nn.Module) -> dict[str, list[int]]:
     """``{state-dict name: shape}`` of every trainable parameter (a tied weight counts once)."""
+    snap = _snapshot(module)
+    if snap is not None:
+        return dict(snap["shapes"])
     return {name: list(p.shape) for name, p in module.named_parameters() if p.requires_grad}
 
 
@@ -48,7 +70,8 @@ def state_info(module: nn.Module, found: dict[str, Any] | None) -> dict[str, Any
     """The record stored in the checkpoint and in its ``meta.json`` (plain JSON values only, so
     a ``weights_only`` load accepts it)."""
     plain = json.loads(json.dumps(found)) if found is not None else None
-    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)  # what the state leaves out
+    snap = _snapshot(module)
+    frozen = snap["frozen"] if snap is not None else sum(p.numel() for p in module.parameters() if not p.requires_grad)
     return {"format": STATE_FORMAT, "foundation": plain, "trainable": trainable_shapes(module), "frozen_params": frozen}
 
 
@@ -77,7 +100,8 @@ def state_mismatch(info: dict[str, Any], module: nn.Module, found: dict[str, Any
 def check_state_dict(state_dict: dict[str, Any], module: nn.Module) -> str | None:
     """Why ``state_dict`` (loaded non-strictly) would not restore every trainable tensor."""
     now = trainable_shapes(module)
-    known = set(module.state_dict())
+    snap = _snapshot(module)
+    known = snap["keys"] if snap is not None else set(module.state_dict())
     missing = [k for k in now if k not in state_dict]
     unexpected = [k for k in state_dict if k not in known]
     if missing:
@@ -129,7 +153,9 @@ def check_loaded(checkpoint: dict[str, Any], module: nn.Module, found: dict[str,
     """Refuse (one line) a loaded state that would not restore this run's trainable part on
     this run's foundation; a format-1 state (full weights, no record) loads whole."""
     info = checkpoint.get(STATE_KEY)
-    why = check_state_dict(checkpoint.get("state_dict", {}), module)
+    # FSDP's strategy loads the tensors itself and hands the hooks the rest (no "state_dict"); its
+    # file was checked as a state before the fit (state_problem) and its record is checked below
+    why = check_state_dict(checkpoint["state_dict"], module) if "state_dict" in checkpoint else None
     if why is None and info is not None:
         why = state_mismatch(info, module, found)
     if why is not None:

@@ -10,6 +10,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 
 from ftlab.errors import ConfigError
+from ftlab.training.fsdp import fsdp_strategy
 from ftlab.training.progress import StepProgressBar
 
 
@@ -31,8 +32,12 @@ def build_logger(cfg: Any, run_dir: Path):
     raise ConfigError("logger", name, "one of ['csv', 'wandb']")
 
 
-def strategy(cfg: Any) -> str:
+def strategy(cfg: Any, model: Any = None) -> Any:
+    """Lightning's strategy name, or for ``fsdp`` ftlab's FSDP strategy wrapping ``model``'s
+    decoder blocks (:mod:`ftlab.training.fsdp`)."""
     h = cfg.hardware
+    if h.strategy == "fsdp":
+        return fsdp_strategy(cfg, model)
     if h.strategy != "auto":
         return h.strategy
     if h.devices * h.num_nodes > 1:
@@ -41,29 +46,31 @@ def strategy(cfg: Any) -> str:
 
 
 def build_trainer(cfg: Any, *, max_steps: int, callbacks: list, logger=False, run_dir: Path | None = None,
-                  validate: bool = True, accumulate: int | None = None, progress_label: str = "train") -> L.Trainer:
-    """The Trainer of one fit; its progress bar is ftlab's step bar (``ftlab.training.progress``)."""
+                  validate: bool = True, accumulate: int | None = None, progress_label: str = "train",
+                  model: Any = None) -> L.Trainer:
+    """The Trainer of one fit; its progress bar is ftlab's step bar (``ftlab.training.progress``).
+    ``model``: the module the fit trains, which ``hardware.strategy=fsdp`` reads its wrap units from."""
     h = cfg.hardware
     if not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks = [*callbacks, StepProgressBar(progress_label)]
     try:
         return _trainer(cfg, max_steps=max_steps, callbacks=callbacks, logger=logger, run_dir=run_dir,
-                        validate=validate, accumulate=accumulate)
+                        validate=validate, accumulate=accumulate, model=model)
     except (MisconfigurationException, ValueError, ImportError) as err:  # Lightning's refusals of h
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError("hardware", f"{h.name} (accelerator={h.accelerator}, devices={h.devices}, "
-                          f"strategy={strategy(cfg)}, precision={h.precision})",
+                          f"strategy={h.strategy if h.strategy == 'fsdp' else strategy(cfg)}, precision={h.precision})",
                           f"settings Lightning accepts on this machine: {first[:200]}") from err
 
 
 def _trainer(cfg: Any, *, max_steps: int, callbacks: list, logger, run_dir: Path | None, validate: bool,
-             accumulate: int | None) -> L.Trainer:
+             accumulate: int | None, model: Any) -> L.Trainer:
     h, t = cfg.hardware, cfg.train
     return L.Trainer(
         accelerator=h.accelerator,
         devices=h.devices,
         num_nodes=h.num_nodes,
-        strategy=strategy(cfg),
+        strategy=strategy(cfg, model),
         precision=h.precision,
         max_steps=max_steps,
         max_epochs=-1,
