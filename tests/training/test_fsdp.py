@@ -292,3 +292,14 @@ def test_two_sharded_ranks_gather_whole_trainable_tensors_on_rank_0(tmp_path):
     assert zero["local"] + one["local"] == zero["total"] and 0 < zero["local"] < zero["total"]  # really sharded
     assert one["state"] == {} and list(zero["state"]) == list(zero["full"])
     assert all(torch.equal(zero["state"][k], zero["full"][k]) for k in zero["full"])
+
+
+def test_half_precision_base_under_a_mixed_precision_policy_is_refused():
+    # torch FSDP (use_orig_params) leaves a frozen bf16 block's weights out of the gathered state
+    # after backward under bf16-mixed: the H200 check's consolidation failed; fp32 bases and
+    # 32-true stay allowed
+    cfg = compose("hardware=fsdp", "hardware.devices=1", "adapter=lora", "model.dtype=bfloat16")
+    with pytest.raises(ConfigError, match=r"model.dtype='bfloat16' is invalid: float32 with hardware.precision=bf16-mixed"):
+        check_fsdp_config(cfg)
+    assert fsdp_problem(compose("hardware=fsdp", "hardware.devices=1", "adapter=lora")) is None
+    assert fsdp_problem(compose(*CPU_FSDP, "adapter=lora", "model.dtype=bfloat16")) is None
