@@ -7,9 +7,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ftlab.config.compose import config_dir, preflight
+from ftlab.config.compose import config_dir
 from ftlab.config.store import register_configs
 from ftlab.errors import FtlabError, report_error
+from ftlab.launchers.preflight import preflight
 
 # Hydra flags that take the next argument as their value.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.tasks import Example, Task, numbered_jsonl, register_task
+from ftlab.data.task_base import Example, Task, numbered_jsonl, register_task
 from ftlab.errors import FtlabError, fail
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
