@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_config, compose_run
 from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
 from ftlab.errors import ConfigError, FtlabError, report_error
@@ -100,7 +101,7 @@ def run_model(run_dir: Path, cfg: DictConfig, weights: str) -> tuple[torch.nn.Mo
     if weights == "auto":
         weights = ("merged" if (merged / "config.json").is_file()
                    else "adapter" if (adapter / "adapter_config.json").is_file()
-                   else "base" if cfg.adapter.name == "none" else None)
+                   else "base" if not get_adapter(cfg.adapter.name).trains else None)
         if weights is None:
             raise FtlabError(f"{run_dir}: no exported weights (model/ or adapter/); the run needs "
                              f"train.save_merged_model=true or train.save_adapter=true")

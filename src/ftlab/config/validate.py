@@ -190,7 +190,7 @@ def validate_cache_dir(cfg) -> None:
 
 
 def validate_model_memory(cfg) -> None:
-    check_model_memory(cfg)
+    check_model_memory(cfg, [a.name for a in all_adapters() if a.supports_quantized_base])
 
 
 def validate_launcher(cfg) -> None:

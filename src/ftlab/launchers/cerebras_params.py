@@ -39,6 +39,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ftlab.adapters.registry import all_adapters, get_adapter
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import (
     MODELZOO_MODELS,
@@ -53,17 +54,14 @@ from ftlab.launchers.cerebras_steps import JobPlan, check_base
 ARCHS = MODELZOO_MODELS
 #: ``hardware.precision`` values that mean something on a CS-X (float32 = mixed precision off).
 PRECISIONS = ("cbfloat16", "bfloat16", "float16", "float32")
-LORA_ADAPTERS = ("lora", "masked")
-ADAPTERS = ("full", *LORA_ADAPTERS)
-#: Why the other adapters cannot run, for the error line.
-_UNSUPPORTED_ADAPTERS = {
-    "sora": "SoRA's rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for",
-    "sdora": "SDoRA's rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for",
-    "dora": "ModelZoo's Lora callback has no DoRA magnitude vector",
-    "none": "an eval-only control trains nothing to launch",
-}
 #: ftlab importance -> ModelZoo sparsity ``init_method``.
 INIT_METHODS = {"magnitude": "topk", "random": "random"}
+
+
+def _lora_on_cerebras(adapter: str) -> bool:
+    """A low-rank adapter ModelZoo trains with its ``Lora`` callback (LoRA, masked LoRA)."""
+    spec = get_adapter(adapter)
+    return spec.low_rank and spec.supports_cerebras
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -83,10 +81,11 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
         raise ConfigError("hydra.launcher.num_csx" if opts.num_csx is not None else "hardware.num_csx",
                           num_csx, "an integer >= 1")
     name = cfg.adapter.name
-    if name in _UNSUPPORTED_ADAPTERS:
-        raise ConfigError("adapter", name, f"one of {list(ADAPTERS)} on Cerebras: {_UNSUPPORTED_ADAPTERS[name]}")
-    if name not in ADAPTERS:
-        raise ConfigError("adapter", name, f"one of {list(ADAPTERS)} on Cerebras")
+    spec = get_adapter(name)
+    if not spec.supports_cerebras:
+        supported = [a.name for a in all_adapters() if a.supports_cerebras]
+        why = f": {spec.cerebras_note}" if spec.cerebras_note else ""
+        raise ConfigError("adapter", name, f"one of {supported} on Cerebras{why}")
     if cfg.model.arch not in ARCHS:
         why = UNSUPPORTED_ARCHS.get(cfg.model.arch, "ModelZoo models ftlab translates")
         raise ConfigError("model.arch", cfg.model.arch, f"one of {sorted(ARCHS)} on Cerebras ({why})")
@@ -99,7 +98,7 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
     if cfg.logger.name != "csv":
         raise ConfigError("logger", cfg.logger.name, "csv on Cerebras (loss_log.csv is converted from cszoo's logs)")
     _check_sparsity(cfg.sparsity, opts)
-    if opts.sparsity_algorithm == "gmp" and cfg.sparsity.method != "none" and name in LORA_ADAPTERS:
+    if opts.sparsity_algorithm == "gmp" and cfg.sparsity.method != "none" and _lora_on_cerebras(name):
         raise ConfigError("hydra.launcher.sparsity_algorithm", "gmp",
                           f"static with adapter={name} (ModelZoo's GMP updates only masks of weights that get "
                           "gradients, and LoRA freezes the base: the masks would never change)")
@@ -264,7 +263,7 @@ def model_block(cfg: Any) -> dict:
 def lora_callback(cfg: Any, model: dict) -> dict | None:
     """ModelZoo's ``Lora`` callback: one ``lora_params`` entry per group of target modules."""
     a = cfg.adapter
-    if a.name not in LORA_ADAPTERS:
+    if not _lora_on_cerebras(a.name):  # full fine-tuning: no callback
         return None
     targets = lora_target_names(cfg)
     key = "adapter.target_modules" if a.target_modules is not None else "model.target_modules"
@@ -397,7 +396,7 @@ def cszoo_params(cfg: Any, opts: Any, num_csx: int | None = None, plan: JobPlan 
     if plan.val_data_dir:
         init["loop"]["eval_frequency"] = steps
     sparsity = sparsity_block(cfg, opts, steps)
-    if plan.checkpoint and (cfg.adapter.name in LORA_ADAPTERS or sparsity is not None):
+    if plan.checkpoint and (_lora_on_cerebras(cfg.adapter.name) or sparsity is not None):
         # The base checkpoint has no LoRA weights and no sparsity masks: ModelZoo's strict loading
         # (and its SparsityCallback's mask check) would refuse it.
         init["checkpoint"]["disable_strict_checkpoint_loading"] = True

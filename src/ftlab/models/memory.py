@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -42,10 +43,11 @@ def validate_attention(cfg: Any) -> None:
             fail("model.attn_implementation", impl, "sdpa or eager with hardware.accelerator=cpu")
 
 
-def validate_model(cfg: Any) -> None:
-    """Config checks of the model's memory features (registered in ``ftlab.config.validate``)."""
+def validate_model(cfg: Any, quantizable: Sequence[str]) -> None:
+    """Config checks of the model's memory features (registered in ``ftlab.config.validate``);
+    ``quantizable``: the adapters that train beside a k-bit base."""
     validate_attention(cfg)
-    validate_quantization(cfg)
+    validate_quantization(cfg, quantizable)
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:

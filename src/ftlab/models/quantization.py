@@ -23,6 +23,7 @@ import importlib.util
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
@@ -33,8 +34,6 @@ from ftlab.errors import fail
 from ftlab.models.dtypes import torch_dtype
 
 QUANTIZATIONS = ("nf4", "int8")
-#: adapters that train beside a frozen k-bit weight (``none`` evaluates the quantised base)
-QUANTIZABLE_ADAPTERS = ("lora", "dora", "sora", "none")
 #: first bitsandbytes release whose nf4/int8 kernels run without CUDA
 CPU_BNB_VERSION = (0, 47)
 
@@ -62,9 +61,10 @@ def bnb_problem(accelerator: str, cuda: bool | None = None) -> str | None:
     return None
 
 
-def validate_quantization(cfg: Any) -> None:
+def validate_quantization(cfg: Any, quantizable: Sequence[str]) -> None:
     """One line before any weight loads: unknown scheme, no usable bitsandbytes, or a combination
-    that would have to write the packed weights."""
+    that would have to write the packed weights. ``quantizable``: the adapters that train beside a
+    frozen k-bit weight (their spec's ``supports_quantized_base``)."""
     q = cfg.model.quantization
     if q is None:
         return
@@ -73,8 +73,8 @@ def validate_quantization(cfg: Any) -> None:
     problem = bnb_problem(str(cfg.hardware.accelerator))
     if problem:
         fail("model.quantization", q, f"null on this machine: {problem}")
-    if cfg.adapter.name not in QUANTIZABLE_ADAPTERS:
-        fail("adapter", cfg.adapter.name, f"one of {list(QUANTIZABLE_ADAPTERS)} with model.quantization={q} "
+    if cfg.adapter.name not in quantizable:
+        fail("adapter", cfg.adapter.name, f"one of {list(quantizable)} with model.quantization={q} "
              "(a k-bit base stays frozen: full fine-tuning, SDoRA's weight norm and masked LoRA need dense weights)")
     if cfg.base.enabled:
         fail("base.enabled", True, f"false with model.quantization={q} (base pre-training updates every weight)")
