@@ -25,9 +25,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.callbacks.csvfile import CsvAppender
 from ftlab.config.compose import compose_config, compose_run
 from ftlab.errors import ConfigError, FtlabError, report_error
+from ftlab.io import CsvAppender
 
 CONFIG_NAME = "masks"
 FORMATS = ("safetensors", "pt")

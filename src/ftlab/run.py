@@ -22,13 +22,14 @@ from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
 from ftlab.callbacks.checkpoints import STATE_FILE, checkpoint_step, checkpoints_newest_first, read_meta
-from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_json
+from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.packing import padding_fraction
 from ftlab.errors import ConfigError
 from ftlab.evaluation import final_evaluate
+from ftlab.io import write_json
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn

@@ -129,7 +129,7 @@ def load_weights(checkpoint: str, names: set[str]) -> dict[str, torch.Tensor]:
 
 def validate(checkpoint: str, mask: str, report_path: str | Path) -> dict[str, Any]:
     """Validate and write the report; returns it."""
-    from ftlab.callbacks.history import write_json
+    from ftlab.io import write_json
     from ftlab.sparsity.check import check_fit, check_targets, validate_weights
     from ftlab.sparsity.io import load_masks
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 
-from ftlab.callbacks.csvfile import CsvAppender
+from ftlab.io import CsvAppender
 
 FILE = "sparsity_log.csv"
 COLUMNS = ["epoch", "step", "overall_sparsity"]

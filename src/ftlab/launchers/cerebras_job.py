@@ -128,8 +128,8 @@ def checkpoints(job_dir: Path) -> list[str]:
 def write_loss_log(rows: list[dict[str, float]], cfg: Any, path: Path) -> None:
     """``loss_log.csv`` in ftlab's columns; the lr is ftlab's schedule (the YAML reproduces it),
     memory is not reported by the appliance (empty), throughput is ModelZoo's ``Rate``."""
-    from ftlab.callbacks.csvfile import CsvAppender
     from ftlab.callbacks.loss_log import COLUMNS
+    from ftlab.io import CsvAppender
     from ftlab.training.schedules import lr_at, total_steps
 
     steps = total_steps(cfg.schedule, cfg.train.max_steps)
@@ -143,7 +143,7 @@ def write_loss_log(rows: list[dict[str, float]], cfg: Any, path: Path) -> None:
 
 def collect(job_dir: Path, cfg: Any, returncode: int) -> dict[str, Any]:
     """Convert what cszoo left in the job dir into ftlab's files; returns the metrics written."""
-    from ftlab.callbacks.history import write_json
+    from ftlab.io import write_json
 
     rows: list[dict[str, float]] = []
     for log in find_run_logs(job_dir):

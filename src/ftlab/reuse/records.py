@@ -7,12 +7,11 @@ different nodes at the same time; the aggregation runs once, in the process that
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
-from ftlab.callbacks.history import write_json
+from ftlab.io import write_csv, write_json
 
 RECORD_FILE = "reuse_record.json"
 STAGE_LOG = "stage_log.csv"
@@ -110,16 +109,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "jobs": [{"trial": rec["trial"], "job": rec.get("job_num"), "overrides": rec.get("overrides", []),
                   "run_dir": rec.get("run_dir")} for rec in records],
     }
-
-
-def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """A sweep record as CSV, replaced atomically (a reader never sees half a file)."""
-    tmp = Path(path).with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(columns))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
 
 
 def write_stage_log(path: Path, rows: list[dict[str, Any]]) -> None:

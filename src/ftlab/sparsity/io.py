@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ftlab.errors import ConfigError
+from ftlab.io import atomic_path
 
 FORMAT_VERSION = 1
 SUFFIXES = (".safetensors", ".pt")
@@ -24,10 +25,6 @@ SUFFIXES = (".safetensors", ".pt")
 
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".tmp-{path.name}")
 
 
 def save_masks(masks: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, Any]) -> Path:
@@ -38,19 +35,12 @@ def save_masks(masks: dict[str, torch.Tensor], path: str | Path, metadata: dict[
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: m.detach().to(torch.bool).contiguous().cpu() for name, m in masks.items()}
     side = sidecar_path(path)
-    tmp_mask, tmp_side = _tmp(path), _tmp(side)
-    try:
+    with atomic_path(side) as tmp_side, atomic_path(path) as tmp_mask:  # mask replaced first, then sidecar
         if path.suffix == ".safetensors":
             save_file(tensors, str(tmp_mask), metadata={"format": "ftlab-mask", "version": str(FORMAT_VERSION)})
         else:
             torch.save(tensors, tmp_mask)
         tmp_side.write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
-        tmp_mask.replace(path)
-        tmp_side.replace(side)
-    except BaseException:
-        for p in (tmp_mask, tmp_side):
-            p.unlink(missing_ok=True)
-        raise
     return path
 
 

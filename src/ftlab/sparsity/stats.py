@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ftlab.callbacks.csvfile import CsvAppender
+from ftlab.io import CsvAppender, atomic_path
 from ftlab.sparsity.masks import overall_sparsity, sparsity_of
 from ftlab.sparsity.selection import HeadLayout
 
@@ -92,8 +92,9 @@ def plot_histogram(masks: dict[str, torch.Tensor], target: float, path: str | Pa
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path
