@@ -35,6 +35,7 @@ from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.harness.data import run_split_files, whole_file_files
 from ftlab.harness.score import score_run_task
 from ftlab.models import build_tokenizer
+from ftlab.sparsity.pipeline import prepare_masks
 
 WEIGHTS = ("auto", "merged", "adapter", "base")
 
@@ -110,8 +111,7 @@ def run_model(run_dir: Path, cfg: DictConfig, weights: str) -> tuple[torch.nn.Mo
             raise ConfigError("--weights", weights, f"a run with an exported model ({merged} is missing)")
         return _load_hf(merged), _tokenizer(merged, cfg), weights
     # adapter / base: the run's base model (and sparsity masks) rebuilt from its config
-    from ftlab.run import prepare_model
-    from ftlab.sparsity.pipeline import prepare_masks
+    from ftlab.run import prepare_model  # Lightning + peft: only when the base is rebuilt
 
     tokenizer, base = prepare_model(cfg)
     prepare_masks(cfg, base, tokenizer)

@@ -24,10 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from safetensors.torch import save_file
 
 from ftlab.config.compose import compose_config, compose_run
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.io import CsvAppender
+from ftlab.sparsity.check import check_targets
+from ftlab.sparsity.compute import compute_pruned_for_levels, importance_of, layouts_for, spec_of
+from ftlab.sparsity.io import save_masks
+from ftlab.sparsity.selection import select_modules
+from ftlab.sparsity.stats import describe, plot_histogram, write_layer_table
 
 CONFIG_NAME = "masks"
 FORMATS = ("safetensors", "pt")
@@ -60,11 +66,6 @@ def levels_of(sparsity_cfg: Any) -> list[float]:
 
 
 def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model_name: str, layouts) -> dict:
-    from ftlab.sparsity.check import check_targets
-    from ftlab.sparsity.compute import importance_of, spec_of
-    from ftlab.sparsity.io import save_masks
-    from ftlab.sparsity.stats import describe, plot_histogram, write_layer_table
-
     sp = cfg.sparsity
     spec = spec_of(sp, level)
     masks = pruned.masks
@@ -76,8 +77,6 @@ def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model
     directory.mkdir(parents=True, exist_ok=True)
     path = save_masks(masks, directory / f"mask.{fmt}", meta)
     if pruned.weights:
-        from safetensors.torch import save_file
-
         save_file({n: w.contiguous() for n, w in pruned.weights.items()}, str(directory / "weights.safetensors"))
     write_layer_table(masks, pruned.levels or spec.target, directory / "layer_sparsity.csv")
     plot_histogram(masks, spec.target, directory / "sparsity.png",
@@ -88,9 +87,7 @@ def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model
 
 def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
     """Compose, validate, compute and write; returns the output directory."""
-    from ftlab.run import prepare_model
-    from ftlab.sparsity.compute import compute_pruned_for_levels, layouts_for, spec_of
-    from ftlab.sparsity.selection import select_modules
+    from ftlab.run import prepare_model  # Lightning: not for --help or a bad option
 
     cfg = compose_run(overrides, config_name=CONFIG_NAME)
     out_dir = Path(compose_config(overrides, with_hydra=True, config_name=CONFIG_NAME).hydra.run.dir)

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,6 +31,7 @@ from ftlab.data.packing import padding_fraction
 from ftlab.errors import ConfigError
 from ftlab.evaluation import final_evaluate
 from ftlab.io import write_json
+from ftlab.launchers.slurm import resume_setting
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
@@ -50,8 +52,6 @@ log = logging.getLogger("ftlab")
 
 def run_dir_of(cfg: DictConfig) -> Path:
     """Hydra's job output dir (``experiments/<name>/<ts>`` or the sweep's job dir)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path("experiments") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -61,8 +61,6 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, found: dict[str, Any] | No
     """The state file to resume from (``None``: start at step 0), checked before anything runs:
     intact (``resume=auto`` falls back past an incomplete newest checkpoint, saying so), no pickled
     objects, and standing on this run's model/base/mask keys (``found``)."""
-    from ftlab.launchers.slurm import resume_setting
-
     resume = resume_setting(cfg.resume)  # a requeued SLURM job resumes from its job dir ("auto")
     if resume is None:
         return None
@@ -175,7 +173,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     samples = module.examples * trainer.world_size
     tokens = module.real_tokens * trainer.world_size
     if cfg.logger.name == "wandb" and trainer.is_global_zero:
-        import wandb
+        import wandb  # optional dependency: logger=wandb only
 
         wandb.finish()
     return {

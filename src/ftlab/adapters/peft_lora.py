@@ -52,9 +52,8 @@ def validate_low_rank(adapter_cfg, run_cfg=None) -> None:
 
 def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> PeftLoraConfig:
     """peft's config with the targets resolved against ``model`` (one-line error if none match)."""
-    from peft import (
-        LoraConfig as PeftLoraConfig,  # heavy (~4 s of imports): only when a peft adapter is built
-    )
+    # peft is heavy (~4 s of imports): loaded only when a peft adapter is built
+    from peft import LoraConfig as PeftLoraConfig
 
     return PeftLoraConfig(
         r=adapter_cfg.r,

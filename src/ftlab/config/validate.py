@@ -20,7 +20,6 @@ from ftlab.config.schema import SparsityConfig
 from ftlab.data.real_tasks import validate_real_task
 from ftlab.data.tasks import build_task, task_names
 from ftlab.errors import UnknownKeyError, fail
-from ftlab.evaluation import SCORERS
 from ftlab.launchers.slurm import validate_launcher as check_slurm_launcher
 from ftlab.models.memory import validate_model as check_model_memory
 from ftlab.reuse.checks import validate_cache_dir as check_cache_dir
@@ -132,6 +131,8 @@ def validate_model(cfg) -> None:
 
 
 def validate_task_metric(cfg) -> None:
+    from ftlab.evaluation import SCORERS  # torchmetrics (loads matplotlib): not at `python -m ftlab` start-up
+
     if cfg.task.metric not in SCORERS:
         fail("task.metric", cfg.task.metric, f"one of {sorted(SCORERS)}")
     validate_real_task(cfg)

@@ -42,7 +42,7 @@ def read_rows(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
 
 
 def _read_parquet(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
-    import pandas as pd
+    import pandas as pd  # optional heavy dependency: only for .parquet files
 
     try:
         frame = pd.read_parquet(path)

@@ -40,6 +40,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ftlab.adapters.registry import all_adapters, get_adapter
+from ftlab.adapters.targets import requested_targets
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import (
     MODELZOO_MODELS,
@@ -49,6 +50,11 @@ from ftlab.launchers.cerebras_names import (
 )
 from ftlab.launchers.cerebras_options import SPARSITY_ALGORITHMS
 from ftlab.launchers.cerebras_steps import JobPlan, check_base
+from ftlab.models import build_model, build_tokenizer
+from ftlab.models.build import model_config
+from ftlab.models.structure import decoder_linears, leaf_names
+from ftlab.sparsity.selection import select_modules
+from ftlab.training.schedules import total_steps
 
 #: ftlab ``model.arch`` -> ModelZoo model name.
 ARCHS = MODELZOO_MODELS
@@ -141,8 +147,6 @@ def _check_sparsity(s: Any, opts: Any) -> None:
 
 # ---------------------------------------------------------------------------- schedules
 def _step_count(schedule_cfg: Any, max_steps: int) -> int:
-    from ftlab.training.schedules import total_steps
-
     return total_steps(schedule_cfg, max_steps)
 
 
@@ -203,9 +207,6 @@ def cerebras_lr(scheds: list[dict], step: int) -> float:
 
 # ---------------------------------------------------------------------------- model
 def _hf_config(model_cfg: Any):
-    from ftlab.models import build_tokenizer
-    from ftlab.models.build import model_config
-
     tokenizer = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
     return model_config(model_cfg, tokenizer)
 
@@ -280,29 +281,20 @@ def lora_callback(cfg: Any, model: dict) -> dict | None:
 def lora_target_names(cfg: Any) -> list[str]:
     """The configured target list, or (null) the leaf names of the decoder linears of the
     architecture, read on the meta device."""
-    from ftlab.adapters.targets import requested_targets
-
     targets = requested_targets(cfg.adapter, cfg)
     if targets is not None:
         return targets
-    from ftlab.models import build_model
-    from ftlab.models.structure import decoder_linears, leaf_names
 
     return leaf_names(decoder_linears(build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")))
 
 
 def pruned_weight_names(cfg: Any) -> list[str]:
     """The weights ftlab's sparsity config would prune, read off the architecture on the meta device."""
-    from ftlab.models import build_model
-    from ftlab.sparsity.selection import select_modules
-
     model = build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")
     return sorted(select_modules(model, list(cfg.sparsity.modules)))
 
 
 def _tokenizer_or_none(model_cfg: Any):
-    from ftlab.models import build_tokenizer
-
     return build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ftlab.adapters.registry import get_adapter
+from ftlab.models import build_model, build_tokenizer
 from ftlab.models.structure import decoder_blocks, decoder_linears, matches
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -49,8 +50,6 @@ def _plain(node: Any) -> Any:
 
 @lru_cache(maxsize=32)
 def _facts(model_json: str) -> ModelFacts:
-    from ftlab.models import build_model, build_tokenizer
-
     model_cfg = OmegaConf.create(json.loads(model_json))
     tok = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
     model = build_model(model_cfg, tok, device="meta")

@@ -26,7 +26,7 @@ from ftlab.plan.params import (
 )
 from ftlab.plan.priors import Prior, find_priors
 from ftlab.plan.search import search_numbers, sweeper_search
-from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree
+from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree, trial_chain
 
 PLAN_VERSION = 1
 
@@ -164,8 +164,6 @@ def build_runs(overrides: list[str], options: PlanOptions) -> tuple[list[list[st
     cfgs = [compose_run(job) for job in jobs]
     controls_of: dict[str, list[str]] = {}
     if options.controls:
-        from ftlab.plan.stages import trial_chain
-
         for job, cfg in zip(jobs, cfgs):
             key = trial_chain(cfg, trains=False)[0].key  # the base model (trial 0: its shared key)
             controls_of.setdefault(key, control_overrides(job))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ftlab.errors import ConfigError
@@ -74,8 +74,6 @@ def load_masks(path: str | Path, key: str = "sparsity.mask_path") -> tuple[dict[
 def mask_shapes(path: str | Path, key: str = "sparsity.mask_path") -> dict[str, tuple[tuple[int, ...], str]]:
     """``{name: (shape, dtype)}`` of a safetensors mask file, read from its header only (cheap
     enough for composition-time checks of every job of a sweep)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             out = {}

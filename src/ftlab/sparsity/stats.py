@@ -67,7 +67,7 @@ def write_layer_table(masks: dict[str, torch.Tensor], target: float | dict[str, 
 def plot_histogram(masks: dict[str, torch.Tensor], target: float, path: str | Path, title: str = "") -> Path:
     """Left: achieved sparsity per layer against the target. Right: histogram of per-row
     sparsity over all pruned layers (uniform for row groups, spread out for global masks)."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency: only when a histogram is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
