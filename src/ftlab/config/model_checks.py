@@ -104,7 +104,8 @@ def meta_architecture(model_yaml: str) -> nn.Module:
 
 def check_model(cfg: Any) -> None:
     """Validator (composition): dtype, tokenizer, arch, divisibility, then the meta-device build of
-    ``model.config``. Presets name hub ids in ``name_or_path`` for planning; whether that is a
+    ``model.config`` and the configured target lists against it (the adapters' own target rule,
+    :func:`ftlab.adapters.targets.check_configured_targets`, so composition and build agree). Presets name hub ids in ``name_or_path`` for planning; whether that is a
     directory the run can load is :func:`check_model_dir`'s question, asked by the preflight."""
     m = cfg.model
     torch_dtype(m.dtype)
