@@ -29,9 +29,10 @@ import pytest
 import torch
 
 from conftest import ROOT, cli
-from ftlab.config.compose import compose_config, expand_sweep, preflight
+from ftlab.config.compose import compose_config, expand_sweep
 from ftlab.data.checks import _facts
 from ftlab.errors import FtlabError, report_error
+from ftlab.launchers.preflight import preflight
 from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
 
 

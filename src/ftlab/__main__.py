@@ -5,11 +5,17 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from ftlab.config.compose import config_dir, preflight
+from ftlab.config.compose import config_dir, translate_hydra_error
 from ftlab.config.store import register_configs
+from ftlab.console import configure_run_console
 from ftlab.errors import FtlabError, report_error
+from ftlab.launchers.preflight import preflight
+from ftlab.rundir import discard_if_empty
 
 # Hydra flags that take the next argument as their value.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -53,11 +59,6 @@ def die(err: FtlabError) -> None:
 
 def discard_run_dir() -> None:
     """After a failed job: remove the run dir Hydra made if it holds nothing of value yet."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from ftlab.rundir import discard_if_empty
-
     hc = HydraConfig.get()
     sweep = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
     discard_if_empty(hc.runtime.output_dir, sweep)
@@ -65,12 +66,7 @@ def discard_run_dir() -> None:
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf.errors import OmegaConfBaseException
-
-    from ftlab.config.compose import translate_hydra_error
-    from ftlab.console import configure_run_console
-    from ftlab.run import run
+    from ftlab.run import run  # Lightning + transformers: loaded once a job runs, not for --help/--cfg
 
     configure_run_console(bool(HydraConfig.get().verbose))  # after Hydra's logging setup: once per line
     try:

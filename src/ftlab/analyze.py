@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ftlab.analysis import analyze
 from ftlab.errors import FtlabError, report_error
 
 
@@ -24,7 +25,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from ftlab.analysis import analyze
 
     try:
         result = analyze(args.dir, args.out, plot=args.plot)

@@ -16,14 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
+import shutil
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ftlab.config.schema import PathsConfig
 from ftlab.errors import ConfigError, FtlabError, report_error
+from ftlab.reuse.store import ArtifactStore
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -92,8 +96,6 @@ def describe_state(facts: dict[str, Any]) -> str:
 
 
 def open_store(path: Path):
-    from ftlab.reuse.store import ArtifactStore
-
     if not path.is_dir():
         raise ConfigError("--cache-dir", str(path), "an existing cache directory (paths.cache_dir of the runs)")
     return ArtifactStore(path)
@@ -127,8 +129,6 @@ def cmd_ls(store, args) -> int:
 
 
 def cmd_verify(store, args) -> int:
-    import shutil
-
     damaged = 0
     for entry in store.entries():
         problems = store.problems(entry.key, checksums=True)
@@ -153,8 +153,6 @@ def cmd_verify(store, args) -> int:
 
 
 def cmd_gc(store, args) -> int:
-    import shutil
-
     cutoff = parse_date(args.unused_since) if args.unused_since else None
     budget = parse_size(args.max_size) if args.max_size is not None else None
     used, sizes = {}, {}
@@ -193,10 +191,6 @@ def cmd_gc(store, args) -> int:
 def default_cache_dir(env: dict[str, str] | None = None) -> Path:
     """What runs use when ``paths.cache_dir`` is not overridden: ``$FTLAB_CACHE_DIR`` (conf/config.yaml
     reads it), else the schema's default."""
-    import os
-
-    from ftlab.config.schema import PathsConfig
-
     env = os.environ if env is None else env
     return Path(env.get("FTLAB_CACHE_DIR") or PathsConfig().cache_dir)
 

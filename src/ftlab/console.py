@@ -76,7 +76,7 @@ def route_library_loggers() -> None:
 
 def quiet_progress_bars(verbose_on: bool) -> None:
     """transformers' "Writing model shards" bars (one per export) are the only other bars."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy: only once a run configures its console
 
     if verbose_on:
         hf_logging.enable_progress_bar()

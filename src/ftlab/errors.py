@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -27,7 +28,5 @@ class UnknownKeyError(ConfigError):
 
 def report_error(err: FtlabError) -> int:
     """Print ``err`` the way every ftlab CLI does (one line on stderr); returns the exit status 2."""
-    import sys
-
     print(f"ftlab: error: {err}", file=sys.stderr)
     return 2

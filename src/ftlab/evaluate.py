@@ -28,12 +28,14 @@ from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_config, compose_run
 from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.harness.data import run_split_files, whole_file_files
 from ftlab.harness.score import score_run_task
 from ftlab.models import build_tokenizer
+from ftlab.sparsity.pipeline import prepare_masks
 
 WEIGHTS = ("auto", "merged", "adapter", "base")
 
@@ -100,7 +102,7 @@ def run_model(run_dir: Path, cfg: DictConfig, weights: str) -> tuple[torch.nn.Mo
     if weights == "auto":
         weights = ("merged" if (merged / "config.json").is_file()
                    else "adapter" if (adapter / "adapter_config.json").is_file()
-                   else "base" if cfg.adapter.name == "none" else None)
+                   else "base" if not get_adapter(cfg.adapter.name).trains else None)
         if weights is None:
             raise FtlabError(f"{run_dir}: no exported weights (model/ or adapter/); the run needs "
                              f"train.save_merged_model=true or train.save_adapter=true")
@@ -109,8 +111,7 @@ def run_model(run_dir: Path, cfg: DictConfig, weights: str) -> tuple[torch.nn.Mo
             raise ConfigError("--weights", weights, f"a run with an exported model ({merged} is missing)")
         return _load_hf(merged), _tokenizer(merged, cfg), weights
     # adapter / base: the run's base model (and sparsity masks) rebuilt from its config
-    from ftlab.run import prepare_model
-    from ftlab.sparsity.pipeline import prepare_masks
+    from ftlab.run import prepare_model  # Lightning + peft: only when the base is rebuilt
 
     tokenizer, base = prepare_model(cfg)
     prepare_masks(cfg, base, tokenizer)

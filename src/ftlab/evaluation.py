@@ -16,6 +16,7 @@ from typing import Any
 
 from torchmetrics.aggregation import MeanMetric
 
+from ftlab.data.real_tasks import REAL_TASKS
 from ftlab.data.tasks import Example
 from ftlab.inference import generate_answers, loss_on
 from ftlab.scoring import choice_accuracy, final_number_match
@@ -65,8 +66,6 @@ def evaluate(model, tokenizer, splits, cfg) -> dict[str, float]:
 
 def uses_harness(cfg) -> bool:
     """Final numbers of the published benchmarks come from lm-eval (``eval.harness``)."""
-    from ftlab.data.real_tasks import REAL_TASKS
-
     return bool(cfg.eval.harness and cfg.eval.generate and cfg.task.name in REAL_TASKS)
 
 

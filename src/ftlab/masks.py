@@ -24,10 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from safetensors.torch import save_file
 
-from ftlab.callbacks.csvfile import CsvAppender
 from ftlab.config.compose import compose_config, compose_run
 from ftlab.errors import ConfigError, FtlabError, report_error
+from ftlab.io import CsvAppender
+from ftlab.sparsity import stats
+from ftlab.sparsity.check import check_targets
+from ftlab.sparsity.compute import compute_pruned_for_levels, importance_of, layouts_for, spec_of
+from ftlab.sparsity.io import save_masks
+from ftlab.sparsity.selection import select_modules
 
 CONFIG_NAME = "masks"
 FORMATS = ("safetensors", "pt")
@@ -60,15 +66,10 @@ def levels_of(sparsity_cfg: Any) -> list[float]:
 
 
 def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model_name: str, layouts) -> dict:
-    from ftlab.sparsity.check import check_targets
-    from ftlab.sparsity.compute import importance_of, spec_of
-    from ftlab.sparsity.io import save_masks
-    from ftlab.sparsity.stats import describe, plot_histogram, write_layer_table
-
     sp = cfg.sparsity
     spec = spec_of(sp, level)
     masks = pruned.masks
-    meta = describe(masks, model=model_name, method=sp.method, importance=importance_of(sp), target=spec.target,
+    meta = stats.describe(masks, model=model_name, method=sp.method, importance=importance_of(sp), target=spec.target,
                     spec=spec, layouts=layouts, levels=pruned.levels,
                     extra={"modules": list(sp.modules), "seed": cfg.seed if sp.seed is None else sp.seed,
                            "calibration": OmegaConf.to_container(sp.calibration)})
@@ -76,11 +77,9 @@ def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model
     directory.mkdir(parents=True, exist_ok=True)
     path = save_masks(masks, directory / f"mask.{fmt}", meta)
     if pruned.weights:
-        from safetensors.torch import save_file
-
         save_file({n: w.contiguous() for n, w in pruned.weights.items()}, str(directory / "weights.safetensors"))
-    write_layer_table(masks, pruned.levels or spec.target, directory / "layer_sparsity.csv")
-    plot_histogram(masks, spec.target, directory / "sparsity.png",
+    stats.write_layer_table(masks, pruned.levels or spec.target, directory / "layer_sparsity.csv")
+    stats.plot_histogram(masks, spec.target, directory / "sparsity.png",
                    title=f"{model_name}: {sp.method} / {importance_of(sp)} @ {spec.target:.2f}")
     return {"level": level, "target": f"{spec.target:.6f}", "overall_sparsity": f"{meta['overall_sparsity']:.6f}",
             "mask": str(Path(directory.name) / path.name)}
@@ -88,9 +87,7 @@ def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model
 
 def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
     """Compose, validate, compute and write; returns the output directory."""
-    from ftlab.run import prepare_model
-    from ftlab.sparsity.compute import compute_pruned_for_levels, layouts_for, spec_of
-    from ftlab.sparsity.selection import select_modules
+    from ftlab.run import prepare_model  # Lightning: not for --help or a bad option
 
     cfg = compose_run(overrides, config_name=CONFIG_NAME)
     out_dir = Path(compose_config(overrides, with_hydra=True, config_name=CONFIG_NAME).hydra.run.dir)

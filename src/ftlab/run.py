@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,13 +23,15 @@ from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
 from ftlab.callbacks.checkpoints import STATE_FILE, checkpoint_step, checkpoints_newest_first, read_meta
-from ftlab.callbacks.history import empty_history, fill_final_val_loss, write_json
+from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.packing import padding_fraction
 from ftlab.errors import ConfigError
 from ftlab.evaluation import final_evaluate
+from ftlab.io import write_json
+from ftlab.launchers.slurm import resume_setting
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
@@ -38,7 +41,8 @@ from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import stage_run
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
-from ftlab.training.fsdp import ShardedStrategy, check_fsdp
+from ftlab.training.fsdp import ShardedStrategy
+from ftlab.training.fsdp_rules import check_fsdp
 from ftlab.training.module import FtlabModule
 from ftlab.training.progress import header
 from ftlab.training.schedules import total_steps
@@ -50,8 +54,6 @@ log = logging.getLogger("ftlab")
 
 def run_dir_of(cfg: DictConfig) -> Path:
     """Hydra's job output dir (``experiments/<name>/<ts>`` or the sweep's job dir)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path("experiments") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -61,8 +63,6 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, found: dict[str, Any] | No
     """The state file to resume from (``None``: start at step 0), checked before anything runs:
     intact (``resume=auto`` falls back past an incomplete newest checkpoint, saying so), no pickled
     objects, and standing on this run's model/base/mask keys (``found``)."""
-    from ftlab.launchers.slurm import resume_setting
-
     resume = resume_setting(cfg.resume)  # a requeued SLURM job resumes from its job dir ("auto")
     if resume is None:
         return None
@@ -178,7 +178,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     samples = module.examples * trainer.world_size
     tokens = module.real_tokens * trainer.world_size
     if cfg.logger.name == "wandb" and trainer.is_global_zero:
-        import wandb
+        import wandb  # optional dependency: logger=wandb only
 
         wandb.finish()
     return {

@@ -18,13 +18,21 @@ elsewhere it stops with one line saying so, before anything is written.
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM
 
 from ftlab.errors import ConfigError, FtlabError, report_error
+from ftlab.io import write_json
+from ftlab.sparsity.check import check_fit, check_targets, validate_weights
+from ftlab.sparsity.io import load_masks
+from ftlab.sparsity.selection import canonical_name
+from ftlab.sparsity.semi import compare_speed, to_semi_structured_, unsupported_reason
 
 KEYS = ("checkpoint", "mask", "report", "speed", "batch", "seq")
 SPEEDS = ("2:4",)
@@ -49,7 +57,6 @@ def parse_args(argv: list[str]) -> dict[str, str]:
                 raise ConfigError(key, args[key], "a positive integer")
         if not Path(args["checkpoint"]).is_dir() or (Path(args["checkpoint"]) / STATE_FILE).is_file():
             raise ConfigError("checkpoint", args["checkpoint"], "a merged model directory (<run>/model) with speed=2:4")
-        from ftlab.sparsity.semi import unsupported_reason
 
         reason = unsupported_reason()
         if reason:
@@ -59,12 +66,6 @@ def parse_args(argv: list[str]) -> dict[str, str]:
 
 def measure_speed(checkpoint: str, batch: int, seq: int) -> dict[str, Any]:
     """Dense vs 2:4 semi-structured forward of the model directory (fp16, CUDA)."""
-    import copy
-
-    from transformers import AutoModelForCausalLM
-
-    from ftlab.sparsity.semi import compare_speed, to_semi_structured_
-
     dense = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float16).cuda().eval()
     sparse = copy.deepcopy(dense)
     converted = to_semi_structured_(sparse)
@@ -84,8 +85,6 @@ def _load_torch(path: Path) -> dict[str, Any]:
 
 
 def _from_safetensors(files: list[Path], names: set[str]) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
     out: dict[str, torch.Tensor] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as fh:
@@ -97,8 +96,6 @@ def _from_safetensors(files: list[Path], names: set[str]) -> dict[str, torch.Ten
 
 def _canonical_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Lightning's ``state_dict`` of :class:`FtlabModule`: ``model.`` prefix, maybe peft names."""
-    from ftlab.sparsity.selection import canonical_name
-
     return {canonical_name(k.removeprefix("model.")): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
@@ -129,10 +126,6 @@ def load_weights(checkpoint: str, names: set[str]) -> dict[str, torch.Tensor]:
 
 def validate(checkpoint: str, mask: str, report_path: str | Path) -> dict[str, Any]:
     """Validate and write the report; returns it."""
-    from ftlab.callbacks.history import write_json
-    from ftlab.sparsity.check import check_fit, check_targets, validate_weights
-    from ftlab.sparsity.io import load_masks
-
     masks, meta = load_masks(mask, key="mask")
     weights = load_weights(checkpoint, set(masks))
     for name in masks:
@@ -158,8 +151,6 @@ def main(argv: list[str] | None = None) -> None:
         args = parse_args(argv)
         report = validate(args["checkpoint"], args["mask"], args["report"])
         if "speed" in args and report["passed"]:
-            from ftlab.callbacks.history import write_json
-
             report["speed"] = measure_speed(args["checkpoint"], int(args["batch"]), int(args["seq"]))
             write_json(Path(args["report"]), report)
             sp = report["speed"]

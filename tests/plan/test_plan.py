@@ -196,8 +196,8 @@ def test_planner_options_fail_with_one_line():
 @pytest.mark.parametrize("bad,key", [("+experiment=no_such_experiment", "experiment"),
                                      ("adapter.rank=4", "adapter.rank")])
 def test_bad_input_fails_like_a_run(tmp_path, bad, key):
-    from ftlab.config.compose import preflight
     from ftlab.errors import FtlabError
+    from ftlab.launchers.preflight import preflight
 
     out = tmp_path / "plan"
     plan = cli("ftlab.plan", bad, f"plan.dir={out}")

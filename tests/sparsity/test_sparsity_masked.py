@@ -7,7 +7,8 @@ import pytest
 import torch
 from peft import PeftModel
 
-from ftlab.adapters.masked import MaskedLora, MaskedLoraLinear
+from ftlab.adapters.masked import MaskedLora
+from ftlab.adapters.masked_layer import MaskedLoraLinear
 from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
 from ftlab.sparsity.apply import apply_masks_

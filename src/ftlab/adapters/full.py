@@ -35,5 +35,7 @@ class Control(AdaptedModel):
         super().__init__(model, adapter_cfg, run_cfg)
 
 
-register_adapter(AdapterSpec("full", FullConfig, FullFineTuning))
-register_adapter(AdapterSpec("none", NoneConfig, Control, trains=False))
+register_adapter(AdapterSpec("full", FullConfig, FullFineTuning, full_weights=True, supports_cerebras=True,
+                             label="full fine-tuning"))
+register_adapter(AdapterSpec("none", NoneConfig, Control, trains=False, supports_quantized_base=True,
+                             cerebras_note="an eval-only control trains nothing to launch", label="control"))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from peft import LoraConfig as PeftLoraConfig
-from peft import get_peft_model
 from torch import nn
 
 from ftlab.adapters.base import AdaptedModel
@@ -15,6 +14,9 @@ from ftlab.adapters.targets import adapter_targets, peft_target_list
 from ftlab.config.schema import AdapterConfig
 from ftlab.errors import fail
 from ftlab.models.quantization import dequantized_merge, is_quantized
+
+if TYPE_CHECKING:
+    from peft import LoraConfig as PeftLoraConfig
 
 
 @dataclass
@@ -50,6 +52,9 @@ def validate_low_rank(adapter_cfg, run_cfg=None) -> None:
 
 def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> PeftLoraConfig:
     """peft's config with the targets resolved against ``model`` (one-line error if none match)."""
+    # peft is heavy (~4 s of imports): loaded only when a peft adapter is built
+    from peft import LoraConfig as PeftLoraConfig
+
     return PeftLoraConfig(
         r=adapter_cfg.r,
         lora_alpha=adapter_cfg.alpha,
@@ -64,6 +69,8 @@ class PeftLowRank(AdaptedModel):
     use_dora = False
 
     def __init__(self, model, adapter_cfg, run_cfg):
+        from peft import get_peft_model  # heavy (~4 s of imports): only when a peft adapter is built
+
         super().__init__(get_peft_model(model, peft_config(model, adapter_cfg, run_cfg, use_dora=self.use_dora)),
                          adapter_cfg, run_cfg)
 
@@ -87,5 +94,8 @@ class PeftDora(PeftLowRank):
     use_dora = True
 
 
-register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_low_rank))
-register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_low_rank))
+register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_low_rank, low_rank=True,
+                             supports_quantized_base=True, supports_cerebras=True, label="LoRA"))
+register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_low_rank, low_rank=True, magnitude=True,
+                             supports_quantized_base=True, label="DoRA",
+                             cerebras_note="ModelZoo's Lora callback has no DoRA magnitude vector"))

@@ -1,7 +1,13 @@
-"""Adapter registry: the ``adapter`` config choice -> its schema, validator and builder.
+"""Adapter registry: the ``adapter`` config choice -> its schema, validator, builder and flags.
 
-Adding an adapter family = one new module that calls :func:`register_adapter` plus one YAML file
-in ``conf/adapter/``; nothing else changes.
+A leaf: it imports no adapter family. Each family module registers its specs on import (as peft's
+tuners register themselves), and :mod:`ftlab.adapters` imports every built-in family, so any
+``ftlab.adapters.*`` import sees them all. Adding an adapter family = one new module that calls
+:func:`register_adapter`, one import line in ``ftlab/adapters/__init__.py`` and one YAML file in
+``conf/adapter/``.
+
+Rules that span adapters (planner arithmetic, quantisation, Cerebras, per-stage thresholds) read
+the capability flags of :class:`AdapterSpec`, never adapter names.
 """
 
 from __future__ import annotations
@@ -23,7 +29,25 @@ class AdapterSpec:
     build: Callable[[nn.Module, Any, Any], Any]
     # validate(adapter_cfg, run_cfg) raises ConfigError; range checks a type cannot express
     validate: Callable[[Any, Any], None] | None = None
-    trains: bool = True  # False: control run (evaluate only)
+    #: False: control run (evaluate only, nothing trains)
+    trains: bool = True
+    #: every weight of the model trains (full fine-tuning); else the base is frozen
+    full_weights: bool = False
+    #: low-rank factors A (r x in) and B (out x r) per target linear (``adapter.r``)
+    low_rank: bool = False
+    #: one gate per rank, sparsified by a proximal step after every optimiser step (SoRA)
+    gated: bool = False
+    #: one DoRA magnitude per output row of each target linear
+    magnitude: bool = False
+    #: the update keeps the sparse base's zeros (needs a mask)
+    masked: bool = False
+    #: can train beside a frozen k-bit (bitsandbytes) base
+    supports_quantized_base: bool = False
+    #: ModelZoo (Cerebras) can train it; ``cerebras_note`` says why not otherwise
+    supports_cerebras: bool = False
+    cerebras_note: str = ""
+    #: printed name (``SoRA``) for messages
+    label: str = ""
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
@@ -36,21 +60,11 @@ def register_adapter(spec: AdapterSpec) -> AdapterSpec:
     return spec
 
 
-def _load_builtin() -> None:
-    # Import for the side effect of registration; one line per adapter family.
-    import ftlab.adapters.full  # noqa: F401
-    import ftlab.adapters.masked  # noqa: F401
-    import ftlab.adapters.peft_lora  # noqa: F401
-    import ftlab.adapters.sora  # noqa: F401
-
-
 def all_adapters() -> list[AdapterSpec]:
-    _load_builtin()
     return list(_REGISTRY.values())
 
 
 def get_adapter(name: str) -> AdapterSpec:
-    _load_builtin()
     if name not in _REGISTRY:
         raise ConfigError("adapter", name, f"one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]

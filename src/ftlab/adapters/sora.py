@@ -58,7 +58,6 @@ from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.peft_lora import LowRankConfig, validate_low_rank
 from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets
-from ftlab.config.validate import VALIDATORS
 from ftlab.errors import fail
 from ftlab.models.quantization import dense_weight, dequantized_model, is_quantized
 from ftlab.models.structure import matches
@@ -113,21 +112,6 @@ def validate_sora(adapter_cfg: Any, run_cfg: Any = None) -> None:
             fail("adapter.sparse_lambda_2", a.sparse_lambda_2, "a number > 0 with xi_schedule=exp_linear")
     elif a.xi_max is not None and a.xi_max < 0:
         fail("adapter.xi_max", a.xi_max, "a number >= 0, or null")
-
-
-def validate_stage_thresholds(cfg: Any) -> None:
-    """A per-stage ``sparse_lambda_2`` only means something for a gated adapter."""
-    s = cfg.schedule
-    if s.name != "stages" or not s.stages or cfg.adapter.name in ("sora", "sdora"):
-        return
-    for i, st in enumerate(s.stages):
-        if st.sparse_lambda_2 is not None:
-            fail(f"schedule.stages[{i}].sparse_lambda_2", st.sparse_lambda_2,
-                 f"unset for adapter={cfg.adapter.name} (only sora/sdora have a threshold)")
-
-
-if validate_stage_thresholds not in VALIDATORS:
-    VALIDATORS.append(validate_stage_thresholds)
 
 
 # -- layers ----------------------------------------------------------------------------------
@@ -330,7 +314,7 @@ class SoraModel(AdaptedModel):
         return out
 
     def export_config(self, folded: dict[str, dict[str, torch.Tensor]]):
-        from peft import LoraConfig
+        from peft import LoraConfig  # heavy (~4 s of imports): only when an adapter is exported
 
         ranks = {name: int(t["A"].shape[0]) for name, t in folded.items()}
         r0 = self.adapter_cfg.r
@@ -354,7 +338,7 @@ class SoraModel(AdaptedModel):
         folded = self.folded()
         if not folded:
             return False
-        from peft import get_peft_model
+        from peft import get_peft_model  # heavy (~4 s of imports): only when an adapter is exported
 
         config = self.export_config(folded)
         for name, layer in self.layers.items():  # peft wraps the plain base layers in place
@@ -403,5 +387,8 @@ class SdoraModel(SoraModel):
     use_dora = True
 
 
-register_adapter(AdapterSpec("sora", SoraConfig, SoraModel, validate=validate_sora))
-register_adapter(AdapterSpec("sdora", SdoraConfig, SdoraModel, validate=validate_sora))
+_NO_PROX_HOOK = "rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for"
+register_adapter(AdapterSpec("sora", SoraConfig, SoraModel, validate=validate_sora, low_rank=True, gated=True,
+                             supports_quantized_base=True, label="SoRA", cerebras_note=f"SoRA's {_NO_PROX_HOOK}"))
+register_adapter(AdapterSpec("sdora", SdoraConfig, SdoraModel, validate=validate_sora, low_rank=True, gated=True,
+                             magnitude=True, label="SDoRA", cerebras_note=f"SDoRA's {_NO_PROX_HOOK}"))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import OmegaConf
 from torch import nn
 
-from ftlab.config.validate import VALIDATORS
 from ftlab.errors import ConfigError
 from ftlab.models.structure import decoder_linears, leaf_names, linear_names, matches, router_names
 
@@ -66,19 +66,12 @@ def peft_target_list(model: nn.Module, names: list[str]) -> list[str]:
     return leaves if selected == list(names) else list(names)
 
 
-def validate_targets(cfg: Any) -> None:
-    """A configured target list is checked against the architecture on the meta device, so a
-    typo or a router fails at composition, before any weight loads (registered validator)."""
-    if cfg.adapter.name in ("full", "none") or requested_targets(cfg.adapter, cfg) is None:
-        return
-    from omegaconf import OmegaConf
-
-    from ftlab.models.build import meta_model
-
-    model = meta_model(OmegaConf.to_yaml(cfg.model, resolve=True))
-    if model is not None:
-        adapter_targets(model, cfg.adapter, cfg)
-
-
-if validate_targets not in VALIDATORS:
-    VALIDATORS.append(validate_targets)
+def check_configured_targets(model: nn.Module, cfg: Any) -> None:
+    """The configured lists (``model.target_modules``, ``adapter.target_modules``) name linears of
+    ``model`` (no router): the config checks call it with the architecture on the meta device, so a
+    typo or a Llama name on a GPT-NeoX model fails at composition, before any weight loads. A
+    string (peft's ``all-linear``) is peft's own keyword and passes."""
+    for key in ("model.target_modules", "adapter.target_modules"):
+        targets = OmegaConf.select(cfg, key, default=None)
+        if targets and not isinstance(targets, str):
+            resolve_targets(model, [str(t) for t in targets], key)

@@ -86,7 +86,7 @@ def analyze(root: Path, out: Path | None = None, plot: bool = False) -> Analysis
         if len(search_log):
             search_log.to_csv(staging / SEARCH_TABLES[1], index=False)
         if plot:
-            from ftlab.analysis.plots import all_plots
+            from ftlab.analysis.plots import all_plots  # matplotlib (heavy, optional): only with plots
 
             all_plots(records, summary, staging / "plots")
         files = []

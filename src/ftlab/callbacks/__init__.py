@@ -1,6 +1,6 @@
 """Thin Lightning callbacks that write the run files of DESIGN.md section 4.
 
-The names below load on first use (PEP 562): tools that only need :mod:`ftlab.callbacks.csvfile`
+The names below load on first use (PEP 562): tools that only need :mod:`ftlab.io`
 (``python -m ftlab.masks`` and friends) must not pay for importing Lightning and transformers.
 """
 

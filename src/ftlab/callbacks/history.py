@@ -8,16 +8,11 @@ from pathlib import Path
 
 import lightning as L
 
+from ftlab.io import write_json
 from ftlab.training.module import gpu_memory_mb
 
 FIELDS = ["epoch", "step", "train_loss", "val_loss", "epoch_time", "gpu_memory_mb", "trainable_params",
           "effective_params"]
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 def empty_history(gated: bool) -> dict[str, list]:

@@ -12,7 +12,8 @@ from typing import Any
 
 import lightning as L
 
-from ftlab.callbacks.csvfile import CsvAppender
+from ftlab.callbacks.stage_metrics import StageMetrics
+from ftlab.io import CsvAppender
 
 FILE = "sparsity_log.csv"
 COLUMNS = ["epoch", "step", "overall_sparsity"]
@@ -46,8 +47,6 @@ class SparsityLog(L.Callback):
 
 def gated_callbacks(cfg: Any, run_dir: Path) -> list[L.Callback]:
     """What a gated adapter adds to a run: the sparsity log, and per-stage records under stages."""
-    from ftlab.callbacks.stage_metrics import StageMetrics
-
     callbacks: list[L.Callback] = [SparsityLog(run_dir, cfg.train.log_every_n_steps)]
     if cfg.schedule.name == "stages":
         callbacks.append(StageMetrics(run_dir, cfg))

@@ -1,7 +1,6 @@
-"""Config schemas, ConfigStore registration, composition and validation."""
+"""Config schemas (:mod:`~ftlab.config.schema`), ConfigStore registration (:mod:`~ftlab.config.store`),
+composition (:mod:`~ftlab.config.compose`) and validation (:mod:`~ftlab.config.validate`).
 
-from ftlab.config.schema import RunConfig
-from ftlab.config.store import register_configs
-from ftlab.config.validate import validate_config
-
-__all__ = ["RunConfig", "register_configs", "validate_config"]
+Import the module you need: the package itself imports nothing, so reading a schema (``ftlab.cache``,
+the planner's options) does not load the validators' torch and transformers.
+"""

@@ -1,8 +1,9 @@
-"""Compose run configs outside ``@hydra.main``: preflight checks, sweep expansion, planning.
+"""Compose run configs outside ``@hydra.main``: composition, validation, sweep expansion.
 
 ``python -m ftlab`` composes and validates every job of a sweep *before* Hydra launches any of
-them, so a bad value in the third job of a sweep fails the whole command up front with one line.
-The planner uses the same expansion to list a sweep's jobs without running them.
+them (:func:`ftlab.launchers.preflight.preflight`), so a bad value in the third job of a sweep fails
+the whole command up front with one line. The planner uses the same expansion to list a sweep's
+jobs without running them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -18,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ftlab.config.store import register_configs
+from ftlab.config.validate import validate_config
 from ftlab.errors import ConfigError, FtlabError, UnknownKeyError
 
 
@@ -96,8 +99,6 @@ def sweep_params(overrides: list[str], config_name: str = "config", cfg: DictCon
 def expand_sweep(overrides: list[str], config_name: str = "config", base: DictConfig | None = None) -> list[list[str]]:
     """The override lists of every job of ``--multirun overrides`` (Hydra's basic sweeper order);
     ``base``: the sweep's base config, if composed already (saves a composition)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     # Sweep values of the composed config's hydra.sweeper.params come first, CLI after (Hydra's order).
     plain = [o for o in overrides if "," not in o.partition("=")[2]]
     args = sweep_params(plain, config_name, cfg=base) + list(overrides)
@@ -111,8 +112,6 @@ def expand_sweep(overrides: list[str], config_name: str = "config", base: DictCo
 
 def checked(cfg: DictConfig) -> DictConfig:
     """``cfg`` after :func:`validate_config` (OmegaConf errors of the values it reads, one line)."""
-    from ftlab.config.validate import validate_config
-
     try:
         validate_config(cfg)
     except OmegaConfBaseException as err:  # a value only the checks read (e.g. a missing stage lr)
@@ -123,27 +122,3 @@ def checked(cfg: DictConfig) -> DictConfig:
 def compose_run(overrides: list[str], config_name: str = "config") -> DictConfig:
     """Compose and validate one run (no ``hydra`` node)."""
     return checked(compose_config(overrides, config_name=config_name))
-
-
-def preflight(overrides: list[str], *, multirun: bool, config_name: str = "config") -> list[DictConfig]:
-    """Compose and validate every job, then check what each needs from its files and this machine;
-    nothing is launched (and no run dir created) if any job is invalid.
-
-    A single run is composed once, with its ``hydra`` node (output dir, launcher): the preflight of
-    a bad value that needs no file costs one composition plus the checks.
-    """
-    from ftlab.launchers.preflight import (
-        base_config,
-        check_jobs,  # what each job needs: output dir, data, credentials, hardware
-        check_launch,  # where the jobs run: SLURM reachable, Cerebras-able, ...
-    )
-
-    if multirun:
-        base = base_config(list(overrides), config_name)
-        cfgs = [compose_run(job, config_name) for job in expand_sweep(overrides, config_name, base=base)]
-    else:
-        base = checked(compose_config(list(overrides), with_hydra=True, config_name=config_name))
-        cfgs = [base]
-    check_launch(list(overrides), cfgs, multirun=multirun, config_name=config_name, base=base)
-    check_jobs(cfgs, base, multirun=multirun)
-    return cfgs

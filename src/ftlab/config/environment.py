@@ -8,6 +8,7 @@ filesystem), the hardware is available when Lightning's accelerator connector ac
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
@@ -16,6 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import torch
 
 from ftlab.errors import fail
 
@@ -52,8 +55,6 @@ def check_writable(key: str, path: Any, what: str) -> None:
 def check_hardware(cfg: Any) -> None:
     """The accelerator and device count exist here, and Lightning accepts the strategy/precision.
     Only for jobs that run on this machine (single runs, local sweeps)."""
-    import torch
-
     h = cfg.hardware
     if h.accelerator == "gpu":
         have = torch.cuda.device_count()
@@ -69,7 +70,7 @@ def check_hardware(cfg: Any) -> None:
 def _lightning_accepts(cfg: Any) -> None:
     """Build the run's Trainer (no logger, no callbacks): its accelerator connector refuses what this
     machine lacks (a strategy's package, a backend) with the reason; ``build_trainer`` says it in one line."""
-    from ftlab.training.trainer import build_trainer
+    from ftlab.training.trainer import build_trainer  # Lightning (heavy): hardware check only
 
     quiet = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning")]
     levels = [lg.level for lg in quiet]
@@ -113,7 +114,7 @@ def check_logger(cfg: Any) -> None:
 def check_resume(cfg: Any) -> None:
     """``resume=PATH`` names a checkpoint: a dir with ``state.ckpt`` or that file, a torch archive.
     (``auto`` finds its checkpoint in the run dir at start; the checkpoint module owns that.)"""
-    from ftlab.callbacks.checkpoints import META_FILE, STATE_FILE
+    from ftlab.callbacks.checkpoints import META_FILE, STATE_FILE  # Lightning (heavy): resume check only
 
     r = cfg.resume
     if r is None or r == "auto":
@@ -130,8 +131,6 @@ def check_resume(cfg: Any) -> None:
         fail("resume", r, f"{allowed}; {path.name} is not a complete torch checkpoint archive")
     meta = path.parent / META_FILE
     if meta.is_file():
-        import json
-
         try:
             int(json.loads(meta.read_text())["global_step"])
         except (ValueError, KeyError, TypeError) as err:

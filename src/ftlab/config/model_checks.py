@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from torch import nn
+from transformers import CONFIG_MAPPING, AutoConfig, AutoTokenizer
 
+from ftlab.adapters.targets import check_configured_targets
 from ftlab.errors import ConfigError, fail
+from ftlab.models.build import build_model, build_tokenizer, meta_model
+from ftlab.models.dtypes import torch_dtype
 
 TOKENIZERS = ("byte", "auto")
 #: files a HF model directory holds its weights in (sharded ones have an index next to them)
@@ -65,8 +70,6 @@ def check_model_dir(model_cfg: Any) -> None:
 @functools.lru_cache(maxsize=8)
 def _load_dir(path: str, tokenizer: bool) -> None:
     """The config (and tokenizer) load: both are small files, unlike the weights."""
-    from transformers import AutoConfig, AutoTokenizer
-
     try:
         AutoConfig.from_pretrained(path)
     except Exception as err:  # noqa: BLE001 - transformers raises many types for a broken dir
@@ -81,15 +84,13 @@ def _load_dir(path: str, tokenizer: bool) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def linear_names(model_yaml: str) -> tuple[str, ...]:
-    """Leaf names of the linear layers of the architecture, built on the meta device."""
-    from ftlab.models import build_model, build_tokenizer
-    from ftlab.models.build import linear_module_names
-
+def meta_architecture(model_yaml: str) -> nn.Module:
+    """The architecture on the meta device (no weights); one :class:`ConfigError` line if
+    transformers refuses it."""
     model_cfg = OmegaConf.create(model_yaml)
     tokenizer = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
     try:
-        return tuple(linear_module_names(build_model(model_cfg, tokenizer, device="meta")))
+        return build_model(model_cfg, tokenizer, device="meta")
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - transformers' own validation, many exception types
@@ -101,24 +102,11 @@ def linear_names(model_yaml: str) -> tuple[str, ...]:
                           f"a consistent {model_cfg.arch} architecture (transformers: {_last_line(err)[:200]})") from err
 
 
-def check_targets(key: str, targets: Any, names: tuple[str, ...], model_name: str) -> None:
-    """Target module names must name linear layers of the model (peft fails late, and 'all-linear'
-    is peft's own keyword)."""
-    if targets is None or isinstance(targets, str):
-        return
-    missing = [t for t in targets if str(t).rsplit(".", 1)[-1] not in names]  # peft matches name suffixes
-    if missing:
-        fail(key, list(targets), f"names of linear layers of {model_name}: {list(names)} (unknown: {missing})")
-
-
 def check_model(cfg: Any) -> None:
     """Validator (composition): dtype, tokenizer, arch, divisibility, then the meta-device build of
-    ``model.config``. Presets name hub ids in ``name_or_path`` for planning; whether that is a
+    ``model.config`` and the configured target lists against it (the adapters' own target rule,
+    :func:`ftlab.adapters.targets.check_configured_targets`, so composition and build agree). Presets name hub ids in ``name_or_path`` for planning; whether that is a
     directory the run can load is :func:`check_model_dir`'s question, asked by the preflight."""
-    from transformers import CONFIG_MAPPING
-
-    from ftlab.models.dtypes import torch_dtype
-
     m = cfg.model
     torch_dtype(m.dtype)
     if m.tokenizer not in TOKENIZERS:
@@ -129,8 +117,8 @@ def check_model(cfg: Any) -> None:
         if m.arch not in CONFIG_MAPPING:
             fail("model.arch", m.arch, "a transformers model type such as 'llama', 'mistral', 'qwen2', 'mixtral'")
         check_divisible(m)
-        names = linear_names(OmegaConf.to_yaml(m, resolve=True))
-        check_targets("model.target_modules", m.target_modules, names, m.name)
-        targets = OmegaConf.select(cfg, "adapter.target_modules", default=None)
-        if targets:
-            check_targets("adapter.target_modules", targets, names, m.name)
+        check_configured_targets(meta_architecture(OmegaConf.to_yaml(m, resolve=True)), cfg)
+    else:  # a model directory: its config.json gives the architecture, if it builds here
+        model = meta_model(OmegaConf.to_yaml(m, resolve=True))
+        if model is not None:
+            check_configured_targets(model, cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
+from ftlab.adapters.registry import all_adapters
 from ftlab.config.schema import RunConfig
 
 _done = False
@@ -18,7 +19,6 @@ def register_configs() -> None:
     global _done
     if _done:
         return
-    from ftlab.adapters.registry import all_adapters  # late: adapters import the schema module
 
     cs = ConfigStore.instance()
     cs.store(name="ftlab_schema", node=RunConfig)

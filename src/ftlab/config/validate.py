@@ -1,18 +1,29 @@
 """Range checks a type cannot express. Each failure is one :class:`ConfigError` line.
 
-Group-specific checks are registered next to the code that owns the group (adapters register
-theirs in the adapter registry; later groups can add to ``VALIDATORS``).
+Group-specific checks live next to the code that owns the group (an adapter's in its registry
+spec, the sparsity checks in :mod:`ftlab.sparsity.config` ...); this module calls them in order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.errors import fail
+from ftlab.adapters.registry import all_adapters, get_adapter
+from ftlab.config.environment import check_resume
+from ftlab.config.model_checks import check_model
+from ftlab.config.schema import SparsityConfig
+from ftlab.data.real_tasks import validate_real_task
+from ftlab.data.tasks import build_task, task_names
+from ftlab.errors import UnknownKeyError, fail
+from ftlab.launchers.slurm import validate_launcher as check_slurm_launcher
+from ftlab.models.memory import validate_model as check_model_memory
+from ftlab.reuse.checks import validate_cache_dir as check_cache_dir
+from ftlab.sparsity.config import validate_sparsity as check_sparsity
 
 SCHEDULES = ("constant", "cosine", "linear", "stages")
 ACCELERATORS = ("cpu", "gpu", "auto", "cerebras")
@@ -80,8 +91,6 @@ def validate_hardware(cfg) -> None:
 
 
 def validate_task(cfg) -> None:
-    from ftlab.data.tasks import build_task, task_names
-
     t = cfg.task
     if t.name not in task_names():
         fail("task.name", t.name, f"one of {task_names()}")
@@ -108,28 +117,21 @@ def validate_logger(cfg) -> None:
 
 
 def validate_adapter(cfg) -> None:
-    from ftlab.adapters.registry import get_adapter
-
     spec = get_adapter(cfg.adapter.name)
     if spec.validate is not None:
         spec.validate(cfg.adapter, cfg)
 
 
 def validate_resume(cfg) -> None:
-    from ftlab.config.environment import check_resume
-
     check_resume(cfg)
 
 
 def validate_model(cfg) -> None:
-    from ftlab.config.model_checks import check_model
-
     check_model(cfg)
 
 
 def validate_task_metric(cfg) -> None:
-    from ftlab.data.real_tasks import validate_real_task
-    from ftlab.evaluation import SCORERS
+    from ftlab.evaluation import SCORERS  # torchmetrics (loads matplotlib): not at `python -m ftlab` start-up
 
     if cfg.task.metric not in SCORERS:
         fail("task.metric", cfg.task.metric, f"one of {sorted(SCORERS)}")
@@ -137,17 +139,23 @@ def validate_task_metric(cfg) -> None:
 
 
 def validate_sparsity(cfg) -> None:
-    from ftlab.sparsity.config import validate_sparsity as check_sparsity
-
     check_sparsity(cfg)
+
+
+def validate_stage_thresholds(cfg) -> None:
+    """A per-stage ``sparse_lambda_2`` only means something for a gated adapter."""
+    s = cfg.schedule
+    if s.name != "stages" or not s.stages or get_adapter(cfg.adapter.name).gated:
+        return
+    gated = "/".join(a.name for a in all_adapters() if a.gated)
+    for i, st in enumerate(s.stages):
+        if st.sparse_lambda_2 is not None:
+            fail(f"schedule.stages[{i}].sparse_lambda_2", st.sparse_lambda_2,
+                 f"unset for adapter={cfg.adapter.name} (only {gated} have a threshold)")
 
 
 def validate_known_keys(cfg) -> None:
     """``+key=value`` adds a key no schema has (``+train.batch_sise=4``); nothing would read it."""
-    import dataclasses
-
-    from ftlab.errors import UnknownKeyError
-
     def walk(node: Any, prefix: str) -> None:
         cls = OmegaConf.get_type(node)
         if dataclasses.is_dataclass(cls):
@@ -165,8 +173,6 @@ def validate_known_keys(cfg) -> None:
 def validate_unused_sparsity(cfg) -> None:
     """``sparsity=none`` with a sparsity key set (``sparsity.level=0.5``) would silently train the
     dense model: the keys only act once a method (or a mask file) is chosen."""
-    from ftlab.config.schema import SparsityConfig
-
     sp = cfg.sparsity
     if sp.method != "none" or sp.mask_path:
         return
@@ -181,22 +187,16 @@ def validate_unused_sparsity(cfg) -> None:
 
 
 def validate_cache_dir(cfg) -> None:
-    from ftlab.reuse.checks import validate_cache_dir as check
-
-    check(cfg)
+    check_cache_dir(cfg)
 
 
 def validate_model_memory(cfg) -> None:
-    from ftlab.models.memory import validate_model as check
-
-    check(cfg)
+    check_model_memory(cfg, [a.name for a in all_adapters() if a.supports_quantized_base])
 
 
 def validate_launcher(cfg) -> None:
     """With its ``hydra`` node composed: a SLURM launcher asks for the job's own device layout."""
-    from ftlab.launchers.slurm import validate_launcher as check
-
-    check(cfg)
+    check_slurm_launcher(cfg)
 
 
 #: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
@@ -216,6 +216,7 @@ VALIDATORS: list[Callable[[Any], None]] = [
     validate_unused_sparsity,
     validate_cache_dir,
     validate_launcher,
+    validate_stage_thresholds,
 ]
 
 

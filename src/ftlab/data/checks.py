@@ -20,6 +20,7 @@ from transformers import ByT5Tokenizer
 
 from ftlab.data.tasks import build_task, split_examples
 from ftlab.errors import ConfigError
+from ftlab.models import build_tokenizer
 
 log = logging.getLogger("ftlab")
 
@@ -104,8 +105,6 @@ def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, in
 
 @functools.lru_cache(maxsize=32)
 def _facts(task_yaml: str, model_yaml: str, seed: int) -> DataFacts:
-    from ftlab.models import build_tokenizer
-
     task_cfg, model_cfg = OmegaConf.create(task_yaml), OmegaConf.create(model_yaml)
     examples = build_task(task_cfg).examples(seed)
     _source_size(OmegaConf.create({"task": task_cfg}), len(examples))

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.tasks import Example, Task, numbered_jsonl, register_task
+from ftlab.data.task_base import Example, Task, numbered_jsonl, register_task
 from ftlab.errors import FtlabError, fail
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -42,7 +42,7 @@ def read_rows(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
 
 
 def _read_parquet(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
-    import pandas as pd
+    import pandas as pd  # optional heavy dependency: only for .parquet files
 
     try:
         frame = pd.read_parquet(path)

@@ -3,134 +3,30 @@
 A task yields :class:`Example` s (a prompt and its answer; multiple-choice tasks add ``choices``
 and ``label``) from a generator or from a local file, plus a plain-text corpus for optional
 continued pre-training of the base model. Splits are seeded random partitions of one source.
+
+The synthetic tasks and the lookup by name live here; the building blocks and the registry in
+:mod:`ftlab.data.task_base`, the real datasets in :mod:`ftlab.data.real_tasks` (imported here,
+so their tasks are registered before any lookup).
 """
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ftlab.errors import ConfigError, FtlabError
-
-
-@dataclass(frozen=True)
-class Example:
-    prompt: str
-    answer: str
-    choices: tuple[str, ...] | None = None  # multiple choice: candidate continuations
-    label: int | None = None  # index of the right choice
-
-
-@dataclass(frozen=True)
-class Splits:
-    train: list[Example]
-    val: list[Example]
-    test: list[Example]
-
-
-class Task:
-    """Base: a source of examples. ``metric`` names how ``test`` examples are scored."""
-
-    name = "task"
-    metric = "exact_match"  # exact_match (generate + compare) | accuracy (choice log-likelihood)
-
-    def __init__(self, cfg: Any):
-        self.cfg = cfg
-        self.options = dict(cfg.options or {})
-
-    #: keys of ``task.options`` the task reads; anything else is a typo that would change nothing
-    option_keys: tuple[str, ...] = ()
-
-    def check_options(self) -> None:
-        """Raise :class:`ConfigError` for an option the task does not read or cannot use."""
-        for key, value in self.options.items():
-            if key not in self.option_keys:
-                allowed = f"one of {list(self.option_keys)}" if self.option_keys else "none (it takes no options)"
-                raise ConfigError(f"task.options.{key}", value, f"an option of task {self.name}: {allowed}")
-
-    def generate(self, n: int, rng: random.Random) -> list[Example]:
-        raise FtlabError(f"task {self.name!r} has no generator: set task.path to a data file")
-
-    def corpus(self, n: int, rng: random.Random) -> list[str]:
-        """Raw text for continued pre-training; default: prompts followed by answers."""
-        return [ex.prompt + ex.answer for ex in self.generate(n, rng)]
-
-    def load_file(self, path: Path) -> list[Example]:
-        return read_prompt_answer_jsonl(path)
-
-    def examples(self, seed: int) -> list[Example]:
-        if self.cfg.path:
-            path = Path(self.cfg.path)
-            if not path.is_file():
-                raise ConfigError("task.path", str(path), "an existing data file")
-            return self.load_file(path)
-        return self.generate(self.cfg.num_examples, random.Random(seed))
-
-    def splits(self, seed: int) -> Splits:
-        return split_examples(self.examples(seed), self.cfg.val_fraction, self.cfg.test_fraction, seed)
-
-
-def split_examples(examples: list[Example], val_fraction: float, test_fraction: float, seed: int) -> Splits:
-    """Seeded random partition of one source into train/val/test (each non-empty)."""
-    if len(examples) < 3:
-        raise FtlabError(f"need at least 3 examples to split into train/val/test, got {len(examples)}")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * val_fraction))
-    n_test = max(1, round(len(order) * test_fraction))
-    pick = [examples[i] for i in order]
-    return Splits(train=pick[n_val + n_test:], val=pick[:n_val], test=pick[n_val:n_val + n_test])
-
-
-def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
-    """Rows of a JSONL file; a missing field fails naming the field and the line."""
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = list(fh)
-    except UnicodeDecodeError as err:
-        raise FtlabError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start}); "
-                         "expected JSON Lines (or a .parquet file where the task reads one)") from err
-    for lineno, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise FtlabError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise FtlabError(f"{path}:{lineno}: a JSON {type(row).__name__} is invalid: one object per line "
-                                 f"with the fields {list(required)}")
-            for key in required:
-                if key not in row:
-                    raise FtlabError(f"{path}:{lineno}: missing field {key!r} (required: {list(required)})")
-            rows.append(row)
-    if not rows:
-        raise FtlabError(f"{path}: no examples")
-    return rows
-
-
-def numbered_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
-    """``(line number, row)`` pairs of :func:`read_jsonl`, so later messages can point at the line."""
-    rows = read_jsonl(path, required)
-    with open(path, encoding="utf-8") as fh:  # read_jsonl skips blank lines
-        numbers = [i for i, line in enumerate(fh, start=1) if line.strip()]
-    return list(zip(numbers, rows))
-
-
-def read_prompt_answer_jsonl(path: Path) -> list[Example]:
-    """``{"prompt": str, "answer": str}`` rows. Other types are refused, not ``str()``-ed: a
-    ``null`` answer would otherwise train the model toward the text "None"."""
-    out = []
-    for lineno, row in numbered_jsonl(path, ("prompt", "answer")):
-        for key in ("prompt", "answer"):
-            if not isinstance(row[key], str) or not row[key]:
-                raise FtlabError(f"{path}:{lineno}: field {key!r}={row[key]!r} is invalid: a non-empty string")
-        out.append(Example(row["prompt"], row["answer"]))
-    return out
+from ftlab.data import real_tasks  # noqa: F401  (registers the real-dataset tasks)
+from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names callers import from here)
+    Example,
+    Splits,
+    Task,
+    numbered_jsonl,
+    read_jsonl,
+    read_prompt_answer_jsonl,
+    register_task,
+    registered_tasks,
+    split_examples,
+)
+from ftlab.errors import ConfigError
 
 
 def _word(rng: random.Random, lo: int, hi: int) -> str:
@@ -211,29 +107,16 @@ class Arithmetic(Task):
         return out
 
 
-_TASKS: dict[str, Callable[[Any], Task]] = {}
-
-
-def register_task(name: str, factory: Callable[[Any], Task]) -> None:
-    _TASKS[name] = factory
-
-
 register_task("capitalization", Capitalization)
 register_task("arithmetic", Arithmetic)
 
 
-def _load_builtin() -> None:
-    # Real-dataset tasks register themselves on import (one line per module).
-    import ftlab.data.real_tasks  # noqa: F401
-
-
 def task_names() -> list[str]:
-    _load_builtin()
-    return sorted(_TASKS)
+    return sorted(registered_tasks())
 
 
 def build_task(cfg: Any) -> Task:
-    _load_builtin()
-    if cfg.name not in _TASKS:
+    tasks = registered_tasks()
+    if cfg.name not in tasks:
         raise ConfigError("task.name", cfg.name, f"one of {task_names()}")
-    return _TASKS[cfg.name](cfg)
+    return tasks[cfg.name](cfg)

@@ -27,8 +27,10 @@ from typing import Any
 import yaml
 
 from ftlab.errors import ConfigError, FtlabError
+from ftlab.io import CsvAppender, write_json
 from ftlab.launchers.cerebras_params import static_plan
 from ftlab.launchers.cerebras_steps import JobPlan, Step, step_lines
+from ftlab.training.schedules import lr_at, total_steps
 
 PARAMS_FILE = "cszoo_params.yaml"
 SCRIPT_FILE = "cszoo_command.sh"
@@ -128,9 +130,7 @@ def checkpoints(job_dir: Path) -> list[str]:
 def write_loss_log(rows: list[dict[str, float]], cfg: Any, path: Path) -> None:
     """``loss_log.csv`` in ftlab's columns; the lr is ftlab's schedule (the YAML reproduces it),
     memory is not reported by the appliance (empty), throughput is ModelZoo's ``Rate``."""
-    from ftlab.callbacks.csvfile import CsvAppender
-    from ftlab.callbacks.loss_log import COLUMNS
-    from ftlab.training.schedules import lr_at, total_steps
+    from ftlab.callbacks.loss_log import COLUMNS  # Lightning (heavy): only when cszoo's logs are converted
 
     steps = total_steps(cfg.schedule, cfg.train.max_steps)
     out = CsvAppender(path, COLUMNS + ["samples_per_sec"])
@@ -143,8 +143,6 @@ def write_loss_log(rows: list[dict[str, float]], cfg: Any, path: Path) -> None:
 
 def collect(job_dir: Path, cfg: Any, returncode: int) -> dict[str, Any]:
     """Convert what cszoo left in the job dir into ftlab's files; returns the metrics written."""
-    from ftlab.callbacks.history import write_json
-
     rows: list[dict[str, float]] = []
     for log in find_run_logs(job_dir):
         rows = parse_progress(log.read_text(errors="replace")) or rows

@@ -27,6 +27,7 @@ refused on Cerebras with that reason.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from ftlab.errors import ConfigError
@@ -165,8 +166,6 @@ def hf_checkpoint_file(hf_dir: Any) -> str:
     """The file ``cszoo checkpoint convert`` reads from an HF model dir: the sharded index (safetensors
     or bin; ModelZoo streams it) or a single ``pytorch_model.bin``. ModelZoo 2.10 refuses a single
     ``model.safetensors`` (``BaseCheckpointConverter_HF_CS.load``)."""
-    from pathlib import Path
-
     for name in ("model.safetensors.index.json", "pytorch_model.bin.index.json", "pytorch_model.bin"):
         if (Path(hf_dir) / name).is_file():
             return name

@@ -39,6 +39,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ftlab.adapters.registry import all_adapters, get_adapter
+from ftlab.adapters.targets import requested_targets
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import (
     MODELZOO_MODELS,
@@ -48,22 +50,24 @@ from ftlab.launchers.cerebras_names import (
 )
 from ftlab.launchers.cerebras_options import SPARSITY_ALGORITHMS
 from ftlab.launchers.cerebras_steps import JobPlan, check_base
+from ftlab.models import build_model, build_tokenizer
+from ftlab.models.build import model_config
+from ftlab.models.structure import decoder_linears, leaf_names
+from ftlab.sparsity.selection import select_modules
+from ftlab.training.schedules import total_steps
 
 #: ftlab ``model.arch`` -> ModelZoo model name.
 ARCHS = MODELZOO_MODELS
 #: ``hardware.precision`` values that mean something on a CS-X (float32 = mixed precision off).
 PRECISIONS = ("cbfloat16", "bfloat16", "float16", "float32")
-LORA_ADAPTERS = ("lora", "masked")
-ADAPTERS = ("full", *LORA_ADAPTERS)
-#: Why the other adapters cannot run, for the error line.
-_UNSUPPORTED_ADAPTERS = {
-    "sora": "SoRA's rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for",
-    "sdora": "SDoRA's rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for",
-    "dora": "ModelZoo's Lora callback has no DoRA magnitude vector",
-    "none": "an eval-only control trains nothing to launch",
-}
 #: ftlab importance -> ModelZoo sparsity ``init_method``.
 INIT_METHODS = {"magnitude": "topk", "random": "random"}
+
+
+def _lora_on_cerebras(adapter: str) -> bool:
+    """A low-rank adapter ModelZoo trains with its ``Lora`` callback (LoRA, masked LoRA)."""
+    spec = get_adapter(adapter)
+    return spec.low_rank and spec.supports_cerebras
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -83,10 +87,11 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
         raise ConfigError("hydra.launcher.num_csx" if opts.num_csx is not None else "hardware.num_csx",
                           num_csx, "an integer >= 1")
     name = cfg.adapter.name
-    if name in _UNSUPPORTED_ADAPTERS:
-        raise ConfigError("adapter", name, f"one of {list(ADAPTERS)} on Cerebras: {_UNSUPPORTED_ADAPTERS[name]}")
-    if name not in ADAPTERS:
-        raise ConfigError("adapter", name, f"one of {list(ADAPTERS)} on Cerebras")
+    spec = get_adapter(name)
+    if not spec.supports_cerebras:
+        supported = [a.name for a in all_adapters() if a.supports_cerebras]
+        why = f": {spec.cerebras_note}" if spec.cerebras_note else ""
+        raise ConfigError("adapter", name, f"one of {supported} on Cerebras{why}")
     if cfg.model.arch not in ARCHS:
         why = UNSUPPORTED_ARCHS.get(cfg.model.arch, "ModelZoo models ftlab translates")
         raise ConfigError("model.arch", cfg.model.arch, f"one of {sorted(ARCHS)} on Cerebras ({why})")
@@ -99,7 +104,7 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
     if cfg.logger.name != "csv":
         raise ConfigError("logger", cfg.logger.name, "csv on Cerebras (loss_log.csv is converted from cszoo's logs)")
     _check_sparsity(cfg.sparsity, opts)
-    if opts.sparsity_algorithm == "gmp" and cfg.sparsity.method != "none" and name in LORA_ADAPTERS:
+    if opts.sparsity_algorithm == "gmp" and cfg.sparsity.method != "none" and _lora_on_cerebras(name):
         raise ConfigError("hydra.launcher.sparsity_algorithm", "gmp",
                           f"static with adapter={name} (ModelZoo's GMP updates only masks of weights that get "
                           "gradients, and LoRA freezes the base: the masks would never change)")
@@ -142,8 +147,6 @@ def _check_sparsity(s: Any, opts: Any) -> None:
 
 # ---------------------------------------------------------------------------- schedules
 def _step_count(schedule_cfg: Any, max_steps: int) -> int:
-    from ftlab.training.schedules import total_steps
-
     return total_steps(schedule_cfg, max_steps)
 
 
@@ -204,9 +207,6 @@ def cerebras_lr(scheds: list[dict], step: int) -> float:
 
 # ---------------------------------------------------------------------------- model
 def _hf_config(model_cfg: Any):
-    from ftlab.models import build_tokenizer
-    from ftlab.models.build import model_config
-
     tokenizer = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
     return model_config(model_cfg, tokenizer)
 
@@ -264,7 +264,7 @@ def model_block(cfg: Any) -> dict:
 def lora_callback(cfg: Any, model: dict) -> dict | None:
     """ModelZoo's ``Lora`` callback: one ``lora_params`` entry per group of target modules."""
     a = cfg.adapter
-    if a.name not in LORA_ADAPTERS:
+    if not _lora_on_cerebras(a.name):  # full fine-tuning: no callback
         return None
     targets = lora_target_names(cfg)
     key = "adapter.target_modules" if a.target_modules is not None else "model.target_modules"
@@ -281,29 +281,20 @@ def lora_callback(cfg: Any, model: dict) -> dict | None:
 def lora_target_names(cfg: Any) -> list[str]:
     """The configured target list, or (null) the leaf names of the decoder linears of the
     architecture, read on the meta device."""
-    from ftlab.adapters.targets import requested_targets
-
     targets = requested_targets(cfg.adapter, cfg)
     if targets is not None:
         return targets
-    from ftlab.models import build_model
-    from ftlab.models.structure import decoder_linears, leaf_names
 
     return leaf_names(decoder_linears(build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")))
 
 
 def pruned_weight_names(cfg: Any) -> list[str]:
     """The weights ftlab's sparsity config would prune, read off the architecture on the meta device."""
-    from ftlab.models import build_model
-    from ftlab.sparsity.selection import select_modules
-
     model = build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")
     return sorted(select_modules(model, list(cfg.sparsity.modules)))
 
 
 def _tokenizer_or_none(model_cfg: Any):
-    from ftlab.models import build_tokenizer
-
     return build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
 
 
@@ -397,7 +388,7 @@ def cszoo_params(cfg: Any, opts: Any, num_csx: int | None = None, plan: JobPlan 
     if plan.val_data_dir:
         init["loop"]["eval_frequency"] = steps
     sparsity = sparsity_block(cfg, opts, steps)
-    if plan.checkpoint and (cfg.adapter.name in LORA_ADAPTERS or sparsity is not None):
+    if plan.checkpoint and (_lora_on_cerebras(cfg.adapter.name) or sparsity is not None):
         # The base checkpoint has no LoRA weights and no sparsity masks: ModelZoo's strict loading
         # (and its SparsityCallback's mask check) would refuse it.
         init["checkpoint"]["disable_strict_checkpoint_loading"] = True

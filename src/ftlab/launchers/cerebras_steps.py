@@ -32,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from ftlab.data.tasks import build_task
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import (
     CS_CHECKPOINT_FORMAT,
@@ -121,9 +124,6 @@ def byte_tokenizer_files() -> dict[str, str]:
     """A fast (Rust) tokenizer with the ids of ftlab's byte tokenizer (ByT5, ``extra_ids=0``), as the
     files ``AutoTokenizer.from_pretrained(dir)`` reads: UTF-8 bytes via the byte-level alphabet, a
     BPE without merges (one token per byte), ByT5's three specials first."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
     vocab = {tok: i for i, tok in enumerate(BYTE_SPECIALS)}
     vocab.update({char: b + len(BYTE_SPECIALS) for b, char in bytes_to_unicode().items()})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
@@ -175,8 +175,6 @@ def examples_jsonl(examples: list) -> str:
 
 def data_plan(cfg: Any, job_dir: Path) -> tuple[dict[str, str], list[Step], dict[Path, str]]:
     """``({split: HDF5 dir}, preprocessing steps, files to write)`` from the run's task."""
-    from ftlab.data.tasks import build_task
-
     splits = build_task(cfg.task).splits(int(cfg.seed))
     dirs, steps, files = {}, [], {}
     byte_dir = job_dir / DATA_DIR / "byte_tokenizer" if cfg.model.tokenizer == "byte" else None

@@ -11,19 +11,24 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.adapters.registry import get_adapter
+from ftlab.config.compose import checked, compose_config, compose_run, expand_sweep, translate_hydra_error
+from ftlab.config.environment import check_hardware, check_logger, check_writable
+from ftlab.config.model_checks import check_model_dir
+from ftlab.data.checks import check_data
 from ftlab.errors import ConfigError
+from ftlab.launchers.cerebras_job import check_executable
 from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
+from ftlab.launchers.cerebras_params import check_supported
 from ftlab.launchers.slurm import check_cluster, check_resources, is_slurm_launcher
+from ftlab.training.fsdp_rules import check_fsdp_config
 
 
 def base_overrides(overrides: list[str]) -> list[str]:
     """The overrides Hydra composes a multirun's base config from (sweeps dropped)."""
-    from hydra.errors import OverrideParseException
-
-    from ftlab.config.compose import translate_hydra_error
-
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as err:
@@ -32,8 +37,6 @@ def base_overrides(overrides: list[str]) -> list[str]:
 
 
 def base_config(overrides: list[str], config_name: str = "config") -> DictConfig:
-    from ftlab.config.compose import compose_config
-
     return compose_config(base_overrides(overrides), with_hydra=True, config_name=config_name)
 
 
@@ -73,8 +76,6 @@ def check_launch(overrides: list[str], cfgs: list[DictConfig], *, multirun: bool
             check_resources(launcher, cfg.hardware, where=f"job #{i}")
         check_cluster(launcher.partition)
     elif target == CEREBRAS_TARGET:
-        from ftlab.launchers.cerebras_job import check_executable
-        from ftlab.launchers.cerebras_params import check_supported
 
         opts = cerebras_options(launcher)
         for cfg in cfgs:
@@ -109,23 +110,36 @@ def check_jobs(cfgs: list[DictConfig], base: DictConfig, *, multirun: bool) -> N
     """What each job needs before Hydra creates anything: a writable output dir, data that gives at
     least one optimiser step, logger credentials, and (where the jobs run here) the hardware.
     ``base``: the command's config with its ``hydra`` node (a sweep's base config)."""
-    from ftlab.adapters.registry import get_adapter
-    from ftlab.config.environment import check_hardware, check_logger, check_writable
-    from ftlab.config.model_checks import check_model_dir
-    from ftlab.data.checks import check_data
-    from ftlab.training.fsdp import check_fsdp_config
 
     key, out = output_dir(base, multirun)
     if out is not None:
         check_writable(key, out, "the run's outputs")
     local = runs_here(base, multirun)
-    checked: set[str] = set()
+    seen_hw: set[str] = set()
     for cfg in cfgs:
         check_model_dir(cfg.model)
         check_logger(cfg)
         check_data(cfg, trains=get_adapter(cfg.adapter.name).trains)
         check_fsdp_config(cfg)  # adapters/bases the sharded path does not train, wherever the job runs
         hw = OmegaConf.to_yaml(cfg.hardware) + OmegaConf.to_yaml(cfg.train)
-        if local and hw not in checked:
+        if local and hw not in seen_hw:
             check_hardware(cfg)
-            checked.add(hw)
+            seen_hw.add(hw)
+
+
+def preflight(overrides: list[str], *, multirun: bool, config_name: str = "config") -> list[DictConfig]:
+    """Compose and validate every job, then check what each needs from its files and this machine;
+    nothing is launched (and no run dir created) if any job is invalid.
+
+    A single run is composed once, with its ``hydra`` node (output dir, launcher): the preflight of
+    a bad value that needs no file costs one composition plus the checks.
+    """
+    if multirun:
+        base = base_config(list(overrides), config_name)
+        cfgs = [compose_run(job, config_name) for job in expand_sweep(overrides, config_name, base=base)]
+    else:
+        base = checked(compose_config(list(overrides), with_hydra=True, config_name=config_name))
+        cfgs = [base]
+    check_launch(list(overrides), cfgs, multirun=multirun, config_name=config_name, base=base)
+    check_jobs(cfgs, base, multirun=multirun)  # what each job needs: output dir, data, ...
+    return cfgs

@@ -13,6 +13,7 @@ import functools
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer
 
@@ -90,8 +91,6 @@ def meta_model(model_yaml: str) -> nn.Module | None:
     """The architecture of a model config (its YAML, a cache key) on the meta device, or ``None``
     if it cannot be built here: config checks (targets, mask shapes) read names and shapes from
     it before any weight loads; the run builds the model itself and reports its own errors."""
-    from omegaconf import OmegaConf
-
     try:
         return build_model(OmegaConf.create(model_yaml), device="meta")
     except Exception:  # noqa: BLE001 - see the docstring

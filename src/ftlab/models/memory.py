@@ -16,10 +16,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from transformers.utils import is_flash_attn_2_available
 
 from ftlab.errors import ConfigError, fail
 from ftlab.models.quantization import is_quantized, validate_quantization
@@ -33,8 +35,6 @@ def validate_attention(cfg: Any) -> None:
     if impl not in ATTN_IMPLEMENTATIONS:
         fail("model.attn_implementation", impl, f"one of {list(ATTN_IMPLEMENTATIONS)}")
     if impl == "flash_attention_2":
-        from transformers.utils import is_flash_attn_2_available
-
         if not is_flash_attn_2_available():
             fail("model.attn_implementation", impl, "sdpa or eager here: flash_attention_2 needs the flash-attn "
                  "package and a CUDA GPU (pip install flash-attn on the GPU machine)")
@@ -42,10 +42,11 @@ def validate_attention(cfg: Any) -> None:
             fail("model.attn_implementation", impl, "sdpa or eager with hardware.accelerator=cpu")
 
 
-def validate_model(cfg: Any) -> None:
-    """Config checks of the model's memory features (registered in ``ftlab.config.validate``)."""
+def validate_model(cfg: Any, quantizable: Sequence[str]) -> None:
+    """Config checks of the model's memory features (registered in ``ftlab.config.validate``);
+    ``quantizable``: the adapters that train beside a k-bit base."""
     validate_attention(cfg)
-    validate_quantization(cfg)
+    validate_quantization(cfg, quantizable)
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
@@ -65,7 +66,7 @@ def prepare_for_training(model: nn.Module, cfg: Any) -> nn.Module:
     """The base as an adapter expects it: k-bit preparation (QLoRA) or plain checkpointing."""
     checkpointing = bool(cfg.train.gradient_checkpointing)
     if is_quantized(model):
-        from peft import prepare_model_for_kbit_training
+        from peft import prepare_model_for_kbit_training  # heavy (~4 s of imports): k-bit bases only
 
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
                                                gradient_checkpointing_kwargs=dict(CHECKPOINT_KWARGS))

@@ -23,18 +23,18 @@ import importlib.util
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from ftlab.errors import fail
 from ftlab.models.dtypes import torch_dtype
 
 QUANTIZATIONS = ("nf4", "int8")
-#: adapters that train beside a frozen k-bit weight (``none`` evaluates the quantised base)
-QUANTIZABLE_ADAPTERS = ("lora", "dora", "sora", "none")
 #: first bitsandbytes release whose nf4/int8 kernels run without CUDA
 CPU_BNB_VERSION = (0, 47)
 
@@ -62,9 +62,10 @@ def bnb_problem(accelerator: str, cuda: bool | None = None) -> str | None:
     return None
 
 
-def validate_quantization(cfg: Any) -> None:
+def validate_quantization(cfg: Any, quantizable: Sequence[str]) -> None:
     """One line before any weight loads: unknown scheme, no usable bitsandbytes, or a combination
-    that would have to write the packed weights."""
+    that would have to write the packed weights. ``quantizable``: the adapters that train beside a
+    frozen k-bit weight (their spec's ``supports_quantized_base``)."""
     q = cfg.model.quantization
     if q is None:
         return
@@ -73,8 +74,8 @@ def validate_quantization(cfg: Any) -> None:
     problem = bnb_problem(str(cfg.hardware.accelerator))
     if problem:
         fail("model.quantization", q, f"null on this machine: {problem}")
-    if cfg.adapter.name not in QUANTIZABLE_ADAPTERS:
-        fail("adapter", cfg.adapter.name, f"one of {list(QUANTIZABLE_ADAPTERS)} with model.quantization={q} "
+    if cfg.adapter.name not in quantizable:
+        fail("adapter", cfg.adapter.name, f"one of {list(quantizable)} with model.quantization={q} "
              "(a k-bit base stays frozen: full fine-tuning, SDoRA's weight norm and masked LoRA need dense weights)")
     if cfg.base.enabled:
         fail("base.enabled", True, f"false with model.quantization={q} (base pre-training updates every weight)")
@@ -82,8 +83,6 @@ def validate_quantization(cfg: Any) -> None:
 
 def bnb_config(model_cfg: Any):
     """transformers' ``BitsAndBytesConfig`` for ``model.quantization`` (compute in ``model.dtype``)."""
-    from transformers import BitsAndBytesConfig
-
 
     if model_cfg.quantization == "nf4":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -100,8 +99,6 @@ def device_map() -> dict[str, Any]:
 
 
 def load_quantized(path: str, model_cfg: Any) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-
 
     if model_cfg.quantization == "int8":
         # LLM.int8 multiplies in fp16 and says so on every call of every layer for other input dtypes
@@ -134,7 +131,7 @@ def unpack_cpu_weights_(model: nn.Module) -> None:
         state = getattr(weight, "quant_state", None)
         if state is not None and getattr(state, "packing_format_for_cpu", False):
             # private, but the one inverse bitsandbytes itself calls before saving such a weight
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse  # optional dependency
 
             weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
 
@@ -142,6 +139,7 @@ def unpack_cpu_weights_(model: nn.Module) -> None:
 def dequantized_merge(peft_model: nn.Module) -> nn.Module:
     """The merged model with the base dequantised first (see the module docstring); consumes
     ``peft_model``."""
+    # peft is heavy (~4 s of imports): a k-bit merge only
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     name = peft_model.active_adapter
@@ -177,7 +175,7 @@ def dense_weight(linear: nn.Module) -> torch.Tensor:
     weight = linear.weight
     if weight.is_floating_point():
         return weight
-    from peft.utils.integrations import dequantize_bnb_weight
+    from peft.utils.integrations import dequantize_bnb_weight  # heavy: k-bit weights only
 
     unpack_cpu_weights_(linear)
     weight = linear.weight

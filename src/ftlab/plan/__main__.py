@@ -15,10 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import ftlab.plan
 from ftlab.errors import FtlabError, report_error
 from ftlab.plan.options import PlannerArgs, is_planner_arg, parse_planner_args
 from ftlab.plan.planner import Plan, make_plan
 from ftlab.plan.report import to_json, to_markdown
+from ftlab.plan.slurm import check_runnable, emit_slurm
 
 _IGNORED_FLAGS = ("-m", "--multirun")
 
@@ -32,8 +34,6 @@ def default_dir(plan: Plan) -> Path:
 def write_plan(plan: Plan, args: PlannerArgs, markdown: str) -> Path:
     """Everything is written into a staging dir next to the plan dir and renamed into place."""
     if args.emit == "slurm":
-        from ftlab.plan.slurm import check_runnable
-
         check_runnable(plan, args.plan.slurm)
     final = Path(args.plan.dir) if args.plan.dir else default_dir(plan)
     if final.exists() and any(final.iterdir()):
@@ -43,8 +43,6 @@ def write_plan(plan: Plan, args: PlannerArgs, markdown: str) -> Path:
     try:
         extra = {}
         if args.emit == "slurm":
-            from ftlab.plan.slurm import emit_slurm
-
             extra = emit_slurm(plan, staging, final.resolve(), args.plan.slurm)
         (staging / "plan.md").write_text(markdown)
         (staging / "plan.json").write_text(json.dumps(to_json(plan, extra), indent=2, default=str))
@@ -61,8 +59,6 @@ def write_plan(plan: Plan, args: PlannerArgs, markdown: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
-        import ftlab.plan
-
         print(__doc__.strip() + "\n\n" + (ftlab.plan.__doc__ or "").strip())
         return 0
     try:

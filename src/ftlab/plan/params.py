@@ -15,6 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ftlab.adapters.registry import get_adapter
+from ftlab.models import build_model, build_tokenizer
 from ftlab.models.structure import decoder_blocks, decoder_linears, matches
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -23,9 +25,6 @@ TRAINABLE_STATE_BYTES = 16
 #: bytes per weight of a bitsandbytes k-bit linear: nf4 = 4 bits + one fp32 absmax per 64 weights
 #: quantised again to 8 bits (double quantisation); int8 = 1 byte + one fp32 scale per row (~0)
 KBIT_BYTES = {"nf4": 0.5 + (1 + 4 / 256) / 64, "int8": 1.0}
-#: adapters that add gates (one per rank per layer) / a magnitude (one per output row per layer)
-GATED = ("sora", "sdora")
-MAGNITUDE = ("dora", "sdora")
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,6 @@ def _plain(node: Any) -> Any:
 
 @lru_cache(maxsize=32)
 def _facts(model_json: str) -> ModelFacts:
-    from ftlab.models import build_model, build_tokenizer
-
     model_cfg = OmegaConf.create(json.loads(model_json))
     tok = build_tokenizer(model_cfg) if model_cfg.tokenizer == "byte" else None
     model = build_model(model_cfg, tok, device="meta")
@@ -98,17 +95,17 @@ def target_shapes(facts: ModelFacts, cfg: Any) -> list[tuple[int, int]]:
 def trainable_params(facts: ModelFacts, cfg: Any) -> int:
     """Adapter parameters the run will train (before any gate sparsity)."""
     a = _plain(cfg.adapter)
-    name = a.get("name")
-    if name == "none":
+    spec = get_adapter(a.get("name"))
+    if not spec.trains:
         return 0
-    if name == "full" or "r" not in a:
+    if spec.full_weights or not spec.low_rank:
         return facts.total
     r = int(a["r"])
     total = 0
     for fan_in, fan_out in target_shapes(facts, cfg):
         total += r * (fan_in + fan_out)
-        total += r if name in GATED else 0
-        total += fan_out if name in MAGNITUDE else 0
+        total += r if spec.gated else 0  # one gate per rank
+        total += fan_out if spec.magnitude else 0  # one magnitude per output row
     return total
 
 
@@ -198,7 +195,7 @@ STATE_OVERHEAD_BYTES = 64 * 1024
 def param_bytes(adapter: str, dtype: str) -> int:
     """Bytes of one trainable value: peft keeps adapter weights in fp32 over a 16-bit base
     (``autocast_adapter_dtype``); full fine-tuning trains the weights in the model's dtype."""
-    return BYTES.get(dtype, 4) if adapter == "full" else 4
+    return BYTES.get(dtype, 4) if get_adapter(adapter).full_weights else 4
 
 
 def state_bytes(trainable: int, adapter: str, dtype: str) -> int:

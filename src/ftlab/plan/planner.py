@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_run, expand_sweep
 from ftlab.data.packing import pack_length
 from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
@@ -26,7 +27,7 @@ from ftlab.plan.params import (
 )
 from ftlab.plan.priors import Prior, find_priors
 from ftlab.plan.search import search_numbers, sweeper_search
-from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree
+from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree, trial_chain
 
 PLAN_VERSION = 1
 
@@ -128,7 +129,8 @@ def run_facts(cfg: DictConfig) -> RunFacts:
     (full fine-tuning adds none), so runs and priors scale against the same quantity."""
     h = cfg.hardware
     mf = model_facts(cfg.model)
-    total = mf.total + (trainable_params(mf, cfg) if cfg.adapter.name not in ("full", "none") else 0)
+    spec = get_adapter(cfg.adapter.name)
+    total = mf.total + (trainable_params(mf, cfg) if spec.trains and not spec.full_weights else 0)
     return RunFacts(
         model=cfg.model.name, hardware=h.name, accelerator=h.accelerator, devices=int(h.devices) * int(h.num_nodes),
         precision=str(h.precision), batch_size=int(cfg.train.batch_size),
@@ -164,8 +166,6 @@ def build_runs(overrides: list[str], options: PlanOptions) -> tuple[list[list[st
     cfgs = [compose_run(job) for job in jobs]
     controls_of: dict[str, list[str]] = {}
     if options.controls:
-        from ftlab.plan.stages import trial_chain
-
         for job, cfg in zip(jobs, cfgs):
             key = trial_chain(cfg, trains=False)[0].key  # the base model (trial 0: its shared key)
             controls_of.setdefault(key, control_overrides(job))
@@ -179,7 +179,7 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
     n_jobs = is_control.count(False)
     names = name_runs(jobs[:n_jobs], cfgs[:n_jobs], list(zip(jobs[n_jobs:], cfgs[n_jobs:])))
     priors = find_priors(options.prior_dirs) if priors is None else priors
-    trains = [not c and cfg.adapter.name != "none" for c, cfg in zip(is_control, cfgs)]
+    trains = [not c and get_adapter(cfg.adapter.name).trains for c, cfg in zip(is_control, cfgs)]
     tree = stage_tree(cfgs, trains)
     runs = []
     for i, (job, cfg, ctrl, name) in enumerate(zip(jobs, cfgs, is_control, names)):
@@ -187,7 +187,7 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         mf = model_facts(cfg.model)
         trainable = trainable_params(mf, cfg)
         static = static_memory_mb(mf, trainable, str(cfg.model.dtype), facts.devices,
-                                  quantization=cfg.model.quantization, full=cfg.adapter.name == "full",
+                                  quantization=cfg.model.quantization, full=get_adapter(cfg.adapter.name).full_weights,
                                   sharded=cfg.hardware.strategy == "fsdp")
         packed = bool(cfg.train.packing)  # a sample is then a row of pack_length tokens
         seq = pack_length(cfg.train, cfg.task) if packed else int(cfg.task.max_length)
@@ -203,7 +203,7 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         if trains[i]:
             est = estimate_time(facts, priors)
         else:  # eval-only: no optimiser steps; its base pre-training is costed like the runs'
-            est = estimate_time(facts if cfg.adapter.name != "none" else _as_trained(facts, cfgs, i), priors)
+            est = estimate_time(facts if get_adapter(cfg.adapter.name).trains else _as_trained(facts, cfgs, i), priors)
         run = PlannedRun(i, name, job, cfg, ctrl or not trains[i], facts, trainable, est, memory, tree.trials[i])
         if trains[i]:
             run.state_bytes = state_bytes(trainable, cfg.adapter.name, str(cfg.model.dtype))
@@ -223,7 +223,7 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
 def _as_trained(facts: RunFacts, cfgs: list[DictConfig], i: int) -> RunFacts:
     """A control has no training steps of its own; a base pre-training it shares is costed with
     the adapter of a run that trains on the same setup (or LoRA)."""
-    others = [c.adapter.name for c in cfgs if c.adapter.name != "none" and c.model.name == facts.model]
+    others = [c.adapter.name for c in cfgs if get_adapter(c.adapter.name).trains and c.model.name == facts.model]
     return RunFacts(**{**facts.__dict__, "adapter": others[0] if others else "lora"})
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ftlab.config.compose import compose_run
+from ftlab.launchers.preflight import check_launch
 from ftlab.plan.options import SlurmOptions
 from ftlab.plan.planner import Plan, PlannedRun
 
@@ -89,8 +90,6 @@ def submit_script(names: list[str]) -> str:
 def check_runnable(plan: Plan, s: SlurmOptions) -> None:
     """Each sbatch job is a single ``python -m ftlab`` run: refuse now what its preflight would
     refuse on the cluster (e.g. Cerebras hardware, which runs through its own launcher)."""
-    from ftlab.launchers.preflight import check_launch
-
     for run in plan.runs:
         check_launch(job_overrides(run, s), [run.cfg], multirun=False)
 

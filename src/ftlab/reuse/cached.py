@@ -12,6 +12,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModelForCausalLM
 
 from ftlab.base_model import frozen
 from ftlab.models.dtypes import torch_dtype
@@ -40,8 +41,6 @@ def cached_base_model(cfg: Any, build: Callable[[], nn.Module], record: dict | N
 
 def load_base(path, dtype: str) -> nn.Module:
     """Load a cached base the way ``pretrain_base`` leaves it: eval mode, frozen."""
-    from transformers import AutoModelForCausalLM
-
     return frozen(AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype)))
 
 

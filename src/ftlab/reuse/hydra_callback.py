@@ -11,6 +11,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ftlab.reuse.records import SUMMARY_FILE, write_sweep_records
+
 
 class ReuseRecords(Callback):
     def __init__(self) -> None:
@@ -20,8 +22,6 @@ class ReuseRecords(Callback):
         self._t0 = time.perf_counter()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ftlab.reuse.records import SUMMARY_FILE, write_sweep_records
-
         sweep_dir = Path(config.hydra.sweep.dir)
         extra = {"sweep_wall_s": round(time.perf_counter() - self._t0, 3)} if self._t0 is not None else {}
         result = write_sweep_records(sweep_dir, extra)

@@ -7,12 +7,14 @@ different nodes at the same time; the aggregation runs once, in the process that
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
-from ftlab.callbacks.history import write_json
+from hydra.core.hydra_config import HydraConfig
+
+from ftlab.io import write_csv, write_json
+from ftlab.reuse.tree import build_tree, render_tree
 
 RECORD_FILE = "reuse_record.json"
 STAGE_LOG = "stage_log.csv"
@@ -24,8 +26,6 @@ def job_identity(run_dir: Path) -> dict[str, Any]:
     """Hydra's job number and overrides when running under Hydra, else only the run dir."""
     out: dict[str, Any] = {"run_dir": str(Path(run_dir).absolute()), "job_num": None, "overrides": []}
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         if HydraConfig.initialized():
             hc = HydraConfig.get()
             out["job_num"] = int(hc.job.num) if hc.job.get("num") is not None else None
@@ -112,16 +112,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """A sweep record as CSV, replaced atomically (a reader never sees half a file)."""
-    tmp = Path(path).with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(columns))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def write_stage_log(path: Path, rows: list[dict[str, Any]]) -> None:
     write_csv(path, STAGE_LOG_COLUMNS, rows)
 
@@ -129,8 +119,6 @@ def write_stage_log(path: Path, rows: list[dict[str, Any]]) -> None:
 def write_sweep_records(sweep_dir: Path, extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], str] | None:
     """Write ``stage_log.csv`` and ``reuse_summary.json``; returns (summary, stage tree text), or
     ``None`` when no job of the sweep left a record."""
-    from ftlab.reuse.tree import build_tree, render_tree
-
     sweep_dir = Path(sweep_dir)
     records = load_records(sweep_dir)
     if not records:

@@ -29,6 +29,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from ftlab.callbacks.checkpoints import STATE_FILE, save_state
 from ftlab.callbacks.loss_log import COLUMNS as LOSS_COLUMNS
 from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
+from ftlab.io import write_csv
 from ftlab.reuse.keys import canonical_json, lookup
 from ftlab.reuse.locks import KeyLock
 from ftlab.reuse.steps import RunSteps, Step, as_plain, cache_dir, run_steps, world_size  # noqa: F401 (re-export)
@@ -312,12 +313,7 @@ class StagePublisher(L.Callback):
 def _copy_csv(src: Path, dest: Path, header: list[str]) -> None:
     with open(src, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    tmp = dest.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=header, restval="", extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(dest)
+    write_csv(dest, header, rows, extrasaction="ignore")
 
 
 def stage_run(cfg: Any, run_dir: Path, plan: RunSteps | None = None) -> StageRun:

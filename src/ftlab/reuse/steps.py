@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import transformers
+from omegaconf import DictConfig, OmegaConf
+
+import ftlab
 from ftlab.reuse.keys import lookup, pick, step_key
+from ftlab.reuse.manifest import file_sha256
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
 #: results for the same config.
@@ -154,8 +160,6 @@ def make_step(kind: str, parent: Step | None, config: dict[str, Any], cached: bo
 # -- fingerprints of things outside the config ---------------------------------------------
 @functools.lru_cache(maxsize=64)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    from ftlab.reuse.manifest import file_sha256
-
     return file_sha256(Path(path))
 
 
@@ -185,11 +189,6 @@ def _or(value: Any, fallback: Any) -> Any:
 def environment() -> dict[str, str]:
     """Versions of the code that produces every artifact (stale hits across upgrades are worse
     than one rebuild)."""
-    import torch
-    import transformers
-
-    import ftlab
-
     # str(): torch.__version__ is a TorchVersion, which a weights_only load would refuse
     return {"ftlab": str(ftlab.__version__), "torch": str(torch.__version__),
             "transformers": str(transformers.__version__)}
@@ -283,8 +282,6 @@ def has_cached_step(c: Mapping[str, Any]) -> bool:
 
 def as_plain(cfg: Any) -> dict[str, Any]:
     """A run config (DictConfig or dict) as a plain resolved dict."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)
     return dict(cfg)

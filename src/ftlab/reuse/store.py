@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlab.io import write_json
 from ftlab.reuse.keys import canonical_json
 from ftlab.reuse.locks import HOST, KeyLock, read_state
 from ftlab.reuse.manifest import build_manifest, check_manifest
@@ -176,9 +177,7 @@ class ArtifactStore:
         canonical_json(info)  # refuse what cannot be stored faithfully before writing anything
         (staging.dir / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
         manifest = build_manifest(staging.dir)
-        tmp = staging.dir / f".{MANIFEST_FILE}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.rename(staging.dir / MANIFEST_FILE)
+        write_json(staging.dir / MANIFEST_FILE, manifest)
         target = self.entry_dir(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from ftlab.errors import ConfigError
 from ftlab.search.halving import MODES
 
@@ -35,8 +37,6 @@ class SearchOptions:
 
 def search_options(node: Any) -> SearchOptions:
     """From the (possibly DictConfig) ``hydra.sweeper.search`` node; unknown keys are refused."""
-    from omegaconf import OmegaConf
-
     data = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
     allowed = set(SearchOptions.__dataclass_fields__)
     for k in data:

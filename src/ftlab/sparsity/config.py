@@ -6,14 +6,20 @@ mask file fit) use the model built on the ``meta`` device, so they cost no weigh
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from ftlab.errors import fail
+from ftlab.models.build import meta_model
+from ftlab.sparsity.check import check_fit, check_model
+from ftlab.sparsity.compute import layouts_for, spec_of
+from ftlab.sparsity.io import load_masks, mask_shapes, sidecar_path
 from ftlab.sparsity.masks import GROUPS, METHODS, STRUCTURES
 from ftlab.sparsity.scores import IMPORTANCES
+from ftlab.sparsity.selection import select_modules
 
 MODES = ("sparse_to_dense", "sparse_to_sparse")
 ALLOCATIONS = ("uniform", "owl")
@@ -32,15 +38,11 @@ def _level(key: str, value: Any) -> None:
 
 def _meta_model(model_yaml: str):
     """The architecture on the meta device (no weights), or ``None`` if it cannot be built here."""
-    from ftlab.models.build import meta_model
-
     return meta_model(model_yaml)
 
 
 def check_agrees(sp: Any, meta: dict) -> None:
     """A configured method/level must be the mask file's; ``sparsity=none`` takes the file as is."""
-    from ftlab.sparsity.compute import spec_of
-
     if sp.method == "none":
         return
     if sp.method != meta.get("method"):
@@ -52,18 +54,11 @@ def check_agrees(sp: Any, meta: dict) -> None:
 
 
 def _structural_checks(cfg: Any) -> None:
-    from ftlab.sparsity.check import check_fit, check_model
-    from ftlab.sparsity.compute import layouts_for, spec_of
-    from ftlab.sparsity.io import mask_shapes, sidecar_path
-    from ftlab.sparsity.selection import select_modules
-
     sp = cfg.sparsity
     model = _meta_model(OmegaConf.to_yaml(cfg.model, resolve=True))
     if model is None:
         return
     if sp.mask_path:
-        from ftlab.sparsity.io import load_masks
-
         shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
         # safetensors: the header alone; .pt: the (weights-only) file, as the run loads it
         found = mask_shapes(sp.mask_path) if Path(sp.mask_path).suffix == ".safetensors" \
@@ -71,8 +66,6 @@ def _structural_checks(cfg: Any) -> None:
         check_fit(found, shapes, "sparsity.mask_path", sp.mask_path)
         side = sidecar_path(sp.mask_path)
         if side.is_file():
-            import json
-
             try:
                 meta = json.loads(side.read_text())
             except ValueError as err:

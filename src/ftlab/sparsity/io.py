@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ftlab.errors import ConfigError
+from ftlab.io import atomic_path
 
 FORMAT_VERSION = 1
 SUFFIXES = (".safetensors", ".pt")
@@ -24,10 +25,6 @@ SUFFIXES = (".safetensors", ".pt")
 
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".tmp-{path.name}")
 
 
 def save_masks(masks: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, Any]) -> Path:
@@ -38,19 +35,12 @@ def save_masks(masks: dict[str, torch.Tensor], path: str | Path, metadata: dict[
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: m.detach().to(torch.bool).contiguous().cpu() for name, m in masks.items()}
     side = sidecar_path(path)
-    tmp_mask, tmp_side = _tmp(path), _tmp(side)
-    try:
+    with atomic_path(side) as tmp_side, atomic_path(path) as tmp_mask:  # mask replaced first, then sidecar
         if path.suffix == ".safetensors":
             save_file(tensors, str(tmp_mask), metadata={"format": "ftlab-mask", "version": str(FORMAT_VERSION)})
         else:
             torch.save(tensors, tmp_mask)
         tmp_side.write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
-        tmp_mask.replace(path)
-        tmp_side.replace(side)
-    except BaseException:
-        for p in (tmp_mask, tmp_side):
-            p.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -84,8 +74,6 @@ def load_masks(path: str | Path, key: str = "sparsity.mask_path") -> tuple[dict[
 def mask_shapes(path: str | Path, key: str = "sparsity.mask_path") -> dict[str, tuple[tuple[int, ...], str]]:
     """``{name: (shape, dtype)}`` of a safetensors mask file, read from its header only (cheap
     enough for composition-time checks of every job of a sweep)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             out = {}

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ftlab.callbacks.csvfile import CsvAppender
+from ftlab.io import CsvAppender, atomic_path
 from ftlab.sparsity.masks import overall_sparsity, sparsity_of
 from ftlab.sparsity.selection import HeadLayout
 
@@ -67,7 +67,7 @@ def write_layer_table(masks: dict[str, torch.Tensor], target: float | dict[str, 
 def plot_histogram(masks: dict[str, torch.Tensor], target: float, path: str | Path, title: str = "") -> Path:
     """Left: achieved sparsity per layer against the target. Right: histogram of per-row
     sparsity over all pruned layers (uniform for row groups, spread out for global masks)."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency: only when a histogram is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,8 +92,9 @@ def plot_histogram(masks: dict[str, torch.Tensor], target: float, path: str | Pa
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path

@@ -45,59 +45,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
-from ftlab.errors import ConfigError
 from ftlab.models.structure import decoder_layer_classes
 from ftlab.training.state import safe_load, snapshot_trainable, trainable_shapes
-
-#: adapters whose trainable set FSDP can shard (gated adapters read gate values on the host, which
-#: a sharded gate does not hold whole)
-FSDP_ADAPTERS = ("lora", "dora", "masked", "full", "none")
-
-
-def fsdp_problem(cfg: Any) -> tuple[str, Any, str] | None:
-    """``(key, value, allowed)`` when a run cannot train with ``hardware.strategy=fsdp``."""
-    if cfg.hardware.strategy != "fsdp":
-        return None
-    if cfg.adapter.name not in FSDP_ADAPTERS:
-        return ("adapter", cfg.adapter.name, f"one of {list(FSDP_ADAPTERS)} with hardware.strategy=fsdp "
-                "(gated adapters read whole gate tensors on every log step; use hardware=multi_gpu)")
-    if cfg.model.quantization:
-        return ("model.quantization", cfg.model.quantization, "null with hardware.strategy=fsdp (FSDP cannot "
-                "shard bitsandbytes' packed k-bit weights; QLoRA runs with hardware=gpu or multi_gpu)")
-    if cfg.base.enabled:
-        return ("base.enabled", True, "false with hardware.strategy=fsdp (pre-train the base with hardware=gpu "
-                "or multi_gpu; it is cached and reused by the sharded run)")
-    if cfg.adapter.name in ("dora", "masked") and cfg.model.dtype != "float32":
-        return ("model.dtype", cfg.model.dtype, f"float32 with adapter={cfg.adapter.name} and hardware.strategy=fsdp "
-                "(its fp32 weights and a half-precision base cannot share an FSDP unit, and it reads them outside a "
-                "unit of their own; hardware.precision still computes in bf16)")
-    if cfg.model.dtype != "float32" and str(cfg.hardware.precision).endswith("-mixed"):
-        return ("model.dtype", cfg.model.dtype, f"float32 with hardware.precision={cfg.hardware.precision} and "
-                "hardware.strategy=fsdp (under FSDP's mixed-precision policy a frozen half-precision block's weights "
-                "drop out of the gathered state after backward, so the export would not hold them; the fp32 base is "
-                "sharded across the devices and still computes in bf16)")
-    if cfg.adapter.name == "full" and cfg.sparsity.name != "none" and cfg.sparsity.mode == "sparse_to_sparse":
-        return ("sparsity.mode", "sparse_to_sparse", "sparse_to_dense with adapter=full and hardware.strategy=fsdp "
-                "(re-applying the mask after each step needs whole weights; each rank holds a shard)")
-    return None
-
-
-def check_fsdp_config(cfg: Any) -> None:
-    """Refuse (one line) what the sharded path does not train; nothing to do for other strategies."""
-    problem = fsdp_problem(cfg)
-    if problem is not None:
-        raise ConfigError(*problem)
-
-
-def check_fsdp(cfg: Any) -> None:
-    """The recipe's check of an FSDP run before anything is built or written: the settings, and the
-    hardware (a CUDA device for ``accelerator=gpu``), as the CLI's preflight also checks."""
-    if cfg.hardware.strategy != "fsdp":
-        return
-    from ftlab.config.environment import check_hardware  # lazy: ftlab.config's validators import training
-
-    check_fsdp_config(cfg)
-    check_hardware(cfg)
 
 
 def _trainable_leaf(module: nn.Module) -> bool:

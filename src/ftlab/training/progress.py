@@ -20,6 +20,7 @@ from typing import IO, Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar
+from tqdm.auto import tqdm
 
 #: plain lines per run when stderr is not a terminal
 PLAIN_LINES = 10
@@ -140,8 +141,6 @@ class StepProgressBar(ProgressBar):
         self._t0, self._start = time.perf_counter(), trainer.global_step
         total = max(trainer.max_steps, self._start)
         if self.tty:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(total=total, initial=self._start, desc=self.label, file=self.out, dynamic_ncols=True,
                              leave=True, bar_format="{desc} {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt} "
                                                     "[{elapsed}<{remaining}]{postfix}")  # tqdm puts ", " before the postfix

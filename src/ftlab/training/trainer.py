@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from ftlab.errors import ConfigError
 from ftlab.training.fsdp import fsdp_strategy
@@ -17,14 +19,8 @@ from ftlab.training.progress import StepProgressBar
 def build_logger(cfg: Any, run_dir: Path):
     name = cfg.logger.name
     if name == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
         return CSVLogger(save_dir=str(run_dir), name="lightning_logs", version="")
     if name == "wandb":
-        import os
-
-        from lightning.pytorch.loggers import WandbLogger
-
         os.environ["WANDB_MODE"] = cfg.logger.mode
         os.environ.setdefault("WANDB_SILENT", "true")
         return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
