@@ -62,12 +62,13 @@ def eval_signature(c: dict[str, Any]) -> str:
 
 
 def reuse_applies(c: dict[str, Any], steps: RunSteps | None = None) -> tuple[bool, str]:
-    """(applies, why not): the stages of the plan of steps are cached (the policy is
+    """(applies, why not): the stages of the plan of steps go through the store
+    (:attr:`ftlab.reuse.steps.RunSteps.caches_stages`; the policy is
     :func:`ftlab.reuse.steps.cache_policy`)."""
-    if lookup(c, "schedule.name", None) != "stages":
-        return False, "schedule is not 'stages'"
     steps = steps if steps is not None else run_steps(c)
-    return (bool(steps.stages) and steps.stages[0].cached), steps.why_not_cached
+    if not steps.stages:
+        return False, "schedule is not 'stages'"
+    return steps.caches_stages, steps.why_not_cached
 
 
 class SyncStageLr(L.Callback):

@@ -127,7 +127,19 @@ class RunSteps:
 
     @property
     def uses_cache(self) -> bool:
+        """Some step of the run goes through the store (checked at composition: the cache dir must
+        be writable)."""
         return any(s.cached for s in self.all())
+
+    @property
+    def caches_stages(self) -> bool:
+        """``schedule=stages`` and its stages go through the store."""
+        return bool(self.stages) and self.stages[0].cached
+
+    def shared(self, step: Step) -> bool:
+        """Whether two trials with this step's key share its product: it is cached, or it is a mask
+        file (read, nothing stored) where the policy caches. The planner's stage tree reads this."""
+        return step.cached or (step.kind == "mask_file" and not self.why_not_cached)
 
 
 def world_size(c: Mapping[str, Any]) -> int:
@@ -269,16 +281,6 @@ def run_steps(c: dict[str, Any]) -> RunSteps:
     mask = mask_step(c, base or model)
     train = train_step(c, mask or base or model)
     return RunSteps(model, base, mask, train, stage_steps(c, train), cache_policy(c))
-
-
-def has_cached_step(c: Mapping[str, Any]) -> bool:
-    """Whether the run has a step that goes through the store, without computing keys (cheap
-    enough for composition-time checks): :func:`run_steps`'s rules for which steps exist."""
-    if cache_policy(c):
-        return False
-    computes_mask = lookup(c, "sparsity.method", "none") != "none" and not lookup(c, "sparsity.mask_path", None)
-    return (lookup(c, "schedule.name", None) == "stages" or bool(lookup(c, "base.enabled", False))
-            or computes_mask)
 
 
 def as_plain(cfg: Any) -> dict[str, Any]:
