@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import time
@@ -35,7 +36,7 @@ from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.foundation import foundation, foundation_mismatch
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
-from ftlab.reuse.stages import stage_run
+from ftlab.reuse.stages import StageRun
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.module import FtlabModule
@@ -153,23 +154,26 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         start_step = checkpoint_step(ckpt)
     # schedule=stages: resume from the deepest cached stage, hold the build locks of the others,
     # publish each at its last step; whatever is still locked is released on any exit
-    with stage_run(cfg, run_dir, runner.steps) as stages:
-        stages.plan(own_step=start_step if ckpt is not None else None)
-        if stages.resume_path is not None:
-            ckpt, start_step = stages.resume_path, stages.start_step
-            check_resumable(ckpt, read_meta(ckpt), module, module.foundation,
-                            f"stage entry {stages.resume_entry.root}")
-            stages.prefill_logs()
-        callbacks += stages.callbacks()
+    stages = StageRun(runner, run_dir, cfg.schedule) if runner.steps.stages else None
+    with stages or contextlib.nullcontext():
+        if stages is not None:
+            stages.plan(own_step=start_step if ckpt is not None else None)
+            if stages.resume_path is not None:
+                ckpt, start_step = stages.resume_path, stages.start_step
+                check_resumable(ckpt, read_meta(ckpt), module, module.foundation,
+                                f"stage entry {stages.resume_entry.root}")
+                stages.prefill_logs()
+            callbacks += stages.callbacks()
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
                                 run_dir=run_dir)
         if trainer.is_global_zero:
             log.info("%s", header(cfg, adapted, steps, start_step, run_dir, runner.record(),
-                                   stages.resume_path is not None))
+                                   stages is not None and stages.resume_path is not None))
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         train_time = time.perf_counter() - t0
-    runner.stages = stages.records()
+    if stages is None:  # the whole training, recorded as one uncached stage
+        runner.record_training(steps, float(cfg.schedule.lr), train_time)
     # examples and real tokens this rank trained on (counted per batch; packed rows hold several)
     samples = module.examples * trainer.world_size
     tokens = module.real_tokens * trainer.world_size
