@@ -288,6 +288,8 @@ def as_plain(cfg: Any) -> dict[str, Any]:
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
+        if "hydra" in cfg:  # composed with its hydra node (checks at composition): no step reads it, and
+            cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # it resolves only in a job
         return OmegaConf.to_container(cfg, resolve=True)
     return dict(cfg)
 
