@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ftlab.reuse.steps import CALIBRATED, Step, as_plain, run_steps, world_size
+from ftlab.reuse.steps import CALIBRATED, RunSteps, Step, as_plain, run_steps, world_size
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,13 @@ def _mask_iters(c: dict[str, Any], step: Step) -> int:
     return int((s.get("calibration") or {}).get("batches", 0))
 
 
-def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0) -> list[StageNode]:
+def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0,
+                steps: RunSteps | None = None) -> list[StageNode]:
     """The steps of one trial. ``trains=False`` (an eval-only control) stops after the base/mask.
-    A step the cache would not share gets a key private to ``trial``."""
+    A step the cache would not share gets a key private to ``trial``. ``steps``: the trial's plan
+    of steps when already computed (else computed here)."""
     c = as_plain(cfg)
-    steps = run_steps(c)
+    steps = steps if steps is not None else run_steps(c)
     dev = world_size(c)
     chain: list[StageNode] = []
 
@@ -83,12 +85,14 @@ def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0) -> 
     return chain
 
 
-def stage_tree(cfgs: Iterable[DictConfig | dict], trains: Iterable[bool] | None = None) -> StageTree:
+def stage_tree(cfgs: Iterable[DictConfig | dict], trains: Iterable[bool] | None = None,
+               steps: list[RunSteps] | None = None) -> StageTree:
     cfgs = list(cfgs)
     trains = list(trains) if trains is not None else [True] * len(cfgs)
+    steps = list(steps) if steps is not None else [None] * len(cfgs)
     tree = StageTree()
-    for i, (cfg, t) in enumerate(zip(cfgs, trains)):
-        chain = trial_chain(cfg, t, i)
+    for i, (cfg, t, s) in enumerate(zip(cfgs, trains, steps)):
+        chain = trial_chain(cfg, t, i, s)
         for node in chain:
             tree.nodes.setdefault(node.key, node)
         tree.trials.append([n.key for n in chain])

@@ -125,6 +125,17 @@ class RunSteps:
         """Every step, root first."""
         return [s for s in (self.model, self.base, self.mask, self.train) if s is not None] + list(self.stages)
 
+    def labelled(self) -> list[tuple[str, Step]]:
+        """Every step with the name the planner and ``python -m ftlab.cache`` print (``stage 2``)."""
+        out = [(s.kind, s) for s in (self.model, self.base, self.mask, self.train) if s is not None]
+        return out + [(f"stage {i}", s) for i, s in enumerate(self.stages, start=1)]
+
+    def cached_text(self, step: Step) -> str:
+        """``yes``, or ``no`` with the reason where the policy (not the step's kind) decides."""
+        if step.cached:
+            return "yes"
+        return f"no ({self.why_not_cached})" if step.kind in CACHEABLE and self.why_not_cached else "no"
+
     @property
     def uses_cache(self) -> bool:
         """Some step of the run goes through the store (checked at composition: the cache dir must
