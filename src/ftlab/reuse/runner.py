@@ -12,7 +12,7 @@ Two shapes of step go through it:
   :meth:`~StepRunner.publish`, :meth:`~StepRunner.local_copy`) and records them here.
 
 A step that is not cached here (:attr:`ftlab.reuse.steps.Step.cached`: ``reuse.enabled=false``,
-several devices) is computed in memory; the runner holds no store then. Artifact steps run under
+several devices) is computed in memory; a run with no cached step holds no store. Artifact steps run under
 :func:`preserved_rng`, so the RNG stream that follows is the same with or without the cache.
 """
 
@@ -54,7 +54,7 @@ class StepRunner:
     def __init__(self, cfg: Any, steps: RunSteps | None = None):
         self.c = as_plain(cfg)
         self.steps = steps if steps is not None else run_steps(self.c)
-        self.store = ArtifactStore(cache_dir(self.c)) if not self.steps.why_not_cached else None
+        self.store = ArtifactStore(cache_dir(self.c)) if self.steps.uses_cache else None
         local = (self.c.get("paths") or {}).get("local_cache_dir")
         self.local = ArtifactStore(local) if local and self.store is not None else None
         self.records: dict[str, dict[str, Any]] = {}

@@ -3,9 +3,12 @@ caching policy: which steps go through the reuse store on this hardware (:func:`
 
     model ─> base (continued pre-training, cached) ─> mask (cached) ─> train root ─> stage 1 ─> stage 2 ...
 
-:func:`run_steps` computes the plan once per run; the recipe executes it (base and mask through
-:class:`ftlab.reuse.runner.StepRunner`, stages through :mod:`ftlab.reuse.stages`), the planner
-prints it (:mod:`ftlab.plan.stages`) and composition checks read it (:mod:`ftlab.reuse.checks`).
+:func:`run_steps` computes the plan once per run (:class:`ftlab.reuse.runner.StepRunner` holds
+it); the recipe executes it through that one runner (base and mask directly, stages through
+:class:`ftlab.reuse.stages.StageRun`, which uses the runner's store primitives), the planner
+prints it (``python -m ftlab.plan``: :mod:`ftlab.plan.stages`, :mod:`ftlab.plan.report`),
+``python -m ftlab.cache ls --run`` describes its entries, and composition checks read it
+(:mod:`ftlab.reuse.checks`). :func:`cache_policy` is the only caching decision.
 
 Every list here is explicit. A key that is in no list and not in :data:`EXCLUDED` is caught by
 ``tests/reuse/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
