@@ -18,8 +18,8 @@ def test_steps_table_is_the_runs_plan_of_steps():
     steps = StepRunner(compose_run(run.overrides)).steps  # what the recipe executes
     assert [s.key for s in run.step_plan.all()] == [s.key for s in steps.all()]
     rows = [line for line in steps_table(plan) if line.startswith(f"| {run.index} |")]
-    assert [r.split(" | ")[2] for r in rows] == ["model", "mask", "train", "stage 1", "stage 2"]
-    cached = {r.split(" | ")[2]: r.split(" | ")[4] for r in rows}
+    assert [r.split(" | ")[1] for r in rows] == ["model", "mask", "train", "stage 1", "stage 2"]
+    cached = {r.split(" | ")[1]: r.split(" | ")[3] for r in rows}
     assert cached == {"model": "no", "mask": "yes", "train": "no", "stage 1": "yes", "stage 2": "yes"}
     facts = {s["step"]: s for s in to_json(plan)["runs"][0]["step_plan"]}
     assert facts["model"]["artifact_bytes"] is None and facts["train"]["artifact_bytes"] is None

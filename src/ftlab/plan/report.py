@@ -97,11 +97,11 @@ def run_table(plan: Plan) -> list[str]:
 def steps_table(plan: Plan) -> list[str]:
     """Each run's plan of steps (the object the recipe executes): step, key, whether it goes
     through the reuse cache here, and the bytes its cache entry takes."""
-    lines = ["| # | run | step | key | cached | artifact bytes |", "|---|---|---|---|---|---|"]
+    lines = ["| # | step | key | cached | artifact bytes |", "|---|---|---|---|---|"]  # '#': the run table's
     for r in plan.runs[:MAX_STEP_RUNS]:
         for label, step in r.step_plan.labelled():
             size = step_bytes(step, r)
-            lines.append(f"| {r.index} | `{r.name}` | {label} | {short_key(step.key)} | {r.step_plan.cached_text(step)} "
+            lines.append(f"| {r.index} | {label} | {short_key(step.key)} | {r.step_plan.cached_text(step)} "
                          f"| {fmt_bytes(size) if size is not None else '-'} |")
     if len(plan.runs) > MAX_STEP_RUNS:
         lines += ["", f"({len(plan.runs) - MAX_STEP_RUNS} more runs: every step of every run is in plan.json)"]
@@ -137,7 +137,8 @@ def to_markdown(plan: Plan) -> str:
              f"Overrides: `{' '.join(plan.overrides) or '(none)'}`  ",
              f"Prior runs used as evidence: {len(plan.priors)} (searched: {', '.join(plan.options.prior_dirs)})", ""]
     lines += run_table(plan)
-    lines += ["", "## Steps", ""] + steps_table(plan)
+    lines += ["", "## Steps", "", "Each run's plan of steps (run # as in the table above): what `python -m ftlab` "
+              "executes, and what its steps store in the reuse cache.", ""] + steps_table(plan)
     lines += ["", "## Reuse (stage tree)", "",
               f"{r['trials']} trials; {r['nodes_naive']} stage runs without reuse, {r['nodes_planned']} after merging "
               f"identical histories. Base models: {r['base_models']} distinct, {r['shared_base_models']} shared.",
