@@ -1,6 +1,7 @@
 """``python -m ftlab.cache [--cache-dir DIR] ls|verify|gc``: inspect and prune the reuse cache.
 
-    ls       keys with their kind, size, dates and config (``-v``: the full config, ``--json``)
+    ls       keys with their kind, size, dates and config (``-v``: the full config, ``--json``);
+             ``--run OVERRIDES``: that run's plan of steps instead, each with its entry (or why none)
     verify   re-check every entry against its manifest; damaged entries and orphaned build dirs
              (``tmp/<key>.<token>/`` of a killed builder) are listed (exit 1) and removed with
              ``--delete`` (the next run that needs them rebuilds them)
@@ -128,6 +129,39 @@ def cmd_ls(store, args) -> int:
     return 0
 
 
+def run_plan(overrides: list[str]):
+    """The plan of steps of the run these overrides compose (what ``python -m ftlab`` executes)."""
+    from ftlab.config.compose import compose_run
+    from ftlab.reuse.steps import as_plain, run_steps
+
+    cfg = compose_run(overrides)
+    return cfg, run_steps(as_plain(cfg))
+
+
+def cmd_ls_run(store, args, steps) -> int:
+    """``ls --run``: each step of the run's plan (``steps``) with its cache entry: present (size,
+    last use), missing (the run builds it), or none (the step is not cached here, and why)."""
+    rows = []
+    for label, step in steps.labelled():
+        entry = store.lookup(step.key) if step.cached else None
+        rows.append({"step": label, "key": step.key, "kind": step.kind, "cached": steps.cached_text(step),
+                     "in_cache": entry is not None, "size": entry.size() if entry else None,
+                     "last_used": _when(entry.last_used()) if entry else None,
+                     **({"state": state_facts(entry)} if entry is not None and step.kind == "stage" else {})})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        where = (f"in cache {human(row['size']):>8}, used {row['last_used']}" if row["in_cache"]
+                 else "missing (the run builds it)" if row["cached"] == "yes" else f"not cached: {row['cached']}")
+        print(f"{row['step']:<9} {row['key'][:16]}  {where}")
+        if args.verbose and row.get("state"):
+            print(f"    {describe_state(row['state'])}")
+    print(f"{sum(r['in_cache'] for r in rows)} of {sum(r['cached'] == 'yes' for r in rows)} cached steps "
+          f"in {store.root}")
+    return 0
+
+
 def cmd_verify(store, args) -> int:
     damaged = 0
     for entry in store.entries():
@@ -203,6 +237,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ls = sub.add_parser("ls", help="list entries")
     ls.add_argument("--json", action="store_true")
     ls.add_argument("-v", "--verbose", action="store_true", help="print each entry's full config")
+    ls.add_argument("--run", nargs="+", default=None, metavar="OVERRIDE",
+                    help="list this run's plan of steps and their entries (overrides as for python -m ftlab; "
+                         "the cache dir defaults to the run's paths.cache_dir)")
     ver = sub.add_parser("verify", help="check every entry's checksums")
     ver.add_argument("--delete", action="store_true", help="remove damaged entries")
     gc = sub.add_parser("gc", help="remove old or least recently used entries")
@@ -214,10 +251,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.cache_dir is None:
-        args.cache_dir = default_cache_dir()
     try:
+        cfg, steps = run_plan(args.run) if getattr(args, "run", None) else (None, None)
+        if args.cache_dir is None:
+            args.cache_dir = Path(str(cfg.paths.cache_dir)) if cfg is not None else default_cache_dir()
         store = open_store(args.cache_dir)
+        if steps is not None:
+            return cmd_ls_run(store, args, steps)
         return {"ls": cmd_ls, "verify": cmd_verify, "gc": cmd_gc}[args.command](store, args)
     except FtlabError as err:
         return report_error(err)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import time
@@ -38,7 +39,7 @@ from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.foundation import foundation, foundation_mismatch
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
-from ftlab.reuse.stages import stage_run
+from ftlab.reuse.stages import StageRun
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
 from ftlab.training.fsdp import ShardedStrategy
@@ -110,6 +111,14 @@ def _newest_intact(run_dir: Path) -> Path | None:
     return None
 
 
+def rank_zero() -> bool:
+    """The one DDP rule of the recipe: Lightning's launcher runs this recipe once per rank (the
+    rank comes from the launcher's environment before the trainer exists); every rank trains, rank
+    0 alone writes the run's files, logs the header, evaluates and exports. Callbacks that write
+    files during the fit guard themselves with the trainer's ``is_global_zero``."""
+    return rank_zero_only.rank == 0
+
+
 def peak_memory_mb() -> float:
     """Peak device memory on CUDA, else the process's peak resident set."""
     if torch.cuda.is_available():
@@ -120,9 +129,10 @@ def peak_memory_mb() -> float:
 def prepare_model(cfg: DictConfig, runner: StepRunner | None = None):
     """Tokenizer and base model, pre-trained on the task corpus when ``base.enabled``: a cached
     step, built once per base key and shared by every run that has that key (``ftlab.reuse``)."""
+    runner = runner or StepRunner(cfg)
     tokenizer = build_tokenizer(cfg.model)
     seed = cfg.model.init_seed if cfg.model.init_seed is not None else cfg.seed
-    if cfg.base.enabled:
+    if runner.steps.base is not None:
         model = cached_base_model(
             cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), runner=runner)
         model.set_attn_implementation(cfg.model.attn_implementation)  # the cache loads with the default
@@ -154,35 +164,37 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         start_step = checkpoint_step(ckpt)
     # schedule=stages: resume from the deepest cached stage, hold the build locks of the others,
     # publish each at its last step; whatever is still locked is released on any exit
-    with stage_run(cfg, run_dir, runner.steps) as stages:
-        stages.plan(own_step=start_step if ckpt is not None else None)
-        if stages.resume_path is not None:
-            ckpt, start_step = stages.resume_path, stages.start_step
-            check_resumable(ckpt, read_meta(ckpt), module, module.foundation,
-                            f"stage entry {stages.resume_entry.root}")
-            stages.prefill_logs()
-        callbacks += stages.callbacks()
+    stages = StageRun(runner, run_dir, cfg.schedule) if runner.steps.stages else None
+    with stages or contextlib.nullcontext():
+        if stages is not None:
+            stages.plan(own_step=start_step if ckpt is not None else None)
+            if stages.resume_path is not None:
+                ckpt, start_step = stages.resume_path, stages.start_step
+                check_resumable(ckpt, read_meta(ckpt), module, module.foundation,
+                                f"stage entry {stages.resume_entry.root}")
+                stages.prefill_logs()
+            callbacks += stages.callbacks()
         # eval.enabled=false: no evaluation at all, epoch-end validation passes included
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
                                 run_dir=run_dir, validate=bool(cfg.eval.enabled), model=adapted.model)
-        if trainer.is_global_zero:
+        if rank_zero():
             log.info("%s", header(cfg, adapted, steps, start_step, run_dir, runner.record(),
-                                   stages.resume_path is not None))
+                                   stages is not None and stages.resume_path is not None))
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         train_time = time.perf_counter() - t0
         if isinstance(trainer.strategy, ShardedStrategy):
             trainer.strategy.consolidate()  # FSDP: rank 0 gets the whole trained model back
-    runner.stages = stages.records()
+    if stages is None:  # the whole training, recorded as one uncached stage
+        runner.record_training(steps, float(cfg.schedule.lr), train_time)
     # examples and real tokens this rank trained on (counted per batch; packed rows hold several)
     samples = module.examples * trainer.world_size
     tokens = module.real_tokens * trainer.world_size
-    if cfg.logger.name == "wandb" and trainer.is_global_zero:
+    if cfg.logger.name == "wandb" and rank_zero():
         import wandb  # optional dependency: logger=wandb only
 
         wandb.finish()
     return {
-        "is_global_zero": trainer.is_global_zero,
         "train_time_s": train_time,
         "train_steps": trainer.global_step,
         "resumed_from_step": start_step,
@@ -219,15 +231,17 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     # checked before anything is written or built: a refused checkpoint leaves the run dir as it was
     runner = StepRunner(cfg)  # the plan of steps (computed once) and the runner of its cached steps
     ckpt = resume_checkpoint(cfg, run_dir, foundation(runner.steps))
-    if rank_zero_only.rank == 0:  # DDP runs this recipe once per rank; rank 0 writes the files
+    if rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     tokenizer, model = prepare_model(cfg, runner)
-    # sparse base: W <- W * M (None when dense); the mask is a cached step
-    masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_pruned, runner=runner))
+    # sparse base: W <- W * M; the mask is a cached step (a dense run has none and skips sparsity)
+    masks = None
+    if runner.steps.mask is not None:
+        masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_pruned, runner=runner))
     dm = TaskDataModule(cfg, tokenizer)
     dm.setup()
     control = final_evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
@@ -237,12 +251,13 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
     if adapted.trains:
         check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)
-    adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
+    if masks is not None:
+        adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
 
     facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}
     if adapted.trains:
         facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, runner=runner, ckpt=ckpt)
-        if not facts.pop("is_global_zero"):
+        if not rank_zero():
             return None  # DDP: rank 0 evaluates and writes the outputs
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # rank 0 evaluates alone: its metrics must not sync

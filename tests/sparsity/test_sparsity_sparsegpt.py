@@ -10,6 +10,7 @@ import torch
 from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
 from ftlab.reuse.cached import WEIGHTS_FILE, cached_mask_fn
+from ftlab.reuse.runner import StepRunner
 from ftlab.sparsity import scores as S
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.masks import nm_pattern_ok, prune_count, unstructured_masks
@@ -110,15 +111,15 @@ def test_pruned_base_holds_reconstructed_weights_and_mask(tmp_path):
         assert torch.all(w[~keep] == 0), name
         assert not torch.allclose(w[keep], before[name][keep]), name  # kept weights were reconstructed
     # through the cached mask step (build, then hit): same masks and weights, written into the base
-    record: dict = {}
     for _ in range(2):
         base = build_model(cfg.model, tok, seed=0)
-        got = prepare_masks(cfg, base, tok, compute=cached_mask_fn(compute_pruned, record))
+        runner = StepRunner(cfg)  # one per run: the second run's mask step is a hit
+        got = prepare_masks(cfg, base, tok, compute=cached_mask_fn(compute_pruned, runner))
         params = canonical_parameters(base)
         for name in pruned.masks:
             assert torch.equal(got.masks[name], pruned.masks[name])
             assert torch.equal(params[name].detach(), pruned.weights[name]), name
-    assert record["mask"]["cache_hit"]
+    assert runner.records["mask"]["cache_hit"]
     assert list((tmp_path / "cache").rglob(WEIGHTS_FILE))
 
 

@@ -28,6 +28,7 @@ from ftlab.plan.params import (
 from ftlab.plan.priors import Prior, find_priors
 from ftlab.plan.search import search_numbers, sweeper_search
 from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree, trial_chain
+from ftlab.reuse.steps import RunSteps, Step, as_plain, run_steps
 
 PLAN_VERSION = 1
 
@@ -48,6 +49,7 @@ class PlannedRun:
     state_bytes: int = 0  # one checkpoint (= one cached stage): trainable-only state
     checkpoints: int = 0  # checkpoints the run keeps in its run dir
     cache_bytes: int = 0  # what its cached steps (base, mask, stages) take in the store
+    step_plan: RunSteps | None = None  # the run's plan of steps (the one the recipe executes)
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -117,6 +119,19 @@ def node_bytes(node: StageNode, run: PlannedRun) -> int:
     return run.state_bytes
 
 
+def step_bytes(step: Step, run: PlannedRun) -> int | None:
+    """Bytes ``step``'s artifact takes in the store (:func:`node_bytes`' sizes); ``None`` for a
+    step that stores nothing (loaded, read from a file, private to the run, or not cached here)."""
+    if not step.cached:
+        return None
+    mf = model_facts(run.cfg.model)
+    if step.kind == "base":
+        return weights_bytes(mf, str(run.cfg.model.dtype))
+    if step.kind == "mask":
+        return mask_bytes(mf)
+    return run.state_bytes or None  # a stage: one trainable-only state
+
+
 def control_overrides(job: list[str]) -> list[str]:
     """The job with its adapter swapped for the eval-only control: the base model itself, so the
     adapter and any pruning of it are dropped."""
@@ -180,7 +195,8 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
     names = name_runs(jobs[:n_jobs], cfgs[:n_jobs], list(zip(jobs[n_jobs:], cfgs[n_jobs:])))
     priors = find_priors(options.prior_dirs) if priors is None else priors
     trains = [not c and get_adapter(cfg.adapter.name).trains for c, cfg in zip(is_control, cfgs)]
-    tree = stage_tree(cfgs, trains)
+    plans = [run_steps(as_plain(cfg)) for cfg in cfgs]  # each run's plan of steps, computed once
+    tree = stage_tree(cfgs, trains, plans)
     runs = []
     for i, (job, cfg, ctrl, name) in enumerate(zip(jobs, cfgs, is_control, names)):
         facts = run_facts(cfg)
@@ -204,7 +220,8 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
             est = estimate_time(facts, priors)
         else:  # eval-only: no optimiser steps; its base pre-training is costed like the runs'
             est = estimate_time(facts if get_adapter(cfg.adapter.name).trains else _as_trained(facts, cfgs, i), priors)
-        run = PlannedRun(i, name, job, cfg, ctrl or not trains[i], facts, trainable, est, memory, tree.trials[i])
+        run = PlannedRun(i, name, job, cfg, ctrl or not trains[i], facts, trainable, est, memory, tree.trials[i],
+                         step_plan=plans[i])
         if trains[i]:
             run.state_bytes = state_bytes(trainable, cfg.adapter.name, str(cfg.model.dtype))
             t = cfg.train

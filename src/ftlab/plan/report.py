@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftlab.data.packing import pack_length
-from ftlab.plan.planner import PLAN_VERSION, Plan, PlannedRun
+from ftlab.plan.planner import PLAN_VERSION, Plan, PlannedRun, step_bytes
 from ftlab.plan.search import markdown as search_markdown
 from ftlab.plan.stages import StageTree
 
@@ -25,6 +25,8 @@ DISK_NOTE = (
 
 #: run names listed per stage-tree node
 MAX_USERS = 6
+#: runs whose steps the Markdown lists (plan.json has all)
+MAX_STEP_RUNS = 8
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -93,6 +95,20 @@ def run_table(plan: Plan) -> list[str]:
     return lines
 
 
+def steps_table(plan: Plan) -> list[str]:
+    """Each run's plan of steps (the object the recipe executes): step, key, whether it goes
+    through the reuse cache here, and the bytes its cache entry takes."""
+    lines = ["| # | step | key | cached | artifact bytes |", "|---|---|---|---|---|"]  # '#': the run table's
+    for r in plan.runs[:MAX_STEP_RUNS]:
+        for label, step in r.step_plan.labelled():
+            size = step_bytes(step, r)
+            lines.append(f"| {r.index} | {label} | {short_key(step.key)} | {r.step_plan.cached_text(step)} "
+                         f"| {fmt_bytes(size) if size is not None else '-'} |")
+    if len(plan.runs) > MAX_STEP_RUNS:
+        lines += ["", f"({len(plan.runs) - MAX_STEP_RUNS} more runs: every step of every run is in plan.json)"]
+    return lines
+
+
 def short_key(key: str) -> str:
     """First 12 hex digits (+ the private-trial suffix); plan.json keeps the full key."""
     head, sep, tail = key.partition("~")
@@ -122,6 +138,8 @@ def to_markdown(plan: Plan) -> str:
              f"Overrides: `{' '.join(plan.overrides) or '(none)'}`  ",
              f"Prior runs used as evidence: {len(plan.priors)} (searched: {', '.join(plan.options.prior_dirs)})", ""]
     lines += run_table(plan)
+    lines += ["", "## Steps", "", "Each run's plan of steps (run # as in the table above): what `python -m ftlab` "
+              "executes, and what its steps store in the reuse cache.", ""] + steps_table(plan)
     lines += ["", "## Reuse (stage tree)", "",
               f"{r['trials']} trials; {r['nodes_naive']} stage runs without reuse, {r['nodes_planned']} after merging "
               f"identical histories. Base models: {r['base_models']} distinct, {r['shared_base_models']} shared.",
@@ -179,6 +197,8 @@ def to_json(plan: Plan, extra: dict[str, dict[str, Any]] | None = None) -> dict[
                        "method": mm.method, "basis": mm.basis, "device_mb": mm.device_mb,
                        "safety_factor": mm.safety_factor, "max_batch_size": mm.max_batch_size, "fits": mm.fits},
             "stages": r.chain,
+            "step_plan": [{"step": label, "kind": st.kind, "key": st.key, "parent": st.parent, "cached": st.cached,
+                       "artifact_bytes": step_bytes(st, r)} for label, st in r.step_plan.labelled()],
             "disk": {"state_bytes": r.state_bytes, "checkpoints": r.checkpoints,
                      "checkpoint_bytes": r.checkpoint_bytes, "cache_bytes": r.cache_bytes},
             **((extra or {}).get(r.name, {})),

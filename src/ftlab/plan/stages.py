@@ -3,9 +3,9 @@
 A trial is a chain of steps: base model (load, or continued pre-training) -> optional pruning
 mask -> training (one step, or one per stage of ``schedule=stages``). The keys are the reuse
 cache's own (:func:`ftlab.reuse.steps.run_steps`), and a step is shared only where the cache
-really shares it (each step's ``cached`` flag, from :func:`ftlab.reuse.steps.cache_policy`): base
-models and masks when ``reuse.enabled`` on one device, training stages when additionally the
-schedule is ``stages``. Everything else is private to its trial. So the planned iterations are
+really shares it (:meth:`ftlab.reuse.steps.RunSteps.shared`, from the one caching policy
+:func:`ftlab.reuse.steps.cache_policy`): base models and masks when ``reuse.enabled`` on one
+device, training stages when additionally the schedule is ``stages``. Everything else is private to its trial. So the planned iterations are
 what a sweep will actually compute, not an ideal. Pure functions over composed configs.
 """
 
@@ -17,10 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ftlab.reuse.steps import Step, as_plain, cache_policy, run_steps, world_size
-
-#: importance scores whose masks read calibration batches (forward/backward passes)
-CALIBRATED = ("gradient", "taylor", "wanda")
+from ftlab.reuse.steps import CALIBRATED, RunSteps, Step, as_plain, run_steps, world_size
 
 
 @dataclass(frozen=True)
@@ -45,11 +42,6 @@ class StageTree:
         return [n for n in self.nodes.values() if n.parent == key]
 
 
-def caches_steps(c: dict[str, Any]) -> bool:
-    """Cacheable steps go through the store (:func:`ftlab.reuse.steps.cache_policy`)."""
-    return not cache_policy(c)
-
-
 def _mask_iters(c: dict[str, Any], step: Step) -> int:
     s = c.get("sparsity") or {}
     if step.kind != "mask" or s.get("importance") not in CALIBRATED:
@@ -57,11 +49,13 @@ def _mask_iters(c: dict[str, Any], step: Step) -> int:
     return int((s.get("calibration") or {}).get("batches", 0))
 
 
-def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0) -> list[StageNode]:
+def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0,
+                steps: RunSteps | None = None) -> list[StageNode]:
     """The steps of one trial. ``trains=False`` (an eval-only control) stops after the base/mask.
-    A step the cache would not share gets a key private to ``trial``."""
+    A step the cache would not share gets a key private to ``trial``. ``steps``: the trial's plan
+    of steps when already computed (else computed here)."""
     c = as_plain(cfg)
-    steps = run_steps(c)
+    steps = steps if steps is not None else run_steps(c)
     dev = world_size(c)
     chain: list[StageNode] = []
 
@@ -72,33 +66,33 @@ def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0) -> 
     name = c["model"]["name"]
     if steps.base is not None:
         iters = int(c["base"]["steps"])
-        add(steps.base.key, steps.base.cached, "base", f"base {name} +{iters} pre-training it", iters)
+        add(steps.base.key, steps.shared(steps.base), "base", f"base {name} +{iters} pre-training it", iters)
     else:  # loading costs no iterations; the node names the base model the trials share
         add(steps.model.key, True, "base", f"base {name} (load)", 0)
     if steps.mask is not None:
         s = c["sparsity"]
         label = "mask file" if steps.mask.kind == "mask_file" else f"mask {s.get('method')}@{s.get('level')}"
-        # a mask file is read, not computed (nothing stored): shared wherever caching applies
-        shared = steps.mask.cached or (steps.mask.kind == "mask_file" and not steps.why_not_cached)
-        add(steps.mask.key, shared, "mask", label, _mask_iters(c, steps.mask))
+        add(steps.mask.key, steps.shared(steps.mask), "mask", label, _mask_iters(c, steps.mask))
     if not trains:
         return chain
     if steps.stages:
         for i, (step, st) in enumerate(zip(steps.stages, c["schedule"]["stages"]), start=1):
             label = f"stage {i}" + (f" {st['name']}" if st.get("name") else "") + f" lr={st['lr']:g}"
-            add(step.key, step.cached, "train", label, int(st["iters"]))
+            add(step.key, steps.shared(step), "train", label, int(st["iters"]))
     else:
-        add(steps.train.key, False, "train", f"train {c['adapter']['name']} {c['schedule']['name']}",
+        add(steps.train.key, steps.shared(steps.train), "train", f"train {c['adapter']['name']} {c['schedule']['name']}",
             int(c["train"]["max_steps"]))
     return chain
 
 
-def stage_tree(cfgs: Iterable[DictConfig | dict], trains: Iterable[bool] | None = None) -> StageTree:
+def stage_tree(cfgs: Iterable[DictConfig | dict], trains: Iterable[bool] | None = None,
+               steps: list[RunSteps] | None = None) -> StageTree:
     cfgs = list(cfgs)
     trains = list(trains) if trains is not None else [True] * len(cfgs)
+    steps = list(steps) if steps is not None else [None] * len(cfgs)
     tree = StageTree()
-    for i, (cfg, t) in enumerate(zip(cfgs, trains)):
-        chain = trial_chain(cfg, t, i)
+    for i, (cfg, t, s) in enumerate(zip(cfgs, trains, steps)):
+        chain = trial_chain(cfg, t, i, s)
         for node in chain:
             tree.nodes.setdefault(node.key, node)
         tree.trials.append([n.key for n in chain])

@@ -26,16 +26,13 @@ MASK_FILE = "masks.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def cached_base_model(cfg: Any, build: Callable[[], nn.Module], record: dict | None = None,
-                      runner: StepRunner | None = None) -> nn.Module:
+def cached_base_model(cfg: Any, build: Callable[[], nn.Module], runner: StepRunner | None = None) -> nn.Module:
     """The pre-trained base model: ``build()`` trains it; the store keeps it as an HF model dir.
-    ``record`` (legacy): a dict that receives the step's record."""
+    ``runner``: the run's (it keeps the record); a fresh one for this config when not given."""
     runner = runner or StepRunner(cfg)
     model = runner.run(runner.steps.base, build,
                        lambda built, artifact: built.save_pretrained(str(artifact / MODEL_DIR), safe_serialization=True),
                        lambda artifact: load_base(artifact / MODEL_DIR, cfg.model.dtype), steps=int(cfg.base.steps))
-    if record is not None:
-        record["base"] = runner.records["base"]
     return model
 
 
@@ -47,9 +44,10 @@ def load_base(path, dtype: str) -> nn.Module:
 MaskFn = Callable[[Any, nn.Module, Any], Any]
 
 
-def cached_mask_fn(compute: MaskFn, record: dict | None = None, runner: StepRunner | None = None) -> MaskFn:
+def cached_mask_fn(compute: MaskFn, runner: StepRunner | None = None) -> MaskFn:
     """``compute`` (``ftlab.sparsity.compute_pruned``'s signature: masks, SparseGPT's weights,
-    OWL's levels) behind the store; the artifact holds the masks and any reconstructed weights."""
+    OWL's levels) behind the store; the artifact holds the masks and any reconstructed weights.
+    ``runner``: the run's (it keeps the record); a fresh one per call when not given."""
 
     def masks_for(cfg: Any, model: nn.Module, tokenizer) -> PrunedBase:
         run = runner or StepRunner(cfg)
@@ -66,9 +64,6 @@ def cached_mask_fn(compute: MaskFn, record: dict | None = None, runner: StepRunn
             weights = artifact / WEIGHTS_FILE
             return PrunedBase(found, load_file(str(weights)) if weights.is_file() else None, (saved or {}).get("levels"))
 
-        masks = run.run(step, lambda: compute(cfg, model, tokenizer), write, read)
-        if record is not None:
-            record["mask"] = run.records["mask"]
-        return masks
+        return run.run(step, lambda: compute(cfg, model, tokenizer), write, read)
 
     return masks_for

@@ -7,13 +7,13 @@ from typing import Any
 
 from ftlab.config.environment import unwritable_reason  # creates a probe file: root ignores modes
 from ftlab.errors import fail
-from ftlab.reuse.steps import has_cached_step
+from ftlab.reuse.steps import as_plain, run_steps
 
 
 def uses_cache(cfg: Any) -> bool:
-    """Whether the run has a step that goes through the store (training stages, a pre-trained
-    base or a computed mask, under :func:`ftlab.reuse.steps.cache_policy`)."""
-    return has_cached_step(cfg)
+    """Whether the run's plan of steps has a step that goes through the store (training stages,
+    a pre-trained base or a computed mask, each under :func:`ftlab.reuse.steps.cache_policy`)."""
+    return run_steps(as_plain(cfg)).uses_cache
 
 
 def validate_cache_dir(cfg: Any) -> None:

@@ -1,4 +1,4 @@
-"""Training stages as cached steps (``schedule=stages`` with ``reuse.enabled``).
+"""Training stages as cached steps (``schedule=stages``; only a run with stages enters this module).
 
 Before ``trainer.fit`` the trial looks for the deepest stage whose key is in the store and
 resumes from its trainable-only state (:mod:`ftlab.training.state`: trainable tensors,
@@ -7,7 +7,9 @@ its own steps, whose keys the entry records and the resume checks). It then take
 the build locks of the stages it will train, in stage order, so a concurrent trial that needs one
 of them waits and resumes from it instead of training it again. The fit runs once; at each
 stage's last optimiser step :class:`StagePublisher` writes the checkpoint into a staging dir,
-publishes it and releases that stage's lock.
+publishes it and releases that stage's lock. Every store operation (lookup, lock, staging,
+publish, node-local copy) and the record go through the run's
+:class:`ftlab.reuse.runner.StepRunner`, as for the base and mask steps.
 
 The per-step logs of the resumed prefix (``loss_log.csv`` ...) are copied into the run dir, so a
 trial's files look the same whether its prefix was trained here or fetched.
@@ -19,7 +21,6 @@ import csv
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
 from ftlab.io import write_csv
 from ftlab.reuse.keys import canonical_json, lookup
 from ftlab.reuse.locks import KeyLock
-from ftlab.reuse.steps import RunSteps, Step, as_plain, cache_dir, run_steps, world_size  # noqa: F401 (re-export)
-from ftlab.reuse.store import ArtifactStore, Entry, Staging
-from ftlab.training.schedules import Stage, stage_table, total_steps
+from ftlab.reuse.runner import StageRecord, StepRunner
+from ftlab.reuse.steps import RunSteps, run_steps, world_size  # noqa: F401 (re-export)
+from ftlab.reuse.store import Entry, Staging
+from ftlab.training.schedules import stage_table
 
 META_FILE = "meta.json"
 LOG_DIR = "logs"  # the run's logs at the stage's end (what a longer trial continues from)
@@ -46,29 +48,18 @@ PREFIX_LOGS = ("loss_log.csv", "sparsity_log.csv", "stage_metrics.csv", "trainin
 EVAL_SIGNATURE_KEYS = ("eval", "task.eval_examples", "task.max_new_tokens", "task.metric", "train.eval_batch_size")
 
 
-@dataclass
-class StageRecord:
-    stage_idx: int  # 1-based, as in the stage tree
-    iters: int
-    lr: float
-    key: str
-    cache_hit: bool
-    runtime_s: float
-    name: str | None = None
-    parent: str | None = None
-
-
 def eval_signature(c: dict[str, Any]) -> str:
     return canonical_json({k: lookup(c, k, None) for k in EVAL_SIGNATURE_KEYS})
 
 
 def reuse_applies(c: dict[str, Any], steps: RunSteps | None = None) -> tuple[bool, str]:
-    """(applies, why not): the stages of the plan of steps are cached (the policy is
+    """(applies, why not): the stages of the plan of steps go through the store
+    (:attr:`ftlab.reuse.steps.RunSteps.caches_stages`; the policy is
     :func:`ftlab.reuse.steps.cache_policy`)."""
-    if lookup(c, "schedule.name", None) != "stages":
-        return False, "schedule is not 'stages'"
     steps = steps if steps is not None else run_steps(c)
-    return (bool(steps.stages) and steps.stages[0].cached), steps.why_not_cached
+    if not steps.stages:
+        return False, "schedule is not 'stages'"
+    return steps.caches_stages, steps.why_not_cached
 
 
 class SyncStageLr(L.Callback):
@@ -91,13 +82,14 @@ class SyncStageLr(L.Callback):
 
 
 class StageRun:
-    """What one trial does about its stages: resume point, locks held, records."""
+    """What one trial does about its stages: resume point, locks held, records (handed to the
+    runner when the fit ends). A context manager: whatever is still locked or staged is released
+    on any exit."""
 
-    def __init__(self, c: dict[str, Any], run_dir: Path, stages: list[Stage], steps: list[Step],
-                 store: ArtifactStore | None, why_not: str = ""):
-        self.c, self.run_dir = c, Path(run_dir)
-        self.stages, self.steps, self.store = stages, steps, store
-        self.why_not = why_not
+    def __init__(self, runner: StepRunner, run_dir: Path, schedule: Any):
+        self.runner, self.c, self.run_dir = runner, runner.c, Path(run_dir)
+        self.steps = runner.steps.stages
+        self.stages = stage_table(schedule)
         self.resume_entry: Entry | None = None
         self.start_step = 0
         self.cached = 0  # stages taken from the store
@@ -109,7 +101,8 @@ class StageRun:
 
     @property
     def enabled(self) -> bool:
-        return self.store is not None
+        """The stages go through the store (else only their wall times are recorded)."""
+        return self.runner.caches(self.steps[0])
 
     @property
     def resume_path(self) -> Path | None:
@@ -118,7 +111,7 @@ class StageRun:
     # -- planning -------------------------------------------------------------------------
     def _deepest_hit(self) -> tuple[int, Entry | None]:
         for i in reversed(range(len(self.steps))):
-            entry = self.store.lookup(self.steps[i].key)
+            entry = self.runner.find(self.steps[i])
             if entry is not None:
                 return i + 1, entry
         return 0, None
@@ -139,7 +132,8 @@ class StageRun:
             todo = [i for i, st in enumerate(self.stages) if st.end > start]
             if self._lock_all(todo, timeout):
                 break
-        self.resume_entry, self.start_step = entry, start
+        self.resume_entry = self.runner.local_copy(entry) if entry is not None else None
+        self.start_step = start
         self.cached = depth
         self.plan_s = time.perf_counter() - t0
         return self
@@ -147,10 +141,10 @@ class StageRun:
     def _lock_all(self, todo: list[int], timeout: float | None) -> bool:
         """Take the locks in stage order; False (all released) if a stage got published meanwhile."""
         for i in todo:
-            lock = self.store.lock(self.steps[i].key)
+            lock = self.runner.lock(self.steps[i])
             lock.acquire(timeout)
             self.locks[i] = lock
-            if any(self.store.lookup(self.steps[j].key) for j in todo if j >= i):
+            if any(self.runner.find(self.steps[j]) for j in todo if j >= i):
                 self.close()
                 return False
         return True
@@ -193,7 +187,7 @@ class StageRun:
 
     def capture(self, trainer: L.Trainer, i: int) -> None:
         """Write stage ``i``'s state and the logs so far into a staging dir (not yet visible)."""
-        staging = self.store.stage(self.steps[i].key)
+        staging = self.runner.staging(self.steps[i])
         self.staged[i] = staging
         state_meta = save_state(trainer, staging.artifact / STATE_FILE)  # trainable-only
         self._copy_logs(staging.artifact / LOG_DIR)
@@ -208,11 +202,10 @@ class StageRun:
         try:
             if final_logs:
                 self._copy_logs(staging.artifact / FINAL_LOG_DIR)
-            self.store.publish(staging, kind=step.kind, parent=step.parent, config=step.config,
-                               version=step.version, meta={"runtime_s": self.runtime.get(i, 0.0)})
         except BaseException:
-            self.store.discard(staging)
+            self.runner.discard(staging)
             raise
+        self.runner.publish(step, staging, meta={"runtime_s": self.runtime.get(i, 0.0)})
         self.published.add(i)
         lock = self.locks.pop(i, None)
         if lock is not None:
@@ -222,7 +215,7 @@ class StageRun:
         """Discard unpublished captures and release every lock still held (a failed or
         interrupted fit publishes nothing more)."""
         for staging in self.staged.values():
-            self.store.discard(staging)
+            self.runner.discard(staging)
         self.staged.clear()
         for lock in self.locks.values():
             lock.release()
@@ -233,18 +226,17 @@ class StageRun:
 
     def __exit__(self, *exc) -> None:
         self.close()
+        self.runner.record_stages(self.records())
 
     # -- the record -----------------------------------------------------------------------
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[StageRecord]:
         out = []
-        for i, st in enumerate(self.stages):
+        for i, (st, step) in enumerate(zip(self.stages, self.steps)):
             cfg = st.config
             name = getattr(cfg, "name", None) if not isinstance(cfg, dict) else cfg.get("name")
             hit = self.enabled and i < self.cached
             runtime = self.plan_s if hit and i == self.cached - 1 else (0.0 if hit else self.runtime.get(i, 0.0))
-            step = self.steps[i] if self.steps else None
-            out.append(asdict(StageRecord(i + 1, st.iters, st.lr, step.key if step else "", hit, round(runtime, 4),
-                                          name, step.parent if step else None)))
+            out.append(StageRecord(i + 1, st.iters, st.lr, step.key, hit, round(runtime, 4), name, step.parent))
         return out
 
 
@@ -314,18 +306,3 @@ def _copy_csv(src: Path, dest: Path, header: list[str]) -> None:
     with open(src, newline="") as fh:
         rows = list(csv.DictReader(fh))
     write_csv(dest, header, rows, extrasaction="ignore")
-
-
-def stage_run(cfg: Any, run_dir: Path, plan: RunSteps | None = None) -> StageRun:
-    """The :class:`StageRun` of a run config (not yet planned). Without ``schedule=stages`` the
-    whole training is one uncached pseudo-stage, so sweeps of any schedule get a stage log.
-    ``plan``: the run's plan of steps (computed here when not given)."""
-    c = as_plain(cfg)
-    plan = plan if plan is not None else run_steps(c)
-    ok, why = reuse_applies(c, plan)
-    steps = plan.stages
-    stages = stage_table(cfg.schedule)
-    if not stages:
-        stages = [Stage(0, total_steps(cfg.schedule, cfg.train.max_steps), float(cfg.schedule.lr), 0, None)]
-    store = ArtifactStore(cache_dir(c)) if ok else None
-    return StageRun(c, run_dir, stages, steps, store, why)

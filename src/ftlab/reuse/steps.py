@@ -3,9 +3,12 @@ caching policy: which steps go through the reuse store on this hardware (:func:`
 
     model ─> base (continued pre-training, cached) ─> mask (cached) ─> train root ─> stage 1 ─> stage 2 ...
 
-:func:`run_steps` computes the plan once per run; the recipe executes it (base and mask through
-:class:`ftlab.reuse.runner.StepRunner`, stages through :mod:`ftlab.reuse.stages`), the planner
-prints it (:mod:`ftlab.plan.stages`) and composition checks read it (:mod:`ftlab.reuse.checks`).
+:func:`run_steps` computes the plan once per run (:class:`ftlab.reuse.runner.StepRunner` holds
+it); the recipe executes it through that one runner (base and mask directly, stages through
+:class:`ftlab.reuse.stages.StageRun`, which uses the runner's store primitives), the planner
+prints it (``python -m ftlab.plan``: :mod:`ftlab.plan.stages`, :mod:`ftlab.plan.report`),
+``python -m ftlab.cache ls --run`` describes its entries, and composition checks read it
+(:mod:`ftlab.reuse.checks`). :func:`cache_policy` is the only caching decision.
 
 Every list here is explicit. A key that is in no list and not in :data:`EXCLUDED` is caught by
 ``tests/reuse/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
@@ -131,9 +134,32 @@ class RunSteps:
         """Every step, root first."""
         return [s for s in (self.model, self.base, self.mask, self.train) if s is not None] + list(self.stages)
 
+    def labelled(self) -> list[tuple[str, Step]]:
+        """Every step with the name the planner and ``python -m ftlab.cache`` print (``stage 2``)."""
+        out = [(s.kind, s) for s in (self.model, self.base, self.mask, self.train) if s is not None]
+        return out + [(f"stage {i}", s) for i, s in enumerate(self.stages, start=1)]
+
+    def cached_text(self, step: Step) -> str:
+        """``yes``, or ``no`` with the reason where the policy (not the step's kind) decides."""
+        if step.cached:
+            return "yes"
+        return f"no ({self.why_not_cached})" if step.kind in CACHEABLE and self.why_not_cached else "no"
+
     @property
     def uses_cache(self) -> bool:
+        """Some step of the run goes through the store (checked at composition: the cache dir must
+        be writable)."""
         return any(s.cached for s in self.all())
+
+    @property
+    def caches_stages(self) -> bool:
+        """``schedule=stages`` and its stages go through the store."""
+        return bool(self.stages) and self.stages[0].cached
+
+    def shared(self, step: Step) -> bool:
+        """Whether two trials with this step's key share its product: it is cached, or it is a mask
+        file (read, nothing stored) where the policy caches. The planner's stage tree reads this."""
+        return step.cached or (step.kind == "mask_file" and not self.why_not_cached)
 
 
 def world_size(c: Mapping[str, Any]) -> int:
@@ -270,19 +296,11 @@ def run_steps(c: dict[str, Any]) -> RunSteps:
     return RunSteps(model, base, mask, train, stage_steps(c, train), cache_policy(c))
 
 
-def has_cached_step(c: Mapping[str, Any]) -> bool:
-    """Whether the run has a step that goes through the store, without computing keys (cheap
-    enough for composition-time checks): :func:`run_steps`'s rules for which steps exist."""
-    if cache_policy(c):
-        return False
-    computes_mask = lookup(c, "sparsity.method", "none") != "none" and not lookup(c, "sparsity.mask_path", None)
-    return (lookup(c, "schedule.name", None) == "stages" or bool(lookup(c, "base.enabled", False))
-            or computes_mask)
-
-
 def as_plain(cfg: Any) -> dict[str, Any]:
     """A run config (DictConfig or dict) as a plain resolved dict."""
     if isinstance(cfg, DictConfig):
+        if "hydra" in cfg:  # composed with its hydra node (checks at composition): no step reads it, and
+            cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # it resolves only in a job
         return OmegaConf.to_container(cfg, resolve=True)
     return dict(cfg)
 

@@ -24,14 +24,15 @@ class TrialChain:
 
 def trial_chain(c: dict[str, Any]) -> TrialChain:
     """Refuses (one line) a trial whose stages the cache would not share, or that is not evaluated."""
-    ok, why = reuse_applies(c)
+    steps = run_steps(c)
+    ok, why = reuse_applies(c, steps)
     if not ok:
         key = {"reuse.enabled=false": "reuse.enabled"}.get(why, "schedule.name" if "schedule" in why else "hardware.devices")
         raise ConfigError(key, lookup(c, key, None), f"hydra/sweeper=stage_search trains cached stages ({why})")
     if not lookup(c, "eval.enabled", True):
         raise ConfigError("eval.enabled", False, "true: hydra/sweeper=stage_search reads each job's metric")
     stages = [dict(s) for s in lookup(c, "schedule.stages", None) or []]
-    keys = [s.key for s in run_steps(c).stages]
+    keys = [s.key for s in steps.stages]
     signature = eval_signature(c)
     prefixes = [hashlib.sha256(f"{k}|{signature}".encode()).hexdigest()[:24] for k in keys]
     return TrialChain(keys, prefixes, [int(s["iters"]) for s in stages], stages, world_size(c))
