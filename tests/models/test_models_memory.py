@@ -8,10 +8,12 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import compose, run_tiny
 from ftlab.adapters.registry import get_adapter
+from ftlab.config.model_checks import meta_architecture
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models import quantization as Q
@@ -254,3 +256,21 @@ def test_sora_on_int8_runs_end_to_end(run_dir) -> None:
                          "train.max_steps=4", "eval.generate=false")
     assert metric is not None and (run_dir / "sparsity_log.csv").is_file()
     assert "quantization_config" not in json.loads((run_dir / "model" / "config.json").read_text())
+
+
+@pytest.mark.parametrize("preset", ["tiny_mixtral", "tiny_qwen2_moe"])
+def test_kbit_base_with_fused_moe_experts_is_refused_before_loading(preset: str) -> None:
+    # bitsandbytes quantises nn.Linear only: transformers' fused expert tensors would stay dense
+    # (and k-bit preparation upcasts them to float32), so most of the model would not shrink
+    with pytest.raises(ConfigError) as err:
+        compose(f"model={preset}", "model.quantization=nf4")
+    assert err.value.key == "model.quantization" and "fused MoE experts" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_dense_expert_params_counts_the_fused_expert_tensors() -> None:
+    moe = meta_architecture(OmegaConf.to_yaml(compose("model=tiny_mixtral").model, resolve=True))
+    experts = sum(p.numel() for n, p in moe.named_parameters() if ".experts." in n)
+    assert Q.dense_expert_params(moe) == experts > 0
+    dense = meta_architecture(OmegaConf.to_yaml(compose("model=tiny_llama").model, resolve=True))
+    assert Q.dense_expert_params(dense) == 0

@@ -21,6 +21,7 @@ from ftlab.adapters.targets import check_configured_targets
 from ftlab.errors import ConfigError, fail
 from ftlab.models.build import build_model, build_tokenizer, meta_model
 from ftlab.models.dtypes import torch_dtype
+from ftlab.models.quantization import check_kbit_coverage
 
 TOKENIZERS = ("byte", "auto")
 #: files a HF model directory holds its weights in (sharded ones have an index next to them)
@@ -117,8 +118,9 @@ def check_model(cfg: Any) -> None:
         if m.arch not in CONFIG_MAPPING:
             fail("model.arch", m.arch, "a transformers model type such as 'llama', 'mistral', 'qwen2', 'mixtral'")
         check_divisible(m)
-        check_configured_targets(meta_architecture(OmegaConf.to_yaml(m, resolve=True)), cfg)
+        model = meta_architecture(OmegaConf.to_yaml(m, resolve=True))
     else:  # a model directory: its config.json gives the architecture, if it builds here
         model = meta_model(OmegaConf.to_yaml(m, resolve=True))
-        if model is not None:
-            check_configured_targets(model, cfg)
+    if model is not None:
+        check_configured_targets(model, cfg)
+        check_kbit_coverage(model, m)

@@ -81,6 +81,27 @@ def validate_quantization(cfg: Any, quantizable: Sequence[str]) -> None:
         fail("base.enabled", True, f"false with model.quantization={q} (base pre-training updates every weight)")
 
 
+def dense_expert_params(model: nn.Module) -> int:
+    """Parameters bitsandbytes would leave dense: fused MoE expert tensors (``[experts, out, in]``,
+    as transformers >= 5 stores Mixtral's and Qwen2-MoE's experts). bitsandbytes quantises
+    ``nn.Linear`` layers only, and peft's k-bit preparation then upcasts what stayed dense to
+    float32."""
+    return sum(p.numel() for p in model.parameters() if p.ndim >= 3)
+
+
+def check_kbit_coverage(model: nn.Module, model_cfg: Any) -> None:
+    """One line before any weight loads when ``model.quantization`` would leave most of the model
+    dense: a "4-bit" Mixtral-8x7B whose experts (45 of its 47 B parameters) stay in float32 is
+    larger than the bf16 model it was meant to shrink."""
+    q = model_cfg.quantization
+    dense = dense_expert_params(model) if q else 0
+    if dense:
+        total = sum(p.numel() for p in model.parameters())
+        fail("model.quantization", q, f"null for {model_cfg.arch}: bitsandbytes quantises nn.Linear layers only, "
+             f"and its fused MoE experts ({dense / 1e9:.3g} B of {total / 1e9:.3g} B parameters) would stay dense "
+             "and be upcast to float32 by k-bit preparation; shard it with hardware=fsdp instead")
+
+
 def bnb_config(model_cfg: Any):
     """transformers' ``BitsAndBytesConfig`` for ``model.quantization`` (compute in ``model.dtype``)."""
 
