@@ -172,20 +172,10 @@ QUALITY = [("magnitude", "uniform"), ("wanda", "uniform"), ("sparsegpt", "unifor
 
 def dense_hessians(model, linears: dict, batches: list) -> dict:
     """H = 2XᵀX/N of every pruned linear's inputs in the dense model (real tokens only)."""
+    from ftlab.sparsity.compute import input_stats
     from ftlab.sparsity.sparsegpt import HessianAccumulator
 
-    acc = {n: HessianAccumulator(lin.in_features) for n, lin in linears.items()}
-    state = {}
-    hooks = [lin.register_forward_hook(lambda m, a, o, n=n: acc[n].update(a[0], state["valid"]))
-             for n, lin in linears.items()]
-    try:
-        with torch.no_grad():
-            for b in batches:
-                state["valid"] = b["attention_mask"].reshape(-1).bool()
-                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-    finally:
-        for h in hooks:
-            h.remove()
+    acc = input_stats(model, linears, batches, lambda lin: HessianAccumulator(lin.in_features))
     return {n: a.H for n, a in acc.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -51,6 +52,13 @@ def cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | Non
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a CSV a run wrote (loss_log.csv, stage_metrics.csv, ...)."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
 
 
 @pytest.fixture

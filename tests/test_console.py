@@ -17,7 +17,14 @@ import pytest
 import torch
 
 from conftest import FAST, ROOT, compose, run_tiny
-from ftlab.console import ConsoleFilter, ConsoleFormatter, configure_run_console, route_library_loggers
+from ftlab.console import (
+    ConsoleFilter,
+    ConsoleFormatter,
+    configure_run_console,
+    help_requested,
+    route_library_loggers,
+)
+from ftlab.masks import main as masks_main
 from ftlab.training.progress import (
     StepProgressBar,
     eta_s,
@@ -139,3 +146,13 @@ def test_cli_console_of_a_short_run(tmp_path: Path):
     assert len(lines) == 1 + len(bar) + 1, lines  # header, bar, summary: nothing else
     log = (tmp_path / "run" / "__main__.log").read_text()
     assert "GPU available" in log  # the detail is in the run's log file
+
+
+def test_help_is_answered_before_parsing(capsys):
+    """-h/--help prints the tool's docstring and wins over a bad argument beside it."""
+    assert not help_requested(["checkpoint=x"], "doc")
+    assert help_requested(["strict=true", "-h"], "the doc")
+    assert capsys.readouterr().out == "the doc\n"
+    masks_main(["--format=npz", "--help"])  # a bad --format alone exits 2
+    out = capsys.readouterr()
+    assert out.out.startswith("``python -m ftlab.masks") and out.err == ""

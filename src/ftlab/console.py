@@ -43,6 +43,21 @@ QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning")
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
+def help_requested(argv: list[str], doc: str | None) -> bool:
+    """Print ``doc`` and return True when ``argv`` asks for -h/--help.
+
+    Every ``python -m ftlab.<tool>`` answers help this one way, before it parses anything, so that
+    help works even beside a bad argument and loads nothing heavy.
+    """
+    if not set(HELP_FLAGS) & set(argv):
+        return False
+    print(doc)
+    return True
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 

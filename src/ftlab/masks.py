@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from ftlab.config.compose import compose_config, compose_run
+from ftlab.console import help_requested
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.io import CsvAppender
 from ftlab.sparsity import stats
@@ -124,8 +125,7 @@ def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(argv):
-        print(__doc__)
+    if help_requested(argv, __doc__):
         return
     try:
         overrides, fmt = parse_argv(argv)

@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
+from ftlab.console import help_requested
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.io import write_json
 from ftlab.sparsity.check import check_fit, check_targets, validate_weights
@@ -144,8 +145,7 @@ def validate(checkpoint: str, mask: str, report_path: str | Path) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(argv):
-        print(__doc__)
+    if help_requested(argv, __doc__):
         return
     try:
         args = parse_args(argv)

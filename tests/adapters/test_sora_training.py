@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import read_csv
 from ftlab.callbacks import find_latest_checkpoint
 from ftlab.callbacks.checkpoints import META_FILE, STATE_FILE
 from ftlab.config.compose import compose_run
@@ -27,12 +27,6 @@ LAYERS = [f"model.layers.{i}.{kind}.{t}" for i in range(2)
                            ("mlp", ["gate_proj", "up_proj", "down_proj"])) for t in ts]
 FAST = ["task.num_examples=200", "train.batch_size=16", "eval.generate=false", "train.log_measurements=false",
         "train.save_merged_model=false", "base.enabled=false"]
-
-
-def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        return list(reader.fieldnames or []), list(reader)
 
 
 def test_lambda_sweep_more_lambda_more_zero_gates(tmp_path):

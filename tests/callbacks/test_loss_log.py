@@ -4,28 +4,20 @@ averaged per optimiser step first) and whose ``learning_rate`` is the lr that st
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 
+from conftest import read_csv
 from ftlab.callbacks.loss_log import COLUMNS, MEASUREMENT_COLUMNS, LossLog
 from tiny_training import tiny_fit, tiny_parts
 
 WARMUP = ["schedule=cosine", "schedule.warmup_steps=3"]  # the lr differs from step to step
 
 
-def rows(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        return list(reader.fieldnames or []), list(reader)
-
-
 def test_rows_hold_the_window_mean_of_the_module_losses_and_the_step_lr(tmp_path):
     cfg, dm, module = tiny_parts(*WARMUP)
     (tmp_path / "loss_log.csv").write_text("old,header\n1,2\n")  # a fresh run (step 0) starts the file over
     tiny_fit(cfg, dm, module, [LossLog(tmp_path, every_n_steps=2, measurements=False)], max_steps=6)
-    header, got = rows(tmp_path / "loss_log.csv")
+    header, got = read_csv(tmp_path / "loss_log.csv")
     assert header == COLUMNS  # no measurement columns when they are off
     assert [int(r["step"]) for r in got] == [2, 4, 6]
     losses, lrs = module.seen_losses, module.seen_lrs
@@ -40,7 +32,7 @@ def test_rows_hold_the_window_mean_of_the_module_losses_and_the_step_lr(tmp_path
 def test_accumulation_averages_micro_batches_per_optimiser_step(tmp_path):
     cfg, dm, module = tiny_parts("train.accumulate_grad_batches=2")
     tiny_fit(cfg, dm, module, [LossLog(tmp_path, every_n_steps=2, measurements=True)], max_steps=3)
-    header, got = rows(tmp_path / "loss_log.csv")
+    header, got = read_csv(tmp_path / "loss_log.csv")
     assert header == COLUMNS + MEASUREMENT_COLUMNS
     assert [int(r["step"]) for r in got] == [2]  # step 3 is not a multiple of 2
     m = module.seen_losses  # 2 micro-batches per step

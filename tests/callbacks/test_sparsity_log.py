@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import csv
-
 import lightning as L
 import pytest
 
+from conftest import read_csv
 from ftlab.callbacks.sparsity_log import COLUMNS, FILE, SparsityLog, gated_callbacks
 from ftlab.callbacks.stage_metrics import StageMetrics
 from tiny_training import tiny_fit, tiny_parts
@@ -33,9 +32,7 @@ def test_rows_hold_the_gate_sparsity_of_their_step(tmp_path):
     cfg, dm, module = tiny_parts(*DYING)
     probe = GateProbe()
     tiny_fit(cfg, dm, module, [probe, SparsityLog(tmp_path, every_n_steps=2)], max_steps=6)
-    with open(tmp_path / FILE, newline="") as fh:
-        reader = csv.DictReader(fh)
-        header, rows = reader.fieldnames, list(reader)
+    header, rows = read_csv(tmp_path / FILE)
     layers = module.adapted.layer_names()
     assert header == COLUMNS + layers and len(layers) == 14  # 2 blocks x q,k,v,o,gate,up,down
     assert [int(r["step"]) for r in rows] == [2, 4, 6]

@@ -4,12 +4,10 @@ at that step; a resume records a stage that ended at the checkpoint if its row i
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import lightning as L
 import pytest
 
+from conftest import read_csv
 from ftlab.callbacks.checkpoints import STATE_FILE, PeriodicCheckpoint
 from ftlab.callbacks.stage_metrics import COLUMNS, FILE, StageMetrics, metric_key
 from ftlab.evaluation import exact_match
@@ -37,17 +35,11 @@ class EvalProbe(L.Callback):
         model.train()
 
 
-def read(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        return list(reader.fieldnames or []), list(reader)
-
-
 def test_one_row_per_stage_end_with_its_settings_and_metrics(tmp_path):
     cfg, dm, module = tiny_parts(*STAGES)
     probe = EvalProbe(dm, cfg)
     tiny_fit(cfg, dm, module, [probe, StageMetrics(tmp_path, cfg)], max_steps=5)
-    header, rows = read(tmp_path / FILE)
+    header, rows = read_csv(tmp_path / FILE)
     assert metric_key(cfg) == "eval_exact_match" and header == COLUMNS + ["eval_exact_match"]
     assert [(r["stage"], r["name"], r["step"]) for r in rows] == [("0", "stage0", "2"), ("1", "late", "5")]
     assert [float(r["sparse_lambda_2"]) for r in rows] == [0.01, 0.2]
@@ -64,7 +56,7 @@ def test_one_row_per_stage_end_with_its_settings_and_metrics(tmp_path):
 def test_without_evaluation_the_metric_columns_stay_empty(tmp_path):
     cfg, dm, module = tiny_parts(*STAGES, "eval.enabled=false")
     tiny_fit(cfg, dm, module, [StageMetrics(tmp_path, cfg)], max_steps=5)
-    header, rows = read(tmp_path / FILE)
+    header, rows = read_csv(tmp_path / FILE)
     assert metric_key(cfg) is None and header == COLUMNS
     assert [r["step"] for r in rows] == ["2", "5"] and {r["val_loss"] for r in rows} == {""}
 
@@ -73,9 +65,9 @@ def test_resume_at_a_stage_end_records_the_missing_row(tmp_path):
     cfg, dm, module = tiny_parts(*STAGES, "eval.generate=false")
     tiny_fit(cfg, dm, module, [StageMetrics(tmp_path, cfg), PeriodicCheckpoint(tmp_path, 2, at_epoch_end=False)],
              max_steps=2)
-    assert [r["step"] for r in read(tmp_path / FILE)[1]] == ["2"]
+    assert [r["step"] for r in read_csv(tmp_path / FILE)[1]] == ["2"]
     (tmp_path / FILE).unlink()  # lost (e.g. written after the checkpoint's copy was taken)
     cfg, dm, module = tiny_parts(*STAGES, "eval.generate=false")
     tiny_fit(cfg, dm, module, [StageMetrics(tmp_path, cfg)], max_steps=5,
              ckpt=tmp_path / "checkpoints" / "checkpoint-epoch0-step2" / STATE_FILE)
-    assert [r["step"] for r in read(tmp_path / FILE)[1]] == ["2", "5"]
+    assert [r["step"] for r in read_csv(tmp_path / FILE)[1]] == ["2", "5"]

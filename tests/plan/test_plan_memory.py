@@ -84,7 +84,7 @@ def test_plan_shows_the_memory_features() -> None:
 def test_priors_calibrate_only_the_same_memory_mode() -> None:
     run = RunFacts("m", "cpu", "cpu", 1, "32-true", 8, 1, "lora", "t", 64, 100,
                    memory_mode=memory_mode("float32", None, True))
-    prior = Prior("p", "m", "cpu", "cpu", 1, "32-true", 8, 1, "lora", "t", 64, 10, 1.0, 50.0, 100, 900.0,
+    prior = Prior("m", "cpu", "cpu", 1, "32-true", 8, 1, "lora", "t", 64, 10, 1.0, 50.0, 100, 900.0, path="p",
                   memory_mode=memory_mode("float32", None, False))
     assert not memory_match(run, prior)
     assert memory_match(run, dataclasses.replace(prior, memory_mode=run.memory_mode))

@@ -18,6 +18,7 @@ from ftlab.sparsity.compute import (
     compute_masks,
     compute_masks_for_levels,
     decoder_layers,
+    input_stats,
     masks_from_scores,
     wanda_masks,
 )
@@ -178,21 +179,13 @@ def test_wanda_is_sequential(tiny):
     # Recompute layer 1 by hand: prune layer 0, run the whole model, collect layer-1 input norms.
     saved = {n: p.detach().clone() for n, p in model.named_parameters()}
     params = dict(model.named_parameters())
-    stats = {n: S.InputSquares(lin.in_features) for n, lin in layer1.items()}
-    state = {}
-    hooks = [lin.register_forward_hook(lambda mod, a, o, n=n: stats[n].update(a[0], state["valid"]))
-             for n, lin in layer1.items()]
     try:
         with torch.no_grad():
             for n, m in layer0.items():
                 params[n].masked_fill_(~m, 0)
             model.eval()
-            for b in batches:
-                state["valid"] = b["attention_mask"].reshape(-1).bool()
-                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        stats = input_stats(model, layer1, batches, lambda lin: S.InputSquares(lin.in_features))
     finally:
-        for h in hooks:
-            h.remove()
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(saved[n])

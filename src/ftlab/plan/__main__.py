@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import ftlab.plan
+from ftlab.console import help_requested
 from ftlab.errors import FtlabError, report_error
 from ftlab.plan.options import PlannerArgs, is_planner_arg, parse_planner_args
 from ftlab.plan.planner import Plan, make_plan
@@ -58,8 +59,7 @@ def write_plan(plan: Plan, args: PlannerArgs, markdown: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + "\n\n" + (ftlab.plan.__doc__ or "").strip())
+    if help_requested(argv, __doc__.strip() + "\n\n" + (ftlab.plan.__doc__ or "").strip()):
         return 0
     try:
         flags = [a for a in argv if a.startswith("-")]

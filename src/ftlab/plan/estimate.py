@@ -17,24 +17,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ftlab.plan.priors import Prior
+from ftlab.plan.priors import Prior, RunSetup
 
 #: similarity weights used to pick the prior a scaled estimate starts from
 WEIGHTS = {"hardware": 8, "model": 4, "adapter": 2, "task": 1}
 
 
 @dataclass(frozen=True)
-class RunFacts:
-    model: str
-    hardware: str
-    accelerator: str
-    devices: int
-    precision: str
-    batch_size: int
-    accumulate: int
-    adapter: str
-    task: str
-    max_length: int
+class RunFacts(RunSetup):
     total_params: int
     memory_mode: str = ""  # ftlab.plan.params.memory_mode: dtype, quantisation, checkpointing
 
@@ -70,14 +60,27 @@ class MemoryEstimate:
         return self.peak_mb <= self.safety_factor * self.device_mb
 
 
+#: what a prior shares with a run that ran on the same hardware
+HARDWARE_KEYS = ("hardware", "devices", "precision")
+#: ... and with one of the same setup: everything but the batch size (the throughput benchmark's runs)
+SETUP_KEYS = (*HARDWARE_KEYS, "model", "adapter", "task", "max_length")
+
+
+def agree(run: RunSetup, p: RunSetup, keys: tuple[str, ...]) -> bool:
+    """The one way a prior is matched to a run: the named facts are equal."""
+    return all(getattr(p, k) == getattr(run, k) for k in keys)
+
+
 def same_hardware(run: RunFacts, p: Prior) -> bool:
-    return (p.hardware, p.devices, p.precision) == (run.hardware, run.devices, run.precision)
+    return agree(run, p, HARDWARE_KEYS)
+
+
+def same_setup(run: RunFacts, p: Prior) -> bool:
+    return agree(run, p, SETUP_KEYS)
 
 
 def exact_match(run: RunFacts, p: Prior) -> bool:
-    return (same_hardware(run, p) and p.model == run.model and p.batch_size == run.batch_size
-            and p.accumulate == run.accumulate and p.adapter == run.adapter and p.task == run.task
-            and p.max_length == run.max_length)
+    return agree(run, p, (*SETUP_KEYS, "batch_size", "accumulate"))
 
 
 def similarity(run: RunFacts, p: Prior) -> int:
@@ -103,12 +106,6 @@ def scaled_sec_per_step(run: RunFacts, p: Prior) -> float:
     t_run = tokens_per_step(run.batch_size, run.accumulate, run_tokens_per_sample(run, p))
     t_prior = tokens_per_step(p.batch_size, p.accumulate, p.tokens_per_sample or 1.0)
     return p.sec_per_step * (run.total_params / p.total_params) * (t_run / t_prior)
-
-
-def same_setup(run: RunFacts, p: Prior) -> bool:
-    """Everything but the batch size matches (the throughput benchmark's runs)."""
-    return (same_hardware(run, p) and p.model == run.model and p.adapter == run.adapter and p.task == run.task
-            and p.max_length == run.max_length)
 
 
 def estimate_time(run: RunFacts, priors: list[Prior]) -> TimeEstimate:
@@ -147,9 +144,7 @@ def estimate_time(run: RunFacts, priors: list[Prior]) -> TimeEstimate:
 
 
 def memory_match(run: RunFacts, p: Prior) -> bool:
-    return (same_hardware(run, p) and p.model == run.model and p.adapter == run.adapter
-            and p.task == run.task and p.max_length == run.max_length and p.peak_memory_mb is not None
-            and p.memory_mode == run.memory_mode)
+    return p.peak_memory_mb is not None and agree(run, p, (*SETUP_KEYS, "memory_mode"))
 
 
 def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:

@@ -7,7 +7,7 @@ prior run is any dir under ``experiments/`` or ``multirun/`` with ``config.yaml`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ from ftlab.plan.params import memory_mode
 
 
 @dataclass(frozen=True)
-class Prior:
-    path: str
+class RunSetup:
+    """What a run ran: the facts a planned run and a finished prior are matched on."""
+
     model: str
     hardware: str
     accelerator: str
@@ -30,6 +31,11 @@ class Prior:
     adapter: str
     task: str
     max_length: int
+
+
+@dataclass(frozen=True)
+class Prior(RunSetup):
+    path: str = field(kw_only=True)
     steps: int  # optimiser steps this process ran
     train_time_s: float
     tokens_per_sample: float | None

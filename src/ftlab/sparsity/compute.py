@@ -9,7 +9,7 @@ masks CLI saves it, and a content-addressed cache may store it under a key of th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,10 +276,10 @@ def _run_layer(layer: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Te
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _collect(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[torch.Tensor], kwargs: list[dict],
-             valid: list[torch.Tensor], make: Callable[[nn.Linear], Any]) -> dict[str, Any]:
-    """Run one decoder layer over all calibration batches, feeding each chosen linear's inputs
-    (real tokens only) to its accumulator ``make(linear)`` (Wanda's ‖X_j‖², SparseGPT's H)."""
+def _feed(chosen: dict[str, nn.Linear], make: Callable[[nn.Linear], Any],
+          passes: Iterable[tuple[torch.Tensor, Callable[[], object]]]) -> dict[str, Any]:
+    """Run each forward pass, feeding each chosen linear's inputs (the real tokens its ``valid``
+    mask marks) to its accumulator ``make(linear)`` (Wanda's ‖X_j‖², SparseGPT's H)."""
     stats = {n: make(lin) for n, lin in chosen.items()}
     current: dict[str, torch.Tensor] = {}
 
@@ -288,13 +288,31 @@ def _collect(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[torch.
 
     handles = [lin.register_forward_hook(hook_for(stats[n])) for n, lin in chosen.items()]
     try:
-        for j, h in enumerate(hidden):
-            current["valid"] = valid[j]
-            _run_layer(layer, h, kwargs[j])
+        for valid, forward in passes:
+            current["valid"] = valid
+            forward()
     finally:
         for handle in handles:
             handle.remove()
     return stats
+
+
+def _collect(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[torch.Tensor], kwargs: list[dict],
+             valid: list[torch.Tensor], make: Callable[[nn.Linear], Any]) -> dict[str, Any]:
+    """One decoder layer run over its captured inputs of all calibration batches (:func:`_feed`)."""
+    return _feed(chosen, make, ((valid[j], lambda h=h, kw=kwargs[j]: _run_layer(layer, h, kw))
+                                for j, h in enumerate(hidden)))
+
+
+@torch.no_grad()
+def input_stats(model: nn.Module, linears: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
+                make: Callable[[nn.Linear], Any]) -> dict[str, Any]:
+    """Each linear's input statistics (``make(linear)``, :func:`_feed`) from whole-model forwards
+    of the model as it is now, not layer by layer: the reference a benchmark or test compares the
+    layer-by-layer statistics with (e.g. the dense model's Hessians)."""
+    return _feed(linears, make, ((b["attention_mask"].reshape(-1).bool(),
+                                  lambda b=b: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]))
+                                 for b in batches))
 
 
 def _input_squares(lin: nn.Linear) -> S.InputSquares:
