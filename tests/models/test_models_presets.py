@@ -20,7 +20,7 @@ def test_qwen2_5_preset_is_the_published_3b_config(option: str) -> None:
     from ftlab.models import build_model, count_parameters
 
     model_cfg = compose(f"model={option}").model
-    assert model_cfg.name == "qwen2_5_3b" and model_cfg.name_or_path == "Qwen/Qwen2.5-3B"
+    assert model_cfg.name == option and model_cfg.name_or_path == "Qwen/Qwen2.5-3B"  # the option name, as for every option
     assert model_cfg.arch == "qwen2"
     assert dict(model_cfg.config) == QWEN2_5_3B
     model = build_model(model_cfg, device="meta")
