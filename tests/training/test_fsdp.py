@@ -18,7 +18,7 @@ from torch import nn
 from conftest import cli, compose
 from ftlab.callbacks.checkpoints import STATE_FILE, checkpoints_newest_first
 from ftlab.errors import ConfigError
-from ftlab.training.fsdp import assign_state_, gather_trainable, unwrap_, wrap_policy
+from ftlab.training.fsdp import gather_trainable, plain_parts, rebuild_, unwrap_, wrap_policy
 from ftlab.training.fsdp_rules import check_fsdp_config, fsdp_problem
 from ftlab.training.state import STATE_KEY, snapshot_trainable, state_info, trainable_shapes
 
@@ -97,7 +97,6 @@ def gloo_world_of_one(tmp_path):
 
 
 def test_fsdp_wrapped_model_unwraps_to_the_same_plain_model(gloo_world_of_one):
-    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     _, model = _tiny_lora()
@@ -106,19 +105,71 @@ def test_fsdp_wrapped_model_unwraps_to_the_same_plain_model(gloo_world_of_one):
         expected = model(input_ids=ids).logits
     record = trainable_shapes(model)
     snapshot_trainable(model)
+    parts = plain_parts(model, keep_values=True)
     root = FSDP(model, auto_wrap_policy=wrap_policy(model), use_orig_params=True, device_id=torch.device("cpu"))
     assert any(isinstance(m, FSDP) for m in model.modules()) and trainable_shapes(model) == record
     assert state_info(model, None)["trainable"] == record  # the record, not the flat shards
-    with FSDP.state_dict_type(root, StateDictType.FULL_STATE_DICT, FullStateDictConfig(rank0_only=True)):
-        state = root.state_dict()
+    trainable = gather_trainable(root, record, torch.device("cpu"))
     unwrap_(model)
-    assign_state_(model, state)
+    with pytest.raises(RuntimeError, match="do not fit the model"):
+        rebuild_(model, parts, {"bogus.weight": torch.zeros(1)})
+    rebuild_(model, parts, trainable)
     assert not any(isinstance(m, FSDP) for m in model.modules())
     assert {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad} == record
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, expected)
-    with pytest.raises(RuntimeError, match="does not fit the unwrapped model"):
-        assign_state_(model, {"bogus.weight": torch.zeros(1)})
+
+
+def test_bf16_base_under_mixed_precision_consolidates_to_the_base_and_the_trained_adapter(gloo_world_of_one):
+    import copy
+
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp import MixedPrecision
+    from torch.distributed.fsdp._common_utils import clean_tensor_name
+
+    _, model = _tiny_lora()
+    for p in model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)  # a bf16 frozen base under fp32 LoRA weights
+    reference = copy.deepcopy(model)
+    record = trainable_shapes(model)
+    parts = plain_parts(model, keep_values=True)
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    kept = {ns[0]: v for ns, v in parts.params if v is not None}
+    assert kept.keys() == frozen.keys() and all(kept[n].data_ptr() == frozen[n].data_ptr() for n in kept)  # no copy
+    bf16 = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16, buffer_dtype=torch.bfloat16)
+    root = FSDP(model, auto_wrap_policy=wrap_policy(model), use_orig_params=True, device_id=torch.device("cpu"),
+                mixed_precision=bf16)  # Lightning's bf16-mixed policy
+    opt = torch.optim.AdamW([p for p in root.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(0, 250, (2, 12))
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = root(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    # what FSDP's own full state dict would miss: frozen bf16 weights are not re-registered after backward
+    listed = {clean_tensor_name(n) for n, _ in root.named_parameters()}
+    assert set(frozen) - listed
+    trainable = gather_trainable(root, record, torch.device("cpu"))
+    unwrap_(model)
+    rebuild_(model, parts, trainable)
+    assert not any(isinstance(m, FSDP) for m in model.modules())
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trained.keys() == record.keys() and all(not torch.equal(trained[n], reference.get_parameter(n)) for n in trained)
+    reference.load_state_dict(trainable, strict=False)  # the pre-wrap model + the trained adapter
+    want, got = reference.state_dict(), model.state_dict()
+    assert want.keys() == got.keys()
+    assert all(want[k].dtype == got[k].dtype and torch.equal(want[k], got[k]) for k in want)
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    named = dict(model.named_parameters(remove_duplicate=False))
+    ref_named = dict(reference.named_parameters(remove_duplicate=False))
+    assert named.keys() == ref_named.keys()  # every name a parameter again (tied ones tied as before)
+    assert len({id(p) for p in named.values()}) == len({id(p) for p in ref_named.values()})
+    buffers = {n: b for n, b in model.named_buffers()}
+    assert all(torch.equal(b, buffers[n]) and b.dtype == buffers[n].dtype for n, b in reference.named_buffers())
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, reference(input_ids=ids).logits)
 
 
 # -- 2 ranks over gloo, through the CLI ----------------------------------------------------------
@@ -219,6 +270,41 @@ def test_other_adapters_train_sharded_and_export(adapter, tmp_path):
         assert 0.45 < float((w == 0).float().mean()) < 0.55
 
 
+CPU_AUTOCAST = """import torch
+from lightning.pytorch.plugins.precision import fsdp
+fsdp.FSDPPrecision.forward_context = lambda self: torch.autocast("cpu", dtype=torch.bfloat16)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices", [1, 2])
+def test_bf16_base_under_bf16_mixed_trains_sharded_and_exports_the_base_plus_the_adapter(devices, tmp_path):
+    # 1 rank is the H200 failure (FSDP switches to NO_SHARD; its full state missed the frozen bf16
+    # weights after backward), 2 ranks really shard. Lightning autocasts FSDP's mixed precision for
+    # CUDA only, so every rank's interpreter (sitecustomize) autocasts on the CPU instead
+    import os
+
+    from peft import PeftModel
+
+    from ftlab.run import prepare_model
+
+    (tmp_path / "sitecustomize.py").write_text(CPU_AUTOCAST)
+    run = tmp_path / "r"
+    proc = cli("ftlab", *RUN[1:], f"hardware.devices={devices}", "hardware=fsdp", "hardware.accelerator=cpu",
+               "hardware.precision=bf16-mixed", "model.dtype=bfloat16", "train.max_steps=2", "train.save_every_n_steps=2", f"hydra.run.dir={run}",
+               env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("cpu x2 bf16-mixed" in proc.stdout + proc.stderr) == (devices == 2)  # the header's world size
+    assert {v.dtype for v in load_file(str(run / "adapter" / "adapter_model.safetensors")).values()} == {torch.float32}
+    got = load_file(str(run / "model" / "model.safetensors"))
+    _, base = prepare_model(compose(*RUN[1:], "model.dtype=bfloat16"))
+    untrained = {k: v.clone() for k, v in base.state_dict().items()}
+    want = PeftModel.from_pretrained(base, str(run / "adapter")).merge_and_unload().state_dict()
+    assert got.keys() == want.keys() and all(got[k].dtype == torch.bfloat16 for k in got)
+    assert all(torch.equal(got[k], want[k]) for k in got)  # the frozen base, rebuilt on rank 0, + the adapter
+    assert any(not torch.equal(got[k], untrained[k]) for k in got)  # it trained
+
+
 @pytest.mark.slow
 def test_fsdp_and_ddp_resume_each_others_checkpoints(fsdp_and_ddp, tmp_path):
     # the optimiser state is keyed as a plain optimiser keys it, whichever strategy wrote it
@@ -288,12 +374,11 @@ def test_two_sharded_ranks_gather_whole_trainable_tensors_on_rank_0(tmp_path):
     assert all(torch.equal(zero["state"][k], zero["full"][k]) for k in zero["full"])
 
 
-def test_half_precision_base_under_a_mixed_precision_policy_is_refused():
-    # torch FSDP (use_orig_params) leaves a frozen bf16 block's weights out of the gathered state
-    # after backward under bf16-mixed: the H200 check's consolidation failed; fp32 bases and
-    # 32-true stay allowed
+def test_half_precision_base_under_a_mixed_precision_policy_is_allowed():
+    # consolidation rebuilds the frozen base from rank 0's pre-wrap tensors instead of FSDP's gathered
+    # state (which misses them after backward under bf16-mixed); adapters that read their fp32
+    # weights outside their own unit still need an fp32 base
     cfg = compose("hardware=fsdp", "hardware.devices=1", "adapter=lora", "model.dtype=bfloat16")
-    with pytest.raises(ConfigError, match=r"model.dtype='bfloat16' is invalid: float32 with hardware.precision=bf16-mixed"):
-        check_fsdp_config(cfg)
-    assert fsdp_problem(compose("hardware=fsdp", "hardware.devices=1", "adapter=lora")) is None
-    assert fsdp_problem(compose(*CPU_FSDP, "adapter=lora", "model.dtype=bfloat16")) is None
+    assert fsdp_problem(cfg) is None and fsdp_problem(compose(*CPU_FSDP, "adapter=lora", "model.dtype=bfloat16")) is None
+    with pytest.raises(ConfigError, match=r"model.dtype='bfloat16' is invalid: float32 with adapter=dora"):
+        check_fsdp_config(compose("hardware=fsdp", "hardware.devices=1", "adapter=dora", "model.dtype=bfloat16"))

@@ -22,11 +22,20 @@ Why these choices:
   size of the unit's flat parameter); the state is keyed as a plain optimiser keys it (position in
   its groups), so FSDP, DDP and one-device runs read each other's states; every load is a
   ``weights_only`` load.
-* **after the fit** the ranks gather the full model state to rank 0, which takes the FSDP wrappers
-  off its module tree and loads it there (:meth:`ShardedStrategy.consolidate`): evaluation, the
+* **after the fit** rank 0 gets a plain, whole model back without gathering the frozen base
+  (:meth:`ShardedStrategy.consolidate`): frozen weights never change, so before wrapping rank 0
+  keeps a reference to each frozen tensor (FSDP flattens them into new buffers and never writes the
+  originals; other ranks keep nothing), the ranks gather only the trainable tensors
+  (:func:`gather_trainable`), and rank 0 takes the FSDP wrappers off its module tree and puts the
+  kept frozen tensors and the gathered trainable ones in place (:func:`rebuild_`). Evaluation, the
   merge and the export (``adapter/``, ``model/``) then run on a plain model as in any other run.
-  This is the one time the whole model (frozen base included) sits on rank 0's CPU: its RAM must
-  hold the full model once, at the end (evaluation and the merged export need every weight).
+  Rank 0's CPU RAM holds the base it loaded once, through the fit (every rank held it until
+  wrapping; the others drop it): no second copy, and no gather of 93 GB for a bf16 Mixtral-8x7B.
+  FSDP's own full state dict is also wrong here: on one device (FSDP switches to ``NO_SHARD``)
+  under a mixed-precision policy, torch's ``use_orig_params`` does not re-register a frozen
+  half-precision unit's original parameters after backward (a unit without gradients gets no
+  post-backward reshard), so they are missing from its gathered state and from
+  ``summon_full_params`` (the bf16-base run on an H200 failed there).
 
 Lightning refuses ``FSDPStrategy`` on a CPU accelerator, and torch's FSDP accepts CPU (gloo) only
 when it is given ``device_id=cpu`` and gathers without ``offload_to_cpu``; :class:`ShardedStrategy`
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -74,7 +84,7 @@ class ShardedStrategy(FSDPStrategy):
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
         snapshot_trainable(model)  # names/shapes of what trains, before FSDP makes them flat shards
-        self._plain_buffers = {n: b.detach().clone() for n, b in _non_persistent_buffers(model)}
+        self._plain = plain_parts(model, keep_values=self.global_rank == 0)  # rank 0 rebuilds from these
         if self.root_device.type != "cpu":
             return super()._setup_model(model)
         from torch.distributed.fsdp import FullyShardedDataParallel
@@ -139,20 +149,18 @@ class ShardedStrategy(FSDPStrategy):
         return checkpoint
 
     def consolidate(self) -> None:
-        """Collective: every rank calls it after the fit. Gathers the full state (CPU, rank 0 only),
-        then rank 0 removes the FSDP wrappers from its LightningModule and loads that state into
-        it (on the training device); other ranks keep their shards and leave."""
-        with self._full_state(rank0_only=True):
-            state = self.model.state_dict()
+        """Collective: every rank calls it after the fit. The ranks gather the trainable tensors to
+        rank 0 (:func:`gather_trainable`); rank 0 removes the FSDP wrappers from its LightningModule
+        and rebuilds its parameters from those and the frozen tensors it kept before wrapping
+        (:func:`rebuild_`), on the training device; other ranks keep their shards and leave."""
+        trainable = gather_trainable(self.model, trainable_shapes(self.lightning_module), self.root_device)
         self.barrier("ftlab-consolidate")
         if self.global_rank != 0:
             return
         module = self.lightning_module
         unwrap_(module)
-        assign_state_(module, state)
-        for name, value in self._plain_buffers.items():  # mixed precision cast these; restore the originals
-            owner, _, leaf = name.rpartition(".")
-            module.get_submodule(owner).register_buffer(leaf, value, persistent=False)
+        rebuild_(module, self._plain, trainable)
+        self._plain = None
         module.to(self.root_device)
         self.model = module
 
@@ -196,32 +204,59 @@ def gather_trainable(root: nn.Module, shapes: dict[str, list[int]], device: torc
     return {n: out[n] for n in shapes if n in out}
 
 
-def _non_persistent_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+@dataclass
+class PlainParts:
+    """What rank 0 rebuilds a plain model from after the fit: every parameter as the tuple of its
+    names (tied names share one parameter) with its frozen tensor (``None`` for a trainable one,
+    which is gathered), and every buffer with its value and whether the state dict holds it."""
+
+    params: list[tuple[tuple[str, ...], torch.Tensor | None]]
+    buffers: dict[str, tuple[torch.Tensor, bool]]
+
+
+def plain_parts(model: nn.Module, keep_values: bool) -> PlainParts:
+    """The layout of ``model`` before FSDP wraps it, and with ``keep_values`` its frozen tensors and
+    buffers. A frozen tensor is kept by reference, not copied (a 47B base must not exist twice):
+    FSDP copies the parameters into its flat buffers and points the modules at views of those, and
+    it never writes the original storage, so the kept tensor still holds the pre-wrap values after
+    the fit. A tensor not on the CPU is moved there (the device would otherwise hold it whole).
+    Buffers are copied: they are small, and a mixed-precision policy casts them."""
+    names: dict[int, list[str]] = {}
+    tensors: dict[int, nn.Parameter] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+        tensors[id(p)] = p
+    params = [(tuple(n), tensors[k].detach().to("cpu") if keep_values and not tensors[k].requires_grad else None)
+              for k, n in names.items()]
     saved = set(model.state_dict())
-    return [(n, b) for n, b in model.named_buffers() if n not in saved]
+    buffers = {n: (b.detach().to("cpu", copy=True) if keep_values else torch.empty(0), n in saved)
+               for n, b in model.named_buffers(remove_duplicate=False)}
+    return PlainParts(params, buffers)
 
 
-def assign_state_(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Put ``state``'s whole tensors in place of the (flat-shard) parameters and buffers of an
-    unwrapped module: ``load_state_dict`` would compare them with the shard shapes. Every key
-    must exist; tied parameters stay tied (one new parameter per old one)."""
-    names = {n for n, _ in module.named_parameters(remove_duplicate=False)}
-    names |= {n for n, _ in module.named_buffers(remove_duplicate=False)}
-    missing = sorted(names & set(module.state_dict()) - set(state))  # non-persistent buffers stay
-    if missing or set(state) - names:
-        raise RuntimeError(f"gathered FSDP state does not fit the unwrapped model: missing {missing[:3]}, "
-                           f"unknown {sorted(set(state) - names)[:3]}")
-    replaced: dict[int, nn.Parameter] = {}
-    for name, value in state.items():
-        owner_name, _, leaf = name.rpartition(".")
-        owner = module.get_submodule(owner_name)
-        old = owner._parameters.get(leaf)
-        if old is None:
-            owner._buffers[leaf] = value
-            continue
-        if id(old) not in replaced:
-            replaced[id(old)] = nn.Parameter(value, requires_grad=old.requires_grad)
-        owner._parameters[leaf] = replaced[id(old)]
+def rebuild_(module: nn.Module, parts: PlainParts, trainable: dict[str, torch.Tensor]) -> None:
+    """Give an unwrapped module (:func:`unwrap_`) whole parameters and buffers in place of FSDP's
+    views (flat-shard views, or plain tensors it left after backward): each parameter from
+    ``parts`` (frozen) or ``trainable`` (gathered, keyed by its first name), tied names sharing one
+    new parameter, and the buffers ``parts`` kept. Every trainable name must be gathered."""
+    expected = {ns[0] for ns, value in parts.params if value is None}
+    if set(trainable) != expected:
+        raise RuntimeError(f"the gathered trainable tensors do not fit the model: missing "
+                           f"{sorted(expected - set(trainable))[:3]}, unknown {sorted(set(trainable) - expected)[:3]}")
+    for names, value in parts.params:
+        param = nn.Parameter(trainable[names[0]] if value is None else value, requires_grad=value is None)
+        for name in names:
+            _replace(module, name, lambda owner, leaf, p=param: owner.register_parameter(leaf, p))
+    for name, (value, persistent) in parts.buffers.items():
+        _replace(module, name, lambda owner, leaf, v=value, keep=persistent: owner.register_buffer(leaf, v, keep))
+
+
+def _replace(module: nn.Module, name: str, register) -> None:
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    if hasattr(owner, leaf):  # a parameter, a buffer, or the plain tensor attribute FSDP's views leave
+        delattr(owner, leaf)
+    register(owner, leaf)
 
 
 def unwrap_(module: nn.Module) -> None:

@@ -30,11 +30,6 @@ def fsdp_problem(cfg: Any) -> tuple[str, Any, str] | None:
         return ("model.dtype", cfg.model.dtype, f"float32 with adapter={cfg.adapter.name} and hardware.strategy=fsdp "
                 "(its fp32 weights and a half-precision base cannot share an FSDP unit, and it reads them outside a "
                 "unit of their own; hardware.precision still computes in bf16)")
-    if cfg.model.dtype != "float32" and str(cfg.hardware.precision).endswith("-mixed"):
-        return ("model.dtype", cfg.model.dtype, f"float32 with hardware.precision={cfg.hardware.precision} and "
-                "hardware.strategy=fsdp (under FSDP's mixed-precision policy a frozen half-precision block's weights "
-                "drop out of the gathered state after backward, so the export would not hold them; the fp32 base is "
-                "sharded across the devices and still computes in bf16)")
     if spec.full_weights and cfg.sparsity.name != "none" and cfg.sparsity.mode == "sparse_to_sparse":
         return ("sparsity.mode", "sparse_to_sparse", "sparse_to_dense with adapter=full and hardware.strategy=fsdp "
                 "(re-applying the mask after each step needs whole weights; each rank holds a shard)")
