@@ -1,14 +1,23 @@
-"""The recipe: one run from config to outputs, top to bottom.
+"""The recipe: one run, top to bottom, in DESIGN.md's shape
 
-    config -> tokenizer + base model (-> optional base pre-training) -> adapter -> data
-           -> fit (callbacks write logs and checkpoints) -> evaluate -> export -> metrics.json
+    config -> plan of steps -> steps executed or fetched -> outputs
+
+    plan     StepRunner(cfg): model -> base -> mask -> train root -> stage 1..n, each with its key
+             and whether it is cached here (ftlab/reuse/steps.py), computed once
+    model    tokenizer + base model; base pre-training is a cached step       prepare_model
+    mask     optional pruned base W <- W * M, a cached step                   ftlab.sparsity.sparse_base
+    data     the task's splits                                                prepare_data
+    adapter  the adapter family over the base (ftlab/adapters)                adapt
+    train    Lightning module + callbacks; stage prefixes cached              fit
+    outputs  the adapter's final model, evaluation, export, metrics.json     outputs
+
+DDP: :func:`rank_zero` is the one rule (every rank trains; rank 0 writes, evaluates, exports).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -23,92 +32,65 @@ from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
-from ftlab.callbacks.checkpoints import STATE_FILE, checkpoint_step, checkpoints_newest_first, read_meta
+from ftlab.callbacks.checkpoints import checkpoint_step, read_meta
 from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.packing import padding_fraction
-from ftlab.errors import ConfigError
 from ftlab.evaluation import final_evaluate
 from ftlab.io import write_json
-from ftlab.launchers.slurm import resume_setting
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
-from ftlab.reuse.foundation import foundation, foundation_mismatch
+from ftlab.reuse.foundation import foundation
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
 from ftlab.sparsity.compute import compute_pruned
-from ftlab.sparsity.pipeline import attach_masks, finish_sparse, prepare_masks
+from ftlab.sparsity.pipeline import SparseBase, sparse_base
 from ftlab.training.fsdp import ShardedStrategy
 from ftlab.training.fsdp_rules import check_fsdp
 from ftlab.training.module import FtlabModule
-from ftlab.training.progress import header
+from ftlab.training.progress import header, peak_memory_mb
+from ftlab.training.resume import note_rebuilt_base, resume_checkpoint
 from ftlab.training.schedules import total_steps
-from ftlab.training.state import STATE_KEY, check_resumable, state_problem
+from ftlab.training.state import check_resumable
 from ftlab.training.trainer import build_logger, build_trainer
 
 log = logging.getLogger("ftlab")
 
 
-def run_dir_of(cfg: DictConfig) -> Path:
-    """Hydra's job output dir (``experiments/<name>/<ts>`` or the sweep's job dir)."""
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path("experiments") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | None = None) -> float | None:
+    """Train (unless the adapter is an eval-only control), evaluate, export; returns the task metric."""
+    check_fsdp(cfg)  # what the sharded path does not train: one line, before anything is built
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runner = StepRunner(cfg)  # the plan of steps (computed once) and the runner of its cached steps
+    # checked before anything is written or built: a refused checkpoint leaves the run dir as it was
+    ckpt = resume_checkpoint(cfg, run_dir, foundation(runner.steps))
+    write_config_and_seed(cfg, run_dir)
 
-
-def resume_checkpoint(cfg: DictConfig, run_dir: Path, found: dict[str, Any] | None = None) -> Path | None:
-    """The state file to resume from (``None``: start at step 0), checked before anything runs:
-    intact (``resume=auto`` falls back past an incomplete newest checkpoint, saying so), no pickled
-    objects, and standing on this run's model/base/mask keys (``found``)."""
-    resume = resume_setting(cfg.resume)  # a requeued SLURM job resumes from its job dir ("auto")
-    if resume is None:
-        return None
-    if resume == "auto":
-        path = _newest_intact(run_dir)
-        if path is None:
-            return None
+    tokenizer, model = prepare_model(cfg, runner)  # model step (+ the cached base pre-training)
+    # mask step, cached: W <- W * M (a dense run has none and never enters ftlab.sparsity)
+    sparse = (sparse_base(cfg, model, tokenizer, cached_mask_fn(compute_pruned, runner=runner))
+              if runner.steps.mask is not None else None)
+    dm = prepare_data(cfg, tokenizer)
+    control = control_metrics(cfg, model, tokenizer, dm)  # eval.control: the base before tuning
+    adapted = adapt(cfg, model, dm, sparse)
+    if adapted.trains:
+        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, runner=runner, ckpt=ckpt)
     else:
-        path = Path(cfg.resume)
-        path = path / STATE_FILE if path.is_dir() else path
-        if not path.is_file():
-            raise ConfigError("resume", cfg.resume, "null, 'auto' or a checkpoint dir containing state.ckpt")
-        problem = state_problem(path, read_meta(path))
-        if problem is not None:
-            raise ConfigError("resume", cfg.resume, f"an intact checkpoint of plain tensors ({problem[1]})")
-    recorded = read_meta(path).get(STATE_KEY, {}).get("foundation")
-    why = foundation_mismatch(recorded, found) if recorded is not None and found is not None else None
-    if why is not None:
-        raise ConfigError("resume", str(path.parent), f"a checkpoint of this run's model/base/mask: {why}; "
-                          "resume=null starts over")
-    return path
+        facts = skip_training(run_dir, adapted)
+    if not rank_zero():
+        return None  # DDP: rank 0 evaluates and writes the outputs
+    leave_process_group()  # rank 0 evaluates alone: its metrics must not sync
+    write_record(run_dir, runner.record())  # aggregated into the sweep's stage_log.csv / reuse_summary.json
 
-
-def _newest_intact(run_dir: Path) -> Path | None:
-    """``resume=auto``: the newest checkpoint that is intact; an incomplete one is skipped (one
-    line), a pickled one refused; none left of several is an error (nothing is overwritten)."""
-    candidates = checkpoints_newest_first(run_dir)
-    skipped: list[tuple[Path, str]] = []
-    for d in candidates:
-        problem = state_problem(d / STATE_FILE, read_meta(d / STATE_FILE))
-        if problem is None:
-            if skipped:
-                names = ", ".join(p.name for p, _ in skipped)
-                log.warning("resume=auto: skipping incomplete %s (%s); resuming from %s instead", names,
-                            skipped[0][1], d.name)
-            return d / STATE_FILE
-        kind, why = problem
-        if kind == "unsafe":
-            raise ConfigError("resume", str(d), f"a checkpoint of plain tensors ({why})")
-        skipped.append((d, why))
-    if skipped:
-        raise ConfigError("resume", "auto", f"a run dir with an intact checkpoint: all {len(skipped)} under "
-                          f"{Path(run_dir) / 'checkpoints'} are incomplete (newest: {skipped[0][1]}); "
-                          "resume=null starts over")
-    return None
+    metrics = outputs(cfg, adapted, tokenizer, dm, run_dir, control, facts)
+    key = next((k for k in ("eval_exact_match", "eval_accuracy") if k in metrics), "val_loss")
+    log.info("%s", summary_line(metrics, key, run_dir))
+    return metrics.get(key)
 
 
 def rank_zero() -> bool:
@@ -119,11 +101,20 @@ def rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def peak_memory_mb() -> float:
-    """Peak device memory on CUDA, else the process's peak resident set."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def run_dir_of(cfg: DictConfig) -> Path:
+    """Hydra's job output dir (``experiments/<name>/<ts>`` or the sweep's job dir)."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path("experiments") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def write_config_and_seed(cfg: DictConfig, run_dir: Path) -> None:
+    """``config.yaml`` (rank 0), the seeds of every RNG, deterministic kernels when asked."""
+    if rank_zero():
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def prepare_model(cfg: DictConfig, runner: StepRunner | None = None):
@@ -141,38 +132,52 @@ def prepare_model(cfg: DictConfig, runner: StepRunner | None = None):
     return tokenizer, model
 
 
+def prepare_data(cfg: DictConfig, tokenizer) -> TaskDataModule:
+    """The task's train/val/test splits, read and tokenised once."""
+    dm = TaskDataModule(cfg, tokenizer)
+    dm.setup()
+    return dm
+
+
+def control_metrics(cfg: DictConfig, model, tokenizer, dm: TaskDataModule) -> dict[str, Any]:
+    """``eval.control``: the base evaluated before any tuning (``control_*`` in ``metrics.json``)."""
+    if not (cfg.eval.control and cfg.eval.enabled):
+        return {}
+    return {f"control_{k}": v for k, v in final_evaluate(model, tokenizer, dm.splits, cfg).items()}
+
+
+def adapt(cfg: DictConfig, model, dm: TaskDataModule, sparse: SparseBase | None) -> AdaptedModel:
+    """The adapter family (``ftlab.adapters`` registry) over the prepared base; over a sparse
+    base the masks go with it (enforced while training, kept at the merge)."""
+    spec = get_adapter(cfg.adapter.name)
+    model = prepare_for_training(model, cfg)  # k-bit preparation / gradient checkpointing
+    adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
+    if adapted.trains:
+        check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)
+    return sparse.attach(adapted) if sparse is not None else adapted
+
+
 def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Path,
         extra_callbacks: list | None = None, runner: StepRunner | None = None, ckpt: Path | None = None) -> dict[str, Any]:
-    """Train with the run's callbacks, from ``ckpt`` (:func:`resume_checkpoint`) when given;
-    returns throughput facts for ``metrics.json``."""
+    """Train with the run's callbacks, from ``ckpt`` (:func:`resume_checkpoint`) when given, or
+    from the deepest cached stage of ``schedule=stages``; returns throughput facts for ``metrics.json``."""
     steps = total_steps(cfg.schedule, cfg.train.max_steps)
     module = FtlabModule(adapted, cfg)
     runner = runner or StepRunner(cfg)
     module.foundation = foundation(runner.steps, runner.digests())  # recorded in every state this fit writes
-    callbacks = [
-        LossLog(run_dir, cfg.train.log_every_n_steps, cfg.train.log_measurements),
-        TrainingHistory(run_dir),
-        *(gated_callbacks(cfg, run_dir) if adapted.gated else []),  # before checkpoints: rows precede state
-        PeriodicCheckpoint(run_dir, cfg.train.save_every_n_steps, cfg.train.save_epoch_checkpoints,
-                           cfg.train.keep_checkpoints),
-        *(extra_callbacks or []),
-    ]
+    callbacks = run_callbacks(cfg, adapted, run_dir, extra_callbacks)
     start_step = 0
     if ckpt is not None:
         check_resumable(ckpt, read_meta(ckpt), module, module.foundation, f"checkpoint {ckpt.parent}")
-        _note_rebuilt(runner.records)
+        note_rebuilt_base(runner.records)
         start_step = checkpoint_step(ckpt)
     # schedule=stages: resume from the deepest cached stage, hold the build locks of the others,
     # publish each at its last step; whatever is still locked is released on any exit
     stages = StageRun(runner, run_dir, cfg.schedule) if runner.steps.stages else None
     with stages or contextlib.nullcontext():
         if stages is not None:
-            stages.plan(own_step=start_step if ckpt is not None else None)
-            if stages.resume_path is not None:
-                ckpt, start_step = stages.resume_path, stages.start_step
-                check_resumable(ckpt, read_meta(ckpt), module, module.foundation,
-                                f"stage entry {stages.resume_entry.root}")
-                stages.prefill_logs()
+            ckpt, start_step = resume_from_stage(stages, module, ckpt, start_step)
             callbacks += stages.callbacks()
         # eval.enabled=false: no evaluation at all, epoch-end validation passes included
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
@@ -204,74 +209,51 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     }
 
 
-def _note_rebuilt(records: dict[str, dict]) -> None:
-    base = records.get("base") or {}
-    if base.get("cached") and not base.get("cache_hit"):
-        log.warning("resume: the base artifact %s was not in the cache; rebuilt it, and its content matches "
-                    "the checkpoint's where both were cached", base["key"][:12])
+def run_callbacks(cfg: DictConfig, adapted: AdaptedModel, run_dir: Path, extra: list | None) -> list[L.Callback]:
+    """Loss log, history, gate logs (gated adapters), periodic checkpoints, then the caller's."""
+    return [
+        LossLog(run_dir, cfg.train.log_every_n_steps, cfg.train.log_measurements),
+        TrainingHistory(run_dir),
+        *(gated_callbacks(cfg, run_dir) if adapted.gated else []),  # before checkpoints: rows precede state
+        PeriodicCheckpoint(run_dir, cfg.train.save_every_n_steps, cfg.train.save_epoch_checkpoints,
+                           cfg.train.keep_checkpoints),
+        *(extra or []),
+    ]
 
 
-def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if cfg.train.save_adapter and adapted.save_adapter(run_dir / "adapter"):
-        out["adapter_dir"] = "adapter"
-    if cfg.train.save_merged_model:
-        merged = adapted.merged_model()
-        merged.save_pretrained(str(run_dir / "model"), safe_serialization=True)
-        tokenizer.save_pretrained(str(run_dir / "model"))
-        out["model_dir"] = "model"
-    return out
+def resume_from_stage(stages: StageRun, module: FtlabModule, ckpt: Path | None, start_step: int) -> tuple[Path | None, int]:
+    """``schedule=stages``: the deepest cached stage wins over the run's own checkpoint unless
+    that one stands later; a stage entry is checked like a checkpoint and its logs copied in."""
+    stages.plan(own_step=start_step if ckpt is not None else None)
+    if stages.resume_path is None:
+        return ckpt, start_step
+    check_resumable(stages.resume_path, read_meta(stages.resume_path), module, module.foundation,
+                    f"stage entry {stages.resume_entry.root}")
+    stages.prefill_logs()
+    return stages.resume_path, stages.start_step
 
 
-def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | None = None) -> float | None:
-    """Train (unless the adapter is an eval-only control), evaluate, export; returns the task metric."""
-    check_fsdp(cfg)  # what the sharded path does not train: one line, before anything is built
-    run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # checked before anything is written or built: a refused checkpoint leaves the run dir as it was
-    runner = StepRunner(cfg)  # the plan of steps (computed once) and the runner of its cached steps
-    ckpt = resume_checkpoint(cfg, run_dir, foundation(runner.steps))
-    if rank_zero():
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+def skip_training(run_dir: Path, adapted: AdaptedModel) -> dict[str, Any]:
+    """An eval-only control: an empty history and zero throughput."""
+    write_json(run_dir / "training_history.json", empty_history(adapted.gated))
+    return {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}
 
-    tokenizer, model = prepare_model(cfg, runner)
-    # sparse base: W <- W * M; the mask is a cached step (a dense run has none and skips sparsity)
-    masks = None
-    if runner.steps.mask is not None:
-        masks = prepare_masks(cfg, model, tokenizer, compute=cached_mask_fn(compute_pruned, runner=runner))
-    dm = TaskDataModule(cfg, tokenizer)
-    dm.setup()
-    control = final_evaluate(model, tokenizer, dm.splits, cfg) if cfg.eval.control and cfg.eval.enabled else {}
-    spec = get_adapter(cfg.adapter.name)
-    model = prepare_for_training(model, cfg)  # k-bit preparation / gradient checkpointing
-    adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
-    upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
-    if adapted.trains:
-        check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)
-    if masks is not None:
-        adapted = attach_masks(adapted, masks, cfg)  # masks to the adapter, enforcement, merge keeps M
 
-    facts: dict[str, Any] = {"train_time_s": 0.0, "samples_per_sec": 0.0, "tokens_per_sec": 0.0, "train_steps": 0}
-    if adapted.trains:
-        facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, runner=runner, ckpt=ckpt)
-        if not rank_zero():
-            return None  # DDP: rank 0 evaluates and writes the outputs
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()  # rank 0 evaluates alone: its metrics must not sync
-    else:
-        write_json(run_dir / "training_history.json", empty_history(adapted.gated))
-    write_record(run_dir, runner.record())  # aggregated into the sweep's stage_log.csv / reuse_summary.json
+def leave_process_group() -> None:
+    """After a DDP fit rank 0 evaluates alone: its metrics must not wait for the other ranks."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
-    metrics: dict[str, Any] = {}
-    if masks is not None:  # merge + re-mask + validate; evaluation and export see that sparse model
-        metrics.update(finish_sparse(adapted, cfg, run_dir, tokenizer, dm.splits.val if cfg.eval.enabled else None))
+
+def outputs(cfg: DictConfig, adapted: AdaptedModel, tokenizer, dm: TaskDataModule, run_dir: Path,
+            control: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0, after training: the adapter's final model (a sparse base merges, re-masks and
+    validates first), evaluation, export; writes and returns ``metrics.json``."""
+    metrics: dict[str, Any] = dict(adapted.finish(run_dir, tokenizer, dm.splits.val if cfg.eval.enabled else None))
     if cfg.eval.enabled:
         metrics.update(final_evaluate(adapted.model, tokenizer, dm.splits, cfg))
         fill_final_val_loss(run_dir / "training_history.json", metrics["val_loss"])
-    metrics.update({f"control_{k}": v for k, v in control.items()})
+    metrics.update(control)
     metrics.update(facts)
     metrics.update({
         "peak_memory_mb": peak_memory_mb(),
@@ -284,9 +266,20 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     if adapted.trains:
         metrics.update(export(adapted, tokenizer, cfg, run_dir))
     write_json(run_dir / "metrics.json", metrics)
-    key = next((k for k in ("eval_exact_match", "eval_accuracy") if k in metrics), "val_loss")
-    log.info("%s", summary_line(metrics, key, run_dir))
-    return metrics.get(key)
+    return metrics
+
+
+def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The adapter in peft format and/or the merged model with its tokenizer."""
+    out: dict[str, Any] = {}
+    if cfg.train.save_adapter and adapted.save_adapter(run_dir / "adapter"):
+        out["adapter_dir"] = "adapter"
+    if cfg.train.save_merged_model:
+        merged = adapted.merged_model()
+        merged.save_pretrained(str(run_dir / "model"), safe_serialization=True)
+        tokenizer.save_pretrained(str(run_dir / "model"))
+        out["model_dir"] = "model"
+    return out
 
 
 def summary_line(metrics: dict[str, Any], key: str, run_dir: Path) -> str:

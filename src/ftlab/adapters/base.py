@@ -65,3 +65,8 @@ class AdaptedModel:
     def merged_model(self) -> nn.Module:
         """The base architecture with the adaptation folded into its weights."""
         return self.model
+
+    def finish(self, run_dir: Path, tokenizer: Any, val: list | None) -> dict[str, Any]:
+        """After training, before evaluation and export: whatever the final model needs first
+        (a sparse base merges, re-masks and validates here); returns ``metrics.json`` entries."""
+        return {}

@@ -1,7 +1,7 @@
 """Sparse bases: importance scores, pruning masks, mask files, checks, statistics.
 
-Pure tensor code (no Lightning). The recipe uses :func:`prepare_masks`, :func:`attach_masks` and
-:func:`finish_sparse` (:mod:`ftlab.sparsity.pipeline`); the mask itself is one function,
+Pure tensor code (no Lightning). The recipe enters once, through :func:`sparse_base`
+(:mod:`ftlab.sparsity.pipeline`: prepare, attach, finish); the mask itself is one function,
 :func:`compute_pruned` (masks, SparseGPT weights, OWL levels), free of output paths so a cache can wrap it.
 """
 

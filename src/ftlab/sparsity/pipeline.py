@@ -1,6 +1,11 @@
 """The sparse base inside a run: masks before the adapter, enforcement while training, the mask
 re-applied at merge, and the merged model validated.
 
+The recipe enters this module once, at the mask step: :func:`sparse_base` writes W ⊙ M into the
+base and returns a :class:`SparseBase`; the recipe's adapter phase hands it the adapted model
+(:meth:`SparseBase.attach`), and the wrapper's :meth:`SparseAdapted.finish` (the adapter hook the
+recipe calls for every run before evaluation) merges, re-masks and validates. The three stages:
+
     prepare_masks   compute (or load ``sparsity.mask_path``), check, write W ⊙ M into the base
                     (SparseGPT: its reconstructed weights, then ⊙ M)
     attach_masks    wrap the adapted model: masks handed to the adapter (``masked`` needs them),
@@ -82,8 +87,9 @@ class SparseAdapted:
     adapter's own (hooks, flags, parameter groups), so new adapter families need nothing."""
 
     def __init__(self, inner: Any, masks: dict[str, torch.Tensor], mode: str,
-                 levels: dict[str, float] | None = None):
+                 levels: dict[str, float] | None = None, cfg: Any = None):
         self._inner = inner
+        self.cfg = cfg if cfg is not None else getattr(inner, "run_cfg", None)
         self.masks = masks
         self.levels = levels  # per-weight allocated levels (OWL), for the run's layer table
         self.mode = mode
@@ -165,14 +171,38 @@ class SparseAdapted:
             self._merged = merged
         return self._merged
 
+    def finish(self, run_dir: Path, tokenizer: Any, val: list | None) -> dict[str, Any]:
+        """The adapter hook the recipe calls after training: :func:`finish_sparse`."""
+        return finish_sparse(self, self.cfg, run_dir, tokenizer, val)
+
 
 def attach_masks(adapted: Any, masks: PrunedBase | dict[str, torch.Tensor] | None, cfg: Any) -> Any:
     """``adapted`` itself for a dense base, else the :class:`SparseAdapted` wrapper."""
     if masks is None:
         return adapted
     if isinstance(masks, PrunedBase):
-        return SparseAdapted(adapted, masks.masks, cfg.sparsity.mode, masks.levels)
-    return SparseAdapted(adapted, masks, cfg.sparsity.mode)
+        return SparseAdapted(adapted, masks.masks, cfg.sparsity.mode, masks.levels, cfg=cfg)
+    return SparseAdapted(adapted, masks, cfg.sparsity.mode, cfg=cfg)
+
+
+class SparseBase:
+    """The run's pruned base (the mask step's result), already written into the base weights.
+    :meth:`attach` wraps the adapted model built over it; nothing else of the sparse pipeline is
+    the recipe's business."""
+
+    def __init__(self, pruned: PrunedBase, cfg: Any):
+        self.pruned, self.cfg = pruned, cfg
+
+    def attach(self, adapted: Any) -> SparseAdapted:
+        """Masks to the adapter, enforcement while training, merge keeps M (:func:`attach_masks`)."""
+        return attach_masks(adapted, self.pruned, self.cfg)
+
+
+def sparse_base(cfg: Any, model: nn.Module, tokenizer: Any, compute: MaskFn = compute_pruned) -> SparseBase | None:
+    """The recipe's one entry into sparsity: prune the base (:func:`prepare_masks`, W ← W ⊙ M),
+    ``None`` for a dense run."""
+    pruned = prepare_masks(cfg, model, tokenizer, compute=compute)
+    return SparseBase(pruned, cfg) if pruned is not None else None
 
 
 def _frozen_base(adapted: SparseAdapted) -> bool:
