@@ -79,10 +79,6 @@ class JobPlan:
 
 
 # ---------------------------------------------------------------------------- base checkpoint
-def needs_conversion(opts: Any) -> bool:
-    return not opts.checkpoint_path
-
-
 def check_base(cfg: Any, opts: Any, *, launching: bool) -> None:
     """Fine-tuning needs base weights: a Cerebras checkpoint, or an HF model dir to convert."""
     if opts.checkpoint_path:

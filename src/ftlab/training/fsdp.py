@@ -51,9 +51,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
+from torch.distributed.fsdp import FullStateDictConfig, OptimStateKeyType, StateDictType
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+from torch.distributed.fsdp._common_utils import clean_tensor_name  # private; in torch since 2.0
+from torch.distributed.fsdp.api import FullOptimStateDictConfig
+from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
 
 from ftlab.models.structure import decoder_layer_classes
 from ftlab.training.state import safe_load, snapshot_trainable, trainable_shapes
@@ -69,7 +75,6 @@ def wrap_policy(model: nn.Module):
     base holds fp32 adapters) each leaf module that trains, so every flat parameter holds tensors of
     one dtype. A leaf unit holds its weight whole only inside its own forward, so adapters that read
     their weights elsewhere (DoRA's norm, masked LoRA's delta) need one dtype (:func:`fsdp_problem`)."""
-    from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
 
     blocks = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=decoder_layer_classes(model))
     if len({p.dtype for p in model.parameters()}) == 1:
@@ -87,11 +92,10 @@ class ShardedStrategy(FSDPStrategy):
         self._plain = plain_parts(model, keep_values=self.global_rank == 0)  # rank 0 rebuilds from these
         if self.root_device.type != "cpu":
             return super()._setup_model(model)
-        from torch.distributed.fsdp import FullyShardedDataParallel
 
         # Lightning passes device_id=root_device.index (None on CPU), which torch's FSDP refuses
         # without an accelerator; device_id=cpu selects its CPU path.
-        return FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
+        return FSDP(module=model, cpu_offload=self.cpu_offload,
                                         mixed_precision=self.mixed_precision_config,
                                         sharding_strategy=self.sharding_strategy, device_id=self.root_device,
                                         **self.kwargs)
@@ -99,9 +103,6 @@ class ShardedStrategy(FSDPStrategy):
     def _full_state(self, rank0_only: bool):
         """FSDP's full-state-dict context. On CPU without ``offload_to_cpu``: there torch's offload
         frees the storage of the tensors it returns (the "copy" to the CPU is the same tensor)."""
-        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from torch.distributed.fsdp.api import FullOptimStateDictConfig
 
         offload = self.root_device.type != "cpu"
         return FSDP.state_dict_type(self.model, StateDictType.FULL_STATE_DICT,
@@ -117,8 +118,6 @@ class ShardedStrategy(FSDPStrategy):
         """The full optimiser state keyed as a plain optimiser keys it (position in its parameter
         groups), so a state written by FSDP, DDP or one device loads into any of them; Lightning's
         own FSDP keys it by position among *all* the model's parameters."""
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from torch.distributed.fsdp import OptimStateKeyType
 
         optimizer = getattr(optimizer, "_optimizer", optimizer)  # LightningOptimizer -> torch's
         with self._full_state(rank0_only=True):
@@ -131,8 +130,6 @@ class ShardedStrategy(FSDPStrategy):
         """Every rank reads the (trainable-only) state file, loads the tensors into its shards and
         the optimiser state (re-keyed by name for FSDP); the rest goes to Lightning's hooks. A
         plain-tensor load (``weights_only``), as every ftlab state is."""
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from torch.distributed.fsdp import OptimStateKeyType
 
         path = self.broadcast(checkpoint_path)
         checkpoint = safe_load(path)
@@ -172,8 +169,6 @@ def gather_trainable(root: nn.Module, shapes: dict[str, list[int]], device: torc
     empty; the whole tensor when unsharded) and the slices follow rank order, so concatenating them
     restores the tensor. Only these slices travel (one gather per dtype, via ``device``, which
     NCCL needs); frozen weights are never touched."""
-    import torch.distributed as dist
-    from torch.distributed.fsdp._common_utils import clean_tensor_name
 
     group = getattr(root, "process_group", None)
     rank, world = dist.get_rank(group), dist.get_world_size(group)
@@ -261,7 +256,6 @@ def _replace(module: nn.Module, name: str, register) -> None:
 
 def unwrap_(module: nn.Module) -> None:
     """Replace every FSDP wrapper below ``module`` by the module it wraps, in place."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     for name, child in list(module.named_children()):
         if isinstance(child, FSDP):
