@@ -159,11 +159,13 @@ def adapt(cfg: DictConfig, model, dm: TaskDataModule, sparse: SparseBase | None)
 
 
 def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Path,
-        extra_callbacks: list | None = None, runner: StepRunner | None = None, ckpt: Path | None = None) -> dict[str, Any]:
+        extra_callbacks: list | None = None, runner: StepRunner | None = None, ckpt: Path | None = None,
+        module: FtlabModule | None = None) -> dict[str, Any]:
     """Train with the run's callbacks, from ``ckpt`` (:func:`resume_checkpoint`) when given, or
-    from the deepest cached stage of ``schedule=stages``; returns throughput facts for ``metrics.json``."""
+    from the deepest cached stage of ``schedule=stages``; returns throughput facts for ``metrics.json``.
+    ``module``: a trial of a fused group brings its own (``ftlab.fused``); else the run's FtlabModule."""
     steps = total_steps(cfg.schedule, cfg.train.max_steps)
-    module = FtlabModule(adapted, cfg)
+    module = module if module is not None else FtlabModule(adapted, cfg)
     runner = runner or StepRunner(cfg)
     module.foundation = foundation(runner.steps, runner.digests())  # recorded in every state this fit writes
     callbacks = run_callbacks(cfg, adapted, run_dir, extra_callbacks)

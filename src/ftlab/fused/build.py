@@ -12,6 +12,7 @@ its export (``save_adapter`` / ``merged_model`` of its family).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,9 @@ def check_fusable(adapter_name: str) -> AdapterSpec:
 
 @dataclass
 class TrialAdapter:
-    """One trial's adapter over the shared base: its family's model object and its own layers."""
+    """One trial's adapter over the shared base: its family's model object, whose ``model`` is the
+    trial's view (:func:`module_view`: the solo run's module tree, sharing the frozen tensors),
+    and its own adapted layers by name in the shared base."""
 
     adapted: AdaptedModel
     layers: dict[str, nn.Module] = field(default_factory=dict)
@@ -70,17 +73,44 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
+def module_view(root: nn.Module, replace: dict[str, nn.Module]) -> nn.Module:
+    """``root`` with the modules named in ``replace`` swapped, without touching ``root``: the
+    modules on the way to a swapped one are shallow copies (own child dicts, the same tensors),
+    every other module is shared. A trial's view is its solo model: same names, same forward,
+    its own trainable tensors only, the frozen ones shared with the group."""
+    clone = copy.copy(root)
+    clone._modules = dict(root._modules)
+    clone._parameters, clone._buffers = dict(root._parameters), dict(root._buffers)
+    below: dict[str, dict[str, nn.Module]] = {}
+    for name, module in replace.items():
+        head, _, rest = name.partition(".")
+        if rest:
+            below.setdefault(head, {})[rest] = module
+        else:
+            clone._modules[head] = module
+    for head, sub in below.items():
+        clone._modules[head] = module_view(root._modules[head], sub)
+    return clone
+
+
+def _path_to(root: nn.Module, target: nn.Module) -> str:
+    return next(name for name, m in root.named_modules() if m is target)
+
+
 def adapt_trial(model: nn.Module, adapter_cfg: Any, run_cfg: Any) -> TrialAdapter:
     """Build one trial's adapter over ``model`` with its family, then give ``model`` its frozen
-    layers back (the trial keeps its adapted layers). Draws from the process RNG as the family's
-    build does in a solo run: seed it as the solo run would be seeded before calling."""
+    layers back; the trial keeps its adapted layers, and its ``adapted.model`` becomes its view.
+    Draws from the process RNG as the family's build does in a solo run: seed it as the solo run
+    is seeded before calling."""
     spec = check_fusable(adapter_cfg.name)
     adapted = spec.build(model, adapter_cfg, run_cfg)
     layers = adapted_layers(model)
+    prefix = _path_to(adapted.model, model)
     for name, layer in layers.items():
         set_module(model, name, layer.base_layer)
     if hasattr(model, "peft_config"):  # peft marks the model it wrapped; the next trial wraps it afresh
         del model.peft_config
+    adapted.model = module_view(adapted.model, {f"{prefix}.{n}" if prefix else n: m for n, m in layers.items()})
     return TrialAdapter(adapted, layers)
 
 

@@ -1,0 +1,91 @@
+"""Which jobs of a sweep can train fused, and in which groups.
+
+Jobs share a group when everything the frozen part and the batches' layout come from is the same:
+the model, base and mask steps (``ftlab/reuse/steps.py``; for a model read from
+``model.name_or_path`` the run seed builds nothing, so it does not split groups), the task and
+its tokenisation (each trial still draws its own split and order from its own seed; h24's cached
+tokenized-data step, once merged, is the step such a group would read once), and the hardware,
+memory and batching settings every trial of one forward shares. Seeds, lr, schedule, r, alpha,
+dropout, batch size, step counts and targets may differ per trial.
+
+A job that cannot be fused gets one line saying why and runs as it would under the basic launcher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ftlab.adapters.registry import get_adapter
+from ftlab.fused.build import fusable
+from ftlab.reuse.keys import canonical_json, lookup, pick
+from ftlab.reuse.steps import BATCHING_KEYS, HARDWARE_KEYS, MEMORY_KEYS, as_plain, run_steps
+
+#: The task and how its examples become tokens (one tokenisation, one padding/packing layout).
+DATA_KEYS = ("task.name", "task.path", "task.num_examples", "task.val_fraction", "task.test_fraction",
+             "task.max_length", "task.options", "model.tokenizer")
+#: Process-wide settings of one forward (precision, deterministic kernels) and its layout.
+SHARED_KEYS = (*HARDWARE_KEYS, *MEMORY_KEYS, *BATCHING_KEYS, "train.deterministic")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Groups of job indices (each >= 2) and the jobs that run alone, with why."""
+
+    groups: list[list[int]]
+    alone: dict[int, str]
+
+
+def why_not_fused(cfg: Any) -> str | None:
+    """One line on why this job cannot join a fused group; None if it can."""
+    spec = get_adapter(cfg.adapter.name)
+    if not fusable(spec):
+        return (f"adapter={spec.name} is not a frozen base plus a low-rank update "
+                "(fused: lora, sora; DoRA magnitudes, masked updates and full weights run alone)")
+    c = cfg.train
+    if c.accumulate_grad_batches != 1:
+        return f"train.accumulate_grad_batches={c.accumulate_grad_batches}: fused trials step every micro-batch"
+    if c.gradient_checkpointing:
+        return "train.gradient_checkpointing=true: recomputation would redraw each trial's dropout"
+    if cfg.model.quantization:
+        return "model.quantization is set: fused layers are not tested over k-bit bases"
+    if cfg.sparsity.method != "none" or cfg.sparsity.get("mask_path"):
+        return "a sparse base: its masks are enforced per adapted model"
+    h = cfg.hardware
+    if h.devices * h.num_nodes > 1 or h.accelerator == "cerebras" or h.strategy == "fsdp":
+        return f"hardware={h.name}: fused groups run in one single-device process"
+    return None
+
+
+def shared_key(cfg: Any) -> str:
+    """The text that two jobs of one fused group have in common."""
+    c = as_plain(cfg)
+    steps = run_steps(c)
+    model = dict(steps.model.config)
+    if lookup(c, "model.name_or_path", None):
+        model.pop("derived.init_seed", None)  # read from files: the seed builds nothing
+    parts = {"model": model, "base": steps.base.key if steps.base else None,
+             "data": pick(c, DATA_KEYS), "shared": pick(c, SHARED_KEYS)}
+    return canonical_json(parts)
+
+
+def plan_groups(cfgs: list[Any], group_size: int) -> Plan:
+    """Jobs in sweep order, grouped by :func:`shared_key` into groups of up to ``group_size``."""
+    alone: dict[int, str] = {}
+    by_key: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        reason = why_not_fused(cfg)
+        if reason is not None:
+            alone[i] = reason
+        else:
+            by_key.setdefault(shared_key(cfg), []).append(i)
+    groups: list[list[int]] = []
+    for members in by_key.values():
+        for start in range(0, len(members), group_size):
+            chunk = members[start:start + group_size]
+            if len(chunk) > 1:
+                groups.append(chunk)
+            else:
+                alone[chunk[0]] = ("no other job of the sweep shares its model, base, data and hardware settings"
+                                   if len(members) == 1 else "the last job of its group (group_size reached)")
+    return Plan(groups, dict(sorted(alone.items())))
