@@ -67,7 +67,7 @@ class FusedStep:
         batches = [self._pending.get(k) for k in range(len(self.trials))]
         self._pending = {}
         try:
-            losses = self._forward_backward(batches)
+            losses = self.forward_backward(batches)
             for k, loss in enumerate(losses):
                 if loss is not None:
                     self._results[k] = loss
@@ -77,7 +77,9 @@ class FusedStep:
                     self._results[k] = err
         self.lock.notify_all()
 
-    def _forward_backward(self, batches: list[dict[str, torch.Tensor] | None]) -> list[torch.Tensor | None]:
+    def forward_backward(self, batches: list[dict[str, torch.Tensor] | None]) -> list[torch.Tensor | None]:
+        """One fused forward and backward of every trial's batch (``None``: no rows); per trial
+        its detached task loss. Gradients accumulate on the trials' tensors."""
         batch, self.state.rows, self.state.widths = concat_batches(batches, self.pad_id)
         inputs = model_inputs(batch, *self._attn)
         labels = inputs.pop("labels")

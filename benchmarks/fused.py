@@ -1,0 +1,187 @@
+"""Fused trials against the same trials run separately, side by side in one invocation.
+
+    python benchmarks/fused.py [--mode sweep|step] [--device cpu|cuda] [--hidden 512] [--steps N]
+
+``--mode sweep`` (default on the CPU): an 8-job sweep (``schedule.lr`` 2 values x ``adapter.r`` 4
+values, LoRA) on a widened tiny Llama, run twice through the real CLI in fresh processes:
+``--multirun hydra/launcher=basic`` (every job loads the base, builds its trainer, trains alone)
+and ``--multirun hydra/launcher=fused`` (one group). Printed: wall time of each command and the
+process peak memory (largest ``peak_memory_mb`` of the jobs' ``metrics.json``: peak process RSS,
+or CUDA peak), and their ratios fused / separate. Issue 26's CPU target: wall <= 0.6.
+
+``--mode step`` (default with ``--device cuda``): the training step only, on a Qwen2.5-0.5B-shaped
+model (``model=qwen2_5_0_5b`` with random bf16 weights, no download), 8 LoRA trials (lr x r),
+per-trial batch ``--batch-size`` x ``--seq-len`` (4 x 512). Separate = each trial's forward,
+backward and AdamW step on its own (its solo model over the shared frozen weights, one after
+another); fused = one concatenated forward and backward (``ftlab.fused``) and the 8 AdamW steps.
+Printed: tokens/s of each and the ratio, peak memory of the fused step / peak memory of one trial
+alone. Issue 26's GPU targets: tokens/s ratio >= 2, memory ratio <= 1.3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LRS = ("1e-3", "3e-3")
+RANKS = (4, 8, 16, 32)
+WALL_TARGET = 0.6
+STEP_TARGETS = (2.0, 1.3)
+
+
+def widened(hidden: int) -> list[str]:
+    heads = max(2, hidden // 64)
+    return [f"model.config.hidden_size={hidden}", f"model.config.intermediate_size={int(hidden * 2.6875)}",
+            f"model.config.num_attention_heads={heads}", f"model.config.num_key_value_heads={max(1, heads // 2)}"]
+
+
+def sweep_overrides(args: argparse.Namespace, out: Path) -> list[str]:
+    return [*widened(args.hidden), "model.init_seed=0", "task.num_examples=96", "task.max_length=64",
+            "train.batch_size=8", f"train.max_steps={args.steps}", "train.log_every_n_steps=5",
+            "train.save_epoch_checkpoints=false", "task.eval_examples=8", "task.max_new_tokens=4",
+            "train.save_merged_model=false", f"paths.cache_dir={out / 'cache'}",
+            f"schedule.lr={','.join(LRS)}", f"adapter.r={','.join(map(str, RANKS))}", "adapter=lora"]
+
+
+def sweep(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="ftlab-fused-") as tmp:
+        out = Path(tmp)
+        rows = {}
+        for launcher in ("basic", "fused"):
+            sweep_dir = out / launcher
+            cmd = [sys.executable, "-m", "ftlab", "--multirun", f"hydra/launcher={launcher}",
+                   f"hydra.sweep.dir={sweep_dir}", *sweep_overrides(args, out)]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                sys.exit(f"{launcher}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+            metrics = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))]
+            if len(metrics) != len(LRS) * len(RANKS):
+                sys.exit(f"{launcher}: {len(metrics)} metrics.json files, expected {len(LRS) * len(RANKS)}")
+            rows[launcher] = (wall, max(m["peak_memory_mb"] for m in metrics),
+                              sum(m["val_loss"] for m in metrics) / len(metrics))
+            print(f"{launcher:>5}: wall {wall:7.1f} s · peak memory {rows[launcher][1]:8.1f} MB · "
+                  f"mean val_loss {rows[launcher][2]:.6f}", flush=True)
+        (wb, mb, _), (wf, mf, _) = rows["basic"], rows["fused"]
+        print(f"\n{len(LRS) * len(RANKS)}-job sweep (lr x r, LoRA, widened tiny Llama hidden={args.hidden}, "
+              f"{args.steps} steps): fused / separate wall = {wf / wb:.3f} (target <= {WALL_TARGET}: "
+              f"{'ok' if wf / wb <= WALL_TARGET else 'over'}), peak memory = {mf / mb:.3f}")
+
+
+def step(args: argparse.Namespace) -> None:
+    import torch
+
+    from ftlab.config.compose import compose_run
+    from ftlab.fused.build import adapt_trial, install
+    from ftlab.fused.coordinator import FusedStep
+    from ftlab.models import build_model
+
+    dev = torch.device(args.device)
+    model = (["model=qwen2_5_0_5b", "model.name_or_path=null"] if not args.small
+             else ["model=tiny_qwen2", *widened(args.hidden)])
+    trials = [[*model, "adapter=lora", f"adapter.r={r}", f"schedule.lr={lr}", f"seed={s}"]
+              for s, (lr, r) in enumerate([(lr, r) for lr in LRS for r in RANKS])]
+    cfgs = [compose_run(t) for t in trials]
+    base = build_model(cfgs[0].model, None, seed=0).to(dev)
+    base.requires_grad_(False)
+    vocab = base.get_input_embeddings().weight.shape[0]
+    gen = torch.Generator().manual_seed(0)
+
+    def batch():
+        ids = torch.randint(3, vocab, (args.batch_size, args.seq_len), generator=gen)
+        return {"input_ids": ids.to(dev), "labels": ids.clone().to(dev),
+                "attention_mask": torch.ones_like(ids).to(dev)}
+
+    batches = [batch() for _ in cfgs]
+    tokens = len(cfgs) * args.batch_size * args.seq_len
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def peak_reset():
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_mb() -> float:
+        return torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else float("nan")
+
+    # separate: each trial's solo model (its own adapter on a view of the shared weights)
+    shared = base
+    fused_trials = []
+    for cfg in cfgs:
+        torch.manual_seed(int(cfg.seed))
+        fused_trials.append(adapt_trial(shared, cfg.adapter, cfg))
+    opts = [torch.optim.AdamW(t.adapted.param_groups(float(c.schedule.lr), 0.0)) for t, c in zip(fused_trials, cfgs)]
+    for t in fused_trials:
+        t.adapted.model.to(dev).train()
+
+    def separate_step():
+        for t, b, opt in zip(fused_trials, batches, opts):
+            t.adapted.model(**b).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    def timed(fn) -> float:
+        for _ in range(args.warmup):
+            fn()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            fn()
+        sync()
+        return tokens * args.steps / (time.perf_counter() - t0)
+
+    peak_reset()
+    fused_trials[0].adapted.model(**batches[0]).loss.backward()  # one trial alone: its peak
+    opts[0].step()
+    opts[0].zero_grad(set_to_none=True)
+    sync()
+    one_peak = peak_mb()
+    sep = timed(separate_step)
+    state = install(shared, fused_trials)
+    coordinator = FusedStep(shared, state, fused_trials, pad_id=0)
+    shared.train()
+
+    def fused_step():
+        coordinator.forward_backward(batches)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    peak_reset()
+    fus = timed(fused_step)
+    fused_peak = peak_mb()
+    print(f"separate: {sep:10.1f} tokens/s · one trial's peak {one_peak:9.1f} MB")
+    print(f"   fused: {fus:10.1f} tokens/s · fused peak       {fused_peak:9.1f} MB")
+    print(f"\n{len(cfgs)} LoRA trials (lr x r), per-trial batch {args.batch_size} x {args.seq_len}, "
+          f"{'Qwen2.5-0.5B shape, bf16 base' if not args.small else f'widened tiny Qwen2 hidden={args.hidden}'}, "
+          f"{args.device}: fused / separate tokens/s = {fus / sep:.3f} (target >= {STEP_TARGETS[0]}), "
+          f"fused peak / one trial's peak = {fused_peak / one_peak:.3f} (target <= {STEP_TARGETS[1]})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=("sweep", "step"), default=None, help="default: sweep on cpu, step on cuda")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--hidden", type=int, default=512, help="hidden size of the widened tiny model")
+    p.add_argument("--steps", type=int, default=None, help="sweep: train.max_steps (30); step: timed steps (10)")
+    p.add_argument("--warmup", type=int, default=2, help="step mode: untimed steps")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--small", action="store_true", help="step mode on a widened tiny Qwen2 (CPU check)")
+    args = p.parse_args(argv)
+    args.mode = args.mode or ("step" if args.device == "cuda" else "sweep")
+    args.steps = args.steps or (30 if args.mode == "sweep" else 10)
+    (sweep if args.mode == "sweep" else step)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Which jobs of a sweep share a fused group, and the one line for those that cannot."""
+
+from __future__ import annotations
+
+from conftest import compose
+from ftlab.fused.grouping import plan_groups
+
+BASE = ["model.init_seed=0", "task.num_examples=80"]
+
+
+def test_jobs_sharing_base_and_data_group_others_run_alone_with_why():
+    cfgs = [compose(*BASE, *o) for o in (
+        ["adapter=lora", "adapter.r=4", "seed=1"],
+        ["adapter=lora", "adapter.r=8", "seed=2", "schedule.lr=3e-3", "train.batch_size=4"],
+        ["adapter=sora", "adapter.r=2", "seed=3", "train.max_steps=7"],
+        ["adapter=dora"],
+        ["adapter=lora", "task.max_length=48"],  # other tokenisation: its own (single-job) group
+        ["adapter=lora", "train.accumulate_grad_batches=2"],
+        ["adapter=lora", "model.init_seed=5"],  # another random base
+    )]
+    plan = plan_groups(cfgs, group_size=8)
+    assert plan.groups == [[0, 1, 2]]
+    assert "adapter=dora is not a frozen base plus a low-rank update" in plan.alone[3]
+    assert "no other job of the sweep shares" in plan.alone[4]
+    assert plan.alone[5].startswith("train.accumulate_grad_batches=2")
+    assert set(plan.alone) == {3, 4, 5, 6}
+
+
+def test_group_size_splits_groups_in_sweep_order():
+    cfgs = [compose(*BASE, "adapter=lora", f"seed={s}") for s in range(5)]
+    plan = plan_groups(cfgs, group_size=2)
+    assert plan.groups == [[0, 1], [2, 3]]
+    assert "group_size" in plan.alone[4]
