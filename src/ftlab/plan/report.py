@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftlab.data.packing import pack_length
+from ftlab.plan.fused import fused_markdown, launcher_requested
 from ftlab.plan.planner import PLAN_VERSION, Plan, PlannedRun, step_bytes
 from ftlab.plan.search import markdown as search_markdown
 from ftlab.plan.stages import StageTree
@@ -150,6 +151,8 @@ def to_markdown(plan: Plan) -> str:
     lines += ["```", ""]
     if plan.search is not None:
         lines += search_markdown(plan.search)
+    if launcher_requested(plan.overrides):
+        lines += fused_markdown(plan.runs, plan.overrides)
     lines += ["## Totals", ""]
     if len(t["runs_without_basis"]) == len(plan.runs):
         lines += ["No run has a time basis (no finished prior run on this hardware): device-hours unknown. "
