@@ -82,9 +82,10 @@ def prepare_trial(cfg: DictConfig, run_dir: Path, shared: torch.nn.Module, token
     return Trial(cfg, run_dir, runner, ckpt, dm, control, adapter, torch.get_rng_state())
 
 
-def run_group(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[Any]:
+def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str, Any]] | None = None) -> list[Any]:
     """Train the group; per trial its task metric (as :func:`ftlab.run.run` returns it) or the
-    exception that ended it."""
+    exception that ended it. ``jobs``: per trial its Hydra ``job_num`` and ``overrides`` for its
+    ``reuse_record.json`` (the group runs inside one Hydra job, whose identity is the first's)."""
     lead = cfgs[0]
     tokenizer, shared = prepare_model(lead, StepRunner(lead))
     shared = prepare_for_training(shared, lead)
@@ -105,7 +106,7 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[Any]:
                             ckpt=t.ckpt, module=module)
             finally:
                 fused.leave(k)
-            write_record(t.run_dir, t.runner.record())
+            write_record(t.run_dir, {**t.runner.record(), **(jobs[k] if jobs else {})})
             with export_lock:
                 metrics = outputs(t.cfg, exportable(t), tokenizer, t.dm, t.run_dir, t.control, facts)
             key = next((m for m in ("eval_exact_match", "eval_accuracy") if m in metrics), "val_loss")

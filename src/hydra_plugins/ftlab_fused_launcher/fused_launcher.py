@@ -104,7 +104,8 @@ class FusedLauncher(Launcher):
         results: list[Any] = []
 
         def group_task(_cfg: DictConfig) -> Any:
-            results.extend(run_group(cfgs, dirs))
+            jobs = [{"job_num": idx, "overrides": list(sc.hydra.overrides.task)} for idx, _, sc in members]
+            results.extend(run_group(cfgs, dirs, jobs))
             if isinstance(results[0], BaseException):
                 raise results[0]
             return results[0]
