@@ -13,8 +13,8 @@ or CUDA peak), and their ratios fused / separate. Issue 26's CPU target: wall <=
 model (``model=qwen2_5_0_5b`` with random bf16 weights, no download), 8 LoRA trials (lr x r),
 per-trial batch ``--batch-size`` x ``--seq-len`` (4 x 512). Separate = each trial's forward,
 backward and AdamW step on its own (its solo model over the shared frozen weights, one after
-another); fused = one concatenated forward and backward (``ftlab.fused``) and the 8 AdamW steps.
-Printed: tokens/s of each and the ratio, peak memory of the fused step / peak memory of one trial
+another); fused = one concatenated forward and backward (``ftlab.fused``) and the 8 AdamW steps;
+timed in ``--rounds`` interleaved rounds (median). Printed: tokens/s of each and the ratio, peak memory of the fused step / peak memory of one trial
 alone. Issue 26's GPU targets: tokens/s ratio >= 2, memory ratio <= 1.3.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,8 +131,6 @@ def step(args: argparse.Namespace) -> None:
             opt.zero_grad(set_to_none=True)
 
     def timed(fn) -> float:
-        for _ in range(args.warmup):
-            fn()
         sync()
         t0 = time.perf_counter()
         for _ in range(args.steps):
@@ -145,9 +144,8 @@ def step(args: argparse.Namespace) -> None:
     opts[0].zero_grad(set_to_none=True)
     sync()
     one_peak = peak_mb()
-    sep = timed(separate_step)
-    state = install(shared, fused_trials)
-    coordinator = FusedStep(shared, state, fused_trials, pad_id=0)
+    # the views (separate) keep the trials' own layers: both sides run on the same tensors
+    coordinator = FusedStep(shared, install(shared, fused_trials), fused_trials, pad_id=0)
     shared.train()
 
     def fused_step():
@@ -157,8 +155,17 @@ def step(args: argparse.Namespace) -> None:
             opt.zero_grad(set_to_none=True)
 
     peak_reset()
-    fus = timed(fused_step)
+    for _ in range(args.warmup):
+        fused_step()
+    sync()
     fused_peak = peak_mb()
+    for _ in range(args.warmup):
+        separate_step()
+    seps, fuss = [], []
+    for _ in range(args.rounds):  # interleaved: a load change on a shared machine hits both alike
+        seps.append(timed(separate_step))
+        fuss.append(timed(fused_step))
+    sep, fus = statistics.median(seps), statistics.median(fuss)
     print(f"separate: {sep:10.1f} tokens/s · one trial's peak {one_peak:9.1f} MB")
     print(f"   fused: {fus:10.1f} tokens/s · fused peak       {fused_peak:9.1f} MB")
     print(f"\n{len(cfgs)} LoRA trials (lr x r), per-trial batch {args.batch_size} x {args.seq_len}, "
@@ -174,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hidden", type=int, default=512, help="hidden size of the widened tiny model")
     p.add_argument("--steps", type=int, default=None, help="sweep: train.max_steps (30); step: timed steps (10)")
     p.add_argument("--warmup", type=int, default=2, help="step mode: untimed steps")
+    p.add_argument("--rounds", type=int, default=3, help="step mode: interleaved rounds (median is reported)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--small", action="store_true", help="step mode on a widened tiny Qwen2 (CPU check)")
