@@ -10,6 +10,8 @@ Groups and what each entry point names:
 - ``ftlab.adapters``: an :class:`ftlab.adapters.registry.AdapterSpec`;
 - ``ftlab.importance``: an :class:`ftlab.sparsity.importance.ImportanceSpec`;
 - ``ftlab.tasks``: a :class:`ftlab.data.task_base.Task` subclass (its ``name`` is the option);
+- ``ftlab.schedules``: an :class:`ftlab.training.schedules.ScheduleSpec`;
+- ``ftlab.loggers``: an :class:`ftlab.training.trainer.LoggerSpec`;
 - ``ftlab.conf``: a package holding ``<group>/<option>.yaml`` files (the methods' config options),
   stored in Hydra's ConfigStore so that ``adapter=toy`` composes like a built-in option.
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 from ftlab.errors import ConfigError, FtlabError
 
-GROUPS = ("ftlab.adapters", "ftlab.importance", "ftlab.tasks", "ftlab.conf")
+GROUPS = ("ftlab.adapters", "ftlab.importance", "ftlab.tasks", "ftlab.schedules", "ftlab.loggers", "ftlab.conf")
 
 _loaded: dict[str, list[tuple[str, Any]]] = {}
 

@@ -36,6 +36,7 @@ import ftlab
 from ftlab.reuse.keys import lookup, pick, step_key
 from ftlab.reuse.manifest import file_sha256
 from ftlab.sparsity.importance import ImportanceSpec, effective_importance, importance_spec
+from ftlab.training.schedules import is_staged
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
 #: results for the same config.
@@ -291,7 +292,7 @@ def stage_config(stage: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_steps(c: dict[str, Any], root: Step) -> list[Step]:
-    if lookup(c, "schedule.name", None) != "stages":
+    if not is_staged(c.get("schedule") or {}):
         return []
     out, parent = [], root
     for stage in lookup(c, "schedule.stages", None) or []:
