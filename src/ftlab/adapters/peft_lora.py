@@ -1,4 +1,5 @@
-"""LoRA and DoRA through peft (``LoraConfig(use_dora=...)``)."""
+"""LoRA and DoRA through peft (``LoraConfig(use_dora=...)``), with peft's rsLoRA scaling
+(``adapter.use_rslora``) and LoRA+'s learning rate for the B matrices (``adapter.lora_plus_ratio``)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,15 @@ class LowRankConfig(AdapterConfig):
 @dataclass
 class LoraConfig(LowRankConfig):
     name: str = "lora"
+    # rsLoRA (Kalajdzievski, 2023): scaling alpha / sqrt(r) instead of alpha / r (peft's use_rslora)
+    use_rslora: bool = False
+    # LoRA+ (Hayou et al., ICML 2024): lr of the B matrices = ratio x lr, in their own AdamW group
+    # (peft's create_loraplus_optimizer grouping); null = one lr for A and B
+    lora_plus_ratio: float | None = None
 
 
 @dataclass
-class DoraConfig(LowRankConfig):
+class DoraConfig(LoraConfig):
     name: str = "dora"
 
 
@@ -50,6 +56,42 @@ def validate_low_rank(adapter_cfg, run_cfg=None) -> None:
         fail("adapter.target_modules", list(targets), "a non-empty list of module names, or null")
 
 
+def validate_lora(adapter_cfg, run_cfg=None) -> None:
+    """LoRA/DoRA: the low-rank checks plus peft's catalogue options."""
+    validate_low_rank(adapter_cfg, run_cfg)
+    ratio = adapter_cfg.lora_plus_ratio
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0):
+        fail("adapter.lora_plus_ratio", ratio, "a number > 0 (the B matrices' lr / lr; LoRA+ uses 2 to 16), or null")
+    if run_cfg is None:
+        return
+    if run_cfg.hardware.accelerator == "cerebras":
+        if adapter_cfg.use_rslora:
+            fail("adapter.use_rslora", True, "false on Cerebras (ModelZoo's LoRA scales by alpha/r)")
+        if ratio is not None:
+            fail("adapter.lora_plus_ratio", ratio, "null on Cerebras (ModelZoo's LoRA trains A and B at one lr)")
+    if ratio is not None and run_cfg.hardware.strategy == "fsdp":
+        fail("adapter.lora_plus_ratio", ratio, "null with hardware.strategy=fsdp (FSDP's flattened shards hide "
+             "which tensors are B matrices when the optimiser groups are formed; use hardware=multi_gpu)")
+
+
+def lora_plus_groups(model: nn.Module, lr: float, weight_decay: float, ratio: float) -> list[dict]:
+    """AdamW groups of LoRA+ as peft's ``create_loraplus_optimizer`` forms them: B matrices and
+    1-D parameters (DoRA's magnitudes) at ``ratio x lr``, biases among them without decay, the
+    rest (A) at ``lr``. Empty groups are left out."""
+    a, b, b_no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if "lora_B" in name or p.ndim == 1:
+            (b_no_decay if "bias" in name else b).append(p)
+        else:
+            a.append(p)
+    groups = [{"params": a, "lr": lr, "weight_decay": weight_decay, "name": "main"},
+              {"params": b, "lr": lr * ratio, "weight_decay": weight_decay, "name": "lora_plus_B"},
+              {"params": b_no_decay, "lr": lr * ratio, "weight_decay": 0.0, "name": "lora_plus_B_no_decay"}]
+    return [g for g in groups if g["params"]]
+
+
 def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> PeftLoraConfig:
     """peft's config with the targets resolved against ``model`` (one-line error if none match)."""
     # peft is heavy (~4 s of imports): loaded only when a peft adapter is built
@@ -61,6 +103,7 @@ def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> Pe
         lora_dropout=adapter_cfg.dropout,
         target_modules=peft_target_list(model, adapter_targets(model, adapter_cfg, run_cfg)),
         use_dora=use_dora,
+        use_rslora=bool(getattr(adapter_cfg, "use_rslora", False)),  # masked LoRA's config has no such key
         task_type="CAUSAL_LM",
     )
 
@@ -78,6 +121,13 @@ class PeftLowRank(AdaptedModel):
         self.model.save_pretrained(str(directory), safe_serialization=True)
         return True
 
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """One group, or LoRA+'s groups with ``adapter.lora_plus_ratio`` (:func:`lora_plus_groups`)."""
+        ratio = getattr(self.adapter_cfg, "lora_plus_ratio", None)
+        if ratio is None:
+            return super().param_groups(lr, weight_decay)
+        return lora_plus_groups(self.model, lr, weight_decay, float(ratio))
+
     def merged_model(self):
         """Folds the adapter into the base weights; the peft wrapper is consumed (call last).
         A k-bit base is dequantised first, so the merge does not round the update away."""
@@ -94,8 +144,8 @@ class PeftDora(PeftLowRank):
     use_dora = True
 
 
-register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_low_rank, low_rank=True,
+register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_lora, low_rank=True,
                              supports_quantized_base=True, supports_cerebras=True, label="LoRA"))
-register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_low_rank, low_rank=True, magnitude=True,
+register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_lora, low_rank=True, magnitude=True,
                              supports_quantized_base=True, label="DoRA",
                              cerebras_note="ModelZoo's Lora callback has no DoRA magnitude vector"))
