@@ -61,13 +61,21 @@ def test_lora_plus_groups_equal_peft_create_loraplus_optimizer(adapter):
 
 def test_options_enter_the_training_key_and_impossible_combinations_are_one_line():
     ref = run_steps(as_plain(compose_run(["adapter=lora"]))).train.key
-    for option in ("adapter.use_rslora=true", "adapter.lora_plus_ratio=4"):
+    for option in ("adapter.use_rslora=true", "adapter.lora_plus_ratio=4", "adapter.init=pissa"):
         assert run_steps(as_plain(compose_run(["adapter=lora", option]))).train.key != ref, option
     cases = [(["adapter.lora_plus_ratio=0"], "adapter.lora_plus_ratio=0.0 is invalid: a number > 0"),
              (["adapter.lora_plus_ratio=2", "hardware=fsdp"], "adapter.lora_plus_ratio=2.0 is invalid: null with "
               "hardware.strategy=fsdp"),
              (["adapter.use_rslora=true", "hardware=cerebras"], "adapter.use_rslora=True is invalid: false on Cerebras"),
-             (["adapter=sora", "adapter.use_rslora=true"], "adapter.use_rslora is not a key of SoraConfig")]
+             (["adapter=sora", "adapter.use_rslora=true"], "adapter.use_rslora is not a key of SoraConfig"),
+             (["adapter.init=eva2"], "adapter.init='eva2' is invalid: one of ['default', 'gaussian', 'pissa', 'olora']"),
+             (["adapter=dora", "adapter.init=pissa"], "adapter.init='pissa' is invalid: default or gaussian with "
+              "adapter=dora"),
+             (["adapter.init=olora", "sparsity=unstructured"], "adapter.init='olora' is invalid: default or gaussian "
+              "with a sparse base"),
+             (["adapter.init=pissa", "hardware=fsdp"], "adapter.init='pissa' is invalid: default or gaussian with "
+              "hardware.strategy=fsdp"),
+             (["adapter.init=gaussian", "hardware=cerebras"], "adapter.init='gaussian' is invalid: default on Cerebras")]
     for overrides, message in cases:
         with pytest.raises(ConfigError) as err:
             compose_run(["adapter=lora", *overrides])
@@ -91,3 +99,34 @@ def test_trained_rslora_lora_plus_adapter_loads_in_peft_and_merged_is_base_plus_
     for name, tensor in want.items():
         torch.testing.assert_close(merged[name], tensor, atol=1e-6, rtol=1e-6)
     assert any(not torch.equal(merged[n], t) for n, t in base.state_dict().items() if n in merged)
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_base_changing_init_starts_at_the_base_model(init):
+    _, base, adapted = adapted_of("adapter=lora", f"adapter.init={init}", "adapter.r=4")
+    ids = torch.randint(3, 259, (2, 10), generator=torch.Generator().manual_seed(0))
+    layer = next(m for m in adapted.model.modules() if isinstance(m, LoraLayer))
+    assert layer.lora_B["default"].weight.abs().sum() > 0  # B holds the principal directions, not zeros
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.model(input_ids=ids).logits, base(input_ids=ids).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("init", ["gaussian", "pissa", "olora"])
+def test_trained_init_adapter_loads_on_the_original_base_and_merged_is_base_plus_adapter(run_dir, init):
+    opts = ("adapter=lora", f"adapter.init={init}", "adapter.r=4", "train.max_steps=6", "schedule.lr=1e-2")
+    run_tiny(run_dir, *opts)
+    config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["init_lora_weights"] in (True, "gaussian") and config["r"] == (8 if init != "gaussian" else 4)
+    cfg = compose(*FAST, *opts)
+    base = build_model(cfg.model, build_tokenizer(cfg.model), seed=cfg.seed)  # the original base, not W_res
+    loaded = PeftModel.from_pretrained(copy.deepcopy(base), run_dir / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(run_dir / "model").eval()
+    ids = torch.randint(3, 259, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+        assert (merged(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 1e-3  # it trained
+    want = loaded.merge_and_unload().state_dict()
+    got = merged.state_dict()
+    for name, tensor in want.items():
+        torch.testing.assert_close(got[name], tensor, atol=1e-5, rtol=1e-5)
