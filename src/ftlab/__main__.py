@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         except FtlabError as err:
             die(err)
     # Hydra's argparse takes overrides as one positional run: flags go first, so that
-    # ``python -m ftlab +experiment=X --multirun k=v1,v2`` works as DESIGN.md writes it.
+    # ``python -m ftlab +experiment=X --multirun k=v1,v2`` works as the README writes it.
     sys.argv = [sys.argv[0], *flag_tokens, *overrides]
     hydra_main()
 

@@ -1,4 +1,4 @@
-"""The recipe: one run, top to bottom, in DESIGN.md's shape
+"""The recipe: one run, top to bottom, in the shape docs/architecture.md describes
 
     config -> plan of steps -> steps executed or fetched -> outputs
 

@@ -32,7 +32,7 @@ def test_every_experiment_composes(experiment: str) -> None:
 
 
 def test_contract_options_exist() -> None:
-    """The option names fixed by DESIGN.md section 2 (foundation subset)."""
+    """The option names the README and experiments rely on (foundation subset)."""
     for group, required in {
         "model": ["tiny_llama", "tiny_mistral", "tiny_qwen2", "qwen2_5_4b", "llama3_8b", "mistral_7b", "mixtral_8x7b"],
         "adapter": ["lora", "dora", "full", "none"],
@@ -124,7 +124,7 @@ def test_tiny_models_target_modules_exist() -> None:
 
 
 def test_cli_overrides_before_and_after_multirun(tmp_path) -> None:
-    """DESIGN.md's form ``python -m ftlab +experiment=NAME --multirun k=v1,v2`` (flag in the middle)."""
+    """The README's form ``python -m ftlab +experiment=NAME --multirun k=v1,v2`` (flag in the middle)."""
     proc = cli("ftlab", "adapter=none", "--multirun", "seed=1,2", "eval.generate=false", "task.num_examples=60",
                f"hydra.sweep.dir={tmp_path}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

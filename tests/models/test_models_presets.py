@@ -1,7 +1,7 @@
 """The Qwen2.5 preset carries the published config of a model that exists.
 
 There is no Qwen2.5-4B (the family is 0.5B, 1.5B, 3B, 7B, 14B, 32B, 72B): ``model=qwen2_5_4b``
-(kept for DESIGN.md) is the Qwen2.5-3B preset. Expected values: config.json of Qwen/Qwen2.5-3B.
+(kept: experiments and sweeps name it) is the Qwen2.5-3B preset. Expected values: config.json of Qwen/Qwen2.5-3B.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
-"""LoRA and DoRA through peft (``LoraConfig(use_dora=...)``)."""
+"""LoRA and DoRA through peft (``LoraConfig(use_dora=...)``), with peft's rsLoRA scaling
+(``adapter.use_rslora``) and LoRA+'s learning rate for the B matrices (``adapter.lora_plus_ratio``)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,10 +35,25 @@ class LowRankConfig(AdapterConfig):
 @dataclass
 class LoraConfig(LowRankConfig):
     name: str = "lora"
+    # rsLoRA (Kalajdzievski, 2023): scaling alpha / sqrt(r) instead of alpha / r (peft's use_rslora)
+    use_rslora: bool = False
+    # LoRA+ (Hayou et al., ICML 2024): lr of the B matrices = ratio x lr, in their own AdamW group
+    # (peft's create_loraplus_optimizer grouping); null = one lr for A and B
+    lora_plus_ratio: float | None = None
+    # initialisation of A and B (peft's init_lora_weights): default (A Kaiming-uniform, B zero) |
+    # gaussian | pissa | olora; pissa/olora move the top singular directions (QR for olora) out of
+    # the frozen base into A and B, and the export converts the adapter back to the original base
+    init: str = "default"
+
+
+#: ``adapter.init`` -> peft's ``init_lora_weights``
+INITS = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
+#: Inits that rewrite the frozen base (W_res = W - s B0 A0)
+BASE_CHANGING_INITS = ("pissa", "olora")
 
 
 @dataclass
-class DoraConfig(LowRankConfig):
+class DoraConfig(LoraConfig):
     name: str = "dora"
 
 
@@ -50,6 +69,67 @@ def validate_low_rank(adapter_cfg, run_cfg=None) -> None:
         fail("adapter.target_modules", list(targets), "a non-empty list of module names, or null")
 
 
+def validate_lora(adapter_cfg, run_cfg=None) -> None:
+    """LoRA/DoRA: the low-rank checks plus peft's catalogue options."""
+    validate_low_rank(adapter_cfg, run_cfg)
+    ratio = adapter_cfg.lora_plus_ratio
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0):
+        fail("adapter.lora_plus_ratio", ratio, "a number > 0 (the B matrices' lr / lr; LoRA+ uses 2 to 16), or null")
+    _check_init(adapter_cfg, run_cfg)
+    if run_cfg is None:
+        return
+    if run_cfg.hardware.accelerator == "cerebras":
+        if adapter_cfg.use_rslora:
+            fail("adapter.use_rslora", True, "false on Cerebras (ModelZoo's LoRA scales by alpha/r)")
+        if ratio is not None:
+            fail("adapter.lora_plus_ratio", ratio, "null on Cerebras (ModelZoo's LoRA trains A and B at one lr)")
+    if ratio is not None and run_cfg.hardware.strategy == "fsdp":
+        fail("adapter.lora_plus_ratio", ratio, "null with hardware.strategy=fsdp (FSDP's flattened shards hide "
+             "which tensors are B matrices when the optimiser groups are formed; use hardware=multi_gpu)")
+
+
+def _check_init(adapter_cfg, run_cfg) -> None:
+    init = adapter_cfg.init
+    if init not in INITS:
+        fail("adapter.init", init, f"one of {list(INITS)}")
+    if init == "default" or run_cfg is None:
+        return
+    if run_cfg.hardware.accelerator == "cerebras":
+        fail("adapter.init", init, "default on Cerebras (ModelZoo's LoRA initialises A and B itself)")
+    if init not in BASE_CHANGING_INITS:
+        return
+    if adapter_cfg.name == "dora":
+        fail("adapter.init", init, f"default or gaussian with adapter=dora (peft cannot convert a {init} DoRA "
+             "adapter back to the original base for export)")
+    if run_cfg.model.quantization:
+        fail("adapter.init", init, f"default or gaussian with model.quantization={run_cfg.model.quantization} "
+             f"({init} factorises the full-precision weights and writes the residual into the base)")
+    if run_cfg.sparsity.method != "none" or run_cfg.sparsity.mask_path:
+        fail("adapter.init", init, f"default or gaussian with a sparse base ({init} writes a dense residual "
+             "into the pruned weights)")
+    if run_cfg.hardware.strategy == "fsdp":
+        fail("adapter.init", init, "default or gaussian with hardware.strategy=fsdp (the export converts the "
+             "adapter against whole initial factors)")
+
+
+def lora_plus_groups(model: nn.Module, lr: float, weight_decay: float, ratio: float) -> list[dict]:
+    """AdamW groups of LoRA+ as peft's ``create_loraplus_optimizer`` forms them: B matrices and
+    1-D parameters (DoRA's magnitudes) at ``ratio x lr``, biases among them without decay, the
+    rest (A) at ``lr``. Empty groups are left out."""
+    a, b, b_no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if "lora_B" in name or p.ndim == 1:
+            (b_no_decay if "bias" in name else b).append(p)
+        else:
+            a.append(p)
+    groups = [{"params": a, "lr": lr, "weight_decay": weight_decay, "name": "main"},
+              {"params": b, "lr": lr * ratio, "weight_decay": weight_decay, "name": "lora_plus_B"},
+              {"params": b_no_decay, "lr": lr * ratio, "weight_decay": 0.0, "name": "lora_plus_B_no_decay"}]
+    return [g for g in groups if g["params"]]
+
+
 def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> PeftLoraConfig:
     """peft's config with the targets resolved against ``model`` (one-line error if none match)."""
     # peft is heavy (~4 s of imports): loaded only when a peft adapter is built
@@ -61,6 +141,8 @@ def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> Pe
         lora_dropout=adapter_cfg.dropout,
         target_modules=peft_target_list(model, adapter_targets(model, adapter_cfg, run_cfg)),
         use_dora=use_dora,
+        use_rslora=bool(getattr(adapter_cfg, "use_rslora", False)),  # masked LoRA's config has no such key
+        init_lora_weights=INITS[getattr(adapter_cfg, "init", "default")],
         task_type="CAUSAL_LM",
     )
 
@@ -73,10 +155,36 @@ class PeftLowRank(AdaptedModel):
 
         super().__init__(get_peft_model(model, peft_config(model, adapter_cfg, run_cfg, use_dora=self.use_dora)),
                          adapter_cfg, run_cfg)
+        self.initial = self._initial_factors()
+
+    def _initial_factors(self) -> Path | None:
+        """For an init that rewrote the base (PiSSA, OLoRA): the initial A and B, saved as peft's
+        conversion at export needs them (``path_initial_model_for_weight_conversion``); else None."""
+        if getattr(self.adapter_cfg, "init", "default") not in BASE_CHANGING_INITS:
+            return None
+        directory = Path(tempfile.mkdtemp(prefix="ftlab-initial-adapter-"))
+        weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+        config = self.model.peft_config["default"]
+        chosen, config.init_lora_weights = config.init_lora_weights, True  # as peft's PiSSA example saves it
+        try:
+            self.model.save_pretrained(str(directory), safe_serialization=True)
+        finally:
+            config.init_lora_weights = chosen
+        return directory
 
     def save_adapter(self, directory: Path) -> bool:
-        self.model.save_pretrained(str(directory), safe_serialization=True)
+        """peft format. After PiSSA/OLoRA, converted to a plain LoRA (rank 2r) on the original base,
+        so ``PeftModel.from_pretrained(original base, directory)`` is the trained model."""
+        extra = {"path_initial_model_for_weight_conversion": str(self.initial)} if self.initial else {}
+        self.model.save_pretrained(str(directory), safe_serialization=True, **extra)
         return True
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """One group, or LoRA+'s groups with ``adapter.lora_plus_ratio`` (:func:`lora_plus_groups`)."""
+        ratio = getattr(self.adapter_cfg, "lora_plus_ratio", None)
+        if ratio is None:
+            return super().param_groups(lr, weight_decay)
+        return lora_plus_groups(self.model, lr, weight_decay, float(ratio))
 
     def merged_model(self):
         """Folds the adapter into the base weights; the peft wrapper is consumed (call last).
@@ -94,8 +202,8 @@ class PeftDora(PeftLowRank):
     use_dora = True
 
 
-register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_low_rank, low_rank=True,
+register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_lora, low_rank=True,
                              supports_quantized_base=True, supports_cerebras=True, label="LoRA"))
-register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_low_rank, low_rank=True, magnitude=True,
+register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_lora, low_rank=True, magnitude=True,
                              supports_quantized_base=True, label="DoRA",
                              cerebras_note="ModelZoo's Lora callback has no DoRA magnitude vector"))

@@ -4,7 +4,8 @@ A leaf: it imports no adapter family. Each family module registers its specs on 
 tuners register themselves), and :mod:`ftlab.adapters` imports every built-in family, so any
 ``ftlab.adapters.*`` import sees them all. Adding an adapter family = one new module that calls
 :func:`register_adapter`, one import line in ``ftlab/adapters/__init__.py`` and one YAML file in
-``conf/adapter/``.
+``conf/adapter/``. An installed package adds its own through the ``ftlab.adapters`` entry point
+(an :class:`AdapterSpec`; its YAML option through ``ftlab.conf``, :mod:`ftlab.plugins`).
 
 Rules that span adapters (planner arithmetic, quantisation, Cerebras, per-stage thresholds) read
 the capability flags of :class:`AdapterSpec`, never adapter names.
@@ -19,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from ftlab.errors import ConfigError
+from ftlab.plugins import load_entry_points
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,21 @@ def register_adapter(spec: AdapterSpec) -> AdapterSpec:
     return spec
 
 
+def _load_plugins() -> None:
+    """Register the specs installed packages declare (entry point group ``ftlab.adapters``)."""
+    for name, spec in load_entry_points("ftlab.adapters"):
+        if not isinstance(spec, AdapterSpec):
+            raise ConfigError("adapter", name, "an entry point naming an AdapterSpec")
+        register_adapter(spec)
+
+
 def all_adapters() -> list[AdapterSpec]:
+    _load_plugins()
     return list(_REGISTRY.values())
 
 
 def get_adapter(name: str) -> AdapterSpec:
+    _load_plugins()
     if name not in _REGISTRY:
         raise ConfigError("adapter", name, f"one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]

@@ -68,7 +68,7 @@ class SparsityConfig:
     level: float = 0.0
     levels: list[float] | None = None  # masks CLI: several levels at once
     method: str = "none"  # none | unstructured | structured | nm | random
-    importance: str = "magnitude"  # magnitude | gradient | taylor | wanda | random
+    importance: str = "magnitude"  # a registered score (ftlab.sparsity.importance) or module:SPEC
     # unstructured comparison group: layer | row | global; None = row for wanda (as published), else layer
     group: str | None = None
     n: int = 2
@@ -83,6 +83,9 @@ class SparsityConfig:
     allocation: str = "uniform"  # per-layer levels: uniform | owl
     owl: dict[str, float] = field(default_factory=_owl_defaults)
     sparsegpt: SparseGPTConfig = field(default_factory=SparseGPTConfig)
+    # settings of an importance score from outside ftlab (its spec's config_keys name them, e.g.
+    # sparsity.options.power; only those enter the mask key)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

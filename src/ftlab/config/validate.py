@@ -24,12 +24,11 @@ from ftlab.launchers.slurm import validate_launcher as check_slurm_launcher
 from ftlab.models.memory import validate_model as check_model_memory
 from ftlab.reuse.checks import validate_cache_dir as check_cache_dir
 from ftlab.sparsity.config import validate_sparsity as check_sparsity
+from ftlab.training.loggers import get_logger
+from ftlab.training.schedules import get_schedule
 
-SCHEDULES = ("constant", "cosine", "linear", "stages")
 ACCELERATORS = ("cpu", "gpu", "auto", "cerebras")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
-LOGGERS = ("csv", "wandb")
-WANDB_MODES = ("offline", "online", "disabled")
 
 
 def _positive(key: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
@@ -41,13 +40,12 @@ def _positive(key: str, value: Any, *, integer: bool = False, allow_zero: bool =
 
 def validate_schedule(cfg) -> None:
     s = cfg.schedule
-    if s.name not in SCHEDULES:
-        fail("schedule.name", s.name, f"one of {list(SCHEDULES)}")
+    spec = get_schedule(s.name)  # one line naming the registered schedules when unknown
     _positive("schedule.lr", s.lr)
     _positive("schedule.warmup_steps", s.warmup_steps, integer=True, allow_zero=True)
     if not 0.0 <= s.min_lr_ratio <= 1.0:
         fail("schedule.min_lr_ratio", s.min_lr_ratio, "a number in [0, 1]")
-    if s.name == "stages":
+    if spec.staged:
         if not s.stages:
             fail("schedule.stages", s.stages, "a non-empty list of {iters, lr}")
         for i, st in enumerate(s.stages):
@@ -109,11 +107,9 @@ def validate_task(cfg) -> None:
 
 
 def validate_logger(cfg) -> None:
-    lg = cfg.logger
-    if lg.name not in LOGGERS:
-        fail("logger.name", lg.name, f"one of {list(LOGGERS)}")
-    if lg.name == "wandb" and lg.mode not in WANDB_MODES:
-        fail("logger.mode", lg.mode, f"one of {list(WANDB_MODES)}")
+    spec = get_logger(cfg.logger.name)  # one line naming the registered loggers when unknown
+    if spec.validate is not None:
+        spec.validate(cfg.logger)
 
 
 def validate_adapter(cfg) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.errors import ConfigError, FtlabError
+from ftlab.plugins import load_entry_points
 
 
 @dataclass(frozen=True)
@@ -142,5 +143,8 @@ def register_task(name: str, factory: Callable[[Any], Task]) -> None:
 
 
 def registered_tasks() -> dict[str, Callable[[Any], Task]]:
-    """``{name: factory}`` of the tasks registered so far (look tasks up via :mod:`ftlab.data.tasks`)."""
+    """``{name: factory}`` of the tasks registered so far and of installed packages (entry point
+    group ``ftlab.tasks``, each a :class:`Task` subclass; look tasks up via :mod:`ftlab.data.tasks`)."""
+    for name, factory in load_entry_points("ftlab.tasks"):
+        _TASKS.setdefault(name, factory)
     return _TASKS

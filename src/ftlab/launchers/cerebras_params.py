@@ -53,6 +53,7 @@ from ftlab.launchers.cerebras_steps import JobPlan, check_base
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.build import model_config
 from ftlab.models.structure import decoder_linears, leaf_names
+from ftlab.sparsity.importance import effective_importance
 from ftlab.sparsity.selection import select_modules
 from ftlab.training.schedules import total_steps
 
@@ -137,8 +138,7 @@ def _check_sparsity(s: Any, opts: Any) -> None:
     if s.method not in ("unstructured", "random"):
         raise ConfigError("sparsity.method", s.method,
                           "none, unstructured or random on Cerebras (its sparsity is unstructured per tensor)")
-    importance = "random" if s.method == "random" else s.importance
-    if importance not in INIT_METHODS:
+    if effective_importance(s) not in INIT_METHODS:
         raise ConfigError("sparsity.importance", s.importance,
                           f"one of {sorted(INIT_METHODS)} on Cerebras (no calibration data on the appliance)")
     if s.method == "unstructured" and s.group not in (None, "layer"):  # None: layer (importance is not wanda)
@@ -331,7 +331,7 @@ def sparsity_block(cfg: Any, opts: Any, max_steps: int) -> dict | None:
     s = cfg.sparsity
     if s.method == "none" or not s.level:
         return None
-    method = "random" if s.method == "random" else INIT_METHODS[s.importance]
+    method = INIT_METHODS[effective_importance(s)]
     block: dict[str, Any] = {"algorithm": opts.sparsity_algorithm, "init_method": method}
     if opts.sparsity_algorithm == "static":
         block["sparsity"] = float(s.level)

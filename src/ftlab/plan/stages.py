@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ftlab.reuse.steps import CALIBRATED, RunSteps, Step, as_plain, run_steps, world_size
+from ftlab.reuse.steps import RunSteps, Step, as_plain, calibrated, run_steps, world_size
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class StageTree:
 
 def _mask_iters(c: dict[str, Any], step: Step) -> int:
     s = c.get("sparsity") or {}
-    if step.kind != "mask" or s.get("importance") not in CALIBRATED:
+    if step.kind != "mask" or not calibrated(c):
         return 0
     return int((s.get("calibration") or {}).get("batches", 0))
 

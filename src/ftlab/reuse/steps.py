@@ -35,6 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 import ftlab
 from ftlab.reuse.keys import lookup, pick, step_key
 from ftlab.reuse.manifest import file_sha256
+from ftlab.sparsity.importance import ImportanceSpec, effective_importance, importance_spec
+from ftlab.training.schedules import is_staged
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
 #: results for the same config.
@@ -54,8 +56,8 @@ BASE_KEYS = ("base.corpus", "base.num_examples", "base.steps", "base.lr", "base.
 
 MASK_KEYS = ("sparsity.method", "sparsity.level", "sparsity.group", "sparsity.n", "sparsity.m",
              "sparsity.structure", "sparsity.modules")
-#: Importances that read calibration batches of the task's train split.
-CALIBRATED = ("gradient", "taylor", "wanda", "sparsegpt")
+#: What a ``calibrated`` importance (its :class:`~ftlab.sparsity.importance.ImportanceSpec`) or OWL
+#: reads: batches of the task's train split.
 CALIBRATION_KEYS = ("sparsity.calibration", "seed", "task.name", "task.num_examples", "task.val_fraction",
                     "task.test_fraction", "task.max_length", "task.options")
 
@@ -94,10 +96,11 @@ DERIVED = (
     "task.path",  # derived.task_file (content hash)
     "sparsity.mask_path",  # the mask_file step (content hash)
     "sparsity.importance",  # derived.importance (method=random forces random)
-    "sparsity.seed",  # derived.mask_seed (random importance only)
+    "sparsity.seed",  # derived.mask_seed (a ``seeded`` importance only)
     "schedule.stages",  # one stage step per entry
     "sparsity.allocation", "sparsity.owl",  # mask key only with allocation=owl (calibrated too)
-    "sparsity.sparsegpt",  # mask key only with importance=sparsegpt
+    "sparsity.sparsegpt",  # mask key only where the importance's spec lists it (config_keys)
+    "sparsity.options",  # the same, for scores from outside ftlab
 )
 
 
@@ -239,16 +242,28 @@ def base_step(c: dict[str, Any], model: Step) -> Step | None:
 
 
 def importance(c: dict[str, Any]) -> str:
-    return "random" if lookup(c, "sparsity.method", "none") == "random" else lookup(c, "sparsity.importance", None)
+    """The importance the mask is scored with (``method=random`` forces random)."""
+    return effective_importance(c.get("sparsity") or {})
+
+
+def importance_of_plan(c: dict[str, Any]) -> ImportanceSpec:
+    """The spec of the run's importance: its flags decide what the mask key covers."""
+    return importance_spec(c.get("sparsity") or {})
+
+
+def calibrated(c: dict[str, Any]) -> bool:
+    """The mask reads calibration batches (a ``calibrated`` importance, or OWL's allocation)."""
+    return importance_of_plan(c).calibrated or lookup(c, "sparsity.allocation", "uniform") == "owl"
 
 
 def mask_keys(c: dict[str, Any]) -> tuple[str, ...]:
-    """The allow-list of the mask step for this config (calibration, OWL and SparseGPT options
-    only where they are read)."""
+    """The allow-list of the mask step for this config, derived from the importance's spec:
+    calibration settings for a ``calibrated`` score (or OWL), OWL's options with OWL, and the
+    score's own ``config_keys``."""
     owl = lookup(c, "sparsity.allocation", "uniform") == "owl"
-    return (MASK_KEYS + (CALIBRATION_KEYS if importance(c) in CALIBRATED or owl else ())
+    return (MASK_KEYS + (CALIBRATION_KEYS if calibrated(c) else ())
             + (("sparsity.allocation", "sparsity.owl") if owl else ())
-            + (("sparsity.sparsegpt",) if importance(c) == "sparsegpt" else ()))
+            + tuple(importance_of_plan(c).config_keys))
 
 
 def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
@@ -259,9 +274,9 @@ def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
         return None
     config = pick(c, mask_keys(c))
     config["derived.importance"] = importance(c)
-    if importance(c) == "random":
+    if importance_of_plan(c).seeded:
         config["derived.mask_seed"] = _or(sp.get("seed"), c["seed"])
-    if importance(c) in CALIBRATED or lookup(c, "sparsity.allocation", "uniform") == "owl":
+    if calibrated(c):
         config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
     return make_step("mask", parent, config, cached=not cache_policy(c))
 
@@ -277,7 +292,7 @@ def stage_config(stage: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_steps(c: dict[str, Any], root: Step) -> list[Step]:
-    if lookup(c, "schedule.name", None) != "stages":
+    if not is_staged(c.get("schedule") or {}):
         return []
     out, parent = [], root
     for stage in lookup(c, "schedule.stages", None) or []:

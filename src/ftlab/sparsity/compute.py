@@ -19,6 +19,13 @@ from torch import nn
 from ftlab.errors import ConfigError
 from ftlab.sparsity import scores as S
 from ftlab.sparsity.calibration import calibration_batches, to_device
+from ftlab.sparsity.importance import (
+    ImportanceSpec,
+    ScoreInputs,
+    effective_importance,
+    get_importance,
+    importance_spec,
+)
 from ftlab.sparsity.masks import nm_mask, structure_masks, unstructured_masks
 from ftlab.sparsity.owl import outlier_ratio, owl_levels
 from ftlab.sparsity.selection import HeadLayout, select_modules
@@ -55,22 +62,23 @@ class PrunedBase:
 
 
 def importance_of(sparsity_cfg: Any) -> str:
-    """``method=random`` means random scores whatever ``importance`` says."""
-    return "random" if sparsity_cfg.method == "random" else sparsity_cfg.importance
+    """The importance the config scores with (:func:`ftlab.sparsity.importance.effective_importance`)."""
+    return effective_importance(sparsity_cfg)
 
 
 def group_of(sparsity_cfg: Any) -> str:
-    """The comparison group: the configured one, else each output row for Wanda's unstructured
-    masks (the paper's and reference code's group) and the layer otherwise."""
+    """The comparison group: the configured one, else each output row for a ``row_group`` score's
+    unstructured masks (Wanda's published group) and the layer otherwise."""
     if getattr(sparsity_cfg, "group", None):
         return sparsity_cfg.group
-    return "row" if sparsity_cfg.method == "unstructured" and sparsity_cfg.importance == "wanda" else "layer"
+    row = sparsity_cfg.method == "unstructured" and importance_spec(sparsity_cfg).row_group
+    return "row" if row else "layer"
 
 
 def spec_of(sparsity_cfg: Any, level: float | None = None) -> MaskSpec:
     sp = sparsity_cfg
     return MaskSpec(method=sp.method, level=float(sp.level if level is None else level), group=group_of(sp),
-                    n=int(sp.n), m=int(sp.m), structure=sp.structure, row_floor=importance_of(sp) == "wanda")
+                    n=int(sp.n), m=int(sp.m), structure=sp.structure, row_floor=importance_spec(sp).row_group)
 
 
 def structures_for(model: nn.Module, names: list[str], spec: MaskSpec) -> list[Structure] | None:
@@ -140,16 +148,16 @@ def compute_pruned_for_levels(cfg: Any, model: nn.Module, tokenizer, levels: lis
     """One result per level. Scores are computed once for all levels, except the layer-by-layer
     importances (Wanda, SparseGPT), whose later layers see the earlier ones pruned at that level."""
     sp = cfg.sparsity
-    importance = importance_of(sp)
+    importance = importance_spec(sp)
     specs = [spec_of(sp, level) for level in levels]
     selected = select_modules(model, list(sp.modules))
     structures = structures_for(model, list(selected), specs[0])
     targets = _with_structures(model, selected, structures)
-    calibrated = importance in S.NEEDS_GRADIENTS + S.SEQUENTIAL or sp.allocation == "owl"
+    calibrated = importance.calibrated or sp.allocation == "owl"
     batches = calibration_batches(cfg, tokenizer) if calibrated else []
     ratios = owl_ratios(model, targets, batches, float(sp.owl["threshold_m"])) if sp.allocation == "owl" else None
     out = []
-    scores = None if importance in S.SEQUENTIAL else importance_scores(cfg, model, tokenizer, targets, batches)
+    scores = None if importance.sequential else importance_scores(cfg, model, tokenizer, targets, batches)
     prefix = decoder_layers(model)[0] if ratios is not None else ""
     for spec in specs:
         per_weight = None
@@ -158,7 +166,8 @@ def compute_pruned_for_levels(cfg: Any, model: nn.Module, tokenizer, levels: lis
             per_weight = {n: by_layer[_layer_index(n, prefix)] for n in targets}
         if scores is None:
             out.append(sequential_prune(model, targets, batches, spec, importance, structures=structures,
-                                        levels=per_weight, sparsegpt=sp.sparsegpt))
+                                        levels=per_weight, sparsegpt=sp.sparsegpt, sparsity=sp,
+                                        seed=_seed(cfg)))
         else:
             out.append(PrunedBase(masks_from_scores(scores, spec, structures, per_weight), levels=per_weight))
     for p in out:
@@ -168,26 +177,22 @@ def compute_pruned_for_levels(cfg: Any, model: nn.Module, tokenizer, levels: lis
 
 def importance_scores(cfg: Any, model: nn.Module, tokenizer, targets: dict[str, nn.Linear],
                       batches: list[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
-    """Per-weight scores of every importance but the layer-by-layer ones (Wanda, SparseGPT)."""
+    """Per-weight scores of every importance but the layer-by-layer ones (``spec.sequential``)."""
     sp = cfg.sparsity
-    importance = importance_of(sp)
-    seed = cfg.seed if sp.seed is None else sp.seed
+    spec = importance_spec(sp)
+    if spec.sequential:
+        raise ValueError(f"importance {spec.name} is computed layer by layer (sequential_prune)")
+    seed = _seed(cfg)
     grads: dict[str, torch.Tensor] = {}
-    if importance in S.NEEDS_GRADIENTS:
+    if spec.gradients:
         grads = accumulate_gradients(model, targets, batches or calibration_batches(cfg, tokenizer))
-    scores = {}
-    for name, lin in targets.items():
-        if importance == "magnitude":
-            scores[name] = S.magnitude(lin.weight)
-        elif importance == "gradient":
-            scores[name] = S.gradient(grads.pop(name))
-        elif importance == "taylor":
-            scores[name] = S.taylor(lin.weight, grads.pop(name))
-        elif importance == "random":
-            scores[name] = S.random_scores(tuple(lin.weight.shape), seed, name)
-        else:
-            raise ConfigError("sparsity.importance", importance, f"one of {list(S.IMPORTANCES)}")
-    return scores
+    return {name: spec.score(ScoreInputs(name, lin.weight, seed, sp, grad=grads.pop(name, None)))
+            for name, lin in targets.items()}
+
+
+def _seed(cfg: Any) -> int:
+    """The seed of seeded scores: ``sparsity.seed``, else the run seed."""
+    return cfg.seed if cfg.sparsity.seed is None else cfg.sparsity.seed
 
 
 # -- gradients (gradient, taylor) ----------------------------------------------------------------
@@ -363,11 +368,14 @@ def owl_ratios(model: nn.Module, targets: dict[str, nn.Linear], batches: list[di
 
 @torch.no_grad()
 def sequential_prune(model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
-                     spec: MaskSpec, importance: str = "wanda", *, structures: list[Structure] | None = None,
-                     levels: dict[str, float] | None = None, sparsegpt: Any = None) -> PrunedBase:
-    """Wanda or SparseGPT decoder layer by decoder layer: each layer's statistics come from
-    activations that went through the already pruned (SparseGPT: reconstructed) earlier layers,
-    as in both reference implementations. The model's weights are restored afterwards."""
+                     spec: MaskSpec, importance: str | ImportanceSpec = "wanda", *,
+                     structures: list[Structure] | None = None, levels: dict[str, float] | None = None,
+                     sparsegpt: Any = None, sparsity: Any = None, seed: int = 0) -> PrunedBase:
+    """A ``sequential`` importance (Wanda, SparseGPT) decoder layer by decoder layer: each layer's
+    statistics come from activations that went through the already pruned (reconstructed, for a
+    ``reconstructs_weights`` spec) earlier layers, as in both reference implementations. The
+    model's weights are restored afterwards."""
+    score = importance if isinstance(importance, ImportanceSpec) else get_importance(importance)
     layers, per_layer = _per_layer(model, targets)
     valid = [b["attention_mask"].reshape(-1).bool() for b in batches]
     masks: dict[str, torch.Tensor] = {}
@@ -379,7 +387,7 @@ def sequential_prune(model: nn.Module, targets: dict[str, nn.Linear], batches: l
             saved = {n: lin.weight.detach().clone() for n, lin in chosen.items()}
             try:
                 if chosen:
-                    if importance == "sparsegpt":
+                    if score.reconstructs_weights:
                         new = _sparsegpt_layer(layer, chosen, hidden, layer_kwargs[i], valid, spec, levels, sparsegpt)
                         for n, (w, keep) in new.items():
                             masks[n] = keep
@@ -387,7 +395,8 @@ def sequential_prune(model: nn.Module, targets: dict[str, nn.Linear], batches: l
                             chosen[n].weight.copy_(w.to(chosen[n].weight))
                     else:
                         stats = _collect(layer, chosen, hidden, layer_kwargs[i], valid, _input_squares)
-                        scores = {n: S.wanda(lin.weight, stats[n].mean().to(lin.weight.device))
+                        scores = {n: score.score(ScoreInputs(n, lin.weight, seed, sparsity,
+                                                             input_sq_mean=stats[n].mean().to(lin.weight.device)))
                                   for n, lin in chosen.items()}
                         inside = [st for st in structures or [] if set(st.members) <= set(chosen)]
                         layer_masks = masks_from_scores(scores, spec, inside if structures else None,

@@ -16,9 +16,9 @@ from ftlab.errors import fail
 from ftlab.models.build import meta_model
 from ftlab.sparsity.check import check_fit, check_model
 from ftlab.sparsity.compute import layouts_for, spec_of
+from ftlab.sparsity.importance import get_importance, importance_spec
 from ftlab.sparsity.io import load_masks, mask_shapes, sidecar_path
 from ftlab.sparsity.masks import GROUPS, METHODS, STRUCTURES
-from ftlab.sparsity.scores import IMPORTANCES
 from ftlab.sparsity.selection import select_modules
 
 MODES = ("sparse_to_dense", "sparse_to_sparse")
@@ -84,23 +84,14 @@ def _structural_checks(cfg: Any) -> None:
                      f"{lin.in_features} columns")
 
 
-def _check_sparsegpt(sp: Any) -> None:
-    if sp.method == "random" or sp.importance != "sparsegpt":
-        return
-    if sp.method not in ("unstructured", "nm"):
-        fail("sparsity.importance", "sparsegpt", f"method=unstructured or nm (SparseGPT reconstructs weights "
-             f"around an unstructured or N:M mask; method={sp.method})")
-    if sp.group not in (None, "layer"):
-        fail("sparsity.group", sp.group, "null or 'layer' with importance=sparsegpt (its comparison group is each "
-             "block of sparsity.sparsegpt.blocksize columns, block counts adding up to the layer's)")
-    opts = sp.sparsegpt
-    if not (isinstance(opts.blocksize, int) and opts.blocksize >= 1):
-        fail("sparsity.sparsegpt.blocksize", opts.blocksize, "an integer >= 1")
-    if sp.method == "nm" and opts.blocksize % sp.m:
-        fail("sparsity.sparsegpt.blocksize", opts.blocksize, f"a multiple of sparsity.m={sp.m} (N:M groups may "
-             "not straddle two blocks)")
-    if not (isinstance(opts.percdamp, (int, float)) and opts.percdamp > 0):
-        fail("sparsity.sparsegpt.percdamp", opts.percdamp, "a number > 0 (fraction of mean(diag H) added to H)")
+def _check_importance(sp: Any) -> None:
+    """The importance's spec decides: masks it can score, its own settings (``spec.validate``)."""
+    spec = importance_spec(sp)
+    if spec.methods is not None and sp.method not in spec.methods and sp.method != "none":
+        fail("sparsity.importance", spec.name, f"an importance that scores method={sp.method} ({spec.name} "
+             f"scores method={' or '.join(spec.methods)} only)")
+    if spec.validate is not None and sp.method != "none":
+        spec.validate(sp)
 
 
 def _check_allocation(sp: Any) -> None:
@@ -131,8 +122,7 @@ def validate_sparsity(cfg: Any) -> None:
              "dense weights; prune and save a model first, then quantise that)")
     if sp.method not in ("none", *METHODS):
         fail("sparsity.method", sp.method, f"one of {['none', *METHODS]}")
-    if sp.importance not in IMPORTANCES:
-        fail("sparsity.importance", sp.importance, f"one of {list(IMPORTANCES)}")
+    get_importance(sp.importance)  # one line naming the registered scores when unknown
     if sp.group is not None and sp.group not in GROUPS:
         fail("sparsity.group", sp.group, f"one of {list(GROUPS)} (or null: row for wanda, layer otherwise)")
     if sp.structure not in STRUCTURES:
@@ -146,10 +136,7 @@ def validate_sparsity(cfg: Any) -> None:
         fail("sparsity.n", sp.n, f"an integer in [1, sparsity.m={sp.m}): N:M prunes N of every M weights")
     if sp.method in ("structured", "nm") and sp.group not in (None, "layer"):
         fail("sparsity.group", sp.group, f"'layer' for method={sp.method} (its groups are fixed by the method)")
-    if sp.method != "random" and sp.importance == "wanda" and sp.group == "global":
-        fail("sparsity.group", sp.group, "'row' or 'layer' with importance=wanda (Wanda prunes layer by layer, "
-             "each pruned layer feeding the next)")
-    _check_sparsegpt(sp)
+    _check_importance(sp)
     _check_allocation(sp)
     for key in ("batches", "batch_size"):
         if getattr(sp.calibration, key) < 1:

@@ -1,4 +1,6 @@
-"""Importance scores: higher = keep. Pure tensor functions, each the formula of REFERENCE.md.
+"""Importance scores: higher = keep. Pure tensor functions (the formula in each docstring; the
+references in ``docs/methods.md``) and the built-in scores' specs in the importance registry
+(:mod:`ftlab.sparsity.importance`; SparseGPT's is in :mod:`ftlab.sparsity.sparsegpt`).
 
 Scores are computed in float32 whatever the weights' dtype, so rankings do not change with the
 storage precision of the base model.
@@ -10,12 +12,8 @@ import zlib
 
 import torch
 
-IMPORTANCES = ("magnitude", "gradient", "taylor", "wanda", "sparsegpt", "random")
-#: Importances that need calibration batches of the task.
-NEEDS_GRADIENTS = ("gradient", "taylor")
-NEEDS_ACTIVATIONS = ("wanda", "sparsegpt")
-#: Importances computed decoder layer by decoder layer, later layers seeing earlier ones pruned.
-SEQUENTIAL = ("wanda", "sparsegpt")
+from ftlab.errors import fail
+from ftlab.sparsity.importance import ImportanceSpec, register_importance
 
 
 def magnitude(weight: torch.Tensor) -> torch.Tensor:
@@ -65,3 +63,27 @@ class InputSquares:
 
     def mean(self) -> torch.Tensor:
         return (self.sum / max(1, self.count)).float()
+
+
+def _refuse_global_group(sparsity) -> None:
+    if sparsity.group == "global":
+        fail("sparsity.group", sparsity.group, f"'row' or 'layer' with importance={sparsity.importance} (it prunes "
+             "layer by layer, each pruned layer feeding the next)")
+
+
+MAGNITUDE = register_importance(ImportanceSpec(
+    "magnitude", lambda i: magnitude(i.weight),
+    doc="|W| (Han et al., 2015, Learning both Weights and Connections for Efficient Neural Networks)"))
+GRADIENT = register_importance(ImportanceSpec(
+    "gradient", lambda i: gradient(i.grad), gradients=True,
+    doc="|∇W L| summed over calibration batches"))
+TAYLOR = register_importance(ImportanceSpec(
+    "taylor", lambda i: taylor(i.weight, i.grad), gradients=True,
+    doc="|W · ∇W L|, first-order Taylor estimate of the loss change (Molchanov et al., CVPR 2019)"))
+WANDA = register_importance(ImportanceSpec(
+    "wanda", lambda i: wanda(i.weight, i.input_sq_mean), activations=True, sequential=True, row_group=True,
+    validate=_refuse_global_group,
+    doc="|W_ij| · ||X_j||₂ (Sun et al., ICLR 2024, A Simple and Effective Pruning Approach for LLMs)"))
+RANDOM = register_importance(ImportanceSpec(
+    "random", lambda i: random_scores(tuple(i.weight.shape), i.seed, i.name), seeded=True,
+    doc="seeded uniform scores, independent per weight name (control)"))

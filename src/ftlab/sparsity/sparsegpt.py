@@ -17,9 +17,12 @@ the model is in :mod:`ftlab.sparsity.compute`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
+from ftlab.errors import fail
+from ftlab.sparsity.importance import ImportanceSpec, register_importance
 from ftlab.sparsity.masks import prune_count
 
 
@@ -106,3 +109,24 @@ def reconstruction_error(weight: torch.Tensor, pruned_weight: torch.Tensor, hess
     """‖WXᵀ − ŴXᵀ‖² / N per token, from H = 2XᵀX/N: tr(ΔW H ΔWᵀ)/2."""
     delta = (weight.float() - pruned_weight.float()).to(hessian.device)
     return float(((delta @ hessian) * delta).sum() / 2)
+
+
+def check_options(sp: Any) -> None:
+    """SparseGPT's own settings (one line each; the spec's ``methods`` limit the masks)."""
+    if sp.group not in (None, "layer"):
+        fail("sparsity.group", sp.group, "null or 'layer' with importance=sparsegpt (its comparison group is each "
+             "block of sparsity.sparsegpt.blocksize columns, block counts adding up to the layer's)")
+    opts = sp.sparsegpt
+    if not (isinstance(opts.blocksize, int) and opts.blocksize >= 1):
+        fail("sparsity.sparsegpt.blocksize", opts.blocksize, "an integer >= 1")
+    if sp.method == "nm" and opts.blocksize % sp.m:
+        fail("sparsity.sparsegpt.blocksize", opts.blocksize, f"a multiple of sparsity.m={sp.m} (N:M groups may "
+             "not straddle two blocks)")
+    if not (isinstance(opts.percdamp, (int, float)) and opts.percdamp > 0):
+        fail("sparsity.sparsegpt.percdamp", opts.percdamp, "a number > 0 (fraction of mean(diag H) added to H)")
+
+
+SPARSEGPT = register_importance(ImportanceSpec(
+    "sparsegpt", None, activations=True, sequential=True, reconstructs_weights=True,
+    config_keys=("sparsity.sparsegpt",), methods=("unstructured", "nm"), validate=check_options,
+    doc="OBS saliency w²/[H⁻¹]ᵢᵢ² per block, kept weights reconstructed (Frantar & Alistarh, ICML 2023)"))

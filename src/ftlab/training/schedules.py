@@ -1,14 +1,75 @@
-"""Learning-rate schedules as pure functions of the optimiser step.
+"""Learning-rate schedules as pure functions of the optimiser step, and their registry.
 
 ``lr_at(step)`` is the lr used for the update of step ``step`` (0-based). Stage boundaries are
 exact: step ``s`` belongs to the first stage whose cumulative iters exceed ``s``.
+
+Each ``schedule=NAME`` is a :class:`ScheduleSpec`: a decay factor after the linear warm-up, or
+``staged`` (the lr of each entry of ``schedule.stages``, whose prefixes the cache shares). Code
+that depends on the kind of schedule reads ``staged`` (:func:`is_staged`), not the name. Adding
+one = a ``register_schedule`` call (or an ``ftlab.schedules`` entry point) and ``conf/schedule/NAME.yaml``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from ftlab.errors import ConfigError
+from ftlab.plugins import load_entry_points
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str
+    #: factor of ``schedule.lr`` after warm-up: ``decay(progress in [0, 1], min_lr_ratio)``
+    decay: Callable[[float, float], float] | None
+    #: the lr of each entry of ``schedule.stages`` (one cached step per stage); no warm-up, no decay
+    staged: bool = False
+    doc: str = ""
+
+
+_SCHEDULES: dict[str, ScheduleSpec] = {}
+
+
+def register_schedule(spec: ScheduleSpec) -> ScheduleSpec:
+    if spec.name in _SCHEDULES and _SCHEDULES[spec.name] is not spec:
+        raise ValueError(f"schedule {spec.name!r} registered twice")
+    if (spec.decay is None) != spec.staged:
+        raise ValueError(f"schedule {spec.name!r}: a decay function, or staged=True")
+    _SCHEDULES[spec.name] = spec
+    return spec
+
+
+def all_schedules() -> list[ScheduleSpec]:
+    for _, spec in load_entry_points("ftlab.schedules"):
+        register_schedule(spec)
+    return list(_SCHEDULES.values())
+
+
+def get_schedule(name: str) -> ScheduleSpec:
+    """The spec of ``schedule.name``; one line naming the registered schedules otherwise."""
+    known = {s.name: s for s in all_schedules()}
+    if name not in known:
+        raise ConfigError("schedule.name", name, f"one of {sorted(known)}")
+    return known[name]
+
+
+def is_staged(schedule_cfg: Any) -> bool:
+    """The schedule trains ``schedule.stages`` one after another (takes the node or a plain dict).
+    An unregistered name has no stages: the composition checks refuse it, the plan does not."""
+    name = schedule_cfg.get("name") if isinstance(schedule_cfg, dict) else schedule_cfg.name
+    spec = {s.name: s for s in all_schedules()}.get(name)
+    return bool(spec and spec.staged)
+
+
+register_schedule(ScheduleSpec("constant", lambda progress, floor: 1.0, doc="lr"))
+register_schedule(ScheduleSpec("cosine", lambda progress, floor: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)),
+                               doc="lr · (f + (1 − f) · ½(1 + cos πp)), f = min_lr_ratio"))
+register_schedule(ScheduleSpec("linear", lambda progress, floor: floor + (1 - floor) * (1 - progress),
+                               doc="lr · (f + (1 − f)(1 − p))"))
+register_schedule(ScheduleSpec("stages", None, staged=True, doc="stage i's lr for its iters"))
 
 
 @dataclass(frozen=True)
@@ -26,7 +87,7 @@ class Stage:
 
 def stage_table(schedule_cfg) -> list[Stage]:
     """Stages with absolute step ranges (``schedule=stages``), else one implicit stage."""
-    if schedule_cfg.name != "stages":
+    if not is_staged(schedule_cfg):
         return []
     out, start = [], 0
     for i, st in enumerate(schedule_cfg.stages):
@@ -48,24 +109,15 @@ def stage_at(stages: list[Stage], step: int) -> Stage:
 
 
 def lr_at(step: int, schedule_cfg, max_steps: int) -> float:
-    name, lr = schedule_cfg.name, float(schedule_cfg.lr)
-    if name == "stages":
+    spec, lr = get_schedule(schedule_cfg.name), float(schedule_cfg.lr)
+    if spec.staged:
         return stage_at(stage_table(schedule_cfg), step).lr
     warmup = int(schedule_cfg.warmup_steps)
     if warmup and step < warmup:
         return lr * (step + 1) / warmup
-    if name == "constant":
-        return lr
-    floor = float(schedule_cfg.min_lr_ratio)
     span = max(1, max_steps - warmup)
     progress = min(1.0, (step - warmup) / span)
-    if name == "cosine":
-        factor = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    elif name == "linear":
-        factor = floor + (1 - floor) * (1 - progress)
-    else:
-        raise ValueError(f"unknown schedule {name!r}")
-    return lr * factor
+    return lr * spec.decay(progress, float(schedule_cfg.min_lr_ratio))
 
 
 def lr_multiplier(schedule_cfg, max_steps: int):

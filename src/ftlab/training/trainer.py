@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from ftlab.errors import ConfigError
 from ftlab.training.fsdp import fsdp_strategy
+from ftlab.training.loggers import get_logger
 from ftlab.training.progress import StepProgressBar
 
 
 def build_logger(cfg: Any, run_dir: Path):
-    name = cfg.logger.name
-    if name == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="lightning_logs", version="")
-    if name == "wandb":
-        os.environ["WANDB_MODE"] = cfg.logger.mode
-        os.environ.setdefault("WANDB_SILENT", "true")
-        return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
-                           name=cfg.name, tags=list(cfg.logger.tags), offline=cfg.logger.mode == "offline")
-    raise ConfigError("logger", name, "one of ['csv', 'wandb']")
+    """The Lightning logger ``logger.name``'s spec builds (:mod:`ftlab.training.loggers`)."""
+    return get_logger(cfg.logger.name).build(cfg, run_dir)
 
 
 def strategy(cfg: Any, model: Any = None) -> Any:

@@ -1,0 +1,1 @@
+"""Toy methods for ftlab, registered through entry points (see pyproject.toml)."""

@@ -1,0 +1,73 @@
+"""Methods from outside ftlab: entry points of installed packages and ``module:attr`` import paths.
+
+Why a module of its own: every registry (adapters, importance scores, tasks) finds outside
+methods the same way, so a researcher's package registers its methods by declaring entry points
+(``[project.entry-points."ftlab.importance"] power = "mypkg.scores:POWER"``) and never edits
+ftlab. A leaf: it imports no ftlab package but :mod:`ftlab.errors`.
+
+Groups and what each entry point names:
+
+- ``ftlab.adapters``: an :class:`ftlab.adapters.registry.AdapterSpec`;
+- ``ftlab.importance``: an :class:`ftlab.sparsity.importance.ImportanceSpec`;
+- ``ftlab.tasks``: a :class:`ftlab.data.task_base.Task` subclass (its ``name`` is the option);
+- ``ftlab.schedules``: an :class:`ftlab.training.schedules.ScheduleSpec`;
+- ``ftlab.loggers``: an :class:`ftlab.training.trainer.LoggerSpec`;
+- ``ftlab.conf``: a package holding ``<group>/<option>.yaml`` files (the methods' config options),
+  stored in Hydra's ConfigStore so that ``adapter=toy`` composes like a built-in option.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from ftlab.errors import ConfigError, FtlabError
+
+GROUPS = ("ftlab.adapters", "ftlab.importance", "ftlab.tasks", "ftlab.schedules", "ftlab.loggers", "ftlab.conf")
+
+_loaded: dict[str, list[tuple[str, Any]]] = {}
+
+
+class PluginError(FtlabError):
+    """An installed package's entry point that does not load (one line naming it)."""
+
+
+def load_entry_points(group: str) -> list[tuple[str, Any]]:
+    """``[(entry point name, loaded object)]`` of every installed distribution's entry points in
+    ``group``, loaded once per process (a registry calls this before each lookup)."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown entry-point group {group!r}; one of {list(GROUPS)}")
+    if group not in _loaded:
+        found = []
+        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            try:
+                found.append((ep.name, ep.load()))
+            except Exception as err:  # any import-time failure of someone else's package: one line
+                raise PluginError(f"entry point {group}:{ep.name} = {ep.value} does not load: "
+                                  f"{type(err).__name__}: {err}") from err
+        _loaded[group] = found
+    return _loaded[group]
+
+
+def is_import_path(name: str) -> bool:
+    """``pkg.module:attr`` names an object by import path (registered names never hold a colon)."""
+    return isinstance(name, str) and ":" in name
+
+
+def import_object(path: str, key: str) -> Any:
+    """The object ``pkg.module:attr`` names; a one-line :class:`ConfigError` on ``key`` when the
+    module or attribute does not exist."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(key, path, "a registered name or an import path module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(key, path, f"an importable module ({err})") from err
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(key, path, f"an attribute of module {module_name} ({part!r} is not one)")
+        obj = getattr(obj, part)
+    return obj

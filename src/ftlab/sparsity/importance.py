@@ -1,0 +1,138 @@
+"""Importance-score registry: ``sparsity.importance`` -> its :class:`ImportanceSpec`.
+
+Why a registry: a score's needs (calibration batches, gradients, a layer-by-layer pass, weight
+reconstruction, its own config keys) decide how masks are computed, what the mask step's cache
+key covers and which combinations are refused. The spec states them once; :mod:`compute`,
+:mod:`ftlab.reuse.steps`, the planner and the checks read its flags, never score names, so a
+new score cannot be half-registered (a calibrated score whose calibration settings stay out of
+the mask key would give two different masks one key).
+
+A leaf: built-in scores register themselves from :mod:`ftlab.sparsity.scores` and
+:mod:`ftlab.sparsity.sparsegpt` (imported by :mod:`ftlab.sparsity`); installed packages add
+theirs through the ``ftlab.importance`` entry point, and ``sparsity.importance=pkg.mod:SPEC``
+names one by import path. Adding a score = one module defining and registering a spec (plus,
+for an outside package, one YAML option naming it; see ``examples/plugin``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ftlab.errors import ConfigError
+from ftlab.plugins import import_object, is_import_path, load_entry_points
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    """What a score function may read for one weight: ``grad`` only for ``gradients`` specs,
+    ``input_sq_mean`` (‖X_j‖² per input column) only for ``activations`` specs; ``sparsity`` is
+    the run's sparsity config (read only the keys the spec lists in ``config_keys``)."""
+
+    name: str
+    weight: torch.Tensor
+    seed: int
+    sparsity: Any
+    grad: torch.Tensor | None = None
+    input_sq_mean: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ImportanceSpec:
+    name: str
+    #: per-weight scores, higher = keep; ``None`` for a score that prunes and reconstructs itself
+    score: Callable[[ScoreInputs], torch.Tensor] | None
+    #: reads ∇W of the task loss summed over calibration batches
+    gradients: bool = False
+    #: reads the inputs of each pruned linear on calibration batches (computed layer by layer)
+    activations: bool = False
+    #: decoder layer by decoder layer, later layers seeing the earlier ones pruned
+    sequential: bool = False
+    #: writes new values into the kept weights (SparseGPT); the pruned base stores them
+    reconstructs_weights: bool = False
+    #: reads ``sparsity.seed`` (random scores)
+    seeded: bool = False
+    #: run-config keys of its own settings (dotted, e.g. ``sparsity.sparsegpt``); they enter the mask key
+    config_keys: tuple[str, ...] = ()
+    #: mask methods it can score (``None``: all)
+    methods: tuple[str, ...] | None = None
+    #: unstructured masks compare within each output row unless ``sparsity.group`` says otherwise,
+    #: and prune ``int(cols · level)`` per row (Wanda's published group and count)
+    row_group: bool = False
+    #: validate(sparsity_cfg) raises ConfigError: checks of its own settings
+    validate: Callable[[Any], None] | None = None
+    #: formula and reference, for ``docs/methods.md`` and messages
+    doc: str = ""
+
+    @property
+    def calibrated(self) -> bool:
+        """Reads calibration batches of the task: the calibration settings enter the mask key."""
+        return self.gradients or self.activations
+
+    def __post_init__(self):
+        if self.score is None and not self.reconstructs_weights:
+            raise ValueError(f"importance {self.name!r}: a score function, or reconstructs_weights=True")
+        if (self.activations or self.reconstructs_weights) and not self.sequential:
+            raise ValueError(f"importance {self.name!r}: activation statistics are gathered layer by layer "
+                             "(sequential=True)")
+
+
+_REGISTRY: dict[str, ImportanceSpec] = {}
+
+
+def register_importance(spec: ImportanceSpec) -> ImportanceSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"importance {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_plugins() -> None:
+    for name, spec in load_entry_points("ftlab.importance"):
+        if not isinstance(spec, ImportanceSpec):
+            raise ConfigError("sparsity.importance", name, "an entry point naming an ImportanceSpec")
+        register_importance(spec)
+
+
+def all_importances() -> list[ImportanceSpec]:
+    """Built-in and installed scores (import paths are not listed: they are named per run)."""
+    _load_plugins()
+    return list(_REGISTRY.values())
+
+
+def get_importance(name: str) -> ImportanceSpec:
+    """The spec of a registered name, or of an import path ``pkg.module:SPEC`` (registered under
+    that path on first use); one line on ``sparsity.importance`` otherwise."""
+    _load_plugins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if is_import_path(name):
+        spec = import_object(name, "sparsity.importance")
+        if not isinstance(spec, ImportanceSpec):
+            raise ConfigError("sparsity.importance", name, "an import path naming an ImportanceSpec")
+        return register_importance(ImportanceSpec(**{**spec.__dict__, "name": name}))
+    raise ConfigError("sparsity.importance", name,
+                      f"one of {sorted(_REGISTRY)}, or an import path module:ImportanceSpec")
+
+
+#: The mask method whose scores are random whatever ``sparsity.importance`` says.
+RANDOM_METHOD = "random"
+RANDOM_IMPORTANCE = "random"
+
+
+def effective_importance(sparsity: Mapping[str, Any] | Any) -> str:
+    """The importance a sparsity config scores with: ``method=random`` means random scores
+    whatever ``importance`` says (the one place this rule is written). Takes the config node or
+    a plain dict."""
+    get = sparsity.get if isinstance(sparsity, Mapping) else lambda k, d=None: getattr(sparsity, k, d)
+    if get("method", "none") == RANDOM_METHOD:
+        return RANDOM_IMPORTANCE
+    return get("importance", None)
+
+
+def importance_spec(sparsity: Mapping[str, Any] | Any) -> ImportanceSpec:
+    """The spec of a sparsity config's effective importance (:func:`effective_importance`)."""
+    return get_importance(effective_importance(sparsity))

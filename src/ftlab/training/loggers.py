@@ -1,0 +1,78 @@
+"""Logger registry: ``logger=NAME`` -> its :class:`LoggerSpec` (Lightning's own loggers).
+
+Why a registry: the trainer builds whatever logger the spec builds and the composition checks
+run the spec's own checks, so adding a logger (MLflow, TensorBoard, ...) is one ``register_logger``
+call (or an ``ftlab.loggers`` entry point) plus ``conf/logger/NAME.yaml``, with no if/elif to extend.
+Lightning is imported when a logger is built, not here: composition checks read this module and
+must stay free of Lightning's import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftlab.errors import ConfigError, fail
+from ftlab.plugins import load_entry_points
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass(frozen=True)
+class LoggerSpec:
+    name: str
+    #: build(run_cfg, run_dir) -> a Lightning logger
+    build: Callable[[Any, Path], Any]
+    #: validate(logger_cfg) raises ConfigError: checks of its own keys
+    validate: Callable[[Any], None] | None = None
+
+
+_LOGGERS: dict[str, LoggerSpec] = {}
+
+
+def register_logger(spec: LoggerSpec) -> LoggerSpec:
+    if spec.name in _LOGGERS and _LOGGERS[spec.name] is not spec:
+        raise ValueError(f"logger {spec.name!r} registered twice")
+    _LOGGERS[spec.name] = spec
+    return spec
+
+
+def all_loggers() -> list[LoggerSpec]:
+    for _, spec in load_entry_points("ftlab.loggers"):
+        register_logger(spec)
+    return list(_LOGGERS.values())
+
+
+def get_logger(name: str) -> LoggerSpec:
+    """The spec of ``logger.name``; one line naming the registered loggers otherwise."""
+    known = {s.name: s for s in all_loggers()}
+    if name not in known:
+        raise ConfigError("logger.name", name, f"one of {sorted(known)}")
+    return known[name]
+
+
+def _csv(cfg: Any, run_dir: Path):
+    from lightning.pytorch.loggers import CSVLogger  # Lightning (heavy): only when a run builds its logger
+
+    return CSVLogger(save_dir=str(run_dir), name="lightning_logs", version="")
+
+
+def _wandb(cfg: Any, run_dir: Path):
+    from lightning.pytorch.loggers import WandbLogger  # Lightning (heavy): only when a run builds its logger
+
+    os.environ["WANDB_MODE"] = cfg.logger.mode
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
+                       name=cfg.name, tags=list(cfg.logger.tags), offline=cfg.logger.mode == "offline")
+
+
+def _check_wandb(logger_cfg: Any) -> None:
+    if logger_cfg.mode not in WANDB_MODES:
+        fail("logger.mode", logger_cfg.mode, f"one of {list(WANDB_MODES)}")
+
+
+register_logger(LoggerSpec("csv", _csv))
+register_logger(LoggerSpec("wandb", _wandb, _check_wandb))
