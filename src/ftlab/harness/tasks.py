@@ -1,52 +1,22 @@
-"""ftlab's lm-eval task configs and the local data files one evaluation reads.
+"""lm-eval's installed config of one task, with its dataset source replaced by local files.
 
-``tasks/ftlab_<name>.yaml`` are lm-eval 0.4's own ``boolq`` / ``hellaswag`` / ``gsm8k`` configs
-with the dataset replaced by a local file: :func:`task_config` loads one through lm-eval's YAML
-loader (which resolves its ``!function`` entries) and points ``dataset_path`` (the ``json`` or
-``parquet`` builder of ``datasets``) and ``data_files`` at the files of this evaluation.
+:func:`task_config` takes the config lm-eval ships (:func:`ftlab.harness.catalog.task_yaml`) and
+changes only where the rows come from: ``dataset_path`` becomes the ``datasets`` builder of the
+local files (json/parquet/arrow), ``dataset_name`` goes, ``dataset_kwargs.data_files`` maps the
+config's own split names to the files. Splits the config names but the files lack are dropped
+from the config, after checking that the scored split (and, for few-shot scoring, the split the
+shots come from) is there.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lm_eval.tasks._yaml_loader import load_yaml
-
-from ftlab.data.real_tasks import PARQUET_SUFFIXES
 from ftlab.errors import FtlabError
-
-TASKS_DIR = Path(__file__).resolve().parent / "tasks"
-#: ftlab task -> the split of its config that is scored
-EVAL_SPLIT = {"boolq": "validation", "hellaswag": "validation", "gsm8k": "test"}
-#: the split few-shot examples are drawn from (lm-eval's ``fewshot_split``)
-FEWSHOT_SPLIT = "train"
-
-
-def harness_name(task: str) -> str:
-    return f"ftlab_{task}"
-
-
-def builder_of(path: Path) -> str:
-    """The ``datasets`` builder that reads ``path``: parquet shards or JSON lines."""
-    return "parquet" if Path(path).suffix.lower() in PARQUET_SUFFIXES else "json"
-
-
-@dataclass
-class DataFiles:
-    """Files of one evaluation: the scored file and (GSM8K) the few-shot pool, one builder."""
-
-    scored: Path
-    fewshot: Path | None = None
-    builder: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.builder = builder_of(self.scored)
-        if self.fewshot is not None and builder_of(self.fewshot) != self.builder:
-            raise FtlabError(f"{self.fewshot}: the few-shot file must have the scored file's format "
-                             f"({self.builder}, like {self.scored})")
+from ftlab.harness.catalog import SPLIT_KEYS, default_shots, fewshot_source, scored_split, task_yaml
+from ftlab.harness.local_data import FEWSHOT, SCORED, LocalData
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -58,27 +28,40 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def task_config(task: str, files: DataFiles, cache_dir: Path, *, num_fewshot: int | None = None,
-                max_gen_toks: int | None = None) -> dict[str, Any]:
-    """lm-eval config dict of ftlab's ``task`` reading ``files`` (datasets cache in ``cache_dir``)."""
-    cfg = load_yaml(TASKS_DIR / f"{harness_name(task)}.yaml", resolve_func=True)
-    data_files = {EVAL_SPLIT[task]: str(files.scored)}
-    if files.fewshot is not None:
-        data_files[FEWSHOT_SPLIT] = str(files.fewshot)
-    cfg["dataset_path"] = files.builder
-    cfg["dataset_kwargs"] = {"data_files": data_files, "cache_dir": str(cache_dir)}
+def data_files(cfg: dict[str, Any], data: LocalData, key: str, shots: int,
+               fix: str | None = None) -> dict[str, list[str]]:
+    """The config's split names -> files; fails naming ``key`` when a needed split is missing."""
+    scored, source = scored_split(cfg), fewshot_source(cfg)
+    named = {SCORED: scored, FEWSHOT: source}
+    wanted = {cfg.get(k) for k in SPLIT_KEYS} - {None}  # a release's unlabelled test file is not read
+    files = {named.get(split, split): list(paths) for split, paths in data.files.items()
+             if named.get(split, split) in wanted}
+    have = ", ".join(sorted(named.get(s, s) or s for s in data.files)) or "none"
+    if scored not in files:
+        raise FtlabError(f"{key}={data.source!r}: lm-eval's {cfg['task']} scores its {scored!r} split, which "
+                         f"these files lack (found: {have}); set {key}.{scored}=FILE")
+    if shots > 0 and source is not None and source not in files:
+        raise FtlabError(f"{key}={data.source!r}: {cfg['task']} is scored {shots}-shot, drawing the shots from "
+                         f"its {source!r} split, which these files lack (found: {have}); "
+                         f"{fix or f'set {key}.{source}=FILE'} or set the number of shots to 0")
+    return files
+
+
+def task_config(task: str, data: LocalData, cache_dir: Path, *, key: str, fix: str | None = None,
+                num_fewshot: int | None = None, max_gen_toks: int | None = None) -> dict[str, Any]:
+    """lm-eval's config of ``task`` reading ``data`` (the ``datasets`` cache in ``cache_dir``)."""
+    cfg = task_yaml(task)
     if num_fewshot is not None:
         cfg["num_fewshot"] = int(num_fewshot)
+    files = data_files(cfg, data, key, default_shots(cfg), fix)
+    for split_key in SPLIT_KEYS:  # a config must not name a split that has no file
+        if cfg.get(split_key) is not None and cfg[split_key] not in files:
+            cfg[split_key] = None
+    cfg.update(dataset_path=data.builder, dataset_name=None,
+               dataset_kwargs={"data_files": files, "cache_dir": str(cache_dir)})
     if max_gen_toks is not None and "generation_kwargs" in cfg:
         cfg["generation_kwargs"] = {**cfg["generation_kwargs"], "max_gen_toks": int(max_gen_toks)}
-    if cfg.get("num_fewshot", 0) > 0 and files.fewshot is None:
-        raise FtlabError(f"{task} is scored {cfg['num_fewshot']}-shot (lm-eval's default) but has no file to draw "
-                         f"the shots from: set task.options.fewshot_path (the {task} train file) or "
-                         f"task.options.num_fewshot=0")
-    if files.fewshot is None:  # a config must not name a split that has no file
-        for key in ("training_split", "fewshot_split"):
-            cfg.pop(key, None)
     return cfg
 
 
-__all__ = ["DataFiles", "EVAL_SPLIT", "TASKS_DIR", "builder_of", "harness_name", "task_config", "write_jsonl"]
+__all__ = ["data_files", "task_config", "write_jsonl"]
