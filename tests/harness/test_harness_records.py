@@ -7,12 +7,12 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from ftlab.data.benchmark_config import task_config
+from ftlab.data.benchmark_files import FEWSHOT, SCORED
 from ftlab.data.tasks import build_task
 from ftlab.errors import FtlabError
 from ftlab.harness.data import run_split_files, whole_file_files
-from ftlab.harness.local_data import FEWSHOT, SCORED
 from ftlab.harness.records import default_variant, metric_records, pick, variant_name
-from ftlab.harness.tasks import task_config
 from real_task_files import boolq_rows, gsm8k_rows, write_jsonl, write_parquet
 
 GSM8K_RESULTS = {"alias": "ftlab_gsm8k", "exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.125,

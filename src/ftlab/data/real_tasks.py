@@ -264,8 +264,19 @@ for _cls in REAL_TASKS.values():
     register_task(_cls.name, _cls)
 
 
-#: tasks whose examples carry choices (the only ones ``accuracy`` can score)
-MULTIPLE_CHOICE = ("boolq", "hellaswag")
+def benchmark_task(cfg: Any) -> Task:
+    """``task=benchmark``: any lm-eval task's rows rendered by lm-eval (:mod:`ftlab.data.benchmark_task`)."""
+    from ftlab.data.benchmark_task import BenchmarkTask  # lm-eval's import takes seconds: only its runs pay
+
+    return BenchmarkTask(cfg)
+
+
+register_task("benchmark", benchmark_task)
+
+
+#: tasks whose examples carry choices (the only ones ``accuracy`` can score); ``benchmark``'s do when
+#: its lm-eval task is multiple-choice
+MULTIPLE_CHOICE = ("boolq", "hellaswag", "benchmark")
 
 
 def validate_real_task(cfg: Any) -> None:

@@ -2,7 +2,7 @@
 
 - every name is a task lm-eval knows (else the closest names it knows), its local data is set
   and exists, and the data has the splits the task scores and draws shots from
-  (:func:`ftlab.harness.tasks.task_config` builds each config without reading a row);
+  (:func:`ftlab.data.benchmark_config.task_config` builds each config without reading a row);
 - a generation task's token budget fits the model's window: lm-eval left-truncates the prompt to
   ``window - max_gen_toks`` tokens and stops with an assertion when that is not positive.
 """
@@ -18,9 +18,9 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import resolve_max_length
 from transformers import AutoConfig, PretrainedConfig
 
+from ftlab.data.benchmark_config import task_config
 from ftlab.errors import FtlabError
 from ftlab.harness.score import Benchmark
-from ftlab.harness.tasks import task_config
 
 #: lm-eval's HF wrapper generates this many tokens when a task sets no ``max_gen_toks``
 DEFAULT_GEN_TOKS = HFLM.max_gen_toks.fget(None)

@@ -15,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
+from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
 from ftlab.data.real_tasks import REAL_TASKS
 from ftlab.harness.checks import check_benchmarks, model_window
 from ftlab.harness.data import run_split_files, run_task_benchmark
-from ftlab.harness.local_data import FEWSHOT, SCORED, LocalData
 from ftlab.harness.score import score_benchmarks
 from ftlab.harness.selection import configured_benchmarks, suite_average
 

@@ -19,10 +19,10 @@ import lm_eval
 from lm_eval.models.huggingface import HFLM
 from torch import nn
 
-from ftlab.harness.catalog import lm_eval_version, task_manager
-from ftlab.harness.local_data import LocalData
+from ftlab.data.benchmark_config import task_config
+from ftlab.data.benchmark_files import LocalData
+from ftlab.data.lm_eval_catalog import lm_eval_version, task_manager
 from ftlab.harness.records import default_variant, metric_records, pick
-from ftlab.harness.tasks import task_config
 from ftlab.reuse.rng import preserved_rng
 
 log = logging.getLogger("ftlab")

@@ -1,6 +1,6 @@
 """lm-eval's installed config of one task, with its dataset source replaced by local files.
 
-:func:`task_config` takes the config lm-eval ships (:func:`ftlab.harness.catalog.task_yaml`) and
+:func:`task_config` takes the config lm-eval ships (:func:`ftlab.data.lm_eval_catalog.task_yaml`) and
 changes only where the rows come from: ``dataset_path`` becomes the ``datasets`` builder of the
 local files (json/parquet/arrow), ``dataset_name`` goes, ``dataset_kwargs.data_files`` maps the
 config's own split names to the files. Splits the config names but the files lack are dropped
@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
+from ftlab.data.lm_eval_catalog import SPLIT_KEYS, default_shots, fewshot_source, scored_split, task_yaml
 from ftlab.errors import FtlabError
-from ftlab.harness.catalog import SPLIT_KEYS, default_shots, fewshot_source, scored_split, task_yaml
-from ftlab.harness.local_data import FEWSHOT, SCORED, LocalData
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

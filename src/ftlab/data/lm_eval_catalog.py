@@ -3,7 +3,7 @@
 ftlab ships no copy of a task config: ``eval.benchmarks=[piqa, arc_easy]`` (and ``task=boolq``'s
 final numbers) use the YAML lm-eval installs (its prompts, metrics, filters and few-shot
 settings), loaded through lm-eval's index and YAML loader. Only the dataset source is replaced
-afterwards (:mod:`ftlab.harness.local_data`).
+afterwards (:mod:`ftlab.data.benchmark_files`).
 """
 
 from __future__ import annotations
