@@ -5,7 +5,7 @@
 
 Both score the same generated file in the task's published schema with the same tiny model
 (``compose_run`` with the given overrides): ftlab's ``choice_log_likelihoods`` and lm-eval through
-``ftlab.harness.score_task``. Timing is interleaved over rounds (median reported), and the ratio
+``ftlab.harness.score_benchmarks`` (lm-eval's installed config, the task's ``task.path`` route). Timing is interleaved over rounds (median reported), and the ratio
 is lm-eval's time over ftlab's measured in the same invocation. Agreement: the fraction of
 examples where both pick the same choice (``acc`` and, for HellaSwag, ``acc_norm``) - the fast
 scorer renders the same prompts and normalises the same way, so 1.0 is expected.
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from ftlab.config.compose import compose_run  # noqa: E402
 from ftlab.data.real_tasks import REAL_TASKS  # noqa: E402
-from ftlab.harness.score import score_task  # noqa: E402
-from ftlab.harness.tasks import DataFiles  # noqa: E402
+from ftlab.harness.data import run_task_benchmark, whole_file_files  # noqa: E402
+from ftlab.harness.score import score_benchmarks  # noqa: E402
 from ftlab.models import build_model, build_tokenizer  # noqa: E402
 from ftlab.scoring import choice_log_likelihoods  # noqa: E402
 from real_task_files import boolq_rows, hellaswag_rows, write_jsonl  # noqa: E402
@@ -48,11 +48,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args, overrides = p.parse_known_args()
     torch.set_num_threads(args.threads)
-    cfg = compose_run(overrides)
-    tok = build_tokenizer(cfg.model)
-    model = build_model(cfg.model, tok, seed=0).eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = write_jsonl(Path(tmp) / f"{args.task}.jsonl", ROWS[args.task](args.examples, seed=0))
+        cfg = compose_run([f"task={args.task}", f"task.path={path}", *overrides])
+        tok = build_tokenizer(cfg.model)
+        model = build_model(cfg.model, tok, seed=0).eval()
+        bench = run_task_benchmark(cfg, whole_file_files(cfg.task, Path(tmp) / "files"))
         examples = REAL_TASKS[args.task](cfg.task).load_file(path)
         times: dict[str, list[float]] = {"ftlab": [], "lm-eval": []}
         for _ in range(args.rounds):
@@ -60,7 +61,7 @@ def main() -> None:
             ours = choice_log_likelihoods(model, tok, examples, 4096, args.batch_size)
             times["ftlab"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            theirs = score_task(model, tok, args.task, DataFiles(path), batch_size=args.batch_size)
+            theirs = score_benchmarks(model, tok, [bench], batch_size=args.batch_size)[bench.name]
             times["lm-eval"].append(time.perf_counter() - t0)
     samples = {s["doc_id"]: s for s in theirs.samples}
     agree = {"acc": 0, "acc_norm": 0}

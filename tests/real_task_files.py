@@ -53,3 +53,49 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def write_parquet(path: Path, rows: list[dict]) -> Path:
     pd.DataFrame(rows).to_parquet(path)
     return path
+
+
+# -- lm-eval tasks by name (eval.benchmarks): rows in the layouts of the public releases --------
+
+def piqa_rows(n: int, seed: int = 0) -> list[dict]:
+    """PIQA as its HF mirror publishes it: goal, sol1, sol2, label (0/1)."""
+    rng = random.Random(seed)
+    return [{"goal": f"how to {_words(rng, 3)}", "sol1": _words(rng, rng.randint(2, 6)),
+             "sol2": _words(rng, rng.randint(2, 6)), "label": rng.randrange(2)} for _ in range(n)]
+
+
+def arc_rows(n: int, seed: int = 0) -> list[dict]:
+    """ARC (allenai/ai2_arc): id, question, choices {text, label}, answerKey (letters or digits)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        labels = ["A", "B", "C", "D"] if i % 5 else ["1", "2", "3", "4"]
+        rows.append({"id": f"gen_{i}", "question": f"which {_words(rng, 4)}?",
+                     "choices": {"text": [_words(rng, rng.randint(1, 3)) for _ in labels], "label": labels},
+                     "answerKey": rng.choice(labels)})
+    return rows
+
+
+def winogrande_rows(n: int, seed: int = 0, labelled: bool = True) -> list[dict]:
+    """WinoGrande's release (dev.jsonl): qID, sentence with one '_', option1, option2, answer '1'/'2'
+    (test.jsonl has no answer)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        row = {"qID": f"gen-{i}", "sentence": f"{_words(rng, 3)} _ {_words(rng, 4)}.",
+               "option1": _words(rng, 1), "option2": _words(rng, 1)}
+        if labelled:
+            row["answer"] = rng.choice(["1", "2"])
+        rows.append(row)
+    return rows
+
+
+def wikitext_rows(n: int, seed: int = 0) -> list[dict]:
+    """WikiText-2 document level (EleutherAI/wikitext_document_level): one 'page' per row, with the
+    release's tokenized markup ('@-@', ' , ', '= = heading = =')."""
+    rng = random.Random(seed)
+    pages = []
+    for _ in range(n):
+        body = " , ".join(_words(rng, rng.randint(4, 9)) for _ in range(rng.randint(8, 20)))
+        pages.append({"page": f" = {_words(rng, 2)} = \n {body} @-@ {rng.randint(2, 99)} . \n"})
+    return pages

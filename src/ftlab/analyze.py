@@ -3,6 +3,8 @@
 Writes ``summary.csv``, ``grouped_summary.csv`` and ``sparsity_vs_performance.csv`` (and with
 ``--plot`` PNGs under ``plots/``) into ``DIR/analysis`` unless ``--out`` says otherwise. Runs
 without ``metrics.json`` are listed as unfinished on stdout and in ``summary.csv``.
+``--table benchmarks`` also writes ``benchmarks.csv`` and ``benchmarks.md`` (rows = runs, the
+control first; columns = lm-eval benchmarks ± stderr and the suite average) and prints the latter.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ftlab.analysis import analyze
+from ftlab.analysis.benchmarks import benchmark_table, to_markdown
 from ftlab.errors import FtlabError, report_error
 
 
@@ -20,6 +23,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("dir", type=Path, help="a run dir, a sweep dir, or any tree of them")
     p.add_argument("--plot", action="store_true", help="also write PNG plots under OUT/plots/")
     p.add_argument("--out", type=Path, default=None, help="output dir (default: DIR/analysis)")
+    p.add_argument("--table", choices=("benchmarks",), default=None,
+                   help="benchmarks: the paper table of the runs' lm-eval scores (CSV + Markdown)")
     return p.parse_args(argv)
 
 
@@ -28,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = analyze(args.dir, args.out, plot=args.plot)
+        paper = benchmark_table(result.records) if args.table == "benchmarks" else None
+        if paper is not None and paper.empty:
+            raise FtlabError(f"--table benchmarks: no run under {args.dir} has lm-eval benchmark scores "
+                             f"(runs set eval.suite=NAME or eval.benchmarks=[...])")
     except FtlabError as err:
         return report_error(err)
     done = len(result.records) - len(result.unfinished)
@@ -50,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stage search in {row['sweep']}: best trial {row['best_trial']} {row['metric']}={row['best_metric']} "
                   f"({row['executed_iters']} iterations executed; exhaustive with reuse {row['exhaustive_reuse_iters']}, "
                   f"naive {row['naive_iters']}): {row['best_overrides']}")
-    for f in result.files:
+    files = list(result.files)
+    if paper is not None:
+        markdown = to_markdown(paper)
+        paper.to_csv(result.out / "benchmarks.csv", index=False)
+        (result.out / "benchmarks.md").write_text(markdown)
+        files += [result.out / "benchmarks.csv", result.out / "benchmarks.md"]
+        print(markdown, end="")
+    for f in files:
         print(f"wrote {f}")
     return 0
 

@@ -32,8 +32,10 @@ from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_config, compose_run
 from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
 from ftlab.errors import ConfigError, FtlabError, report_error
-from ftlab.harness.data import run_split_files, whole_file_files
-from ftlab.harness.score import score_run_task
+from ftlab.harness.checks import check_benchmarks, model_window
+from ftlab.harness.data import run_split_files, run_task_benchmark, whole_file_files
+from ftlab.harness.run_scores import run_window
+from ftlab.harness.score import score_benchmarks
 from ftlab.models import build_tokenizer
 from ftlab.sparsity.pipeline import prepare_masks
 
@@ -137,6 +139,20 @@ def dir_model(model_dir: Path, cfg: DictConfig) -> tuple[torch.nn.Module, Any, s
                      f"or a peft adapter dir (adapter_config.json)")
 
 
+def target_window(target: Path, cfg: DictConfig, is_run: bool, weights: str) -> int:
+    """The evaluated model's window, read from config files only (no weights loaded)."""
+    if not is_run:
+        if (target / "adapter_config.json").is_file():
+            base = json.loads((target / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if base and (Path(base) / "config.json").is_file():
+                return model_window(Path(base))
+        if (target / "config.json").is_file():
+            return model_window(target)
+    elif weights in ("auto", "merged") and (target / "model" / "config.json").is_file():
+        return model_window(target / "model")
+    return run_window(cfg.model)
+
+
 def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     target: Path = args.target
     if not target.is_dir():
@@ -157,17 +173,20 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     if args.batch_size is not None:
         cfg.train.eval_batch_size = args.batch_size
     with tempfile.TemporaryDirectory(prefix="ftlab-evaluate-") as tmp:
-        # the data first: a bad file fails before any model is loaded
+        # the data and the settings first: a bad file or budget fails before any model is loaded
         files = (whole_file_files(cfg.task, Path(tmp)) if whole_file
                  else run_split_files(cfg.task, cfg.seed, Path(tmp)))
+        bench = run_task_benchmark(cfg, files)
+        check_benchmarks([(bench, "task.max_new_tokens")], target_window(target, cfg, is_run, args.weights))
         model, tokenizer, weights = run_model(target, cfg, args.weights) if is_run else dir_model(target, cfg)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        score = score_run_task(model.to(device), tokenizer, cfg, files)
+        score = score_benchmarks(model.to(device), tokenizer, [bench],
+                                 batch_size=cfg.train.eval_batch_size)[bench.name]
     return {"target": str(target.resolve()), "kind": "run" if is_run else "model", "weights": weights,
             "task": cfg.task.name, "data": {"file": str(Path(cfg.task.path).resolve()),
                                             "rows": "all" if whole_file else "the run's test split",
                                             "seed": None if whole_file else cfg.seed},
-            **score.summary()}
+            REAL_TASKS[cfg.task.name].headline_key: score.headline["value"], "eval_benchmark": score.summary()}
 
 
 def write_eval(path: Path, data: dict[str, Any]) -> None:

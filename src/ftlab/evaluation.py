@@ -10,13 +10,11 @@ so the same code gives the same numbers under DDP sync or single process.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from torchmetrics.aggregation import MeanMetric
 
-from ftlab.data.real_tasks import REAL_TASKS
+from ftlab.config.benchmark_checks import asks_benchmarks, uses_harness
 from ftlab.data.tasks import Example
 from ftlab.inference import generate_answers, loss_on
 from ftlab.scoring import choice_accuracy, final_number_match
@@ -64,32 +62,30 @@ def evaluate(model, tokenizer, splits, cfg) -> dict[str, float]:
     return metrics
 
 
-def uses_harness(cfg) -> bool:
-    """Final numbers of the published benchmarks come from lm-eval (``eval.harness``)."""
-    return bool(cfg.eval.harness and cfg.eval.generate and cfg.task.name in REAL_TASKS)
-
-
 def final_evaluate(model, tokenizer, splits, cfg) -> dict[str, Any]:
-    """A run's final numbers: ``val_loss`` and, for a published benchmark, lm-eval's scores of the
+    """A run's final numbers: ``val_loss``; for a published benchmark task lm-eval's scores of the
     whole test split (headline ``eval_accuracy``/``eval_exact_match`` plus every variant's value,
-    stderr, n and n-shot under ``eval_benchmark``); other tasks: :func:`evaluate`."""
-    if not uses_harness(cfg):
+    stderr, n and n-shot under ``eval_benchmark``), other tasks :func:`evaluate`; and lm-eval's
+    scores of ``eval.suite`` / ``eval.benchmarks`` (``ftlab.harness.run_scores``)."""
+    own = uses_harness(cfg)
+    if not own and not asks_benchmarks(cfg):
         return evaluate(model, tokenizer, splits, cfg)
     # lm-eval (with ``datasets``) takes seconds to import: only runs that score a benchmark pay it
-    from ftlab.harness.data import run_split_files
-    from ftlab.harness.score import score_run_task
+    from ftlab.harness.run_scores import score_run
 
-    was_training = model.training
-    model.eval()
-    try:
-        metrics: dict[str, Any] = {"val_loss": loss_on(model, tokenizer, splits.val, cfg.task.max_length,
-                                                       cfg.train.eval_batch_size)}
-    finally:
-        model.train(was_training)
-    with tempfile.TemporaryDirectory(prefix="ftlab-eval-") as tmp:
-        files = run_split_files(cfg.task, cfg.seed, Path(tmp))
-        metrics.update(score_run_task(model, tokenizer, cfg, files).summary())
+    if own:
+        was_training = model.training
+        model.eval()
+        try:
+            metrics: dict[str, Any] = {"val_loss": loss_on(model, tokenizer, splits.val, cfg.task.max_length,
+                                                           cfg.train.eval_batch_size)}
+        finally:
+            model.train(was_training)
+    else:
+        metrics = evaluate(model, tokenizer, splits, cfg)
+    metrics.update(score_run(model, tokenizer, cfg, own_task=own))
     return metrics
 
 
-__all__ = ["evaluate", "exact_match", "final_evaluate", "uses_harness", "generate_answers", "loss_on", "normalize_answer", "SCORERS"]
+__all__ = ["asks_benchmarks", "evaluate", "exact_match", "final_evaluate", "uses_harness", "generate_answers",
+           "loss_on", "normalize_answer", "SCORERS"]

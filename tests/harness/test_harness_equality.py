@@ -1,16 +1,19 @@
 """ftlab's harness path gives lm-eval's own numbers, and ftlab's prompts are lm-eval's requests.
 
-The reference is lm-eval used the way its docs describe: its own ``boolq`` / ``hellaswag`` /
-``gsm8k`` task configs (only the dataset pointed at a local file in the published schema) and its
-``HFLM`` loading the model from a saved directory. ftlab's side is ``ftlab.harness.score_task``
-with ftlab's configs on the in-memory model, reading the same rows in another published layout
-where one exists (BoolQ: the original release's ``answer`` vs SuperGLUE's ``label``).
+The reference is lm-eval used the way its docs describe, configured here and not through ftlab:
+its own installed task config (only the dataset pointed at local files in a published layout) and
+its ``HFLM`` loading the model from a saved directory. ftlab's side is ``eval.data.<task>`` /
+``task.path`` resolved by ftlab and scored on the in-memory model, reading the same rows in the
+layout of a public release (BoolQ: the original release's ``answer`` vs SuperGLUE's ``label``;
+PIQA: HF shards in a directory; ARC-Easy: a ``datasets`` save_to_disk dir; WinoGrande: the
+release's dev/test files; WikiText: the document-level parquet).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
 import lm_eval
 import pytest
 from lm_eval.models.huggingface import HFLM
@@ -20,17 +23,29 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from conftest import compose
+from ftlab.data.benchmark_files import resolve
 from ftlab.data.real_tasks import REAL_TASKS
-from ftlab.harness.score import harness_options, score_task
-from ftlab.harness.tasks import DataFiles
+from ftlab.harness.data import run_task_benchmark, whole_file_files
+from ftlab.harness.score import Benchmark, harness_options, score_benchmarks
 from ftlab.models import build_model, build_tokenizer
 from ftlab.scoring import choice_log_likelihoods
-from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
+from real_task_files import (
+    arc_rows,
+    boolq_rows,
+    gsm8k_rows,
+    hellaswag_rows,
+    piqa_rows,
+    wikitext_rows,
+    winogrande_rows,
+    write_jsonl,
+    write_parquet,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = Path(lm_eval.__file__).resolve().parent / "tasks"
 UPSTREAM_YAML = {"boolq": "super_glue/boolq/default.yaml", "hellaswag": "hellaswag/hellaswag.yaml",
-                 "gsm8k": "gsm8k/gsm8k.yaml"}
+                 "gsm8k": "gsm8k/gsm8k.yaml", "piqa": "piqa/piqa.yaml", "arc_easy": "arc/arc_easy.yaml",
+                 "winogrande": "winogrande/default.yaml", "wikitext": "wikitext/wikitext.yaml"}
 GEN_TOKENS = 6  # GSM8K: a few greedy tokens keep the test fast; both sides use the same limit
 
 
@@ -51,6 +66,9 @@ def upstream_run(task: str, builder: str, files: dict[str, Path], model_dir: Pat
     cfg = load_yaml(UPSTREAM / UPSTREAM_YAML[task], resolve_func=True)
     cfg.update(dataset_path=builder, dataset_name=None,
                dataset_kwargs={"data_files": {k: str(v) for k, v in files.items()}, "cache_dir": str(cache)})
+    for split_key in ("training_split", "validation_split", "test_split", "fewshot_split"):
+        if cfg.get(split_key) not in files:
+            cfg[split_key] = None
     if "generation_kwargs" in cfg:
         cfg["generation_kwargs"] = {**cfg["generation_kwargs"], "max_gen_toks": GEN_TOKENS}
     # the byte tokenizer appends EOS: lm-eval is told add_bos_token=False, as its CLI would be
@@ -63,26 +81,47 @@ def upstream_run(task: str, builder: str, files: dict[str, Path], model_dir: Pat
     return {"results": out["results"][task], "n_shot": out["n-shot"][task], "samples": out["samples"][task]}
 
 
-def _same_samples(ours: list[dict], theirs: list[dict]) -> None:
+def ours_by_name(model, tok, task: str, value, **kw):
+    """ftlab's ``eval.data.<task>=value`` path."""
+    key = f"eval.data.{task}"
+    return score_benchmarks(model, tok, [Benchmark(task, resolve(key, value), key, **kw)], batch_size=4)[task]
+
+
+def ours_run_task(model, tok, task: str, path: Path, tmp: Path, **options):
+    """ftlab's ``task=<task> task.path=FILE`` path (python -m ftlab.evaluate ... task.path=FILE)."""
+    cfg = compose(f"task={task}", f"task.path={path}")
+    cfg.task.options = {**cfg.task.options, **options}
+    bench = run_task_benchmark(cfg, whole_file_files(cfg.task, tmp))
+    return score_benchmarks(model, tok, [bench], batch_size=4)[bench.name]
+
+
+def _same_samples(ours: list[dict], theirs: list[dict], metrics=("acc", "acc_norm", "exact_match")) -> None:
     assert len(ours) == len(theirs) > 0
     for a, b in zip(sorted(ours, key=lambda s: s["doc_id"]), sorted(theirs, key=lambda s: s["doc_id"])):
         assert [x[:1] for x in a["arguments"]] == [x[:1] for x in b["arguments"]]  # the prompt strings
         if isinstance(a["filtered_resps"][0], tuple):  # log-likelihoods: (value, is_greedy) per choice
             assert [x[0] for x in a["filtered_resps"]] == pytest.approx([x[0] for x in b["filtered_resps"]], abs=1e-4)
+        elif isinstance(a["filtered_resps"][0], float):  # rolling log-likelihood of a document
+            assert a["filtered_resps"] == pytest.approx(b["filtered_resps"], abs=1e-3)
         else:  # generated text after the filter
             assert a["filtered_resps"] == b["filtered_resps"]
-        for metric in ("acc", "acc_norm", "exact_match"):
-            assert a.get(metric) == b.get(metric)  # per-example identical choices / matches
+        for metric in metrics:
+            assert a.get(metric) == pytest.approx(b.get(metric), abs=1e-3)  # per-example choices / matches
 
 
 def _by_variant(score) -> dict[str, float]:
     return {r["variant"]: r["value"] for r in score.records}
 
 
+def _upstream_variants(ref: dict) -> dict[str, float]:
+    return {k.replace(",none", ""): v for k, v in ref["results"].items()
+            if "," in k and "_stderr" not in k and isinstance(v, float)}
+
+
 def test_boolq_matches_lm_eval(tiny, tmp_path):
     model, tok, model_dir = tiny
     rows = boolq_rows(10, seed=4)
-    ours = score_task(model, tok, "boolq", DataFiles(write_jsonl(tmp_path / "dev.jsonl", rows)), batch_size=4)
+    ours = ours_run_task(model, tok, "boolq", write_jsonl(tmp_path / "dev.jsonl", rows), tmp_path / "w")
     superglue = [{"question": r["question"], "passage": r["passage"], "idx": i, "label": int(r["answer"])}
                  for i, r in enumerate(rows)]
     path = write_parquet(tmp_path / "validation.parquet", superglue)
@@ -90,7 +129,7 @@ def test_boolq_matches_lm_eval(tiny, tmp_path):
     assert _by_variant(ours) == {"acc": pytest.approx(ref["results"]["acc,none"])}
     assert ours.records[0]["stderr"] == pytest.approx(ref["results"]["acc_stderr,none"])
     assert ours.records[0]["n"] == 10 and ours.records[0]["n_shot"] == ref["n_shot"] == 0
-    assert ours.headline == {"eval_accuracy": ref["results"]["acc,none"]}
+    assert ours.headline["value"] == ref["results"]["acc,none"]
     _same_samples(ours.samples, ref["samples"])
 
 
@@ -100,13 +139,12 @@ def test_hellaswag_matches_lm_eval(tiny, tmp_path):
     rows[0]["ctx_b"] = "then [title] they  go"  # WikiHow markup and a double space: preprocess
     rows[1]["endings"][0] = "[step] a [substeps] b."
     parquet = [{**r, "label": str(r["label"])} for r in rows]  # HF mirror: labels as strings
-    ours = score_task(model, tok, "hellaswag", DataFiles(write_parquet(tmp_path / "val.parquet", parquet)),
-                      batch_size=4)
+    ours = ours_by_name(model, tok, "hellaswag", str(write_parquet(tmp_path / "val.parquet", parquet)))
     path = write_jsonl(tmp_path / "hellaswag_val.jsonl", rows)
     ref = upstream_run("hellaswag", "json", {"train": path, "validation": path}, model_dir, tmp_path / "cache")
     assert _by_variant(ours) == {"acc": pytest.approx(ref["results"]["acc,none"]),
                                  "acc_norm": pytest.approx(ref["results"]["acc_norm,none"])}
-    assert ours.headline == {"eval_accuracy": ref["results"]["acc_norm,none"]}
+    assert ours.headline_variant == "acc"  # lm-eval's first metric; task=hellaswag reports acc_norm
     _same_samples(ours.samples, ref["samples"])
 
 
@@ -114,13 +152,71 @@ def test_gsm8k_matches_lm_eval(tiny, tmp_path):
     model, tok, model_dir = tiny
     test = write_jsonl(tmp_path / "test.jsonl", gsm8k_rows(4, seed=6))
     train = write_jsonl(tmp_path / "train.jsonl", gsm8k_rows(8, seed=7))
-    ours = score_task(model, tok, "gsm8k", DataFiles(test, train), batch_size=4, max_gen_toks=GEN_TOKENS)
+    ours = ours_by_name(model, tok, "gsm8k", {"test": str(test), "train": str(train)}, max_gen_toks=GEN_TOKENS)
     ref = upstream_run("gsm8k", "json", {"train": train, "test": test}, model_dir, tmp_path / "cache")
     want = {"exact_match,strict-match": ref["results"]["exact_match,strict-match"],
             "exact_match,flexible-extract": ref["results"]["exact_match,flexible-extract"]}
     assert _by_variant(ours) == pytest.approx(want)
     assert {r["n_shot"] for r in ours.records} == {ref["n_shot"]} == {5}
     _same_samples(ours.samples, ref["samples"])
+
+
+def test_piqa_hf_shards_dir_matches_lm_eval(tiny, tmp_path):
+    model, tok, model_dir = tiny
+    release = tmp_path / "piqa"
+    release.mkdir()
+    val = write_parquet(release / "validation-00000-of-00001.parquet", piqa_rows(10, seed=11))
+    write_parquet(release / "train-00000-of-00001.parquet", piqa_rows(6, seed=12))
+    ours = ours_by_name(model, tok, "piqa", str(release))
+    ref = upstream_run("piqa", "parquet", {"validation": val}, model_dir, tmp_path / "cache")
+    assert _by_variant(ours) == pytest.approx(_upstream_variants(ref)) and set(_by_variant(ours)) == {"acc", "acc_norm"}
+    assert ours.records[0]["n"] == 10
+    _same_samples(ours.samples, ref["samples"])
+
+
+def test_arc_easy_datasets_disk_dir_matches_lm_eval(tiny, tmp_path):
+    model, tok, model_dir = tiny
+    test_rows, train_rows = arc_rows(10, seed=13), arc_rows(5, seed=14)
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(test_rows),
+                          "train": datasets.Dataset.from_list(train_rows)}).save_to_disk(str(tmp_path / "arc_disk"))
+    ours = ours_by_name(model, tok, "arc_easy", str(tmp_path / "arc_disk"))
+    test = write_jsonl(tmp_path / "ARC-Easy-Test.jsonl", test_rows)
+    ref = upstream_run("arc_easy", "json", {"test": test}, model_dir, tmp_path / "cache")
+    assert _by_variant(ours) == pytest.approx(_upstream_variants(ref))
+    assert ours.records[0]["n"] == 10
+    _same_samples(ours.samples, ref["samples"])
+
+
+def test_winogrande_release_files_match_lm_eval(tiny, tmp_path):
+    """The release's dev.jsonl is the validation split lm-eval scores; its unlabelled test.jsonl is
+    not read."""
+    model, tok, model_dir = tiny
+    release = tmp_path / "winogrande_1.1"
+    release.mkdir()
+    dev = write_jsonl(release / "dev.jsonl", winogrande_rows(10, seed=15))
+    write_jsonl(release / "test.jsonl", winogrande_rows(4, seed=16, labelled=False))
+    ours = ours_by_name(model, tok, "winogrande", str(release))
+    ref = upstream_run("winogrande", "json", {"validation": dev}, model_dir, tmp_path / "cache")
+    assert _by_variant(ours) == pytest.approx(_upstream_variants(ref)) and ours.headline_variant == "acc"
+    _same_samples(ours.samples, ref["samples"])
+
+
+def test_wikitext_perplexities_match_lm_eval(tiny, tmp_path):
+    """Rolling log-likelihood over windows of the model's 256 positions: word/byte perplexity and
+    bits per byte, per document and aggregated."""
+    model, tok, model_dir = tiny
+    rows = wikitext_rows(4, seed=17)
+    assert max(len(r["page"]) for r in rows) > 256  # longer than the window: several rolling windows
+    ours = ours_by_name(model, tok, "wikitext", str(write_parquet(tmp_path / "wikitext-2-test.parquet", rows)))
+    ref = upstream_run("wikitext", "json", {"test": write_jsonl(tmp_path / "t.jsonl", rows)}, model_dir,
+                       tmp_path / "cache")
+    got, want = _by_variant(ours), _upstream_variants(ref)
+    assert set(got) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    assert got == pytest.approx(want, rel=1e-4)
+    assert ours.headline_variant == "word_perplexity"
+    _same_samples(ours.samples, ref["samples"], metrics=())
+    for a, b in zip(sorted(ours.samples, key=lambda s: s["doc_id"]), sorted(ref["samples"], key=lambda s: s["doc_id"])):
+        assert a["word_perplexity"] == pytest.approx(b["word_perplexity"], rel=1e-4)
 
 
 def test_training_prompts_are_lm_evals_requests(tiny, tmp_path):
@@ -132,7 +228,10 @@ def test_training_prompts_are_lm_evals_requests(tiny, tmp_path):
         path = write_jsonl(tmp_path / f"{task}.jsonl", rows)
         train = write_jsonl(tmp_path / f"{task}_train.jsonl", gsm8k_rows(6, seed=9)) if task == "gsm8k" else None
         examples = REAL_TASKS[task](OmegaConf.create({"options": {}})).load_file(path)
-        got = score_task(model, tok, task, DataFiles(path, train), batch_size=4, max_gen_toks=1).samples
+        if task == "gsm8k":
+            got = ours_by_name(model, tok, "gsm8k", {"test": str(path), "train": str(train)}, max_gen_toks=1).samples
+        else:  # the run task's path: BoolQ's release rows (answer: bool) in the layout lm-eval reads
+            got = ours_run_task(model, tok, task, path, tmp_path / task).samples
         first = min(got, key=lambda s: s["doc_id"])
         ex = examples[first["doc_id"]]
         if task == "gsm8k":
@@ -152,7 +251,7 @@ def test_lm_eval_scores_the_continuation_ftlab_trains_on(tiny, tmp_path):
     examples = REAL_TASKS["hellaswag"](OmegaConf.create({"options": {}})).load_file(path)
     ours = choice_log_likelihoods(model, tok, examples, max_length=4096, batch_size=4)
     theirs = {s["doc_id"]: [r[0] for r in s["filtered_resps"]]
-              for s in score_task(model, tok, "hellaswag", DataFiles(path), batch_size=4).samples}
+              for s in ours_by_name(model, tok, "hellaswag", str(path)).samples}
     for i, lls in enumerate(ours):
         assert lls == pytest.approx(theirs[i], abs=1e-3)
 

@@ -7,11 +7,12 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from ftlab.data.benchmark_config import task_config
+from ftlab.data.benchmark_files import FEWSHOT, SCORED
 from ftlab.data.tasks import build_task
 from ftlab.errors import FtlabError
 from ftlab.harness.data import run_split_files, whole_file_files
-from ftlab.harness.records import headline, metric_records, variant_name
-from ftlab.harness.tasks import task_config
+from ftlab.harness.records import default_variant, metric_records, pick, variant_name
 from real_task_files import boolq_rows, gsm8k_rows, write_jsonl, write_parquet
 
 GSM8K_RESULTS = {"alias": "ftlab_gsm8k", "exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.125,
@@ -30,13 +31,13 @@ def test_metric_records_and_headline():
     assert recs == [
         {"variant": "exact_match,flexible-extract", "value": 0.5, "stderr": None, "n": 8, "n_shot": 5},
         {"variant": "exact_match,strict-match", "value": 0.25, "stderr": 0.125, "n": 8, "n_shot": 5}]
-    assert headline("gsm8k", recs) == ({"eval_exact_match": 0.25}, "exact_match,strict-match")
-    hs = metric_records({"acc,none": 0.5, "acc_stderr,none": 0.1, "acc_norm,none": 0.75,
-                         "acc_norm_stderr,none": 0.2}, n=4, n_shot=0)
-    assert headline("hellaswag", hs) == ({"eval_accuracy": 0.75}, "acc_norm")
-    assert headline("hellaswag", hs, "acc") == ({"eval_accuracy": 0.5}, "acc")
+    assert pick(recs, "exact_match,strict-match", "gsm8k")["value"] == 0.25
     with pytest.raises(KeyError):
-        headline("gsm8k", hs)  # no exact_match reported
+        pick(recs, "acc", "gsm8k")  # no acc reported
+    gsm8k = {"metric_list": [{"metric": "exact_match"}], "filter_list": [{"name": "strict-match"}, {"name": "x"}]}
+    assert default_variant(gsm8k) == "exact_match,strict-match"
+    assert default_variant({"metric_list": [{"metric": "word_perplexity"}, {"metric": "bits_per_byte"}]}) == \
+        "word_perplexity"
 
 
 def _task(path, **options):
@@ -49,23 +50,28 @@ def test_run_split_is_the_runs_test_split(tmp_path):
     path = write_parquet(tmp_path / "boolq_dev.parquet", boolq_rows(20, seed=3))
     cfg = _task(path)
     files = run_split_files(cfg, 7, tmp_path / "out")
-    scored = [json.loads(line) for line in files.scored.read_text().splitlines()]
+    (scored_file,) = files.files[SCORED]
+    scored = [json.loads(line) for line in open(scored_file).read().splitlines()]
     test = build_task(OmegaConf.merge(cfg, {"num_examples": 0})).splits(7).test
-    assert len(scored) == len(test) == 5 and files.fewshot is None and files.builder == "json"
+    assert len(scored) == len(test) == 5 and files.builder == "json"
     assert [f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:" for r in scored] == [e.prompt for e in test]
+    assert [r["label"] for r in scored] == [e.label for e in test]  # lm-eval's boolq reads SuperGLUE's label
 
 
 def test_gsm8k_files_and_shots(tmp_path):
     path = write_jsonl(tmp_path / "gsm8k_test.jsonl", gsm8k_rows(20))
     files = run_split_files(_task(path), 7, tmp_path / "run")
-    assert files.fewshot is not None and len(files.fewshot.read_text().splitlines()) == 20 - 4 - 5
+    (pool,) = files.files[FEWSHOT]
+    assert len(open(pool).read().splitlines()) == 20 - 4 - 5
     with pytest.raises(FtlabError, match="task.options.fewshot_path"):  # a whole file needs a shot pool
-        task_config("gsm8k", whole_file_files(_task(path), tmp_path / "w"), tmp_path / "c")
+        task_config("gsm8k", whole_file_files(_task(path), tmp_path / "w"), tmp_path / "c", key="task.path",
+                    fix="set task.options.fewshot_path=FILE")
     train = write_parquet(tmp_path / "gsm8k_train.parquet", gsm8k_rows(6, seed=1))
     mixed = whole_file_files(_task(path, fewshot_path=str(train)), tmp_path / "m")
-    assert mixed.builder == "json" and mixed.fewshot.suffix == ".jsonl"  # formats differ: both as JSONL
-    cfg = task_config("gsm8k", mixed, tmp_path / "c", max_gen_toks=7)
+    assert mixed.builder == "json"  # formats differ: both as JSONL
+    cfg = task_config("gsm8k", mixed, tmp_path / "c", key="task.path", max_gen_toks=7)
     assert cfg["generation_kwargs"]["max_gen_toks"] == 7 and cfg["num_fewshot"] == 5
     assert set(cfg["dataset_kwargs"]["data_files"]) == {"test", "train"}
+    assert cfg["dataset_path"] == "json" and cfg["dataset_name"] is None
     zero = whole_file_files(_task(path, num_fewshot=0), tmp_path / "z")
-    assert task_config("gsm8k", zero, tmp_path / "c", num_fewshot=0)["num_fewshot"] == 0
+    assert task_config("gsm8k", zero, tmp_path / "c", key="task.path", num_fewshot=0)["num_fewshot"] == 0

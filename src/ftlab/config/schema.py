@@ -213,6 +213,15 @@ class EvalConfig:
     # Also score the base model before adaptation (same splits): metrics.json gets control_<metric>,
     # so one run shows what fine-tuning bought. The separate control run is adapter=none.
     control: bool = False
+    # lm-eval's installed tasks by name, scored after training on local files (README "Benchmarks"):
+    # eval.data.<task>=PATH (file, release dir, datasets disk dir) or {split: PATH}
+    benchmarks: list[str] = field(default_factory=list)
+    suite: str | None = None  # a key of eval.suites; its tasks are scored and averaged (unweighted)
+    suites: dict[str, list[str]] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    num_fewshot: int | None = None  # null: each task's lm-eval default
+    max_gen_toks: int | None = None  # null: each task's lm-eval default
+    limit: int | None = None  # score only the first N examples of each task (lm-eval's --limit)
 
 
 @dataclass

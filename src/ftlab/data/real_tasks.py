@@ -94,10 +94,20 @@ class RealTask(Task):
     """A published benchmark read from a local file: ``required`` fields, ``parse(where, row)``."""
 
     required: tuple[str, ...] = ()
+    #: lm-eval's task that gives the final numbers, the metrics.json key of its headline and the
+    #: variant reported there (``task.options.length_normalize`` picks ``acc_norm`` where it applies)
+    benchmark: str = ""
+    headline_key: str = "eval_accuracy"
+    headline_variant: str = "acc"
 
     @staticmethod
     def parse(where: str, row: dict) -> Example:  # each task: one row -> one Example
         raise NotImplementedError
+
+    @staticmethod
+    def harness_row(row: dict) -> dict:
+        """A row in the layout lm-eval's config of :attr:`benchmark` reads (its HF mirror's)."""
+        return row
 
     def load_file(self, path: Path) -> list[Example]:
         return [self.parse(w, r) for w, r in read_rows(path, self.required)]
@@ -105,12 +115,13 @@ class RealTask(Task):
 
 def checked_rows(name: str, path: Path) -> list[dict]:
     """The rows of ``path`` as published, each validated by task ``name``'s parser (so a bad row
-    fails here with its file, line and field), with numpy values turned into plain JSON types."""
+    fails here with its file, line and field), with numpy values turned into plain JSON types, in
+    the layout lm-eval's config of the task reads."""
     task = REAL_TASKS[name]
     out = []
     for where, row in read_rows(path, task.required):
         task.parse(where, row)
-        out.append({k: _plain(v) for k, v in row.items()})
+        out.append(task.harness_row({k: _plain(v) for k, v in row.items()}))
     return out
 
 
@@ -149,8 +160,15 @@ def boolq_example(where: str, row: dict) -> Example:
     return Example(prompt, BOOLQ_CHOICES[label], choices=BOOLQ_CHOICES, label=label)
 
 
+def boolq_superglue_row(row: dict) -> dict:
+    """lm-eval's ``boolq`` (SuperGLUE's) reads ``label`` 0/1; the original release has ``answer``."""
+    return {**row, "label": boolq_label("row", row)}
+
+
 class BoolQ(RealTask):
     name = "boolq"
+    benchmark = "boolq"
+    harness_row = staticmethod(boolq_superglue_row)
     metric = "accuracy"
     option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
     required = ("question", "passage")
@@ -180,6 +198,7 @@ def hellaswag_example(where: str, row: dict) -> Example:
 
 class HellaSwag(RealTask):
     name = "hellaswag"
+    benchmark = "hellaswag"
     metric = "accuracy"
     option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
     required = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
@@ -227,6 +246,9 @@ def gsm8k_example(where: str, row: dict) -> Example:
 
 class GSM8K(RealTask):
     name = "gsm8k"
+    benchmark = "gsm8k"
+    headline_key = "eval_exact_match"
+    headline_variant = "exact_match,strict-match"
     metric = "final_number"
     option_keys = ("num_fewshot", "fewshot_path")  # the final lm-eval scoring's shots
     required = ("question", "answer")
@@ -242,8 +264,19 @@ for _cls in REAL_TASKS.values():
     register_task(_cls.name, _cls)
 
 
-#: tasks whose examples carry choices (the only ones ``accuracy`` can score)
-MULTIPLE_CHOICE = ("boolq", "hellaswag")
+def benchmark_task(cfg: Any) -> Task:
+    """``task=benchmark``: any lm-eval task's rows rendered by lm-eval (:mod:`ftlab.data.benchmark_task`)."""
+    from ftlab.data.benchmark_task import BenchmarkTask  # lm-eval's import takes seconds: only its runs pay
+
+    return BenchmarkTask(cfg)
+
+
+register_task("benchmark", benchmark_task)
+
+
+#: tasks whose examples carry choices (the only ones ``accuracy`` can score); ``benchmark``'s do when
+#: its lm-eval task is multiple-choice
+MULTIPLE_CHOICE = ("boolq", "hellaswag", "benchmark")
 
 
 def validate_real_task(cfg: Any) -> None:

@@ -11,14 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-#: task -> (headline key in metrics.json, the variant it reports). Keys keep the names of ftlab's
-#: own scorers; README "Real benchmark tasks" says which variant each one is.
-HEADLINE: dict[str, tuple[str, str]] = {
-    "boolq": ("eval_accuracy", "acc"),
-    "hellaswag": ("eval_accuracy", "acc_norm"),
-    "gsm8k": ("eval_exact_match", "exact_match,strict-match"),
-}
-
 
 def variant_name(result_key: str) -> tuple[str, str] | None:
     """``"acc,none"`` -> ``("acc", "acc")``; ``"exact_match,strict-match"`` -> (that, ``"exact_match"``);
@@ -50,15 +42,21 @@ def metric_records(results: dict[str, Any], n: int, n_shot: int) -> list[dict[st
     return sorted(out, key=lambda r: r["variant"])
 
 
-def headline(task: str, records: list[dict[str, Any]], variant: str | None = None) -> tuple[dict[str, float], str]:
-    """``({eval_accuracy|eval_exact_match: value}, variant)`` of the task's headline variant (or
-    of ``variant``)."""
-    key, default = HEADLINE[task]
-    want = variant or default
+def default_variant(cfg: dict[str, Any]) -> str:
+    """The variant a task's config lists first: its first metric under its first filter (lm-eval's
+    ``none`` when it has no ``filter_list``) - ``acc`` for PIQA, ``exact_match,strict-match`` for
+    GSM8K, ``word_perplexity`` for WikiText."""
+    metric = (cfg.get("metric_list") or [{"metric": "acc"}])[0]["metric"]
+    filters = cfg.get("filter_list") or []
+    return metric if not filters else f"{metric},{filters[0]['name']}"
+
+
+def pick(records: list[dict[str, Any]], variant: str, task: str) -> dict[str, Any]:
+    """The record of ``variant``."""
     for rec in records:
-        if rec["variant"] == want:
-            return {key: rec["value"]}, want
-    raise KeyError(f"lm-eval reported no {want!r} for {task} (got {[r['variant'] for r in records]})")
+        if rec["variant"] == variant:
+            return rec
+    raise KeyError(f"lm-eval reported no {variant!r} for {task} (got {[r['variant'] for r in records]})")
 
 
-__all__ = ["HEADLINE", "headline", "metric_records", "variant_name"]
+__all__ = ["default_variant", "metric_records", "pick", "variant_name"]

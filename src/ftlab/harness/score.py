@@ -1,9 +1,10 @@
-"""One evaluation of a model on BoolQ/HellaSwag/GSM8K by lm-eval's own evaluator.
+"""One evaluation of a model on any lm-eval tasks, by lm-eval's own evaluator.
 
 The model stays in memory: lm-eval's ``HFLM`` accepts an instantiated ``transformers`` model (a
 merged, masked, gated or quantized ftlab model, or a peft wrapper) plus its tokenizer, so nothing
-is written to disk first. lm-eval seeds the global generators; they are restored afterwards, so
-evaluating the control before training does not change the training run.
+is written to disk first. All benchmarks of one evaluation go through one ``simple_evaluate``
+call. lm-eval seeds the global generators; they are restored afterwards, so evaluating the
+control before training does not change the training run.
 """
 
 from __future__ import annotations
@@ -11,40 +12,52 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import lm_eval
 from lm_eval.models.huggingface import HFLM
-from lm_eval.tasks import TaskManager
 from torch import nn
 
-from ftlab.harness.records import headline, metric_records
-from ftlab.harness.tasks import TASKS_DIR, DataFiles, harness_name, task_config
+from ftlab.data.benchmark_config import task_config
+from ftlab.data.benchmark_files import LocalData
+from ftlab.data.lm_eval_catalog import lm_eval_version, task_manager
+from ftlab.harness.records import default_variant, metric_records, pick
 from ftlab.reuse.rng import preserved_rng
 
 log = logging.getLogger("ftlab")
 
 
 @dataclass
+class Benchmark:
+    """One lm-eval task on local files: ``key`` is the config key that names the files (messages)."""
+
+    name: str
+    data: LocalData
+    key: str
+    num_fewshot: int | None = None
+    max_gen_toks: int | None = None
+    headline_variant: str | None = None  # None: the config's first metric (records.default_variant)
+    fix: str | None = None  # how to supply a missing few-shot split (default: name the split's key)
+
+
+@dataclass
 class HarnessScore:
     task: str
     records: list[dict[str, Any]]  # one per variant: value, stderr, n, n_shot
-    headline: dict[str, float]  # {eval_accuracy|eval_exact_match: value}
     headline_variant: str
     samples: list[dict[str, Any]]  # lm-eval's logged samples (requests, responses, per-example metrics)
 
+    @property
+    def headline(self) -> dict[str, Any]:
+        return pick(self.records, self.headline_variant, self.task)
+
     def summary(self) -> dict[str, Any]:
-        """What metrics.json / eval.json keep: the headline and every variant's record."""
-        return {**self.headline, "eval_benchmark": {
-            "task": self.task, "harness": f"lm-eval {version('lm_eval')}", "headline": self.headline_variant,
-            "metrics": self.records}}
-
-
-def task_manager() -> TaskManager:
-    """Only ftlab's configs are indexed (lm-eval's ~10k built-in configs take seconds to scan)."""
-    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+        """What metrics.json / eval.json keep of one task: its headline and every variant's record."""
+        head = self.headline
+        return {"task": self.task, "harness": f"lm-eval {lm_eval_version()}", "headline": self.headline_variant,
+                "value": head["value"], "stderr": head["stderr"], "n": head["n"], "n_shot": head["n_shot"],
+                "metrics": self.records}
 
 
 def appends_special_tokens(tokenizer) -> bool:
@@ -70,45 +83,33 @@ def harness_lm(model: nn.Module, tokenizer, batch_size: int, max_length: int | N
                 **harness_options(tokenizer))
 
 
-def run_harness(lm: HFLM, configs: list[dict[str, Any]]) -> dict[str, Any]:
+def run_harness(lm: HFLM, configs: list[dict[str, Any]], limit: int | None = None) -> dict[str, Any]:
     """``lm_eval.simple_evaluate`` with lm-eval's default seeds, samples logged."""
     with preserved_rng():
-        return lm_eval.simple_evaluate(model=lm, tasks=configs, task_manager=task_manager(), log_samples=True)
+        return lm_eval.simple_evaluate(model=lm, tasks=configs, task_manager=task_manager(), log_samples=True,
+                                       limit=limit)
 
 
-def score_task(model: nn.Module, tokenizer, task: str, files: DataFiles, *, batch_size: int,
-               num_fewshot: int | None = None, max_gen_toks: int | None = None, max_length: int | None = None,
-               headline_variant: str | None = None) -> HarnessScore:
-    """Score ``task`` on ``files`` with lm-eval; the model's train/eval mode is restored."""
+def score_benchmarks(model: nn.Module, tokenizer, benchmarks: list[Benchmark], *, batch_size: int,
+                     limit: int | None = None, max_length: int | None = None) -> dict[str, HarnessScore]:
+    """Score every benchmark with lm-eval in one call; the model's train/eval mode is restored."""
     was_training = model.training
     try:
         with tempfile.TemporaryDirectory(prefix="ftlab-harness-") as cache:
-            cfg = task_config(task, files, Path(cache), num_fewshot=num_fewshot, max_gen_toks=max_gen_toks)
-            out = run_harness(harness_lm(model, tokenizer, batch_size, max_length), [cfg])
+            configs = [task_config(b.name, b.data, Path(cache), key=b.key, fix=b.fix,
+                                   num_fewshot=b.num_fewshot, max_gen_toks=b.max_gen_toks) for b in benchmarks]
+            out = run_harness(harness_lm(model, tokenizer, batch_size, max_length), configs, limit)
     finally:
         model.train(was_training)
-    name = harness_name(task)
-    records = metric_records(out["results"][name], n=out["n-samples"][name]["effective"],
-                             n_shot=out["n-shot"][name])
-    head, variant = headline(task, records, headline_variant)
-    return HarnessScore(task, records, head, variant, out["samples"][name])
+    scores = {}
+    for bench, cfg in zip(benchmarks, configs):
+        name = bench.name
+        records = metric_records(out["results"][name], n=out["n-samples"][name]["effective"],
+                                 n_shot=out["n-shot"][name])
+        scores[name] = HarnessScore(name, records, bench.headline_variant or default_variant(cfg),
+                                    out["samples"][name])
+    return scores
 
 
-def headline_variant(task_cfg: Any) -> str | None:
-    """HellaSwag's headline follows ``task.options.length_normalize`` like the fast scorer does
-    (``conf/task/hellaswag.yaml`` sets it: acc_norm)."""
-    if task_cfg.name != "hellaswag":
-        return None
-    return "acc_norm" if (task_cfg.options or {}).get("length_normalize", False) else "acc"
-
-
-def score_run_task(model: nn.Module, tokenizer, cfg: Any, files: DataFiles) -> HarnessScore:
-    """:func:`score_task` with the settings of a run config (task options, eval batch size)."""
-    t = cfg.task
-    return score_task(model, tokenizer, t.name, files, batch_size=cfg.train.eval_batch_size,
-                      num_fewshot=(t.options or {}).get("num_fewshot"), max_gen_toks=t.max_new_tokens,
-                      headline_variant=headline_variant(t))
-
-
-__all__ = ["HarnessScore", "appends_special_tokens", "harness_lm", "harness_options", "headline_variant", "run_harness", "score_run_task", "score_task",
-           "task_manager"]
+__all__ = ["Benchmark", "HarnessScore", "appends_special_tokens", "harness_lm", "harness_options", "run_harness",
+           "score_benchmarks"]

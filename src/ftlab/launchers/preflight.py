@@ -15,6 +15,7 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.registry import get_adapter
+from ftlab.config.benchmark_checks import check_evaluation
 from ftlab.config.compose import checked, compose_config, compose_run, expand_sweep, translate_hydra_error
 from ftlab.config.environment import check_hardware, check_logger, check_writable
 from ftlab.config.model_checks import check_model_dir
@@ -121,6 +122,7 @@ def check_jobs(cfgs: list[DictConfig], base: DictConfig, *, multirun: bool) -> N
         check_logger(cfg)
         check_data(cfg, trains=get_adapter(cfg.adapter.name).trains)
         check_fsdp_config(cfg)  # adapters/bases the sharded path does not train, wherever the job runs
+        check_evaluation(cfg)
         hw = OmegaConf.to_yaml(cfg.hardware) + OmegaConf.to_yaml(cfg.train)
         if local and hw not in seen_hw:
             check_hardware(cfg)

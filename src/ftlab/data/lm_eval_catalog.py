@@ -1,0 +1,79 @@
+"""lm-eval's own installed task configs, looked up by name.
+
+ftlab ships no copy of a task config: ``eval.benchmarks=[piqa, arc_easy]`` (and ``task=boolq``'s
+final numbers) use the YAML lm-eval installs (its prompts, metrics, filters and few-shot
+settings), loaded through lm-eval's index and YAML loader. Only the dataset source is replaced
+afterwards (:mod:`ftlab.data.benchmark_files`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from importlib.metadata import version
+from typing import Any
+
+from lm_eval.tasks import TaskManager
+from lm_eval.tasks._yaml_loader import load_yaml
+
+from ftlab.errors import FtlabError
+
+SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
+
+
+@lru_cache(maxsize=1)
+def task_manager() -> TaskManager:
+    """lm-eval's index of its installed configs; built once per process (it scans ~13k YAML files,
+    seconds on a small CPU)."""
+    return TaskManager()
+
+
+def closest_names(name: str, n: int = 5) -> list[str]:
+    return difflib.get_close_matches(name, task_manager().all_subtasks, n=n, cutoff=0.6)
+
+
+def task_entry(name: str, key: str = "eval.benchmarks") -> Any:
+    """lm-eval's index entry of YAML task ``name``.
+
+    An unknown name fails naming the closest names lm-eval knows; a group or tag (``mmlu``,
+    ``ai2_arc``) fails asking for its tasks, whose data files differ."""
+    tm = task_manager()
+    entry = tm.task_index.get(name)
+    if entry is None:
+        near = closest_names(name)
+        hint = f"closest: {', '.join(near)}" if near else "see `lm_eval --tasks list`"
+        raise FtlabError(f"{key}: {name!r} is not a task lm-eval {lm_eval_version()} knows ({hint})")
+    if name not in tm.all_subtasks or entry.yaml_path is None:
+        raise FtlabError(f"{key}: {name!r} is an lm-eval group/tag or a Python task, not a YAML task: "
+                         f"list its tasks one by one (each reads its own local files)")
+    return entry
+
+
+def task_yaml(name: str, key: str = "eval.benchmarks") -> dict[str, Any]:
+    """The installed config of lm-eval task ``name`` (``include:`` and ``!function`` resolved)."""
+    return load_yaml(task_entry(name, key).yaml_path, resolve_func=True)
+
+
+def scored_split(cfg: dict[str, Any]) -> str:
+    """The split lm-eval scores: ``test_split`` when the config has one, else ``validation_split``."""
+    split = cfg.get("test_split") or cfg.get("validation_split")
+    if not split:
+        raise FtlabError(f"lm-eval task {cfg.get('task')!r} names no test or validation split")
+    return split
+
+
+def fewshot_source(cfg: dict[str, Any]) -> str | None:
+    """The split lm-eval draws few-shot examples from (``fewshot_split``, else ``training_split``)."""
+    return cfg.get("fewshot_split") or cfg.get("training_split")
+
+
+def default_shots(cfg: dict[str, Any]) -> int:
+    return int(cfg.get("num_fewshot") or 0)
+
+
+def lm_eval_version() -> str:
+    return version("lm_eval")
+
+
+__all__ = ["SPLIT_KEYS", "closest_names", "default_shots", "fewshot_source", "lm_eval_version", "scored_split",
+           "task_entry", "task_manager", "task_yaml"]

@@ -1,0 +1,65 @@
+"""A run's lm-eval numbers: its own benchmark task (``task=boolq``...) and ``eval.suite`` /
+``eval.benchmarks``, scored in one lm-eval call, as the entries of ``metrics.json``.
+
+- own task: the headline under ``eval_accuracy`` / ``eval_exact_match`` and every variant under
+  ``eval_benchmark``;
+- configured benchmarks: ``benchmarks: {task: {headline, value, stderr, n, n_shot, metrics}}`` and,
+  with a suite, ``benchmark_suite`` and ``benchmark_average``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
+from ftlab.data.real_tasks import REAL_TASKS
+from ftlab.harness.checks import check_benchmarks, model_window
+from ftlab.harness.data import run_split_files, run_task_benchmark
+from ftlab.harness.score import score_benchmarks
+from ftlab.harness.selection import configured_benchmarks, suite_average
+
+
+def score_run(model: nn.Module, tokenizer, cfg: Any, own_task: bool) -> dict[str, Any]:
+    """lm-eval's scores of the run's benchmarks (``own_task``: also the run's task on its test split)."""
+    benchmarks = configured_benchmarks(cfg)
+    with tempfile.TemporaryDirectory(prefix="ftlab-eval-") as tmp:
+        own = run_task_benchmark(cfg, run_split_files(cfg.task, cfg.seed, Path(tmp))) if own_task else None
+        todo = [b for b in benchmarks if own is None or b.name != own.name]
+        scores = score_benchmarks(model, tokenizer, ([own] if own else []) + todo,
+                                  batch_size=cfg.train.eval_batch_size, limit=cfg.eval.get("limit"))
+    out: dict[str, Any] = {}
+    if own is not None:
+        score = scores[own.name]
+        out[REAL_TASKS[cfg.task.name].headline_key] = score.headline["value"]
+        out["eval_benchmark"] = score.summary()
+    if benchmarks:
+        out["benchmarks"] = {b.name: scores[b.name].summary() for b in benchmarks}
+        average = suite_average(cfg, scores)
+        if average is not None:
+            out["benchmark_suite"] = cfg.eval.suite
+            out["benchmark_average"] = average
+    return out
+
+
+def run_window(model_cfg: Any) -> int:
+    """The model's window as lm-eval will see it: a local model dir's config, else the preset's."""
+    if model_cfg.get("name_or_path") and (Path(model_cfg.name_or_path) / "config.json").is_file():
+        return model_window(Path(model_cfg.name_or_path))
+    return model_window(model_cfg.get("config") or {})
+
+
+def check_run(cfg: Any, own_task: bool) -> None:
+    """Before anything is loaded: the run's benchmarks resolve and fit the model's window."""
+    todo = [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg)]
+    if own_task:  # the rows are checked by the task's parser elsewhere; only splits and budget here
+        data = LocalData("json", {SCORED: (str(cfg.task.path),), FEWSHOT: (str(cfg.task.path),)}, str(cfg.task.path))
+        todo.insert(0, (run_task_benchmark(cfg, data), "task.max_new_tokens"))
+    if todo:
+        check_benchmarks(todo, run_window(cfg.model))
+
+
+__all__ = ["check_run", "run_window", "score_run"]
