@@ -41,6 +41,7 @@ from ftlab.data.packing import padding_fraction
 from ftlab.evaluation import final_evaluate
 from ftlab.io import write_json
 from ftlab.models import build_model, build_tokenizer
+from ftlab.models.attention import resolve_attention
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.foundation import foundation
@@ -52,6 +53,7 @@ from ftlab.sparsity.pipeline import SparseBase, sparse_base
 from ftlab.training.fsdp import ShardedStrategy
 from ftlab.training.fsdp_rules import check_fsdp
 from ftlab.training.module import FtlabModule
+from ftlab.training.packing_check import check_packing
 from ftlab.training.progress import header, peak_memory_mb
 from ftlab.training.resume import note_rebuilt_base, resume_checkpoint
 from ftlab.training.schedules import total_steps
@@ -72,6 +74,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     write_config_and_seed(cfg, run_dir)
 
     tokenizer, model = prepare_model(cfg, runner)  # model step (+ the cached base pre-training)
+    if cfg.train.packing:  # one line before training if this architecture cannot pack exactly
+        check_packing(model, cfg.task.max_length)
     # mask step, cached: W <- W * M (a dense run has none and never enters ftlab.sparsity)
     sparse = (sparse_base(cfg, model, tokenizer, cached_mask_fn(compute_pruned, runner=runner))
               if runner.steps.mask is not None else None)
@@ -126,7 +130,8 @@ def prepare_model(cfg: DictConfig, runner: StepRunner | None = None):
     if runner.steps.base is not None:
         model = cached_base_model(
             cfg, lambda: pretrain_base(cfg, build_model(cfg.model, tokenizer, seed=seed), tokenizer), runner=runner)
-        model.set_attn_implementation(cfg.model.attn_implementation)  # the cache loads with the default
+        # the cache loads with the default; the configured one where the class has it (ftlab.models.attention)
+        model.set_attn_implementation(resolve_attention(model.config, cfg.model.attn_implementation))
     else:
         model = build_model(cfg.model, tokenizer, seed=seed)
     return tokenizer, model

@@ -16,6 +16,17 @@ varlen arguments (``cu_seq_lens_q/k`` over the flattened rows and ``max_length_q
 ``DataCollatorWithFlattening(return_flash_attn_kwargs=True)`` produces them), computed here on the
 host: transformers would otherwise only detect packing for a single flattened row, and would read
 the position ids back from the device in every layer to find the boundaries.
+
+A model with layers that do not attend to every earlier token (sliding windows: Mistral,
+Starcoder2, Gemma-2/3's alternating local/global layers; chunked attention: Llama-4) needs each
+layer's own pattern intersected with the packing: one block-diagonal mask would drop the window.
+For those, ``sdpa``/``eager`` get no mask at all: transformers then finds the examples from the
+restarting position ids and builds every layer type's mask with positions counted inside each
+example (its packed-sequence path, ``masking_utils.find_packed_sequence_indices``), which costs
+one read of the position ids per forward. Whether a given architecture computes exactly its
+unpacked losses this way is checked on the model itself before training
+(``ftlab.training.packing_check``); the architectures transformers ships are tested in
+``tests/training/test_packing_architectures.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +43,27 @@ from ftlab.data.encoding import IGNORE_INDEX, Encoded
 DEFAULT_ROW_FACTOR = 4
 #: attention implementations that take ftlab's prebuilt 4D block-diagonal mask
 MASK_IMPLEMENTATIONS = ("sdpa", "eager")
+#: the layer type of transformers configs that attends to every earlier token
+FULL_ATTENTION = "full_attention"
+#: config keys that bound how far back a layer attends (sliding window, chunk, GPT-Neo's local window)
+WINDOW_KEYS = ("sliding_window", "attention_chunk_size", "window_size")
+
+
+def attention_windows(config) -> list[int]:
+    """The window sizes a transformers config sets (any of :data:`WINDOW_KEYS`), smallest first."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    found = (getattr(text, key, None) for key in WINDOW_KEYS)
+    return sorted(w for w in found if isinstance(w, int) and not isinstance(w, bool) and w > 0)
+
+
+def has_local_layers(config) -> bool:
+    """Whether some layer of the model attends to less than every earlier token: its
+    ``layer_types`` say so where the config has them, else any window size it sets."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    types = getattr(text, "layer_types", None)
+    if types:
+        return any(t != FULL_ATTENTION for t in types)
+    return bool(attention_windows(text))
 
 
 def pack_length(train_cfg, task_cfg) -> int:
@@ -112,13 +144,16 @@ def block_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
 
 
 def model_inputs(batch: dict[str, torch.Tensor], attn_implementation: str | None,
-                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Keyword arguments of the model's forward for a padded or a packed training batch."""
+                 dtype: torch.dtype = torch.float32, local_layers: bool = False) -> dict[str, torch.Tensor]:
+    """Keyword arguments of the model's forward for a padded or a packed training batch;
+    ``local_layers``: the model has windowed layers (:func:`has_local_layers`, see the module doc)."""
     if "position_ids" not in batch:
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"]}
     out = {"input_ids": batch["input_ids"], "labels": batch["labels"], "position_ids": batch["position_ids"]}
     impl = attn_implementation or "sdpa"
-    if impl in MASK_IMPLEMENTATIONS:
+    if impl in MASK_IMPLEMENTATIONS and local_layers:
+        out["use_cache"] = False  # transformers detects packed rows only without a cache
+    elif impl in MASK_IMPLEMENTATIONS:
         allowed = block_causal_mask(batch["position_ids"])
         if impl == "eager":  # eager adds the mask to the scores
             allowed = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(

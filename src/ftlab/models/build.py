@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer
 
 from ftlab.errors import ConfigError
+from ftlab.models.attention import resolve_attention
 from ftlab.models.dtypes import torch_dtype
 from ftlab.models.quantization import load_quantized, quantize_built
 from ftlab.models.structure import leaf_names, linear_names
@@ -59,31 +60,34 @@ def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | N
     ``device="meta"`` builds the architecture without allocating weights (presets of 7B+ models;
     a local directory's own ``config.json``). With ``name_or_path`` pointing at a local HF directory
     the weights are loaded from it; otherwise the model is built from ``model_cfg.config`` with
-    seeded random weights. ``model.quantization`` loads the weights as a k-bit base.
+    seeded random weights. ``model.quantization`` loads the weights as a k-bit base. The attention
+    implementation is ``model.attn_implementation`` where the class has it (``ftlab.models.attention``).
     """
     dtype = torch_dtype(model_cfg.dtype)
     path = model_cfg.name_or_path
-    attn = model_cfg.attn_implementation
     quantized = model_cfg.quantization is not None and device != "meta"
     if path and (device != "meta" or _is_local_dir(path)):
         if not _is_local_dir(path):
             raise ConfigError(
                 "model.name_or_path", path, "a local HF model directory (no downloads on this machine)"
             )
+        config = AutoConfig.from_pretrained(path)
+        attn = resolve_attention(config, model_cfg.attn_implementation, say=device != "meta")
         if device == "meta":
             with torch.device("meta"):
-                return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
+                return AutoModelForCausalLM.from_config(config, dtype=dtype)
         if quantized:
-            return load_quantized(path, model_cfg)
+            return load_quantized(path, model_cfg, attn)
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
     config = model_config(model_cfg, tokenizer)
+    attn = resolve_attention(config, model_cfg.attn_implementation, say=device != "meta")
     ctx = torch.device("meta") if device == "meta" else contextlib.nullcontext()
     fork = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with fork, ctx:
         if seed is not None:
             torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
-    return quantize_built(model, model_cfg) if quantized else model
+    return quantize_built(model, model_cfg, attn) if quantized else model
 
 
 @functools.lru_cache(maxsize=8)

@@ -119,7 +119,8 @@ def device_map() -> dict[str, Any]:
     return {"": "cpu"}
 
 
-def load_quantized(path: str, model_cfg: Any) -> nn.Module:
+def load_quantized(path: str, model_cfg: Any, attn: str | None = None) -> nn.Module:
+    """``attn``: the attention implementation to load with (default ``model.attn_implementation``)."""
 
     if model_cfg.quantization == "int8":
         # LLM.int8 multiplies in fp16 and says so on every call of every layer for other input dtypes
@@ -127,15 +128,15 @@ def load_quantized(path: str, model_cfg: Any) -> nn.Module:
 
     return AutoModelForCausalLM.from_pretrained(
         path, dtype=torch_dtype(model_cfg.dtype), quantization_config=bnb_config(model_cfg),
-        device_map=device_map(), attn_implementation=model_cfg.attn_implementation)
+        device_map=device_map(), attn_implementation=attn or model_cfg.attn_implementation)
 
 
-def quantize_built(model: nn.Module, model_cfg: Any) -> nn.Module:
+def quantize_built(model: nn.Module, model_cfg: Any, attn: str | None = None) -> nn.Module:
     """A model built from a config (random init) as a k-bit model: transformers quantises only
     while loading, so the weights go through a temporary HF directory (tiny models: milliseconds)."""
     with tempfile.TemporaryDirectory(prefix="ftlab-quantize-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        return load_quantized(tmp, model_cfg)
+        return load_quantized(tmp, model_cfg, attn)
 
 
 def is_quantized(model: nn.Module) -> bool:

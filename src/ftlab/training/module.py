@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
 from ftlab.adapters.base import AdaptedModel
-from ftlab.data.packing import examples_in, model_inputs
+from ftlab.data.packing import examples_in, has_local_layers, model_inputs
 from ftlab.training.device_values import DeviceScalars
 from ftlab.training.rng import every_rank, own_rank, rng_state, set_rng_state
 from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
@@ -54,7 +54,7 @@ class FtlabModule(L.LightningModule):
         self.token_slots = 0
         self._epoch_losses = DeviceScalars()  # task loss of every micro-batch of this epoch
         self._restored_rng: dict | None = None
-        self._attn: tuple[str | None, torch.dtype] | None = None
+        self._attn: tuple[str | None, torch.dtype, bool] | None = None
         # Checkpoints hold the trainable tensors only (ftlab.training.state): the frozen part is
         # rebuilt from its steps, whose keys (the foundation, set by the recipe) the state records.
         self.strict_loading = False
@@ -117,17 +117,19 @@ class FtlabModule(L.LightningModule):
             self.examples += examples_in(batch)
         return batch
 
-    def _attention(self) -> tuple[str | None, torch.dtype]:
-        """The model's attention implementation and weight dtype (how a packed batch's mask is built)."""
+    def _attention(self) -> tuple[str | None, torch.dtype, bool]:
+        """The model's attention implementation, weight dtype and whether it has windowed layers
+        (how a packed batch's mask is built)."""
         if self._attn is None:
             config = getattr(self.model, "config", None)
             self._attn = (getattr(config, "_attn_implementation", None),
-                          self.model.get_input_embeddings().weight.dtype)
+                          self.model.get_input_embeddings().weight.dtype,
+                          config is not None and has_local_layers(config))
         return self._attn
 
     def forward(self, batch: dict[str, torch.Tensor]):
-        impl, dtype = self._attention()
-        return self.model(**model_inputs(batch, impl, dtype))
+        impl, dtype, local = self._attention()
+        return self.model(**model_inputs(batch, impl, dtype, local))
 
     def training_step(self, batch, batch_idx):
         loss = self(batch).loss
