@@ -11,6 +11,7 @@ from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import param_globs
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import (
+    base_mask,
     cerebras_lr,
     check_supported,
     cszoo_params,
@@ -75,8 +76,13 @@ def test_masked_unstructured_07_yaml():
     p = params("adapter=masked", "sparsity=unstructured", "sparsity.level=0.7",
                "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj]")
     init = p["trainer"]["init"]
-    assert init["sparsity"] == {"algorithm": "static", "init_method": "topk", "sparsity": 0.7,
-                                "param_filter": TINY_LLAMA_GLOBS}
+    # The frozen base is masked before the run (ModelZoo masks only what its optimiser holds): the
+    # block goes to the masking step, with the seed, and not into the trainer YAML.
+    assert "sparsity" not in init
+    cfg = compose_run(["hardware=cerebras", "adapter=masked", "sparsity=unstructured", "sparsity.level=0.7"])
+    assert base_mask(cfg, DATA) == {"algorithm": "static", "init_method": "topk", "sparsity": 0.7,
+                                    "param_filter": TINY_LLAMA_GLOBS, "seed": int(cfg.seed)}
+    assert base_mask(compose_run(["hardware=cerebras", "adapter=full", "sparsity=unstructured"]), DATA) is None
     (lora,) = init["callbacks"][0]["Lora"]["lora_params"]
     assert lora["target_modules"] == ["MultiQueryAttention", "Linear"] and lora["r"] == 8
     assert init["checkpoint"]["disable_strict_checkpoint_loading"] is True

@@ -132,7 +132,7 @@ def test_a_failing_step_stops_the_script_before_fit(tmp_path: Path):
 def test_cli_sweep_preprocesses_converts_once_and_fits(tmp_path: Path):
     hf = hf_dir(tmp_path / "hf")
     sweep = tmp_path / "sweep"
-    proc = cli("ftlab", "--multirun", "hardware=cerebras", "adapter=masked", "sparsity=unstructured",
+    proc = cli("ftlab", "--multirun", "hardware=cerebras", "adapter=full", "sparsity=unstructured",
                "sparsity.level=0.7", "seed=1,2", *FAST, f"model.name_or_path={hf}",
                "hydra.launcher.module_names={q_proj: self_attn.proj_q_dense_layer}",  # a whole dict (row 8)
                f"hydra.sweep.dir={sweep}",

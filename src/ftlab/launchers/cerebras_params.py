@@ -16,11 +16,14 @@ field by field and runs identically in a dry run. What maps where:
   (reaching the level at the last mask update, :func:`gmp_levels`), ``init_method`` topk
   (magnitude) or random, and ``param_filter`` globs: ModelZoo's names of the weights ftlab would
   prune, from the table in :mod:`ftlab.launchers.cerebras_names` (layer indices replaced by ``*``).
+  A frozen base (LoRA, masked LoRA) gets no ``sparsity`` block: ModelZoo 2.10 cannot keep masks on
+  weights outside its optimiser, so the same block masks the base checkpoint once before the run
+  (:func:`base_mask`, :mod:`ftlab.launchers.cerebras_mask_base`) and the frozen zeros stay zeros.
 - ``adapter``  -> the ``Lora`` callback (lora, masked), one ``lora_params`` entry per group of
   target modules, named by ModelZoo class (:func:`~ftlab.launchers.cerebras_names.lora_target_groups`),
-  or nothing (full). With ``adapter=masked`` the base weights are masked on the CS-X but ModelZoo's
-  LoRA update is dense: the merged model keeps the base mask only when the mask is applied again at
-  merge (ftlab's masked merge does).
+  or nothing (full). With ``adapter=masked`` the base weights are masked but ModelZoo's LoRA update
+  is dense: the merged model keeps the base mask only when the mask is applied again at merge
+  (ftlab's masked merge does).
 - the base weights: ``cszoo fit --checkpoint_path`` (given, or converted from ``model.name_or_path``,
   :mod:`ftlab.launchers.cerebras_steps`); loading is non-strict where the checkpoint cannot hold
   what the run adds (LoRA weights, sparsity masks), as ModelZoo's ``SparsityCallback`` requires.
@@ -327,6 +330,21 @@ def gmp_levels(block: dict, max_steps: int) -> list[float]:
     return out
 
 
+def frozen_base(cfg: Any) -> bool:
+    """The base weights get no gradient (every adapter but full fine-tuning): ModelZoo's optimiser
+    does not hold them."""
+    return not get_adapter(cfg.adapter.name).full_weights
+
+
+def base_mask(cfg: Any, opts: Any) -> dict | None:
+    """What masks a frozen sparse base before ``cszoo fit`` (the ``sparsity`` block it would have had,
+    plus the seed for ``init_method: random``), or None where the trainer YAML's own block applies."""
+    block = sparsity_block(cfg, opts, _step_count(cfg.schedule, cfg.train.max_steps))
+    if block is None or not frozen_base(cfg):
+        return None
+    return {**block, "seed": int(cfg.seed)}
+
+
 def sparsity_block(cfg: Any, opts: Any, max_steps: int) -> dict | None:
     s = cfg.sparsity
     if s.method == "none" or not s.level:
@@ -387,7 +405,8 @@ def cszoo_params(cfg: Any, opts: Any, num_csx: int | None = None, plan: JobPlan 
     }
     if plan.val_data_dir:
         init["loop"]["eval_frequency"] = steps
-    sparsity = sparsity_block(cfg, opts, steps)
+    # A frozen base is masked before the run (base_mask); ModelZoo masks only weights it trains.
+    sparsity = None if frozen_base(cfg) else sparsity_block(cfg, opts, steps)
     if plan.checkpoint and (_lora_on_cerebras(cfg.adapter.name) or sparsity is not None):
         # The base checkpoint has no LoRA weights and no sparsity masks: ModelZoo's strict loading
         # (and its SparsityCallback's mask check) would refuse it.

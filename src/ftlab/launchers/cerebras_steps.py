@@ -17,6 +17,11 @@ order by the job's command script:
 2. ``cszoo checkpoint convert --model <arch> --src-fmt hf --tgt-fmt cs-2.9 ...`` from the HF base in
    ``model.name_or_path`` into one directory shared by the sweep, unless
    ``hydra.launcher.checkpoint_path`` names a Cerebras checkpoint already.
+3. Only for a sparse base that stays frozen (LoRA, masked LoRA): the base checkpoint masked once by
+   cerebras.pytorch's own mask functions (:mod:`ftlab.launchers.cerebras_mask_base`, run by the
+   python of the ModelZoo environment) into ``<job dir>/cszoo_masked_base``; ``cszoo fit`` starts
+   from it and has no ``sparsity`` block (ModelZoo 2.10 cannot keep masks on frozen weights, see
+   that module).
 
 A step is done when its marker file exists, written by the script after the command succeeded and
 its output is there (ModelZoo 2.10's preprocessing exits 0 even when its workers wrote nothing); a
@@ -48,6 +53,10 @@ DONE = ".ftlab_done"
 DATA_DIR = "cszoo_data"
 READ_HOOK = "cerebras.modelzoo.data_preparation.data_preprocessing.hooks:prompt_completion_text_read_hook"
 SPLITS = ("train", "val")
+#: The base-masking script (run in the ModelZoo environment; copied into the job dir) and its output.
+MASK_SCRIPT = Path(__file__).with_name("cerebras_mask_base.py")
+MASK_DIR = "cszoo_masked_base"
+MASKED_FILE = "masked_base.mdl"
 #: ByT5's ids (ftlab's byte tokenizer): three specials, then byte b is b + 3.
 BYTE_SPECIALS = ("<pad>", "</s>", "<unk>")
 
@@ -60,6 +69,8 @@ class Step:
     args: list[str]  # after the executable
     output: Path
     expect: str  # glob under output that must match after the command (else the step failed)
+    #: run ``args`` with the python beside the executable (the ModelZoo environment's), not the executable
+    python: bool = False
 
     @property
     def done(self) -> Path:
@@ -187,8 +198,18 @@ def data_plan(cfg: Any, job_dir: Path) -> tuple[dict[str, str], list[Step], dict
     return dirs, steps, files
 
 
-def job_plan(cfg: Any, opts: Any, job_dir: Path, sweep_dir: Path) -> JobPlan:
-    """Data first (cheap), then the base checkpoint, as the command script runs them."""
+def mask_step(mask: dict, checkpoint: str, job_dir: Path) -> tuple[str, Step, dict[Path, str]]:
+    """``(masked checkpoint, the masking step, its files)``: ``mask`` is the ``sparsity`` block the
+    trainer YAML would have had (level, ``init_method``, ``param_filter``) plus the seed."""
+    spec, script, out = job_dir / "cszoo_mask.yaml", job_dir / MASK_SCRIPT.name, job_dir / MASK_DIR
+    files = {spec: yaml.safe_dump(mask, sort_keys=False), script: MASK_SCRIPT.read_text()}
+    step = Step("mask_base", [str(script), str(spec), checkpoint, str(out)], out, MASKED_FILE, python=True)
+    return str(out / MASKED_FILE), step, files
+
+
+def job_plan(cfg: Any, opts: Any, job_dir: Path, sweep_dir: Path, mask: dict | None = None) -> JobPlan:
+    """Data first (cheap), then the base checkpoint (masked when ``mask`` is given, see
+    :func:`mask_step`), as the command script runs them."""
     steps: list[Step] = []
     files: dict[Path, str] = {}
     train, val = opts.train_data_dir, opts.val_data_dir
@@ -202,6 +223,11 @@ def job_plan(cfg: Any, opts: Any, job_dir: Path, sweep_dir: Path) -> JobPlan:
     else:
         checkpoint, step = conversion(cfg, opts, sweep_dir)
         steps.append(step)
+    if mask is not None:
+        checkpoint, step, mask_files = mask_step(mask, checkpoint, job_dir)
+        steps.append(step)
+        files.update(mask_files)
+        mounts.append(str(step.output))
     return JobPlan(checkpoint, train, val, steps, files, mounts)
 
 
@@ -209,7 +235,10 @@ def step_lines(executable: str, step: Step) -> list[str]:
     """Bash for one step: skip it when done, else start clean, run, check its output, mark done."""
     out, done = shlex.quote(str(step.output)), shlex.quote(str(step.done))
     expect = str(step.output / step.expect)  # compgen -G expands the (quoted) glob itself
-    cmd = shlex.join([executable, *step.args])
+    program = shlex.quote(executable)
+    if step.python:  # the interpreter of the environment the executable belongs to
+        program = f'"$(dirname "$(command -v {program})")/python"'
+    cmd = " ".join([program, *map(shlex.quote, step.args)])
     # One command a line: under ``set -e`` a failure inside an ``a && b`` list would not stop the script.
     return [f"# {step.name}",
             f"if [ -e {done} ]; then",
