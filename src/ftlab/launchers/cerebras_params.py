@@ -56,13 +56,18 @@ from ftlab.launchers.cerebras_steps import JobPlan, check_base
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.build import model_config
 from ftlab.models.structure import decoder_linears, leaf_names
+from ftlab.plan.params import model_facts, trainable_params
 from ftlab.sparsity.selection import select_modules
 from ftlab.training.schedules import total_steps
 
 #: ftlab ``model.arch`` -> ModelZoo model name.
 ARCHS = MODELZOO_MODELS
-#: ``hardware.precision`` values that mean something on a CS-X (float32 = mixed precision off).
-PRECISIONS = ("cbfloat16", "bfloat16", "float16", "float32")
+#: ``hardware.precision`` each ModelZoo backend (``hydra.launcher.target_device``) runs as written,
+#: from ModelZoo 2.10's ``MixedPrecision.pre_setup``: a CS-X always runs mixed precision (float32 =
+#: "enabled: false" becomes bfloat16), cbfloat16 exists on a CS-X only and the CPU backend's half
+#: type is bfloat16 only (anything else becomes bfloat16 there, with a warning in cszoo's log).
+PRECISIONS = {"CSX": ("cbfloat16", "bfloat16", "float16"), "CPU": ("bfloat16", "float32"),
+              "GPU": ("bfloat16", "float16", "float32")}
 #: ftlab importance -> ModelZoo sparsity ``init_method``.
 INIT_METHODS = {"magnitude": "topk", "random": "random"}
 
@@ -83,8 +88,13 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
     h = cfg.hardware
     if h.accelerator != "cerebras":
         raise ConfigError("hardware", h.name, "hardware=cerebras with hydra/launcher=cerebras")
-    if str(h.precision) not in PRECISIONS:
-        raise ConfigError("hardware.precision", h.precision, f"one of {list(PRECISIONS)} on Cerebras")
+    device = str(opts.target_device)
+    if device not in PRECISIONS:
+        raise ConfigError("hydra.launcher.target_device", device, f"one of {list(PRECISIONS)} (cszoo's backends)")
+    if str(h.precision) not in PRECISIONS[device]:
+        raise ConfigError("hardware.precision", h.precision,
+                          f"one of {list(PRECISIONS[device])} with hydra.launcher.target_device={device} (ModelZoo's "
+                          "MixedPrecision would silently run bfloat16 mixed precision instead)")
     num_csx = opts.num_csx if opts.num_csx is not None else h.num_csx
     if num_csx < 1:
         raise ConfigError("hydra.launcher.num_csx" if opts.num_csx is not None else "hardware.num_csx",
@@ -254,12 +264,18 @@ def model_block(cfg: Any) -> dict:
     window = getattr(m, "sliding_window", None)
     if cfg.model.arch in ("mistral", "mixtral") and window:
         block["attention_sliding_window_length"] = int(window)
+    if cfg.model.arch == "mixtral" and getattr(m, "output_router_logits", False):
+        raise ConfigError("model.config.output_router_logits", True,
+                          "false on Cerebras (transformers' router aux loss and ModelZoo's load_balancing_loss "
+                          "normalise differently; ftlab does not translate one into the other)")
     if cfg.model.arch == "mixtral":
         # "optimized": the fused-expert layout cszoo checkpoint convert writes (mixtral.py
         # moe_optimized_impl_rules); ModelZoo 2.10's default ("experimental") names the experts
         # differently, so a converted base would not load into it.
+        # load_balancing_loss_coef: 0, as ftlab's own training (transformers adds its router aux loss
+        # only with output_router_logits, refused above); ModelZoo's converter copies router_aux_loss_coef.
         block["moe"] = {"num_experts": int(m.num_local_experts), "top_k": int(m.num_experts_per_tok),
-                        "moe_implementation": "optimized"}
+                        "load_balancing_loss_coef": 0.0, "moe_implementation": "optimized"}
     return block
 
 
@@ -272,6 +288,7 @@ def lora_callback(cfg: Any, model: dict) -> dict | None:
     targets = lora_target_names(cfg)
     key = "adapter.target_modules" if a.target_modules is not None else "model.target_modules"
     groups = lora_target_groups(cfg.model.arch, model["attention_module"], targets, key)
+    _check_lora_coverage(cfg, targets, key)
     return {"Lora": {"lora_params": [{
         "r": int(a.r),
         "alpha": float(a.alpha),
@@ -279,6 +296,23 @@ def lora_callback(cfg: Any, model: dict) -> dict | None:
         "target_modules": group,
         "merge_weights": False,
     } for group in groups]}}
+
+
+def _check_lora_coverage(cfg: Any, targets: list[str], key: str) -> None:
+    """ModelZoo's ``Lora`` callback converts ``nn.Linear`` modules of the decoder only: the LoRA
+    parameters it adds (r x (in + out) per targeted linear) must be what ftlab's own run trains (the
+    planner's count), else a target ftlab adapts (e.g. fused MoE experts) would silently stay frozen."""
+    facts = model_facts(cfg.model)
+    leaves = {str(t).rsplit(".", 1)[-1] for t in targets}
+    blocks = set(facts.default_targets)
+    r = int(cfg.adapter.r)
+    modelzoo = sum(r * (i + o) for name, i, o in facts.linears if name in blocks and name.rsplit(".", 1)[-1] in leaves)
+    ftlab = trainable_params(facts, cfg)
+    if modelzoo != ftlab:
+        value = OmegaConf.to_container(cfg.adapter.target_modules) if cfg.adapter.target_modules is not None else None
+        raise ConfigError(key, value, f"targets ModelZoo's LoRA can reach on Cerebras: ftlab would train {ftlab:,} "
+                          f"LoRA parameters, ModelZoo's Lora callback {modelzoo:,} (it converts nn.Linear "
+                          "modules only, not fused MoE experts)")
 
 
 def lora_target_names(cfg: Any) -> list[str]:
