@@ -42,9 +42,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.adapters.registry import all_adapters, get_adapter
+from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.targets import requested_targets
 from ftlab.errors import ConfigError
+from ftlab.launchers.cerebras_adapters import cerebras_adapters, cerebras_refusal, lora_on_cerebras
 from ftlab.launchers.cerebras_names import (
     MODELZOO_MODELS,
     UNSUPPORTED_ARCHS,
@@ -73,9 +74,7 @@ INIT_METHODS = {"magnitude": "topk", "random": "random"}
 
 
 def _lora_on_cerebras(adapter: str) -> bool:
-    """A low-rank adapter ModelZoo trains with its ``Lora`` callback (LoRA, masked LoRA)."""
-    spec = get_adapter(adapter)
-    return spec.low_rank and spec.supports_cerebras
+    return lora_on_cerebras(get_adapter(adapter))
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -101,10 +100,9 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
                           num_csx, "an integer >= 1")
     name = cfg.adapter.name
     spec = get_adapter(name)
-    if not spec.supports_cerebras:
-        supported = [a.name for a in all_adapters() if a.supports_cerebras]
-        why = f": {spec.cerebras_note}" if spec.cerebras_note else ""
-        raise ConfigError("adapter", name, f"one of {supported} on Cerebras{why}")
+    why = cerebras_refusal(spec)
+    if why is not None:
+        raise ConfigError("adapter", name, f"one of {cerebras_adapters()} on Cerebras: {why}")
     if cfg.model.arch not in ARCHS:
         why = UNSUPPORTED_ARCHS.get(cfg.model.arch, "ModelZoo models ftlab translates")
         raise ConfigError("model.arch", cfg.model.arch, f"one of {sorted(ARCHS)} on Cerebras ({why})")
