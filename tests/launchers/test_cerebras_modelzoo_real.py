@@ -101,7 +101,7 @@ def test_real_preprocessing_gives_ftlabs_tokens_and_answer_only_loss(tmp_path: P
     from ftlab.launchers.cerebras_steps import job_plan
     from ftlab.models import build_tokenizer
 
-    cfg = compose_run(["hardware=cerebras", "task.num_examples=200"])
+    cfg = compose_run(["hardware=cerebras", "task.num_examples=200", "train.eval_batch_size=20"])
     job = tmp_path / "0"
     plan = job_plan(cfg, CerebrasOptions(checkpoint_path="/c.mdl"), job, tmp_path)
     for path, text in plan.files.items():

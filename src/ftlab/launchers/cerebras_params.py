@@ -53,7 +53,7 @@ from ftlab.launchers.cerebras_names import (
     param_globs,
 )
 from ftlab.launchers.cerebras_options import SPARSITY_ALGORITHMS
-from ftlab.launchers.cerebras_steps import JobPlan, check_base
+from ftlab.launchers.cerebras_steps import JobPlan, check_base, global_batch
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.build import model_config
 from ftlab.models.structure import decoder_linears, leaf_names
@@ -392,12 +392,6 @@ def sparsity_block(cfg: Any, opts: Any, max_steps: int) -> dict | None:
 
 
 # ---------------------------------------------------------------------------- the whole YAML
-def global_batch(cfg: Any) -> int:
-    """Samples per optimiser step over all devices: ModelZoo's ``batch_size`` (split over systems)."""
-    h, t = cfg.hardware, cfg.train
-    return int(t.batch_size * t.accumulate_grad_batches * h.devices * h.num_nodes)
-
-
 def precision_block(cfg: Any) -> dict:
     precision = str(cfg.hardware.precision)
     block: dict[str, Any] = {"enabled": precision != "float32"}

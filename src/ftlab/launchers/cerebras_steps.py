@@ -180,9 +180,29 @@ def examples_jsonl(examples: list) -> str:
     return "".join(json.dumps({"prompt": e.prompt, "completion": e.answer}) + "\n" for e in examples)
 
 
+def global_batch(cfg: Any) -> int:
+    """Samples per optimiser step over all devices: ModelZoo's ``batch_size`` (split over systems)."""
+    h, t = cfg.hardware, cfg.train
+    return int(t.batch_size * t.accumulate_grad_batches * h.devices * h.num_nodes)
+
+
+def _check_batches(cfg: Any, splits: Any) -> None:
+    """ModelZoo's HDF5 loader drops an incomplete last batch (``drop_last``): a split smaller than its
+    batch gives no batch at all, and ``cszoo fit`` fails ("Dataloader does not generate any
+    batches"), for validation only after the whole training. Refused before launch instead."""
+    for split, key, batch in (("train", "train.batch_size", global_batch(cfg)),
+                              ("val", "train.eval_batch_size", int(cfg.train.eval_batch_size))):
+        n = len(getattr(splits, split))
+        if n < batch:
+            value = cfg.train.batch_size if split == "train" else batch
+            raise ConfigError(key, value, f"a batch of at most {n} samples on Cerebras (the task's {split} split; "
+                              "ModelZoo drops an incomplete batch, so a larger one gives none)")
+
+
 def data_plan(cfg: Any, job_dir: Path) -> tuple[dict[str, str], list[Step], dict[Path, str]]:
     """``({split: HDF5 dir}, preprocessing steps, files to write)`` from the run's task."""
     splits = build_task(cfg.task).splits(int(cfg.seed))
+    _check_batches(cfg, splits)
     dirs, steps, files = {}, [], {}
     byte_dir = job_dir / DATA_DIR / "byte_tokenizer" if cfg.model.tokenizer == "byte" else None
     if byte_dir is not None:
