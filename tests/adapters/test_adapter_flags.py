@@ -1,5 +1,6 @@
 """Capability flags of the adapter specs: each flag says what the built adapter really does, and
-the rules that span adapters (planner arithmetic, Cerebras, k-bit bases, per-stage thresholds)
+the rules that span adapters (planner arithmetic, k-bit bases, per-stage thresholds; Cerebras:
+tests/launchers/test_cerebras_adapters.py)
 follow the flags rather than adapter names."""
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from ftlab.adapters import all_adapters, get_adapter
 from ftlab.adapters.registry import AdapterSpec
 from ftlab.config.validate import validate_model_memory, validate_stage_thresholds
 from ftlab.errors import ConfigError
-from ftlab.launchers.cerebras_options import CerebrasOptions
-from ftlab.launchers.cerebras_params import check_supported
 from ftlab.models import build_model, build_tokenizer
 from ftlab.plan.params import model_facts, param_bytes, trainable_params
 
@@ -70,23 +69,6 @@ def test_flags_describe_the_built_adapter(name: str) -> None:
 def test_param_bytes_read_full_weights() -> None:
     assert param_bytes("full", "bfloat16") == 2 and param_bytes("lora", "bfloat16") == 4
     assert param_bytes("sdora", "float16") == 4
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_cerebras_refuses_exactly_the_unsupported_adapters(name: str) -> None:
-    spec = get_adapter(name)
-    cfg = cfg_of(name, "hardware=cerebras")
-    opts = CerebrasOptions()
-    if spec.supports_cerebras:
-        try:
-            check_supported(cfg, opts, launching=False)
-        except ConfigError as err:  # a later check (model, sparsity) may refuse; never the adapter
-            assert err.key != "adapter"
-        return
-    with pytest.raises(ConfigError) as err:
-        check_supported(cfg, opts, launching=False)
-    assert err.value.key == "adapter" and str(err.value.allowed).startswith("one of ['full', 'lora', 'masked']")
-    assert spec.cerebras_note and spec.cerebras_note in str(err.value)
 
 
 def test_kbit_base_allows_the_flagged_adapters_only() -> None:

@@ -57,7 +57,7 @@ def test_launch_runs_cszoo_with_options_and_collects_outputs(tmp_path: Path):
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "activate").write_text("export FAKE_CSZOO_ENV=activated\n")
     sweep = tmp_path / "sweep"
-    proc = cli("ftlab", "--multirun", "hardware=cerebras", "adapter=masked", "sparsity=unstructured",
+    proc = cli("ftlab", "--multirun", "hardware=cerebras", "adapter=full", "sparsity=unstructured",
                "sparsity.level=0.7", "seed=1,2", *FAST,
                f"hydra.launcher.python_env={venv}", "hydra.launcher.num_csx=2",
                "hydra.launcher.train_data_dir=/cb/data/train", "hydra.launcher.val_data_dir=/cb/data/val",
@@ -85,6 +85,31 @@ def test_launch_runs_cszoo_with_options_and_collects_outputs(tmp_path: Path):
         assert metrics["train_steps"] == 20 and metrics["cszoo_returncode"] == 0
         assert metrics["checkpoints"] == ["checkpoint_10.mdl", "checkpoint_20.mdl"]
         assert "Step=20" in (job / "cszoo.log").read_text()
+
+
+@pytest.mark.slow
+def test_frozen_sparse_base_is_masked_before_fit(tmp_path: Path):
+    """Masked LoRA: ModelZoo cannot mask weights outside its optimiser, so the job masks the base
+    checkpoint first (with the python of cszoo's environment) and fits from it with no sparsity block."""
+    sweep = tmp_path / "sweep"
+    proc = cli("ftlab", "--multirun", "hardware=cerebras", "hydra.launcher.dry_run=true", "adapter=masked",
+               "sparsity=unstructured", "sparsity.level=0.7", "seed=3", "hydra.launcher.checkpoint_path=/cb/base.mdl",
+               *FAST, f"hydra.sweep.dir={sweep}", env=fake_env())
+    assert proc.returncode == 0, proc.stderr
+    job = sweep / "0"
+    init = yaml.safe_load((job / "cszoo_params.yaml").read_text())["trainer"]["init"]
+    assert "sparsity" not in init and "Lora" in init["callbacks"][0]
+    assert init["checkpoint"]["disable_strict_checkpoint_loading"] is True
+    spec = yaml.safe_load((job / "cszoo_mask.yaml").read_text())
+    assert spec["sparsity"] == 0.7 and spec["init_method"] == "topk" and spec["seed"] == 3
+    assert spec["param_filter"] and all(g.startswith("*transformer_decoder.layers.*.") for g in spec["param_filter"])
+    script = (job / "cszoo_command.sh").read_text()
+    masked = job / "cszoo_masked_base" / "masked_base.mdl"
+    mask_line = (f'"$(dirname "$(command -v cszoo)")/python" {job / "cerebras_mask_base.py"} {job / "cszoo_mask.yaml"} '
+                 f'/cb/base.mdl {job / "cszoo_masked_base"}')
+    assert mask_line in script and script.index(mask_line) < script.index("exec cszoo fit")
+    assert f"--checkpoint_path {masked}" in script and str(job / "cszoo_masked_base") in script.split("--mount_dirs")[1]
+    assert (job / "cerebras_mask_base.py").read_text() == (ROOT / "src/ftlab/launchers/cerebras_mask_base.py").read_text()
 
 
 @pytest.mark.slow

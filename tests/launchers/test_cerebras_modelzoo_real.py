@@ -15,6 +15,7 @@ included as a control that the validation does reject what issue 12 found.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -58,11 +59,12 @@ def test_yamls_pass_the_real_modelzoo(tmp_path: Path):
         for variant, overrides in VARIANTS.items():
             gmp = variant == "full_gmp"
             opts = CerebrasOptions(train_data_dir=str(data), val_data_dir=str(data), checkpoint_path="/cb/base.mdl",
-                                   sparsity_algorithm="gmp" if gmp else "static", sparsity_update_freq=10)
+                                   sparsity_algorithm="gmp" if gmp else "static", sparsity_update_freq=10,
+                                   target_device="CPU" if variant == "fp32" else "CSX")  # CSX: refused
             cfg = compose_run(["hardware=cerebras", *model, "train.max_steps=100", *overrides])
             name = f"{preset}-{variant}.yaml"
             (out / name).write_text(yaml.safe_dump(cszoo_params(cfg, opts), sort_keys=False))
-            if variant in ("masked_static", "full_gmp"):
+            if variant == "full_gmp":  # masked_static: the base is masked before the run (no block)
                 expected[name] = sorted(mz for n in pruned_weight_names(cfg) for mz in modelzoo_param_names(cfg.model.arch, n))
     control = yaml.safe_load((out / "tiny_llama-lora.yaml").read_text())
     control["trainer"]["init"]["model"].update({"mixed_precision": True, "fp16_type": "cbfloat16"})
@@ -99,7 +101,7 @@ def test_real_preprocessing_gives_ftlabs_tokens_and_answer_only_loss(tmp_path: P
     from ftlab.launchers.cerebras_steps import job_plan
     from ftlab.models import build_tokenizer
 
-    cfg = compose_run(["hardware=cerebras", "task.num_examples=200"])
+    cfg = compose_run(["hardware=cerebras", "task.num_examples=200", "train.eval_batch_size=20"])
     job = tmp_path / "0"
     plan = job_plan(cfg, CerebrasOptions(checkpoint_path="/c.mdl"), job, tmp_path)
     for path, text in plan.files.items():
@@ -124,7 +126,9 @@ def test_real_preprocessing_gives_ftlabs_tokens_and_answer_only_loss(tmp_path: P
 
 
 # What ftlab writes that the converter's config leaves to ModelZoo's defaults.
-NOT_IN_CONVERTED = {"model.moe.moe_implementation"}
+# load_balancing_loss_coef: ftlab writes what its own training uses (0: transformers adds its router
+# aux loss only with output_router_logits); the converter copies router_aux_loss_coef regardless.
+NOT_IN_CONVERTED = {"model.moe.moe_implementation", "model.moe.load_balancing_loss_coef"}
 
 
 def _subset(ours, theirs, where=""):
@@ -179,3 +183,100 @@ def test_real_conversion_matches_the_model_block_and_loads_strictly(tmp_path: Pa
                          capture_output=True, text=True, timeout=900)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["missing"] == [] and result["unexpected"] == [] and result["n_loaded"] > 0, result
+
+
+# ---------------------------------------------------------------------------- cszoo fit on the CPU backend
+#: What ftlab allows on Cerebras, each trained for a few steps by the real ``cszoo fit`` (CPU backend).
+FIT_STEPS = 4
+FIT_VARIANTS = {
+    "lora": ("tiny_llama", ["adapter=lora"]),
+    "full": ("tiny_llama", ["adapter=full"]),
+    "masked": ("tiny_llama", ["adapter=masked", "sparsity=unstructured", "sparsity.level=0.7"]),
+    "full_gmp": ("tiny_llama", ["adapter=full", "sparsity=unstructured", "sparsity.level=0.7",
+                                "hydra.launcher.sparsity_algorithm=gmp", "hydra.launcher.sparsity_update_freq=2"]),
+    "stages": ("tiny_llama", ["adapter=lora", "schedule=stages", "schedule.stages=[{iters:2,lr:1e-3},{iters:2,lr:1e-4}]"]),
+    "mixtral_lora": ("tiny_mixtral", ["adapter=lora"]),
+}
+
+
+def _modelzoo_env(root: Path) -> Path:
+    """A ``hydra.launcher.python_env`` whose activation puts the real ModelZoo CLI (``cszoo``) and its
+    python first on PATH, as a ModelZoo virtual environment does."""
+    bin_dir = root / "bin"
+    bin_dir.mkdir(parents=True)
+    path = os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")
+    check = ROOT / "tests" / "fixtures" / "modelzoo_check.py"
+    (bin_dir / "cszoo").write_text(f'#!/bin/bash\nPYTHONPATH={path} exec {PYTHON} {check} cli "$@"\n')
+    (bin_dir / "python").write_text(f'#!/bin/bash\nPYTHONPATH={path} exec {PYTHON} "$@"\n')
+    for exe in bin_dir.iterdir():
+        exe.chmod(0o755)
+    (bin_dir / "activate").write_text(f'export PATH="{bin_dir}:$PATH"\n')
+    return root
+
+
+def _hf_model(preset: str, folder: Path, env: dict) -> list[str]:
+    """A random HF model of the preset saved for conversion; returns the preset's overrides with it."""
+    from ftlab.models import build_tokenizer
+    from ftlab.models.build import model_config
+
+    cfg = compose_run(["hardware=cerebras", *PRESETS[preset]])
+    c = model_config(cfg.model, build_tokenizer(cfg.model))
+    keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings", "rms_norm_eps",
+            "sliding_window", "num_local_experts", "num_experts_per_tok"]
+    hf_config = {k: getattr(c, k) for k in keys if hasattr(c, k)}
+    hf_config["rope_theta"] = float((getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0))
+    check = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
+    subprocess.run([PYTHON, check, "hf", cfg.model.arch, str(folder), json.dumps(hf_config)], env=env, check=True,
+                   capture_output=True, timeout=600)
+    return [*PRESETS[preset], f"model.name_or_path={folder}"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PYTHON, reason="set FTLAB_MODELZOO_PYTHON to a python with cerebras_pytorch 2.10 + ModelZoo")
+def test_real_cszoo_fit_trains_every_variant_on_the_cpu_backend(tmp_path: Path):
+    """``python -m ftlab --multirun hardware=cerebras ...`` with the real ModelZoo: preprocessing,
+    conversion, (for a frozen sparse base) masking, then ``cszoo fit`` on ModelZoo's CPU backend for
+    a few steps. Every run ends with finite losses and a checkpoint; the sparse runs keep their
+    zeros in it; masked LoRA's optimiser state holds the LoRA tensors only."""
+    from conftest import cli, read_csv
+
+    env = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
+    venv = _modelzoo_env(tmp_path / "modelzoo_env")
+    models = {p: _hf_model(p, tmp_path / f"hf_{p}", env) for p in {p for p, _ in FIT_VARIANTS.values()}}
+    check = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
+    results = {}
+    for variant, (preset, overrides) in FIT_VARIANTS.items():
+        sweep = tmp_path / variant
+        proc = cli("ftlab", "--multirun", "hardware=cerebras", *models[preset], *overrides,
+                   f"train.max_steps={FIT_STEPS}", "train.log_every_n_steps=1", "train.eval_batch_size=2",
+                   "hardware.precision=bfloat16",  # the CPU backend's half type (a CS-X's default: cbfloat16)
+                   "task.num_examples=64", f"hydra.launcher.python_env={venv}", "hydra.launcher.target_device=CPU",
+                   f"hydra.launcher.base_checkpoint_dir={tmp_path / 'bases'}", f"hydra.sweep.dir={sweep}",
+                   timeout=1800)
+        job = sweep / "0"
+        log = (job / "cszoo.log").read_text(errors="replace")[-3000:] if (job / "cszoo.log").exists() else ""
+        assert proc.returncode == 0, (variant, proc.stderr[-2000:], log)
+        _, rows = read_csv(job / "loss_log.csv")
+        losses = [float(r["train_loss"]) for r in rows]
+        assert [int(r["step"]) for r in rows] == list(range(1, FIT_STEPS + 1)), variant
+        assert all(math.isfinite(v) for v in losses), (variant, losses)
+        ckpt = job / f"checkpoint_{FIT_STEPS}.mdl"
+        assert ckpt.is_file(), variant
+        cfg = compose_run(["hardware=cerebras", *models[preset], *overrides[:3]])
+        globs = sorted({f"*{mz}" for n in pruned_weight_names(cfg) for mz in modelzoo_param_names(cfg.model.arch, n)})
+        masked = job / "cszoo_masked_base" / "masked_base.mdl"
+        facts = subprocess.run([PYTHON, check, "ckpt", str(ckpt), json.dumps(globs or ["-"]),
+                                *([str(masked)] if masked.is_file() else [])],
+                               env=env, capture_output=True, text=True, check=True, timeout=600)
+        results[variant] = json.loads(facts.stdout.strip().splitlines()[-1])
+        results[variant]["losses"] = losses
+        print(variant, json.dumps({k: v for k, v in results[variant].items() if k != "zeros"}))
+    for variant in ("masked", "full_gmp"):
+        zeros = results[variant]["zeros"]
+        assert zeros and all(v == pytest.approx(0.7, abs=1e-3) for v in zeros.values()), (variant, zeros)
+    kept = results["masked"]["base_zeros_kept"]
+    assert kept and all(kept.values()) and set(kept) == set(results["masked"]["zeros"])
+    for variant in ("masked", "lora", "stages", "mixtral_lora"):  # AdamW: two moments per trained element
+        r = results[variant]
+        assert r["lora_numel"] > 0 and r["optimizer_state_numel"] == 2 * r["lora_numel"], (variant, r)

@@ -11,9 +11,12 @@ from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import param_globs
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import (
+    _check_lora_coverage,
+    base_mask,
     cerebras_lr,
     check_supported,
     cszoo_params,
+    lora_target_names,
     schedulers,
 )
 from ftlab.training.schedules import lr_at
@@ -75,15 +78,50 @@ def test_masked_unstructured_07_yaml():
     p = params("adapter=masked", "sparsity=unstructured", "sparsity.level=0.7",
                "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj]")
     init = p["trainer"]["init"]
-    assert init["sparsity"] == {"algorithm": "static", "init_method": "topk", "sparsity": 0.7,
-                                "param_filter": TINY_LLAMA_GLOBS}
+    # The frozen base is masked before the run (ModelZoo masks only what its optimiser holds): the
+    # block goes to the masking step, with the seed, and not into the trainer YAML.
+    assert "sparsity" not in init
+    cfg = compose_run(["hardware=cerebras", "adapter=masked", "sparsity=unstructured", "sparsity.level=0.7"])
+    assert base_mask(cfg, DATA) == {"algorithm": "static", "init_method": "topk", "sparsity": 0.7,
+                                    "param_filter": TINY_LLAMA_GLOBS, "seed": int(cfg.seed)}
+    assert base_mask(compose_run(["hardware=cerebras", "adapter=full", "sparsity=unstructured"]), DATA) is None
     (lora,) = init["callbacks"][0]["Lora"]["lora_params"]
     assert lora["target_modules"] == ["MultiQueryAttention", "Linear"] and lora["r"] == 8
     assert init["checkpoint"]["disable_strict_checkpoint_loading"] is True
 
 
+def test_precision_is_what_the_backend_runs():
+    """float32 runs on ModelZoo's CPU/GPU backends only; the CPU backend's half type is bfloat16."""
+    cpu = CerebrasOptions(train_data_dir="/d", checkpoint_path="/c.mdl", target_device="CPU")
+    assert params("hardware.precision=bfloat16", opts=cpu)["trainer"]["init"]["precision"]["fp16_type"] == "bfloat16"
+    for precision in ("cbfloat16", "float16"):
+        with pytest.raises(ConfigError) as err:
+            check_supported(compose_run(["hardware=cerebras", f"hardware.precision={precision}"]), cpu)
+        assert err.value.key == "hardware.precision" and "['bfloat16', 'float32']" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        check_supported(compose_run(["hardware=cerebras"]), CerebrasOptions(checkpoint_path="/c.mdl",
+                                                                           target_device="TPU"))
+    assert err.value.key == "hydra.launcher.target_device"
+
+
+def test_mixtral_lora_trains_what_ftlab_trains():
+    """ModelZoo's LoRA adds exactly the parameters ftlab's own run trains, and no load-balancing loss
+    (ftlab's transformers Mixtral has none without output_router_logits); a target set ModelZoo would
+    cover differently is refused in one line."""
+    cfg = compose_run(["hardware=cerebras", "model=mixtral_8x7b", "adapter=lora"])
+    init = cszoo_params(cfg, DATA)["trainer"]["init"]
+    assert init["model"]["moe"]["load_balancing_loss_coef"] == 0.0
+    _check_lora_coverage(cfg, lora_target_names(cfg), "model.target_modules")  # what ftlab trains: agreed
+    with pytest.raises(ConfigError) as err:  # a narrower set than ftlab's (e.g. experts left out): refused
+        _check_lora_coverage(cfg, ["q_proj", "k_proj", "v_proj"], "model.target_modules")
+    assert err.value.key == "model.target_modules" and "nn.Linear modules only" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+
 def test_full_yaml_has_no_adapter_or_sparsity():
-    init = params("adapter=full", "model=tiny_mistral", "hardware.precision=float32")["trainer"]["init"]
+    cpu = CerebrasOptions(train_data_dir="/data/train", val_data_dir="/data/val", checkpoint_path="/cb/base.mdl",
+                          target_device="CPU")
+    init = params("adapter=full", "model=tiny_mistral", "hardware.precision=float32", opts=cpu)["trainer"]["init"]
     assert "callbacks" not in init and "sparsity" not in init
     assert init["model"]["name"] == "mistral" and "attention_sliding_window_length" in init["model"]
     assert init["precision"] == {"enabled": False, "max_gradient_norm": 1.0}
@@ -149,6 +187,10 @@ def test_stages_schedule_equals_lr_at():
     (["model=tiny_qwen2"], "model.arch", "no Qwen2 model"),
     (["base.enabled=true"], "base.enabled", "own cszoo run"),
     (["hardware.precision=16-mixed"], "hardware.precision", "cbfloat16"),
+    # a CS-X always runs mixed precision: float32 would silently be bfloat16
+    (["hardware.precision=float32"], "hardware.precision", "target_device=CSX"),
+    (["model=mixtral_8x7b", "+model.config.output_router_logits=true"], "model.config.output_router_logits",
+     "load_balancing_loss"),
 ])
 def test_unsupported_options_name_the_option(overrides, key, words):
     cfg = compose_run(["hardware=cerebras", *overrides])

@@ -132,7 +132,7 @@ def test_a_failing_step_stops_the_script_before_fit(tmp_path: Path):
 def test_cli_sweep_preprocesses_converts_once_and_fits(tmp_path: Path):
     hf = hf_dir(tmp_path / "hf")
     sweep = tmp_path / "sweep"
-    proc = cli("ftlab", "--multirun", "hardware=cerebras", "adapter=masked", "sparsity=unstructured",
+    proc = cli("ftlab", "--multirun", "hardware=cerebras", "adapter=full", "sparsity=unstructured",
                "sparsity.level=0.7", "seed=1,2", *FAST, f"model.name_or_path={hf}",
                "hydra.launcher.module_names={q_proj: self_attn.proj_q_dense_layer}",  # a whole dict (row 8)
                f"hydra.sweep.dir={sweep}",
@@ -149,3 +149,17 @@ def test_cli_sweep_preprocesses_converts_once_and_fits(tmp_path: Path):
         assert params["init"]["checkpoint"]["disable_strict_checkpoint_loading"] is True
         assert json.loads((job / "metrics.json").read_text())["train_steps"] == 20
     assert (sweep / "cszoo_base" / "tiny_llama" / "model_to_cs-2.9.mdl").is_file()
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["task.num_examples=64"], "train.eval_batch_size"),  # 6 val examples, batch 64: ModelZoo would yield none
+    (["task.num_examples=20", "train.eval_batch_size=1"], "train.batch_size"),  # 16 train examples < 16 x 2
+])
+def test_a_split_smaller_than_its_batch_is_refused_before_launch(tmp_path: Path, overrides, key):
+    cfg = compose_run(["hardware=cerebras", "train.accumulate_grad_batches=2", *overrides])
+    with pytest.raises(ConfigError) as err:
+        job_plan(cfg, CerebrasOptions(checkpoint_path="/c.mdl"), tmp_path / "0", tmp_path)
+    assert err.value.key == key and "drops an incomplete batch" in str(err.value)
+    assert not list(tmp_path.iterdir())  # nothing written
+    ok = compose_run(["hardware=cerebras", "task.num_examples=64", "train.eval_batch_size=6"])
+    assert job_plan(ok, CerebrasOptions(checkpoint_path="/c.mdl"), tmp_path / "0", tmp_path).val_data_dir

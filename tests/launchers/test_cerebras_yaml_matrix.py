@@ -9,11 +9,18 @@ import pytest
 from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_options import CerebrasOptions
-from ftlab.launchers.cerebras_params import check_supported, cszoo_params, gmp_levels, gmp_schedule
+from ftlab.launchers.cerebras_params import (
+    base_mask,
+    check_supported,
+    cszoo_params,
+    gmp_levels,
+    gmp_schedule,
+)
 
 OPTS = CerebrasOptions(train_data_dir="/d/train", checkpoint_path="/cb/base.mdl")
 GMP = CerebrasOptions(train_data_dir="/d/train", checkpoint_path="/cb/base.mdl", sparsity_algorithm="gmp",
                       sparsity_update_freq=10)
+CPU = CerebrasOptions(train_data_dir="/d/train", checkpoint_path="/cb/base.mdl", target_device="CPU")
 PRESETS = {"tiny_llama": 1e-6, "llama3_8b": 1e-5, "mistral_7b": 1e-5, "mixtral_8x7b": 1e-5}
 VARIANTS = {
     "lora": (["adapter=lora"], OPTS),
@@ -21,7 +28,7 @@ VARIANTS = {
     "masked_static": (["adapter=masked", "sparsity=unstructured", "sparsity.level=0.7"], OPTS),
     "full_gmp": (["adapter=full", "sparsity=unstructured", "sparsity.level=0.7"], GMP),
     "stages": (["adapter=lora", "schedule=stages", "schedule.stages=[{iters:30,lr:1e-3},{iters:70,lr:1e-4}]"], OPTS),
-    "fp32": (["adapter=lora", "hardware.precision=float32"], OPTS),
+    "fp32": (["adapter=lora", "hardware.precision=float32"], CPU),  # a CS-X would run bfloat16: refused there
     "cbfloat16": (["adapter=lora", "hardware.precision=cbfloat16"], OPTS),
 }
 HF_LEAVES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -38,7 +45,8 @@ def test_yaml_matrix(preset):
         assert model["layer_norm_epsilon"] == PRESETS[preset], why
         assert model["name"] == cfg.model.arch
         if cfg.model.arch == "mixtral":  # the fused-expert layout cszoo checkpoint convert writes
-            assert model["moe"] == {"num_experts": 8, "top_k": 2, "moe_implementation": "optimized"}
+            assert model["moe"] == {"num_experts": 8, "top_k": 2, "load_balancing_loss_coef": 0.0,
+                                    "moe_implementation": "optimized"}
         precision = init["precision"]
         if cfg.hardware.precision == "float32":
             assert precision["enabled"] is False and "fp16_type" not in precision, why
@@ -54,7 +62,9 @@ def test_yaml_matrix(preset):
         else:
             assert "callbacks" not in init, why
         if variant in ("masked_static", "full_gmp"):
-            s = init["sparsity"]
+            # a frozen base is masked before the run (base_mask), a trained one by the YAML's block
+            s = base_mask(cfg, opts) if variant == "masked_static" else init["sparsity"]
+            assert ("sparsity" in init) == (variant == "full_gmp"), why
             assert s["param_filter"] and all(g.startswith("*transformer_decoder.layers.*.") for g in s["param_filter"])
             assert not any(leaf in g for g in s["param_filter"] for leaf in HF_LEAVES), why
             assert init["checkpoint"]["disable_strict_checkpoint_loading"] is True, why

@@ -35,7 +35,5 @@ class Control(AdaptedModel):
         super().__init__(model, adapter_cfg, run_cfg)
 
 
-register_adapter(AdapterSpec("full", FullConfig, FullFineTuning, full_weights=True, supports_cerebras=True,
-                             label="full fine-tuning"))
-register_adapter(AdapterSpec("none", NoneConfig, Control, trains=False, supports_quantized_base=True,
-                             cerebras_note="an eval-only control trains nothing to launch", label="control"))
+register_adapter(AdapterSpec("full", FullConfig, FullFineTuning, full_weights=True, label="full fine-tuning"))
+register_adapter(AdapterSpec("none", NoneConfig, Control, trains=False, supports_quantized_base=True, label="control"))

@@ -87,4 +87,4 @@ def validate_masked(adapter_cfg: Any, run_cfg: Any) -> None:
 
 
 register_adapter(AdapterSpec("masked", MaskedConfig, MaskedLora, validate=validate_masked, low_rank=True, masked=True,
-                             supports_cerebras=True, label="masked LoRA"))
+                             label="masked LoRA"))

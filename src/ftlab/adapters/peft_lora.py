@@ -203,7 +203,6 @@ class PeftDora(PeftLowRank):
 
 
 register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_lora, low_rank=True,
-                             supports_quantized_base=True, supports_cerebras=True, label="LoRA"))
+                             supports_quantized_base=True, label="LoRA"))
 register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_lora, low_rank=True, magnitude=True,
-                             supports_quantized_base=True, label="DoRA",
-                             cerebras_note="ModelZoo's Lora callback has no DoRA magnitude vector"))
+                             supports_quantized_base=True, label="DoRA"))

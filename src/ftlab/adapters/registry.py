@@ -45,9 +45,6 @@ class AdapterSpec:
     masked: bool = False
     #: can train beside a frozen k-bit (bitsandbytes) base
     supports_quantized_base: bool = False
-    #: ModelZoo (Cerebras) can train it; ``cerebras_note`` says why not otherwise
-    supports_cerebras: bool = False
-    cerebras_note: str = ""
     #: printed name (``SoRA``) for messages
     label: str = ""
 

@@ -16,11 +16,14 @@ field by field and runs identically in a dry run. What maps where:
   (reaching the level at the last mask update, :func:`gmp_levels`), ``init_method`` topk
   (magnitude) or random, and ``param_filter`` globs: ModelZoo's names of the weights ftlab would
   prune, from the table in :mod:`ftlab.launchers.cerebras_names` (layer indices replaced by ``*``).
+  A frozen base (LoRA, masked LoRA) gets no ``sparsity`` block: ModelZoo 2.10 cannot keep masks on
+  weights outside its optimiser, so the same block masks the base checkpoint once before the run
+  (:func:`base_mask`, :mod:`ftlab.launchers.cerebras_mask_base`) and the frozen zeros stay zeros.
 - ``adapter``  -> the ``Lora`` callback (lora, masked), one ``lora_params`` entry per group of
   target modules, named by ModelZoo class (:func:`~ftlab.launchers.cerebras_names.lora_target_groups`),
-  or nothing (full). With ``adapter=masked`` the base weights are masked on the CS-X but ModelZoo's
-  LoRA update is dense: the merged model keeps the base mask only when the mask is applied again at
-  merge (ftlab's masked merge does).
+  or nothing (full). With ``adapter=masked`` the base weights are masked but ModelZoo's LoRA update
+  is dense: the merged model keeps the base mask only when the mask is applied again at merge
+  (ftlab's masked merge does).
 - the base weights: ``cszoo fit --checkpoint_path`` (given, or converted from ``model.name_or_path``,
   :mod:`ftlab.launchers.cerebras_steps`); loading is non-strict where the checkpoint cannot hold
   what the run adds (LoRA weights, sparsity masks), as ModelZoo's ``SparsityCallback`` requires.
@@ -39,9 +42,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.adapters.registry import all_adapters, get_adapter
+from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.targets import requested_targets
 from ftlab.errors import ConfigError
+from ftlab.launchers.cerebras_adapters import cerebras_adapters, cerebras_refusal, lora_on_cerebras
 from ftlab.launchers.cerebras_names import (
     MODELZOO_MODELS,
     UNSUPPORTED_ARCHS,
@@ -49,26 +53,29 @@ from ftlab.launchers.cerebras_names import (
     param_globs,
 )
 from ftlab.launchers.cerebras_options import SPARSITY_ALGORITHMS
-from ftlab.launchers.cerebras_steps import JobPlan, check_base
+from ftlab.launchers.cerebras_steps import JobPlan, check_base, global_batch
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.build import model_config
 from ftlab.models.structure import decoder_linears, leaf_names
+from ftlab.plan.params import model_facts, trainable_params
 from ftlab.sparsity.importance import effective_importance
 from ftlab.sparsity.selection import select_modules
 from ftlab.training.schedules import total_steps
 
 #: ftlab ``model.arch`` -> ModelZoo model name.
 ARCHS = MODELZOO_MODELS
-#: ``hardware.precision`` values that mean something on a CS-X (float32 = mixed precision off).
-PRECISIONS = ("cbfloat16", "bfloat16", "float16", "float32")
+#: ``hardware.precision`` each ModelZoo backend (``hydra.launcher.target_device``) runs as written,
+#: from ModelZoo 2.10's ``MixedPrecision.pre_setup``: a CS-X always runs mixed precision (float32 =
+#: "enabled: false" becomes bfloat16), cbfloat16 exists on a CS-X only and the CPU backend's half
+#: type is bfloat16 only (anything else becomes bfloat16 there, with a warning in cszoo's log).
+PRECISIONS = {"CSX": ("cbfloat16", "bfloat16", "float16"), "CPU": ("bfloat16", "float32"),
+              "GPU": ("bfloat16", "float16", "float32")}
 #: ftlab importance -> ModelZoo sparsity ``init_method``.
 INIT_METHODS = {"magnitude": "topk", "random": "random"}
 
 
 def _lora_on_cerebras(adapter: str) -> bool:
-    """A low-rank adapter ModelZoo trains with its ``Lora`` callback (LoRA, masked LoRA)."""
-    spec = get_adapter(adapter)
-    return spec.low_rank and spec.supports_cerebras
+    return lora_on_cerebras(get_adapter(adapter))
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -81,18 +88,22 @@ def check_supported(cfg: Any, opts: Any, *, launching: bool = True) -> None:
     h = cfg.hardware
     if h.accelerator != "cerebras":
         raise ConfigError("hardware", h.name, "hardware=cerebras with hydra/launcher=cerebras")
-    if str(h.precision) not in PRECISIONS:
-        raise ConfigError("hardware.precision", h.precision, f"one of {list(PRECISIONS)} on Cerebras")
+    device = str(opts.target_device)
+    if device not in PRECISIONS:
+        raise ConfigError("hydra.launcher.target_device", device, f"one of {list(PRECISIONS)} (cszoo's backends)")
+    if str(h.precision) not in PRECISIONS[device]:
+        raise ConfigError("hardware.precision", h.precision,
+                          f"one of {list(PRECISIONS[device])} with hydra.launcher.target_device={device} (ModelZoo's "
+                          "MixedPrecision would silently run bfloat16 mixed precision instead)")
     num_csx = opts.num_csx if opts.num_csx is not None else h.num_csx
     if num_csx < 1:
         raise ConfigError("hydra.launcher.num_csx" if opts.num_csx is not None else "hardware.num_csx",
                           num_csx, "an integer >= 1")
     name = cfg.adapter.name
     spec = get_adapter(name)
-    if not spec.supports_cerebras:
-        supported = [a.name for a in all_adapters() if a.supports_cerebras]
-        why = f": {spec.cerebras_note}" if spec.cerebras_note else ""
-        raise ConfigError("adapter", name, f"one of {supported} on Cerebras{why}")
+    why = cerebras_refusal(spec)
+    if why is not None:
+        raise ConfigError("adapter", name, f"one of {cerebras_adapters()} on Cerebras: {why}")
     if cfg.model.arch not in ARCHS:
         why = UNSUPPORTED_ARCHS.get(cfg.model.arch, "ModelZoo models ftlab translates")
         raise ConfigError("model.arch", cfg.model.arch, f"one of {sorted(ARCHS)} on Cerebras ({why})")
@@ -251,12 +262,18 @@ def model_block(cfg: Any) -> dict:
     window = getattr(m, "sliding_window", None)
     if cfg.model.arch in ("mistral", "mixtral") and window:
         block["attention_sliding_window_length"] = int(window)
+    if cfg.model.arch == "mixtral" and getattr(m, "output_router_logits", False):
+        raise ConfigError("model.config.output_router_logits", True,
+                          "false on Cerebras (transformers' router aux loss and ModelZoo's load_balancing_loss "
+                          "normalise differently; ftlab does not translate one into the other)")
     if cfg.model.arch == "mixtral":
         # "optimized": the fused-expert layout cszoo checkpoint convert writes (mixtral.py
         # moe_optimized_impl_rules); ModelZoo 2.10's default ("experimental") names the experts
         # differently, so a converted base would not load into it.
+        # load_balancing_loss_coef: 0, as ftlab's own training (transformers adds its router aux loss
+        # only with output_router_logits, refused above); ModelZoo's converter copies router_aux_loss_coef.
         block["moe"] = {"num_experts": int(m.num_local_experts), "top_k": int(m.num_experts_per_tok),
-                        "moe_implementation": "optimized"}
+                        "load_balancing_loss_coef": 0.0, "moe_implementation": "optimized"}
     return block
 
 
@@ -269,6 +286,7 @@ def lora_callback(cfg: Any, model: dict) -> dict | None:
     targets = lora_target_names(cfg)
     key = "adapter.target_modules" if a.target_modules is not None else "model.target_modules"
     groups = lora_target_groups(cfg.model.arch, model["attention_module"], targets, key)
+    _check_lora_coverage(cfg, targets, key)
     return {"Lora": {"lora_params": [{
         "r": int(a.r),
         "alpha": float(a.alpha),
@@ -276,6 +294,23 @@ def lora_callback(cfg: Any, model: dict) -> dict | None:
         "target_modules": group,
         "merge_weights": False,
     } for group in groups]}}
+
+
+def _check_lora_coverage(cfg: Any, targets: list[str], key: str) -> None:
+    """ModelZoo's ``Lora`` callback converts ``nn.Linear`` modules of the decoder only: the LoRA
+    parameters it adds (r x (in + out) per targeted linear) must be what ftlab's own run trains (the
+    planner's count), else a target ftlab adapts (e.g. fused MoE experts) would silently stay frozen."""
+    facts = model_facts(cfg.model)
+    leaves = {str(t).rsplit(".", 1)[-1] for t in targets}
+    blocks = set(facts.default_targets)
+    r = int(cfg.adapter.r)
+    modelzoo = sum(r * (i + o) for name, i, o in facts.linears if name in blocks and name.rsplit(".", 1)[-1] in leaves)
+    ftlab = trainable_params(facts, cfg)
+    if modelzoo != ftlab:
+        value = OmegaConf.to_container(cfg.adapter.target_modules) if cfg.adapter.target_modules is not None else None
+        raise ConfigError(key, value, f"targets ModelZoo's LoRA can reach on Cerebras: ftlab would train {ftlab:,} "
+                          f"LoRA parameters, ModelZoo's Lora callback {modelzoo:,} (it converts nn.Linear "
+                          "modules only, not fused MoE experts)")
 
 
 def lora_target_names(cfg: Any) -> list[str]:
@@ -327,6 +362,21 @@ def gmp_levels(block: dict, max_steps: int) -> list[float]:
     return out
 
 
+def frozen_base(cfg: Any) -> bool:
+    """The base weights get no gradient (every adapter but full fine-tuning): ModelZoo's optimiser
+    does not hold them."""
+    return not get_adapter(cfg.adapter.name).full_weights
+
+
+def base_mask(cfg: Any, opts: Any) -> dict | None:
+    """What masks a frozen sparse base before ``cszoo fit`` (the ``sparsity`` block it would have had,
+    plus the seed for ``init_method: random``), or None where the trainer YAML's own block applies."""
+    block = sparsity_block(cfg, opts, _step_count(cfg.schedule, cfg.train.max_steps))
+    if block is None or not frozen_base(cfg):
+        return None
+    return {**block, "seed": int(cfg.seed)}
+
+
 def sparsity_block(cfg: Any, opts: Any, max_steps: int) -> dict | None:
     s = cfg.sparsity
     if s.method == "none" or not s.level:
@@ -342,12 +392,6 @@ def sparsity_block(cfg: Any, opts: Any, max_steps: int) -> dict | None:
 
 
 # ---------------------------------------------------------------------------- the whole YAML
-def global_batch(cfg: Any) -> int:
-    """Samples per optimiser step over all devices: ModelZoo's ``batch_size`` (split over systems)."""
-    h, t = cfg.hardware, cfg.train
-    return int(t.batch_size * t.accumulate_grad_batches * h.devices * h.num_nodes)
-
-
 def precision_block(cfg: Any) -> dict:
     precision = str(cfg.hardware.precision)
     block: dict[str, Any] = {"enabled": precision != "float32"}
@@ -387,7 +431,8 @@ def cszoo_params(cfg: Any, opts: Any, num_csx: int | None = None, plan: JobPlan 
     }
     if plan.val_data_dir:
         init["loop"]["eval_frequency"] = steps
-    sparsity = sparsity_block(cfg, opts, steps)
+    # A frozen base is masked before the run (base_mask); ModelZoo masks only weights it trains.
+    sparsity = None if frozen_base(cfg) else sparsity_block(cfg, opts, steps)
     if plan.checkpoint and (_lora_on_cerebras(cfg.adapter.name) or sparsity is not None):
         # The base checkpoint has no LoRA weights and no sparsity masks: ModelZoo's strict loading
         # (and its SparsityCallback's mask check) would refuse it.

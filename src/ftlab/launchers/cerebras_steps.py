@@ -17,6 +17,11 @@ order by the job's command script:
 2. ``cszoo checkpoint convert --model <arch> --src-fmt hf --tgt-fmt cs-2.9 ...`` from the HF base in
    ``model.name_or_path`` into one directory shared by the sweep, unless
    ``hydra.launcher.checkpoint_path`` names a Cerebras checkpoint already.
+3. Only for a sparse base that stays frozen (LoRA, masked LoRA): the base checkpoint masked once by
+   cerebras.pytorch's own mask functions (:mod:`ftlab.launchers.cerebras_mask_base`, run by the
+   python of the ModelZoo environment) into ``<job dir>/cszoo_masked_base``; ``cszoo fit`` starts
+   from it and has no ``sparsity`` block (ModelZoo 2.10 cannot keep masks on frozen weights, see
+   that module).
 
 A step is done when its marker file exists, written by the script after the command succeeded and
 its output is there (ModelZoo 2.10's preprocessing exits 0 even when its workers wrote nothing); a
@@ -48,6 +53,10 @@ DONE = ".ftlab_done"
 DATA_DIR = "cszoo_data"
 READ_HOOK = "cerebras.modelzoo.data_preparation.data_preprocessing.hooks:prompt_completion_text_read_hook"
 SPLITS = ("train", "val")
+#: The base-masking script (run in the ModelZoo environment; copied into the job dir) and its output.
+MASK_SCRIPT = Path(__file__).with_name("cerebras_mask_base.py")
+MASK_DIR = "cszoo_masked_base"
+MASKED_FILE = "masked_base.mdl"
 #: ByT5's ids (ftlab's byte tokenizer): three specials, then byte b is b + 3.
 BYTE_SPECIALS = ("<pad>", "</s>", "<unk>")
 
@@ -60,6 +69,8 @@ class Step:
     args: list[str]  # after the executable
     output: Path
     expect: str  # glob under output that must match after the command (else the step failed)
+    #: run ``args`` with the python beside the executable (the ModelZoo environment's), not the executable
+    python: bool = False
 
     @property
     def done(self) -> Path:
@@ -169,9 +180,29 @@ def examples_jsonl(examples: list) -> str:
     return "".join(json.dumps({"prompt": e.prompt, "completion": e.answer}) + "\n" for e in examples)
 
 
+def global_batch(cfg: Any) -> int:
+    """Samples per optimiser step over all devices: ModelZoo's ``batch_size`` (split over systems)."""
+    h, t = cfg.hardware, cfg.train
+    return int(t.batch_size * t.accumulate_grad_batches * h.devices * h.num_nodes)
+
+
+def _check_batches(cfg: Any, splits: Any) -> None:
+    """ModelZoo's HDF5 loader drops an incomplete last batch (``drop_last``): a split smaller than its
+    batch gives no batch at all, and ``cszoo fit`` fails ("Dataloader does not generate any
+    batches"), for validation only after the whole training. Refused before launch instead."""
+    for split, key, batch in (("train", "train.batch_size", global_batch(cfg)),
+                              ("val", "train.eval_batch_size", int(cfg.train.eval_batch_size))):
+        n = len(getattr(splits, split))
+        if n < batch:
+            value = cfg.train.batch_size if split == "train" else batch
+            raise ConfigError(key, value, f"a batch of at most {n} samples on Cerebras (the task's {split} split; "
+                              "ModelZoo drops an incomplete batch, so a larger one gives none)")
+
+
 def data_plan(cfg: Any, job_dir: Path) -> tuple[dict[str, str], list[Step], dict[Path, str]]:
     """``({split: HDF5 dir}, preprocessing steps, files to write)`` from the run's task."""
     splits = build_task(cfg.task).splits(int(cfg.seed))
+    _check_batches(cfg, splits)
     dirs, steps, files = {}, [], {}
     byte_dir = job_dir / DATA_DIR / "byte_tokenizer" if cfg.model.tokenizer == "byte" else None
     if byte_dir is not None:
@@ -187,8 +218,18 @@ def data_plan(cfg: Any, job_dir: Path) -> tuple[dict[str, str], list[Step], dict
     return dirs, steps, files
 
 
-def job_plan(cfg: Any, opts: Any, job_dir: Path, sweep_dir: Path) -> JobPlan:
-    """Data first (cheap), then the base checkpoint, as the command script runs them."""
+def mask_step(mask: dict, checkpoint: str, job_dir: Path) -> tuple[str, Step, dict[Path, str]]:
+    """``(masked checkpoint, the masking step, its files)``: ``mask`` is the ``sparsity`` block the
+    trainer YAML would have had (level, ``init_method``, ``param_filter``) plus the seed."""
+    spec, script, out = job_dir / "cszoo_mask.yaml", job_dir / MASK_SCRIPT.name, job_dir / MASK_DIR
+    files = {spec: yaml.safe_dump(mask, sort_keys=False), script: MASK_SCRIPT.read_text()}
+    step = Step("mask_base", [str(script), str(spec), checkpoint, str(out)], out, MASKED_FILE, python=True)
+    return str(out / MASKED_FILE), step, files
+
+
+def job_plan(cfg: Any, opts: Any, job_dir: Path, sweep_dir: Path, mask: dict | None = None) -> JobPlan:
+    """Data first (cheap), then the base checkpoint (masked when ``mask`` is given, see
+    :func:`mask_step`), as the command script runs them."""
     steps: list[Step] = []
     files: dict[Path, str] = {}
     train, val = opts.train_data_dir, opts.val_data_dir
@@ -202,6 +243,11 @@ def job_plan(cfg: Any, opts: Any, job_dir: Path, sweep_dir: Path) -> JobPlan:
     else:
         checkpoint, step = conversion(cfg, opts, sweep_dir)
         steps.append(step)
+    if mask is not None:
+        checkpoint, step, mask_files = mask_step(mask, checkpoint, job_dir)
+        steps.append(step)
+        files.update(mask_files)
+        mounts.append(str(step.output))
     return JobPlan(checkpoint, train, val, steps, files, mounts)
 
 
@@ -209,7 +255,10 @@ def step_lines(executable: str, step: Step) -> list[str]:
     """Bash for one step: skip it when done, else start clean, run, check its output, mark done."""
     out, done = shlex.quote(str(step.output)), shlex.quote(str(step.done))
     expect = str(step.output / step.expect)  # compgen -G expands the (quoted) glob itself
-    cmd = shlex.join([executable, *step.args])
+    program = shlex.quote(executable)
+    if step.python:  # the interpreter of the environment the executable belongs to
+        program = f'"$(dirname "$(command -v {program})")/python"'
+    cmd = " ".join([program, *map(shlex.quote, step.args)])
     # One command a line: under ``set -e`` a failure inside an ``a && b`` list would not stop the script.
     return [f"# {step.name}",
             f"if [ -e {done} ]; then",

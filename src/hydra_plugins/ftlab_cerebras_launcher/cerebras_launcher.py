@@ -59,7 +59,7 @@ class CerebrasLauncher(Launcher):
         from omegaconf import open_dict
 
         from ftlab.launchers.cerebras_job import check_executable
-        from ftlab.launchers.cerebras_params import check_supported, cszoo_params
+        from ftlab.launchers.cerebras_params import base_mask, check_supported, cszoo_params
         from ftlab.launchers.cerebras_steps import job_plan
 
         assert self.config is not None and self.hydra_context is not None
@@ -77,7 +77,7 @@ class CerebrasLauncher(Launcher):
             # Hydra's run_job puts the job in abspath(<sweep.dir>/<sweep.subdir>); the plan needs it now.
             sweep_dir = Path(os.path.abspath(str(sweep_config.hydra.sweep.dir)))
             job_dir = sweep_dir / str(sweep_config.hydra.sweep.subdir)
-            plan = job_plan(sweep_config, opts, job_dir, sweep_dir)
+            plan = job_plan(sweep_config, opts, job_dir, sweep_dir, base_mask(sweep_config, opts))
             params = cszoo_params(sweep_config, opts, self._num_csx(sweep_config), plan)
             jobs.append((idx, overrides, sweep_config, params, plan, job_dir))
         if not opts.dry_run:
