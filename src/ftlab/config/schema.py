@@ -129,6 +129,16 @@ class TaskConfig:
     metric: str = "exact_match"
     eval_examples: int | None = None  # cap on test examples scored (None = all)
     options: dict[str, Any] = field(default_factory=dict)
+    # task=instruct (your own data, ftlab.data.formats): the row layout, the file's column for each
+    # of the format's fields, a prompt format string (prompt_answer/alpaca), a Jinja chat template
+    # file (messages/sharegpt; default: the tokenizer's own), loss on the last assistant turn only
+    format: str | None = None  # prompt_answer | alpaca | messages | sharegpt
+    # {format field: file column} or null, given whole (task.columns={a: b}); untyped because
+    # Hydra cannot assign a dict to a null typed dict
+    columns: Any = None
+    prompt_template: str | None = None
+    chat_template: str | None = None
+    last_turn_only: bool = False
 
 
 @dataclass

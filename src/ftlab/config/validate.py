@@ -94,8 +94,9 @@ def validate_task(cfg) -> None:
     t = cfg.task
     if t.name not in task_names():
         fail("task.name", t.name, f"one of {task_names()}")
-    build_task(t).check_options()
-    if t.path is not None and not Path(t.path).is_file():
+    task = build_task(t)
+    task.check_options()
+    if t.path is not None and not (Path(t.path).is_file() or (task.reads_directories and Path(t.path).is_dir())):
         fail("task.path", t.path, "an existing data file")
     _positive("task.num_examples", t.num_examples, integer=True)
     for key in ("val_fraction", "test_fraction"):
@@ -164,7 +165,7 @@ def validate_known_keys(cfg) -> None:
                 if key not in fields and not (prefix == "" and key == "hydra"):
                     raise UnknownKeyError(f"{prefix}{key}", cls.__name__, ", ".join(sorted(fields)))
         for key in node:
-            if key != "hydra" and OmegaConf.is_dict(node._get_node(key)):
+            if key != "hydra" and OmegaConf.is_dict(node._get_node(key)) and node[key] is not None:
                 walk(node[key], f"{prefix}{key}.")
 
     walk(cfg, "")

@@ -18,6 +18,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from transformers import ByT5Tokenizer
 
+from ftlab.data.chat import render_examples
+from ftlab.data.encoding import IGNORE_INDEX, encode_spans
 from ftlab.data.tasks import build_task, split_examples
 from ftlab.errors import ConfigError
 from ftlab.models import build_tokenizer
@@ -95,6 +97,12 @@ def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, in
     count = token_counter(tokenizer)
     truncated = answer_cut = longest = 0
     for ex in examples:
+        if ex.spans is not None:  # a rendered conversation: cut at the end; "answer cut" = no target left
+            enc = encode_spans(tokenizer, ex.text, ex.spans, len(ex.text) * 4 + 16)
+            longest = max(longest, len(enc.input_ids))
+            truncated += len(enc.input_ids) > max_length
+            answer_cut += all(t == IGNORE_INDEX for t in enc.labels[:max_length])
+            continue
         p = count(ex.prompt)
         a = count(ex.answer) + 1  # + EOS
         longest = max(longest, p + a)
@@ -109,7 +117,9 @@ def _facts(task_yaml: str, model_yaml: str, seed: int) -> DataFacts:
     examples = build_task(task_cfg).examples(seed)
     _source_size(OmegaConf.create({"task": task_cfg}), len(examples))
     train = split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train
-    truncated, cut, longest = truncation(build_tokenizer(model_cfg), train, int(task_cfg.max_length))
+    tokenizer = build_tokenizer(model_cfg)
+    train = render_examples(train, tokenizer, task_cfg, f"{task_cfg.path} (train split)")
+    truncated, cut, longest = truncation(tokenizer, train, int(task_cfg.max_length))
     if truncated and cut < len(train):  # all cut: check_data fails instead
         log.warning("task.max_length=%d truncates %d of %d train examples of task %s (%d inside the answer; "
                     "the longest needs %d tokens)", task_cfg.max_length, truncated, len(train), task_cfg.name,

@@ -11,7 +11,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ftlab.data.encoding import Encoded, collate, encode_example, encode_text
+from ftlab.data.chat import render_splits
+from ftlab.data.encoding import Encoded, collate, encode, encode_text
 from ftlab.data.packing import collate_packed, pack_length, pack_rows
 from ftlab.data.tasks import Splits, build_task
 
@@ -127,10 +128,10 @@ class TaskDataModule(L.LightningDataModule):
             texts = self.task.corpus(base.num_examples, random.Random(seed if base.seed is None else base.seed))
             self.train_data = self.train_items = [encode_text(self.tokenizer, t, base.max_length) for t in texts]
             return
-        self.splits = self.task.splits(seed)
-        enc = partial(encode_example, self.tokenizer, max_length=self.cfg.task.max_length)
-        self.train_data = [enc(e.prompt, e.answer) for e in self.splits.train]
-        self.val_data = [enc(e.prompt, e.answer) for e in self.splits.val]
+        self.splits = render_splits(self.task.splits(seed), self.tokenizer, self.cfg.task)
+        enc = partial(encode, self.tokenizer, max_length=self.cfg.task.max_length)
+        self.train_data = [enc(e) for e in self.splits.train]
+        self.val_data = [enc(e) for e in self.splits.val]
         self.train_items = self.train_data
         if self.packing:
             # rows are packed once (a pure function of the data); the sampler shuffles rows per epoch

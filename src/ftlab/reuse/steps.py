@@ -92,6 +92,9 @@ DERIVED = (
     "base.enabled",  # whether the base step exists
     "base.seed",  # derived.base_seed
     "task.path",  # derived.task_file (content hash)
+    # task=instruct's format keys: entered only when set (keys of the other tasks stay as they were);
+    # the chat template file by its content hash
+    "task.format", "task.columns", "task.prompt_template", "task.last_turn_only", "task.chat_template",
     "sparsity.mask_path",  # the mask_file step (content hash)
     "sparsity.importance",  # derived.importance (method=random forces random)
     "sparsity.seed",  # derived.mask_seed (random importance only)
@@ -263,12 +266,23 @@ def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
         config["derived.mask_seed"] = _or(sp.get("seed"), c["seed"])
     if importance(c) in CALIBRATED or lookup(c, "sparsity.allocation", "uniform") == "owl":
         config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+        config.update(data_format(c))
     return make_step("mask", parent, config, cached=not cache_policy(c))
+
+
+def data_format(c: dict[str, Any]) -> dict[str, Any]:
+    """``task=instruct``'s format keys that are set (a chat template file by its content hash)."""
+    out = {k: lookup(c, k, None) for k in ("task.format", "task.columns", "task.prompt_template",
+                                            "task.last_turn_only") if lookup(c, k, None)}
+    if lookup(c, "task.chat_template", None):
+        out["derived.chat_template"] = fingerprint(lookup(c, "task.chat_template", None))
+    return out
 
 
 def train_step(c: dict[str, Any], parent: Step) -> Step:
     config = pick(c, TRAIN_KEYS)
     config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    config.update(data_format(c))
     return make_step("train", parent, config)
 
 
