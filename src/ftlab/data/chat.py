@@ -4,7 +4,8 @@ The whole conversation is rendered once with the template (the tokenizer's own, 
 ``task.chat_template``, or :data:`BYTE_TEMPLATE` for the byte tokenizer of the tiny presets).
 Each assistant turn's content is then found in that rendering, in turn order, and extended by the
 end-of-turn text the template writes after an assistant turn (``<|eot_id|>``, ``<|im_end|>``,
-``</s>``): the model learns to answer and to stop. System and user text and the template's role
+``</s>``) and by any text it writes between the generation prompt and the content (Mistral's
+space after ``[/INST]``): the model learns to answer and to stop. System and user text and the template's role
 headers carry no loss. Searching the full rendering (instead of rendering prefixes and taking the
 difference) stays right for templates that rewrite earlier turns (Mistral's puts the system
 prompt into the last user turn; Qwen2.5's inserts a default system turn).
@@ -62,12 +63,17 @@ def _render(tokenizer, template: str, turns, where: str, *, generation: bool = F
                          f"({type(err).__name__}: {err})") from err
 
 
-def _end_of_turn(tokenizer, template: str, turns, i: int, where: str) -> str:
-    """What the template writes after assistant turn ``i`` when it is the last message."""
+def _around(tokenizer, template: str, turns, i: int, where: str) -> tuple[str, str]:
+    """What the template writes around assistant turn ``i``'s content beyond the generation
+    prompt: before it (Mistral's space after ``[/INST]``) and after it (the end-of-turn text)."""
     text = _render(tokenizer, template, turns[:i + 1], where)
     content = turns[i][1].strip()
     pos = text.rfind(content)
-    return text[pos + len(content):] if pos >= 0 else ""
+    if pos < 0:
+        return "", ""
+    prompt = _render(tokenizer, template, turns[:i], where, generation=True)
+    lead = text[len(prompt):pos] if text.startswith(prompt) and len(prompt) <= pos else ""
+    return lead, text[pos + len(content):]
 
 
 def render_conversation(tokenizer, template: str, turns: tuple[tuple[str, str], ...], where: str,
@@ -91,7 +97,9 @@ def render_conversation(tokenizer, template: str, turns: tuple[tuple[str, str], 
         cursor = end
         if role != "assistant":
             continue
-        tail = _end_of_turn(tokenizer, template, turns, i, where)
+        lead, tail = _around(tokenizer, template, turns, i, where)
+        if lead and full[:start].endswith(lead):
+            start -= len(lead)
         keep = 0
         while keep < len(tail) and end + keep < len(full) and full[end + keep] == tail[keep]:
             keep += 1
