@@ -37,6 +37,7 @@ from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
+from ftlab.data.epochs import train_steps
 from ftlab.data.packing import padding_fraction
 from ftlab.evaluation import final_evaluate
 from ftlab.io import write_json
@@ -162,8 +163,8 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         extra_callbacks: list | None = None, runner: StepRunner | None = None, ckpt: Path | None = None) -> dict[str, Any]:
     """Train with the run's callbacks, from ``ckpt`` (:func:`resume_checkpoint`) when given, or
     from the deepest cached stage of ``schedule=stages``; returns throughput facts for ``metrics.json``."""
-    steps = total_steps(cfg.schedule, cfg.train.max_steps)
-    module = FtlabModule(adapted, cfg)
+    steps = total_steps(cfg.schedule, train_steps(cfg, len(dm.train_items)))  # train.max_epochs: x steps/epoch
+    module = FtlabModule(adapted, cfg, max_steps=steps)
     runner = runner or StepRunner(cfg)
     module.foundation = foundation(runner.steps, runner.digests())  # recorded in every state this fit writes
     callbacks = run_callbacks(cfg, adapted, run_dir, extra_callbacks)
@@ -181,7 +182,8 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
             callbacks += stages.callbacks()
         # eval.enabled=false: no evaluation at all, epoch-end validation passes included
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
-                                run_dir=run_dir, validate=bool(cfg.eval.enabled), model=adapted.model)
+                                run_dir=run_dir, validate=bool(cfg.eval.enabled), model=adapted.model,
+                                epochs=cfg.train.get("max_epochs"))
         if rank_zero():
             log.info("%s", header(cfg, adapted, steps, start_step, run_dir, runner.record(),
                                    stages is not None and stages.resume_path is not None))

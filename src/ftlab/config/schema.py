@@ -154,7 +154,9 @@ class LoggerConfig:
 class TrainConfig:
     batch_size: int = 16
     eval_batch_size: int = 64
-    max_steps: int = 100  # ignored by schedule=stages (sum of stage iters)
+    max_steps: int | None = 100  # ignored by schedule=stages (sum of stage iters); null with max_epochs
+    # passes over the train split instead of max_steps (exactly one of them is set; see ftlab.data.epochs)
+    max_epochs: int | None = None
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = 1.0
     weight_decay: float = 0.0

@@ -36,6 +36,7 @@ class DataFacts:
     truncated: int  # train examples cut to task.max_length at all
     answer_cut: int  # ... of them cut inside the answer (or its EOS)
     longest: int  # tokens of the longest prompt+answer+EOS
+    lengths: tuple[int, ...] = ()  # tokens of each encoded train example (packing and epochs count them)
 
 
 def world_size(cfg: Any) -> int:
@@ -90,25 +91,27 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, int]:
+def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, int, list[int]]:
     """``(truncated, answer_cut, longest)`` of ``examples`` under :func:`encode_example`'s rule:
     the answer plus EOS is kept whole when it fits in ``max_length - 1`` tokens (one prompt token
-    stays), else it is cut."""
+    stays), else it is cut. Also each example's encoded length (at most ``max_length``)."""
     count = token_counter(tokenizer)
     truncated = answer_cut = longest = 0
+    lengths = []
     for ex in examples:
         if ex.spans is not None:  # a rendered conversation: cut at the end; "answer cut" = no target left
             enc = encode_spans(tokenizer, ex.text, ex.spans, len(ex.text) * 4 + 16)
-            longest = max(longest, len(enc.input_ids))
-            truncated += len(enc.input_ids) > max_length
+            n = len(enc.input_ids)
             answer_cut += all(t == IGNORE_INDEX for t in enc.labels[:max_length])
-            continue
-        p = count(ex.prompt)
-        a = count(ex.answer) + 1  # + EOS
-        longest = max(longest, p + a)
-        truncated += p + a > max_length
-        answer_cut += a >= max_length
-    return truncated, answer_cut, longest
+        else:
+            p = count(ex.prompt)
+            a = count(ex.answer) + 1  # + EOS
+            n = p + a
+            answer_cut += a >= max_length
+        longest = max(longest, n)
+        truncated += n > max_length
+        lengths.append(min(n, max_length))
+    return truncated, answer_cut, longest, lengths
 
 
 @functools.lru_cache(maxsize=32)
@@ -119,12 +122,12 @@ def _facts(task_yaml: str, model_yaml: str, seed: int) -> DataFacts:
     train = split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train
     tokenizer = build_tokenizer(model_cfg)
     train = render_examples(train, tokenizer, task_cfg, f"{task_cfg.path} (train split)")
-    truncated, cut, longest = truncation(tokenizer, train, int(task_cfg.max_length))
+    truncated, cut, longest, lengths = truncation(tokenizer, train, int(task_cfg.max_length))
     if truncated and cut < len(train):  # all cut: check_data fails instead
         log.warning("task.max_length=%d truncates %d of %d train examples of task %s (%d inside the answer; "
                     "the longest needs %d tokens)", task_cfg.max_length, truncated, len(train), task_cfg.name,
                     cut, longest)
-    return DataFacts(len(train), truncated, cut, longest)
+    return DataFacts(len(train), truncated, cut, longest, tuple(lengths))
 
 
 def data_facts(cfg: Any) -> DataFacts:

@@ -81,7 +81,7 @@ EXCLUDED = (
     "model.name", "hardware.name", "hardware.memory_gb", "sparsity.name", "sparsity.levels",
     "task.max_new_tokens", "task.metric", "task.eval_examples",
     "schedule.warmup_steps", "schedule.min_lr_ratio",
-    "train.eval_batch_size", "train.max_steps", "train.log_every_n_steps", "train.save_every_n_steps",
+    "train.eval_batch_size", "train.max_steps", "train.max_epochs", "train.log_every_n_steps", "train.save_every_n_steps",
     "train.save_epoch_checkpoints", "train.keep_checkpoints", "train.log_measurements", "train.save_adapter",
     "train.save_merged_model", "train.num_workers",
 )
