@@ -76,7 +76,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     # mask step, cached: W <- W * M (a dense run has none and never enters ftlab.sparsity)
     sparse = (sparse_base(cfg, model, tokenizer, cached_mask_fn(compute_pruned, runner=runner))
               if runner.steps.mask is not None else None)
-    dm = prepare_data(cfg, tokenizer)
+    dm = prepare_data(cfg, tokenizer, runner)
     control = control_metrics(cfg, model, tokenizer, dm)  # eval.control: the base before tuning
     adapted = adapt(cfg, model, dm, sparse)
     if adapted.trains:
@@ -133,9 +133,10 @@ def prepare_model(cfg: DictConfig, runner: StepRunner | None = None):
     return tokenizer, model
 
 
-def prepare_data(cfg: DictConfig, tokenizer) -> TaskDataModule:
-    """The task's train/val/test splits, read and tokenised once."""
-    dm = TaskDataModule(cfg, tokenizer)
+def prepare_data(cfg: DictConfig, tokenizer, runner: StepRunner | None = None) -> TaskDataModule:
+    """The task's train/val/test splits, read and tokenised once (task=instruct: the plan's cached
+    ``data`` step, ``ftlab.data.tokenized``)."""
+    dm = TaskDataModule(cfg, tokenizer, runner=runner)
     dm.setup()
     return dm
 
