@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.aggregation import MeanMetric
 
-from ftlab.data.encoding import IGNORE_INDEX, collate, encode_example, left_pad
+from ftlab.data.encoding import IGNORE_INDEX, collate, encode, left_pad
 from ftlab.data.tasks import Example
 
 
@@ -20,7 +20,7 @@ def batches(items: list, size: int):
 def loss_on(model, tokenizer, examples: list[Example], max_length: int, batch_size: int) -> float:
     """Mean NLL per answer token (teacher forcing)."""
     metric = MeanMetric()
-    enc = [encode_example(tokenizer, e.prompt, e.answer, max_length) for e in examples]
+    enc = [encode(tokenizer, e, max_length) for e in examples]
     device = next(model.parameters()).device
     for chunk in batches(enc, batch_size):
         b = collate(chunk, tokenizer.pad_token_id)

@@ -37,6 +37,7 @@ from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
+from ftlab.data.epochs import train_steps
 from ftlab.data.packing import padding_fraction
 from ftlab.evaluation import final_evaluate
 from ftlab.io import write_json
@@ -79,7 +80,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     # mask step, cached: W <- W * M (a dense run has none and never enters ftlab.sparsity)
     sparse = (sparse_base(cfg, model, tokenizer, cached_mask_fn(compute_pruned, runner=runner))
               if runner.steps.mask is not None else None)
-    dm = prepare_data(cfg, tokenizer)
+    dm = prepare_data(cfg, tokenizer, runner)
     control = control_metrics(cfg, model, tokenizer, dm)  # eval.control: the base before tuning
     adapted = adapt(cfg, model, dm, sparse)
     if adapted.trains:
@@ -137,9 +138,10 @@ def prepare_model(cfg: DictConfig, runner: StepRunner | None = None):
     return tokenizer, model
 
 
-def prepare_data(cfg: DictConfig, tokenizer) -> TaskDataModule:
-    """The task's train/val/test splits, read and tokenised once."""
-    dm = TaskDataModule(cfg, tokenizer)
+def prepare_data(cfg: DictConfig, tokenizer, runner: StepRunner | None = None) -> TaskDataModule:
+    """The task's train/val/test splits, read and tokenised once (task=instruct: the plan's cached
+    ``data`` step, ``ftlab.data.tokenized``)."""
+    dm = TaskDataModule(cfg, tokenizer, runner=runner)
     dm.setup()
     return dm
 
@@ -169,8 +171,8 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     """Train with the run's callbacks, from ``ckpt`` (:func:`resume_checkpoint`) when given, or
     from the deepest cached stage of ``schedule=stages``; returns throughput facts for ``metrics.json``.
     ``module``: a trial of a fused group brings its own (``ftlab.fused``); else the run's FtlabModule."""
-    steps = total_steps(cfg.schedule, cfg.train.max_steps)
-    module = module if module is not None else FtlabModule(adapted, cfg)
+    steps = total_steps(cfg.schedule, train_steps(cfg, len(dm.train_items)))  # train.max_epochs: x steps/epoch
+    module = module if module is not None else FtlabModule(adapted, cfg, max_steps=steps)
     runner = runner or StepRunner(cfg)
     module.foundation = foundation(runner.steps, runner.digests())  # recorded in every state this fit writes
     callbacks = run_callbacks(cfg, adapted, run_dir, extra_callbacks)
@@ -188,7 +190,8 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
             callbacks += stages.callbacks()
         # eval.enabled=false: no evaluation at all, epoch-end validation passes included
         trainer = build_trainer(cfg, max_steps=steps, callbacks=callbacks, logger=build_logger(cfg, run_dir),
-                                run_dir=run_dir, validate=bool(cfg.eval.enabled), model=adapted.model)
+                                run_dir=run_dir, validate=bool(cfg.eval.enabled), model=adapted.model,
+                                epochs=cfg.train.get("max_epochs"))
         if rank_zero():
             log.info("%s", header(cfg, adapted, steps, start_step, run_dir, runner.record(),
                                    stages is not None and stages.resume_path is not None))

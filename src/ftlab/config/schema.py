@@ -132,6 +132,16 @@ class TaskConfig:
     metric: str = "exact_match"
     eval_examples: int | None = None  # cap on test examples scored (None = all)
     options: dict[str, Any] = field(default_factory=dict)
+    # task=instruct (your own data, ftlab.data.formats): the row layout, the file's column for each
+    # of the format's fields, a prompt format string (prompt_answer/alpaca), a Jinja chat template
+    # file (messages/sharegpt; default: the tokenizer's own), loss on the last assistant turn only
+    format: str | None = None  # prompt_answer | alpaca | messages | sharegpt
+    # {format field: file column} or null, given whole (task.columns={a: b}); untyped because
+    # Hydra cannot assign a dict to a null typed dict
+    columns: Any = None
+    prompt_template: str | None = None
+    chat_template: str | None = None
+    last_turn_only: bool = False
 
 
 @dataclass
@@ -147,7 +157,9 @@ class LoggerConfig:
 class TrainConfig:
     batch_size: int = 16
     eval_batch_size: int = 64
-    max_steps: int = 100  # ignored by schedule=stages (sum of stage iters)
+    max_steps: int | None = 100  # ignored by schedule=stages (sum of stage iters); null with max_epochs
+    # passes over the train split instead of max_steps (exactly one of them is set; see ftlab.data.epochs)
+    max_epochs: int | None = None
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = 1.0
     weight_decay: float = 0.0

@@ -59,10 +59,28 @@ def validate_schedule(cfg) -> None:
                 fail(f"schedule.stages[{i}].sparse_lambda_2", st.sparse_lambda_2, "a number >= 0")
 
 
+def validate_train_length(cfg) -> None:
+    """Exactly one of ``train.max_steps`` and ``train.max_epochs``."""
+    t = cfg.train
+    epochs = t.get("max_epochs")
+    if epochs is None:
+        if t.max_steps is None:
+            fail("train.max_steps", None, "an integer >= 1, or null with train.max_epochs set (exactly one of them)")
+        _positive("train.max_steps", t.max_steps, integer=True)
+        return
+    _positive("train.max_epochs", epochs, integer=True)
+    if t.max_steps is not None:
+        fail("train.max_steps", t.max_steps, f"null when train.max_epochs={epochs} is set (exactly one of them: "
+                                             "add train.max_steps=null)")
+    if cfg.schedule.name == "stages":
+        fail("train.max_epochs", epochs, "null for schedule=stages (its stages count their own iters)")
+
+
 def validate_train(cfg) -> None:
     t = cfg.train
-    for key in ("batch_size", "eval_batch_size", "max_steps", "accumulate_grad_batches", "log_every_n_steps"):
+    for key in ("batch_size", "eval_batch_size", "accumulate_grad_batches", "log_every_n_steps"):
         _positive(f"train.{key}", getattr(t, key), integer=True)
+    validate_train_length(cfg)
     if t.save_every_n_steps is not None:
         _positive("train.save_every_n_steps", t.save_every_n_steps, integer=True)
     if t.gradient_clip_val is not None:
@@ -92,8 +110,9 @@ def validate_task(cfg) -> None:
     t = cfg.task
     if t.name not in task_names():
         fail("task.name", t.name, f"one of {task_names()}")
-    build_task(t).check_options()
-    if t.path is not None and not Path(t.path).is_file():
+    task = build_task(t)
+    task.check_options()
+    if t.path is not None and not (Path(t.path).is_file() or (task.reads_directories and Path(t.path).is_dir())):
         fail("task.path", t.path, "an existing data file")
     _positive("task.num_examples", t.num_examples, integer=True)
     for key in ("val_fraction", "test_fraction"):
@@ -160,7 +179,7 @@ def validate_known_keys(cfg) -> None:
                 if key not in fields and not (prefix == "" and key == "hydra"):
                     raise UnknownKeyError(f"{prefix}{key}", cls.__name__, ", ".join(sorted(fields)))
         for key in node:
-            if key != "hydra" and OmegaConf.is_dict(node._get_node(key)):
+            if key != "hydra" and OmegaConf.is_dict(node._get_node(key)) and node[key] is not None:
                 walk(node[key], f"{prefix}{key}.")
 
     walk(cfg, "")

@@ -18,6 +18,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from transformers import ByT5Tokenizer
 
+from ftlab.data.chat import render_examples
+from ftlab.data.encoding import IGNORE_INDEX, encode_spans
 from ftlab.data.tasks import build_task, split_examples
 from ftlab.errors import ConfigError
 from ftlab.models import build_tokenizer
@@ -34,6 +36,7 @@ class DataFacts:
     truncated: int  # train examples cut to task.max_length at all
     answer_cut: int  # ... of them cut inside the answer (or its EOS)
     longest: int  # tokens of the longest prompt+answer+EOS
+    lengths: tuple[int, ...] = ()  # tokens of each encoded train example (packing and epochs count them)
 
 
 def world_size(cfg: Any) -> int:
@@ -88,19 +91,27 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, int]:
+def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, int, list[int]]:
     """``(truncated, answer_cut, longest)`` of ``examples`` under :func:`encode_example`'s rule:
     the answer plus EOS is kept whole when it fits in ``max_length - 1`` tokens (one prompt token
-    stays), else it is cut."""
+    stays), else it is cut. Also each example's encoded length (at most ``max_length``)."""
     count = token_counter(tokenizer)
     truncated = answer_cut = longest = 0
+    lengths = []
     for ex in examples:
-        p = count(ex.prompt)
-        a = count(ex.answer) + 1  # + EOS
-        longest = max(longest, p + a)
-        truncated += p + a > max_length
-        answer_cut += a >= max_length
-    return truncated, answer_cut, longest
+        if ex.spans is not None:  # a rendered conversation: cut at the end; "answer cut" = no target left
+            enc = encode_spans(tokenizer, ex.text, ex.spans, len(ex.text) * 4 + 16)
+            n = len(enc.input_ids)
+            answer_cut += all(t == IGNORE_INDEX for t in enc.labels[:max_length])
+        else:
+            p = count(ex.prompt)
+            a = count(ex.answer) + 1  # + EOS
+            n = p + a
+            answer_cut += a >= max_length
+        longest = max(longest, n)
+        truncated += n > max_length
+        lengths.append(min(n, max_length))
+    return truncated, answer_cut, longest, lengths
 
 
 @functools.lru_cache(maxsize=32)
@@ -109,12 +120,14 @@ def _facts(task_yaml: str, model_yaml: str, seed: int) -> DataFacts:
     examples = build_task(task_cfg).examples(seed)
     _source_size(OmegaConf.create({"task": task_cfg}), len(examples))
     train = split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train
-    truncated, cut, longest = truncation(build_tokenizer(model_cfg), train, int(task_cfg.max_length))
+    tokenizer = build_tokenizer(model_cfg)
+    train = render_examples(train, tokenizer, task_cfg, f"{task_cfg.path} (train split)")
+    truncated, cut, longest, lengths = truncation(tokenizer, train, int(task_cfg.max_length))
     if truncated and cut < len(train):  # all cut: check_data fails instead
         log.warning("task.max_length=%d truncates %d of %d train examples of task %s (%d inside the answer; "
                     "the longest needs %d tokens)", task_cfg.max_length, truncated, len(train), task_cfg.name,
                     cut, longest)
-    return DataFacts(len(train), truncated, cut, longest)
+    return DataFacts(len(train), truncated, cut, longest, tuple(lengths))
 
 
 def data_facts(cfg: Any) -> DataFacts:

@@ -11,9 +11,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ftlab.data.encoding import Encoded, collate, encode_example, encode_text
+from ftlab.data.chat import render_splits
+from ftlab.data.encoding import Encoded, collate, encode, encode_text
 from ftlab.data.packing import collate_packed, pack_length, pack_rows
 from ftlab.data.tasks import Splits, build_task
+from ftlab.data.tokenized import TokenizedSplit, tokenized_data
 
 
 class ResumableSampler(Sampler[int]):
@@ -102,9 +104,11 @@ class LengthGroupedSampler(ResumableSampler):
 class TaskDataModule(L.LightningDataModule):
     """Train/val data of one task. ``corpus=True`` serves the task's pre-training corpus instead."""
 
-    def __init__(self, cfg: Any, tokenizer, *, corpus: bool = False):
+    def __init__(self, cfg: Any, tokenizer, *, corpus: bool = False, runner: Any = None):
         super().__init__()
         self.cfg, self.tokenizer, self.corpus = cfg, tokenizer, corpus
+        # a StepRunner whose plan has a ``data`` step: the tokenized splits come from the reuse store
+        self.runner = runner
         self.task = build_task(cfg.task)
         self.splits: Splits | None = None
         self.train_data: list[Encoded] = []
@@ -127,15 +131,24 @@ class TaskDataModule(L.LightningDataModule):
             texts = self.task.corpus(base.num_examples, random.Random(seed if base.seed is None else base.seed))
             self.train_data = self.train_items = [encode_text(self.tokenizer, t, base.max_length) for t in texts]
             return
-        self.splits = self.task.splits(seed)
-        enc = partial(encode_example, self.tokenizer, max_length=self.cfg.task.max_length)
-        self.train_data = [enc(e.prompt, e.answer) for e in self.splits.train]
-        self.val_data = [enc(e.prompt, e.answer) for e in self.splits.val]
+        self.splits = render_splits(self.task.splits(seed), self.tokenizer, self.cfg.task)
+        if self.runner is not None and self.runner.steps.data is not None:
+            data = tokenized_data(self.cfg, self.tokenizer, self.splits, self.runner)  # memory-mapped
+            self.train_data, self.val_data = data["train"], data["val"]
+        else:
+            enc = partial(encode, self.tokenizer, max_length=self.cfg.task.max_length)
+            self.train_data = [enc(e) for e in self.splits.train]
+            self.val_data = [enc(e) for e in self.splits.val]
         self.train_items = self.train_data
         if self.packing:
             # rows are packed once (a pure function of the data); the sampler shuffles rows per epoch
-            rows = pack_rows([len(e.input_ids) for e in self.train_data], self.pack_width)
+            rows = pack_rows(self.train_lengths(), self.pack_width)
             self.train_items = [[self.train_data[i] for i in row] for row in rows]
+
+    def train_lengths(self) -> list[int]:
+        if isinstance(self.train_data, TokenizedSplit):
+            return self.train_data.lengths
+        return [len(e.input_ids) for e in self.train_data]
 
     @property
     def packing(self) -> bool:
@@ -164,7 +177,7 @@ class TaskDataModule(L.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer else None
         if self.cfg.train.group_by_length and not self.packing and not self.corpus:
-            self.sampler = LengthGroupedSampler([len(e.input_ids) for e in self.train_data], self.batch_size,
+            self.sampler = LengthGroupedSampler(self.train_lengths(), self.batch_size,
                                                 self.cfg.seed, rank, world, epoch_fn=epoch_fn)
         else:
             self.sampler = ResumableSampler(len(self.train_items), self.cfg.seed, rank, world, epoch_fn=epoch_fn)

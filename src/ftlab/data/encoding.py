@@ -25,6 +25,36 @@ def encode_example(tokenizer, prompt: str, answer: str, max_length: int) -> Enco
     return Encoded(p + a, [IGNORE_INDEX] * len(p) + a)
 
 
+def encode_spans(tokenizer, text: str, spans: tuple[tuple[int, int], ...], max_length: int) -> Encoded:
+    """A rendered conversation: a token is a target iff its characters overlap a loss span. Fast
+    tokenizers give each token's character offsets; slow ones (the byte tokenizer) encode the text
+    piece by piece at the span edges. Truncation keeps the first ``max_length`` tokens (the
+    conversation's start), so a cut conversation may lose its later answers."""
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        target = [any(a < e and b > s for s, e in spans) for a, b in enc["offset_mapping"]]
+    else:
+        ids, target, at = [], [], 0
+        for s, e in [*spans, (len(text), len(text))]:
+            for piece, hit in ((text[at:s], False), (text[s:e], True)):
+                if piece:
+                    part = tokenizer.encode(piece, add_special_tokens=False)
+                    ids += part
+                    target += [hit] * len(part)
+            at = e
+    ids, target = ids[:max_length], target[:max_length]
+    return Encoded(ids, [t if hit else IGNORE_INDEX for t, hit in zip(ids, target)])
+
+
+def encode(tokenizer, example, max_length: int) -> Encoded:
+    """An :class:`~ftlab.data.task_base.Example` as the run trains on it: a rendered conversation
+    by its loss spans, anything else as prompt + answer."""
+    if example.spans is not None:
+        return encode_spans(tokenizer, example.text, example.spans, max_length)
+    return encode_example(tokenizer, example.prompt, example.answer, max_length)
+
+
 def encode_text(tokenizer, text: str, max_length: int) -> Encoded:
     """Plain LM text (base-model corpus): every token is a target."""
     ids = (tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id])[:max_length]

@@ -18,6 +18,9 @@ from typing import Any
 from ftlab.errors import ConfigError, FtlabError
 from ftlab.plugins import load_entry_points
 
+#: ``task`` keys of the bring-your-own-data formats (read by tasks with ``reads_format``)
+FORMAT_KEYS = ("format", "columns", "prompt_template", "chat_template", "last_turn_only")
+
 
 @dataclass(frozen=True)
 class Example:
@@ -25,6 +28,13 @@ class Example:
     answer: str
     choices: tuple[str, ...] | None = None  # multiple choice: candidate continuations
     label: int | None = None  # index of the right choice
+    # conversations (task=instruct, chat formats): the (role, content) turns as read; after
+    # rendering with the chat template (:mod:`ftlab.data.chat`), ``text`` is the whole rendered
+    # conversation and ``spans`` the character ranges of ``text`` that carry the loss
+    messages: tuple[tuple[str, str], ...] | None = None
+    text: str | None = None
+    spans: tuple[tuple[int, int], ...] | None = None
+    where: str | None = None  # "file: row N" of a row read from a file, for error messages
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,11 @@ class Task:
 
     #: keys of ``task.options`` the task reads; anything else is a typo that would change nothing
     option_keys: tuple[str, ...] = ()
+    #: capability: the task reads ``task.format``/``columns``/``prompt_template``/``chat_template``/
+    #: ``last_turn_only`` (a task that does not must refuse them: they would change nothing)
+    reads_format = False
+    #: capability: ``task.path`` may be a directory (``datasets.save_to_disk``)
+    reads_directories = False
 
     def check_options(self) -> None:
         """Raise :class:`ConfigError` for an option the task does not read or cannot use."""
@@ -53,6 +68,11 @@ class Task:
             if key not in self.option_keys:
                 allowed = f"one of {list(self.option_keys)}" if self.option_keys else "none (it takes no options)"
                 raise ConfigError(f"task.options.{key}", value, f"an option of task {self.name}: {allowed}")
+        if not self.reads_format:
+            for key in FORMAT_KEYS:
+                if self.cfg.get(key):
+                    raise ConfigError(f"task.{key}", self.cfg.get(key),
+                                      f"unset for task {self.name}: it is read by task=instruct only")
 
     def generate(self, n: int, rng: random.Random) -> list[Example]:
         raise FtlabError(f"task {self.name!r} has no generator: set task.path to a data file")

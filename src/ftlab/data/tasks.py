@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ftlab.data import real_tasks  # noqa: F401  (registers the real-dataset tasks)
+from ftlab.data import instruct, real_tasks  # noqa: F401  (register the file-based tasks)
 from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names callers import from here)
     Example,
     Splits,

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_run, expand_sweep
+from ftlab.data.epochs import planned_steps, planned_steps_per_epoch
 from ftlab.data.packing import pack_length
 from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
 from ftlab.plan.naming import name_runs, split_override
@@ -76,7 +77,7 @@ class Plan:
 def _train_steps(cfg: DictConfig) -> int:
     if cfg.schedule.name == "stages" and cfg.schedule.stages:
         return sum(int(s.iters) for s in cfg.schedule.stages)
-    return int(cfg.train.max_steps)
+    return planned_steps(cfg)
 
 
 def checkpoint_count(steps: int, every: int | None, epoch_steps: int | None, at_epoch_end: bool,
@@ -95,7 +96,10 @@ def checkpoint_count(steps: int, every: int | None, epoch_steps: int | None, at_
 
 
 def epoch_steps(cfg: DictConfig) -> int | None:
-    """Optimiser steps per epoch from the task's size and split (``None`` when not known)."""
+    """Optimiser steps per epoch from the task's size and split (``None`` when not known); with
+    ``train.max_epochs``, measured on the data (packed rows included)."""
+    if cfg.train.get("max_epochs") is not None:
+        return planned_steps_per_epoch(cfg)
     t = cfg.task
     n = t.get("num_examples")
     if not n:

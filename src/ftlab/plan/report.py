@@ -81,6 +81,14 @@ def _max_bs(run: PlannedRun) -> str:
     return f"{m.max_batch_size}{warn}"
 
 
+def _steps(r) -> str:
+    """Steps; with ``train.max_epochs`` also the epochs and steps per epoch (``24 = 2 ep × 12``)."""
+    epochs = r.cfg.train.get("max_epochs")
+    if epochs is None or r.control or not r.steps:
+        return str(r.steps)
+    return f"{r.steps} = {epochs} ep × {r.steps // int(epochs)}"
+
+
 def run_table(plan: Plan) -> list[str]:
     head = ["#", "run", "model", "adapter", "task", "hardware", "batch", "steps", "params", "trainable",
             "est. time", "time basis", "peak mem", "max batch", "checkpoints", "cache"]
@@ -88,7 +96,7 @@ def run_table(plan: Plan) -> list[str]:
     for r in plan.runs:
         f = r.facts
         cells = [str(r.index), f"`{r.name}`" + (" (control)" if r.control else ""), f.model, f.adapter, f.task,
-                 f"{f.hardware}×{f.devices}", str(f.batch_size), str(r.steps), fmt_count(f.total_params),
+                 f"{f.hardware}×{f.devices}", str(f.batch_size), _steps(r), fmt_count(f.total_params),
                  fmt_count(r.trainable), fmt_seconds(r.seconds), _basis(r),
                  f"{fmt_mb(r.memory.peak_mb)} ({r.memory.method})", _max_bs(r),
                  f"{r.checkpoints} × {fmt_bytes(r.state_bytes)}" if r.checkpoints else "-", fmt_bytes(r.cache_bytes)]

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from ftlab.data.epochs import planned_steps
 from ftlab.reuse.steps import RunSteps, Step, as_plain, calibrated, run_steps, world_size
 
 
@@ -81,7 +82,7 @@ def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0,
             add(step.key, steps.shared(step), "train", label, int(st["iters"]))
     else:
         add(steps.train.key, steps.shared(steps.train), "train", f"train {c['adapter']['name']} {c['schedule']['name']}",
-            int(c["train"]["max_steps"]))
+            planned_steps(c))
     return chain
 
 

@@ -40,7 +40,7 @@ from ftlab.training.schedules import is_staged
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
 #: results for the same config.
-VERSIONS = {"model": 1, "base": 1, "mask": 2, "mask_file": 1, "train": 1, "stage": 1}
+VERSIONS = {"model": 1, "base": 1, "mask": 2, "mask_file": 1, "train": 1, "stage": 1, "data": 1}
 
 MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer",
               "model.attn_implementation")
@@ -83,7 +83,7 @@ EXCLUDED = (
     "model.name", "hardware.name", "hardware.memory_gb", "sparsity.name", "sparsity.levels",
     "task.max_new_tokens", "task.metric", "task.eval_examples",
     "schedule.warmup_steps", "schedule.min_lr_ratio",
-    "train.eval_batch_size", "train.max_steps", "train.log_every_n_steps", "train.save_every_n_steps",
+    "train.eval_batch_size", "train.max_steps", "train.max_epochs", "train.log_every_n_steps", "train.save_every_n_steps",
     "train.save_epoch_checkpoints", "train.keep_checkpoints", "train.log_measurements", "train.save_adapter",
     "train.save_merged_model", "train.num_workers",
 )
@@ -94,6 +94,9 @@ DERIVED = (
     "base.enabled",  # whether the base step exists
     "base.seed",  # derived.base_seed
     "task.path",  # derived.task_file (content hash)
+    # task=instruct's format keys: entered only when set (keys of the other tasks stay as they were);
+    # the chat template file by its content hash
+    "task.format", "task.columns", "task.prompt_template", "task.last_turn_only", "task.chat_template",
     "sparsity.mask_path",  # the mask_file step (content hash)
     "sparsity.importance",  # derived.importance (method=random forces random)
     "sparsity.seed",  # derived.mask_seed (a ``seeded`` importance only)
@@ -106,7 +109,7 @@ DERIVED = (
 
 #: Step kinds whose product is stored (the others are built in memory, read from a file, or are
 #: the private root of a trial's training).
-CACHEABLE = ("base", "mask", "stage")
+CACHEABLE = ("base", "mask", "stage", "data")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class RunSteps:
     train: Step
     stages: list[Step]
     why_not_cached: str = ""  # why the cacheable steps are not cached ("" when they are)
+    data: Step | None = None  # the tokenized train/val data (task=instruct, ftlab.data.tokenized)
 
     @property
     def weights(self) -> Step:
@@ -134,12 +138,13 @@ class RunSteps:
         return self.mask or self.base or self.model
 
     def all(self) -> list[Step]:
-        """Every step, root first."""
-        return [s for s in (self.model, self.base, self.mask, self.train) if s is not None] + list(self.stages)
+        """Every step, root first (the data step, a root of its own, first of all)."""
+        return [s for s in (self.data, self.model, self.base, self.mask, self.train) if s is not None] + list(
+            self.stages)
 
     def labelled(self) -> list[tuple[str, Step]]:
         """Every step with the name the planner and ``python -m ftlab.cache`` print (``stage 2``)."""
-        out = [(s.kind, s) for s in (self.model, self.base, self.mask, self.train) if s is not None]
+        out = [(s.kind, s) for s in (self.data, self.model, self.base, self.mask, self.train) if s is not None]
         return out + [(f"stage {i}", s) for i, s in enumerate(self.stages, start=1)]
 
     def cached_text(self, step: Step) -> str:
@@ -278,12 +283,43 @@ def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
         config["derived.mask_seed"] = _or(sp.get("seed"), c["seed"])
     if calibrated(c):
         config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+        config.update(data_format(c))
     return make_step("mask", parent, config, cached=not cache_policy(c))
+
+
+def data_format(c: dict[str, Any]) -> dict[str, Any]:
+    """``task=instruct``'s format keys that are set (a chat template file by its content hash)."""
+    out = {k: lookup(c, k, None) for k in ("task.format", "task.columns", "task.prompt_template",
+                                            "task.last_turn_only") if lookup(c, k, None)}
+    if lookup(c, "task.chat_template", None):
+        out["derived.chat_template"] = fingerprint(lookup(c, "task.chat_template", None))
+    return out
+
+
+#: What the tokenized data of a run depends on besides the source file and the format keys: the
+#: seeded split, the length cut and the tokenizer.
+DATA_KEYS = ("seed", "task.name", "task.num_examples", "task.val_fraction", "task.test_fraction",
+             "task.max_length", "task.options", "model.tokenizer")
+
+
+def data_step(c: dict[str, Any]) -> Step | None:
+    """The tokenized train/val split of ``task=instruct`` (a root: it does not depend on the
+    weights). The tokenizer enters by kind and, for a model dir's own, by the dir's fingerprint."""
+    if not lookup(c, "task.format", None):
+        return None
+    config = pick(c, DATA_KEYS)
+    config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    config.update(data_format(c))
+    if lookup(c, "model.tokenizer", "byte") != "byte":
+        config["derived.tokenizer_files"] = fingerprint(lookup(c, "model.name_or_path", None))
+    config["derived.environment"] = environment()
+    return make_step("data", None, config, cached=not cache_policy(c))
 
 
 def train_step(c: dict[str, Any], parent: Step) -> Step:
     config = pick(c, TRAIN_KEYS)
     config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    config.update(data_format(c))
     return make_step("train", parent, config)
 
 
@@ -308,7 +344,7 @@ def run_steps(c: dict[str, Any]) -> RunSteps:
     base = base_step(c, model)
     mask = mask_step(c, base or model)
     train = train_step(c, mask or base or model)
-    return RunSteps(model, base, mask, train, stage_steps(c, train), cache_policy(c))
+    return RunSteps(model, base, mask, train, stage_steps(c, train), cache_policy(c), data_step(c))
 
 
 def as_plain(cfg: Any) -> dict[str, Any]:

@@ -110,9 +110,11 @@ def reuse_summary(record: dict, stage_step: int | None = None) -> str:
 class StepProgressBar(ProgressBar):
     """One bar over the run's optimiser steps (rank 0 only)."""
 
-    def __init__(self, label: str = "train", stream: IO[str] | None = None, tty: bool | None = None):
+    def __init__(self, label: str = "train", stream: IO[str] | None = None, tty: bool | None = None,
+                 epochs: int | None = None):
         super().__init__()
         self.label = label
+        self.epochs = epochs  # train.max_epochs: the label shows "epoch k/n"
         self.stream = stream
         self._tty = tty
         self._enabled = True
@@ -142,6 +144,11 @@ class StepProgressBar(ProgressBar):
         else:
             print(*args, file=self.out, **kwargs)
 
+    def _label(self, trainer: L.Trainer) -> str:
+        if self.epochs is None:
+            return self.label
+        return f"{self.label} epoch {min(trainer.current_epoch + 1, self.epochs)}/{self.epochs}"
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._enabled:
             return
@@ -161,7 +168,10 @@ class StepProgressBar(ProgressBar):
         on_gpu = trainer.strategy.root_device.type == "cuda"
         text = postfix(trainer.progress_bar_metrics, memory_mb(), on_gpu)
         total = max(trainer.max_steps, self._start)
+        label = self._label(trainer)
         if self._bar is not None:
+            if self._bar.desc != label:
+                self._bar.set_description_str(label, refresh=False)
             self._bar.set_postfix_str(text, refresh=False)
             self._bar.update(step - self._bar.n)
             return
@@ -169,7 +179,7 @@ class StepProgressBar(ProgressBar):
         if (step - self._start) % every == 0 or step >= total:
             left = eta_s(step - self._start, total - self._start, time.perf_counter() - self._t0)
             eta = fmt_duration(left) if left is not None else "?"
-            print(f"{self.label} step {step}/{total} ({100 * step / max(1, total):.0f}%) · {text} · eta {eta}",
+            print(f"{label} step {step}/{total} ({100 * step / max(1, total):.0f}%) · {text} · eta {eta}",
                   file=self.out, flush=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -35,12 +35,13 @@ def strategy(cfg: Any, model: Any = None) -> Any:
 
 def build_trainer(cfg: Any, *, max_steps: int, callbacks: list, logger=False, run_dir: Path | None = None,
                   validate: bool = True, accumulate: int | None = None, progress_label: str = "train",
-                  model: Any = None) -> L.Trainer:
+                  model: Any = None, epochs: int | None = None) -> L.Trainer:
     """The Trainer of one fit; its progress bar is ftlab's step bar (``ftlab.training.progress``).
-    ``model``: the module the fit trains, which ``hardware.strategy=fsdp`` reads its wrap units from."""
+    ``model``: the module the fit trains, which ``hardware.strategy=fsdp`` reads its wrap units from.
+    ``epochs``: the run's ``train.max_epochs`` (the bar shows epoch k/n)."""
     h = cfg.hardware
     if not any(isinstance(c, ProgressBar) for c in callbacks):
-        callbacks = [*callbacks, StepProgressBar(progress_label)]
+        callbacks = [*callbacks, StepProgressBar(progress_label, epochs=epochs)]
     try:
         return _trainer(cfg, max_steps=max_steps, callbacks=callbacks, logger=logger, run_dir=run_dir,
                         validate=validate, accumulate=accumulate, model=model)

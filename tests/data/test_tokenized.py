@@ -1,0 +1,88 @@
+"""Tokenized data as a cached step: built once, read memory-mapped, the same tokens and batch
+order as an in-memory run; a source file changed after the plan is refused; a 9-job sweep over
+one file tokenizes it once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import cli, compose
+from ftlab.data.datamodule import TaskDataModule
+from ftlab.data.encoding import encode
+from ftlab.errors import FtlabError
+from ftlab.models import build_tokenizer
+from ftlab.reuse.runner import StepRunner
+
+
+def _alpaca(path: Path, n: int = 80) -> Path:
+    rows = [{"instruction": f"Upper-case w{i}", "input": "" if i % 3 else f"x{i}", "output": f"W{i}"}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _cfg(tmp_path: Path, *extra: str):
+    return compose("task=instruct", f"task.path={_alpaca(tmp_path / 'a.jsonl')}", "train.batch_size=4",
+                   f"paths.cache_dir={tmp_path / 'cache'}", *extra)
+
+
+def _batches(dm: TaskDataModule, n: int = 5) -> list:
+    it = iter(dm.train_dataloader())
+    return [next(it)["input_ids"].tolist() for _ in range(n)]
+
+
+def test_built_once_memory_mapped_and_same_as_in_memory(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    tok = build_tokenizer(cfg.model)
+    first = StepRunner(cfg)
+    assert first.steps.data is not None and first.steps.data.cached
+    dm = TaskDataModule(cfg, tok, runner=first)
+    dm.setup()
+    second = StepRunner(cfg)
+    hit = TaskDataModule(cfg, tok, runner=second)
+    hit.setup()
+    assert first.records["data"]["cache_hit"] is False and second.records["data"]["cache_hit"] is True
+    assert isinstance(hit.train_data.ids, np.memmap)
+    plain = TaskDataModule(cfg, tok)  # no runner: tokenized in memory, as every other task
+    plain.setup()
+    assert isinstance(plain.train_data, list)
+    assert [list(e.input_ids) for e in hit.train_data] == [list(e.input_ids) for e in plain.train_data]
+    assert [encode(tok, ex, 512) for ex in hit.splits.val] == list(hit.val_data)
+    assert _batches(hit) == _batches(plain)  # the same data order (the sampler reads only the count)
+
+
+def test_key_follows_the_data_not_the_adapter(tmp_path: Path) -> None:
+    key = StepRunner(_cfg(tmp_path)).steps.data.key
+    assert StepRunner(_cfg(tmp_path, "adapter.r=4", "train.batch_size=8")).steps.data.key == key
+    assert StepRunner(_cfg(tmp_path, "task.max_length=256")).steps.data.key != key
+    assert StepRunner(_cfg(tmp_path, "task.prompt_template='{instruction} {input}'")).steps.data.key != key
+    assert StepRunner(compose("task=capitalization")).steps.data is None  # generated tasks: no data step
+
+
+def test_file_changed_between_plan_and_run_is_refused(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    runner = StepRunner(cfg)  # the plan: its key holds the file's content hash
+    _alpaca(tmp_path / "a.jsonl", n=81)
+    with pytest.raises(FtlabError, match="a.jsonl: the data file changed between the plan and the run"):
+        TaskDataModule(cfg, build_tokenizer(cfg.model), runner=runner).setup()
+
+
+@pytest.mark.slow
+def test_a_nine_job_sweep_tokenizes_once(tmp_path: Path) -> None:
+    data = _alpaca(tmp_path / "a.jsonl")
+    common = ["task=instruct", f"task.path={data}", "train.max_steps=1", "train.batch_size=4", "eval.enabled=false",
+              "train.save_adapter=false", "train.save_merged_model=false", "train.save_epoch_checkpoints=false",
+              f"paths.cache_dir={tmp_path / 'cache'}"]
+    res = cli("ftlab", "--multirun", *common, "adapter.r=2,4,8", "schedule.lr=1e-3,2e-3,3e-3",
+              f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/reuse_record.json"))]
+    assert len(records) == 9
+    assert sorted(r["data"]["cache_hit"] for r in records) == [False] + [True] * 8
+    assert len({r["data"]["key"] for r in records}) == 1
+    listing = cli("ftlab.cache", "ls", "--run", *common)
+    assert listing.returncode == 0 and f"data      {records[0]['data']['key'][:16]}  in cache" in listing.stdout
