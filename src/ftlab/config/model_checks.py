@@ -9,7 +9,10 @@ traceback. Building it on the ``meta`` device costs no weights (tens of millisec
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,51 @@ def check_divisible(model_cfg: Any) -> None:
         a, b = conf.get(num), conf.get(div)
         if isinstance(a, int) and isinstance(b, int) and b > 0 and a % b:
             fail(f"model.config.{num}", a, f"a multiple of model.config.{div}={b}")
+
+
+@functools.lru_cache(maxsize=16)
+def known_config_keys(model_type: str) -> tuple[str, frozenset[str]]:
+    """(class name, keys) transformers' config class for ``model_type`` reads: its constructor's
+    parameters, every attribute a default instance carries (the common ``PretrainedConfig`` ones
+    included) and its attribute aliases. Any other key is stored and never read."""
+    cls = CONFIG_MAPPING[model_type]
+    keys = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    keys |= set(cls().to_dict()) | set(getattr(cls, "attribute_map", {}))
+    return cls.__name__, frozenset(keys)
+
+
+def check_config_keys(model_cfg: Any) -> None:
+    """Every key under ``model.config`` is one transformers' config class knows (``+model.config.
+    rope_thta=...`` would otherwise be accepted and ignored: the run trains another model)."""
+    conf = model_cfg.config or {}
+    model_type = model_cfg.arch
+    path = model_cfg.name_or_path
+    if path and (Path(path) / "config.json").is_file():
+        try:
+            model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type", model_type)
+        except (OSError, ValueError):
+            return  # a broken config.json is check_model_dir's one line
+    if model_type not in CONFIG_MAPPING:
+        return
+    name, known = known_config_keys(model_type)
+    plain = OmegaConf.to_container(conf, resolve=True) if OmegaConf.is_config(conf) else dict(conf)
+    for key, value in plain.items():
+        if key not in known and not _changes_config(model_type, key, value):
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
+            hint = f"did you mean model.config.{close[0]}?" if close else "see the class's documentation"
+            fail(f"model.config.{key}", value, f"a key of transformers' {name} ({model_type}); {hint}")
+
+
+def _changes_config(model_type: str, key: str, value: Any) -> bool:
+    """Whether a key outside the class's own attributes is still read: a legacy keyword the class
+    converts (``rope_theta`` into ``rope_parameters``) changes some other attribute."""
+    cls = CONFIG_MAPPING[model_type]
+    try:
+        got = cls(**{key: value}).to_dict()
+    except Exception:  # noqa: BLE001 - a value the class refuses: the meta-device build reports it
+        return True
+    got.pop(key, None)
+    return got != cls().to_dict()
 
 
 def check_model_dir(model_cfg: Any) -> None:
@@ -117,6 +165,7 @@ def check_model(cfg: Any) -> None:
     if not m.name_or_path or m.config:
         if m.arch not in CONFIG_MAPPING:
             fail("model.arch", m.arch, "a transformers model type such as 'llama', 'mistral', 'qwen2', 'mixtral'")
+        check_config_keys(m)
         check_divisible(m)
         model = meta_architecture(OmegaConf.to_yaml(m, resolve=True))
     else:  # a model directory: its config.json gives the architecture, if it builds here
