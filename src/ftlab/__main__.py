@@ -17,6 +17,7 @@ from ftlab.errors import FtlabError, report_error
 from ftlab.launchers.preflight import base_config, output_dir, preflight
 from ftlab.rundir import discard_if_empty
 from ftlab.runlock import lock_run_dir, release_run_dirs
+from ftlab.signals import Interrupted, job_guard
 
 # Hydra flags that take the next argument as their value.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -73,9 +74,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     configure_run_console(bool(hc.verbose))  # after Hydra's logging setup: once per line
     try:
-        # the job's own dir (a sweep's job, or a run dir only Hydra could resolve, e.g. a timestamp)
-        lock_run_dir(hc.runtime.output_dir, "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir")
-        return run(cfg)
+        with job_guard():  # SIGTERM/SIGINT: checkpoint at the step's end, then exit 128 + signal
+            # the job's own dir (a sweep's job, or a run dir only Hydra could resolve, e.g. a timestamp)
+            lock_run_dir(hc.runtime.output_dir, "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir")
+            return run(cfg)
+    except Interrupted as err:
+        release_run_dirs()
+        print(f"ftlab: {err} (run dir {hc.runtime.output_dir})", file=sys.stderr)
+        sys.exit(err.status)
     except (FtlabError, OmegaConfBaseException) as err:
         discard_run_dir()
         die(err if isinstance(err, FtlabError) else translate_hydra_error(err))

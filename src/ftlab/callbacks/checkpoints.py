@@ -96,6 +96,14 @@ class PeriodicCheckpoint(L.Callback):
             self._prune()
         trainer.strategy.barrier()
 
+    def save_step(self, trainer) -> Path:
+        """A step checkpoint of the current state now (an interrupted run's last one)."""
+        name = f"checkpoint-epoch{trainer.current_epoch}-step{trainer.global_step}"
+        if trainer.global_step != self._last_saved_step:
+            self._last_saved_step = trainer.global_step
+            self._save(trainer, name, epoch_end=False)
+        return self.root / name
+
     def _prune(self) -> None:
         if not self.keep:
             return
