@@ -18,6 +18,7 @@ from ftlab.launchers.preflight import base_config, output_dir, preflight
 from ftlab.rundir import discard_if_empty
 from ftlab.runlock import lock_run_dir, release_run_dirs
 from ftlab.signals import Interrupted, job_guard
+from ftlab.writefail import write_failure
 
 # Hydra flags that take the next argument as their value.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -85,6 +86,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except (FtlabError, OmegaConfBaseException) as err:
         discard_run_dir()
         die(err if isinstance(err, FtlabError) else translate_hydra_error(err))
+    except Exception as err:
+        failure = write_failure(err)  # disk full, quota, read-only: one line naming the path
+        if failure is None:
+            raise
+        discard_run_dir()
+        die(failure)
 
 
 def main(argv: list[str] | None = None) -> None:

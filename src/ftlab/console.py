@@ -103,6 +103,9 @@ def configure_run_console(hydra_verbose: bool = False) -> bool:
     """Called once a run's logging is configured (Hydra's job logging); returns whether verbose."""
     set_verbose(hydra_verbose)
     on = verbose()
+    # a log file on a full disk: logging would print a traceback per line; the write that fails
+    # next (a checkpoint, a CSV row) ends the run with one line naming its path
+    logging.raiseExceptions = False
     if not on:
         quiet_known_noise()
     route_library_loggers()
