@@ -213,13 +213,13 @@ class RunConfig:
     name: str = knob("run", "the run's name (output dir experiments/<name>/<timestamp>)")
     seed: int = knob(42, "seed of data order, init and dropout")
     resume: str | None = knob(None, "null | auto (newest checkpoint of hydra.run.dir) | a checkpoint dir")
-    model: ModelConfig = MISSING
-    adapter: Any = MISSING
-    sparsity: SparsityConfig = MISSING
-    schedule: ScheduleConfig = MISSING
-    hardware: HardwareConfig = MISSING
-    task: TaskConfig = MISSING
-    logger: LoggerConfig = MISSING
+    model: ModelConfig = knob(MISSING, "the base model (conf/model)")
+    adapter: Any = knob(MISSING, "the adapter family and its keys (one table per adapter below)")
+    sparsity: SparsityConfig = knob(MISSING, "pruning of the base (conf/sparsity)")
+    schedule: ScheduleConfig = knob(MISSING, "learning-rate schedule (conf/schedule)")
+    hardware: HardwareConfig = knob(MISSING, "devices, nodes, precision (conf/hardware)")
+    task: TaskConfig = knob(MISSING, "data and metric (conf/task)")
+    logger: LoggerConfig = knob(MISSING, "csv or wandb (conf/logger)")
     train: TrainConfig = knob(doc="optimisation, checkpoints, data loading", factory=TrainConfig)
     base: BaseConfig = knob(doc="optional base pre-training phase", factory=BaseConfig)
     eval: EvalConfig = knob(doc="evaluation after training", factory=EvalConfig)
