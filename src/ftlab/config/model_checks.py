@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from safetensors import safe_open
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ftlab.adapters.targets import check_configured_targets
 from ftlab.errors import ConfigError, fail
@@ -114,6 +116,58 @@ def check_model_dir(model_cfg: Any) -> None:
     if not any(next(d.glob(p), None) for p in WEIGHT_PATTERNS):
         fail("model.name_or_path", path, f"a HF model directory with weights ({', '.join(WEIGHT_PATTERNS)})")
     _load_dir(str(d), model_cfg.tokenizer == "auto")
+    check_causal_lm(d)
+    check_weight_shapes(d, meta_model(OmegaConf.to_yaml(model_cfg, resolve=True)))
+
+
+def check_causal_lm(d: Path) -> None:
+    """The directory's weights are of a causal-LM class transformers can build and ftlab can adapt
+    (a BERT masked-LM dir would otherwise load as ``BertLMHeadModel`` and train, exit 0)."""
+    try:
+        info = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # _load_dir reported it
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    model_type = info.get("model_type")
+    archs = info.get("architectures") or []
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        fail("model.name_or_path", str(d), f"a causal-LM model directory; config.json's model_type={model_type!r} "
+             "has no causal-LM class in transformers")
+    if archs and not any(a in causal for a in archs):
+        fail("model.name_or_path", str(d), f"a causal-LM model directory; its weights are of {', '.join(archs)} "
+             f"(config.json architectures), not a causal LM such as {MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]}")
+
+
+def weight_shapes(d: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{tensor name: (file name, shape)}`` from the safetensors headers (no tensor is read)."""
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+    else:
+        files = sorted(p.name for p in d.glob("*.safetensors"))
+    shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name in files:
+        try:
+            with safe_open(str(d / name), framework="pt") as fh:
+                for key in fh.keys():  # noqa: SIM118 - safe_open has keys(), no iteration
+                    shapes[key] = (name, tuple(fh.get_slice(key).get_shape()))
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for a broken header
+            raise ConfigError("model.name_or_path", str(d), f"readable safetensors weights ({name}: "
+                              f"{_last_line(err)[:200]})") from err
+    return shapes
+
+
+def check_weight_shapes(d: Path, model: nn.Module | None) -> None:
+    """Every tensor in the weight files has the shape ``config.json`` gives its parameter."""
+    if model is None:
+        return
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    prefix = getattr(model, "base_model_prefix", "")
+    for key, (file, shape) in weight_shapes(d).items():
+        want = expected.get(key, expected.get(f"{prefix}.{key}"))
+        if want is not None and want != shape:
+            fail("model.name_or_path", str(d), f"weights whose shapes agree with config.json: {file} holds {key} "
+                 f"as {list(shape)}, config.json gives {list(want)}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -158,6 +212,8 @@ def check_model(cfg: Any) -> None:
     directory the run can load is :func:`check_model_dir`'s question, asked by the preflight."""
     m = cfg.model
     torch_dtype(m.dtype)
+    if m.name_or_path and (Path(m.name_or_path) / "config.json").is_file():
+        check_causal_lm(Path(m.name_or_path))  # before its model_type judges model.config's keys
     if m.tokenizer not in TOKENIZERS:
         fail("model.tokenizer", m.tokenizer, f"one of {list(TOKENIZERS)}")
     if m.tokenizer == "auto" and not m.name_or_path:
