@@ -292,7 +292,12 @@ def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> 
 
 
 def summary_line(metrics: dict[str, Any], key: str, run_dir: Path) -> str:
-    text = f"{key}={metrics.get(key, float('nan')):.4f}"
+    """The run's last console line: only a metric that was computed (no ``val_loss=nan`` for a run
+    without evaluation)."""
+    value = metrics.get(key)
+    if not isinstance(value, int | float) or value != value:
+        return f"trained {metrics.get('train_steps', 0)} steps, no evaluation (eval.enabled=false); outputs in {run_dir}"
+    text = f"{key}={value:.4f}"
     if f"control_{key}" in metrics:
         text += f" (base model before tuning: {metrics[f'control_{key}']:.4f})"
     return f"{text}; outputs in {run_dir}"
