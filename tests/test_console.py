@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -25,6 +26,7 @@ from ftlab.console import (
     route_library_loggers,
 )
 from ftlab.masks import main as masks_main
+from ftlab.models import build_model, build_tokenizer
 from ftlab.training.progress import (
     StepProgressBar,
     eta_s,
@@ -59,7 +61,8 @@ def test_header_names_model_adapter_params_steps_hardware_outputs_and_reuse(tmp_
     record = {"reuse_enabled": True, "base": {"cached": True, "cache_hit": True},
               "mask": {"cached": True, "cache_hit": False}}
     line = header(cfg, adapted, 100, 40, tmp_path, record, stage_hit=True)
-    for part in ("ftlab: tiny_llama + lora on a unstructured 0.5 sparse base", "trainable 110 / 1.0K params (10.89%)",
+    for part in ("ftlab: tiny_llama (llama, 1.0K params) + lora on a unstructured 0.5 sparse base",
+                 "trainable 110 / 1.0K params (10.89%)",
                  "100 steps (resuming at 40)", "batch 16", "cpu 32-true",
                  "reuse: base hit, mask built, stage hit (step 40)", f"outputs {tmp_path}"):
         assert part in line, (part, line)
@@ -77,7 +80,10 @@ def test_console_filter_and_format(monkeypatch):
     assert not flt.filter(gpu)
     assert flt.filter(rec("ftlab", logging.INFO, "eval_exact_match=1.0"))
     warn = rec("lightning.pytorch.trainer", logging.WARNING, "careful")
-    assert flt.filter(warn) and fmt.format(warn) == "warning (lightning.pytorch.trainer): careful"
+    assert not flt.filter(warn) and not flt.filter(rec("py.warnings", logging.WARNING, "UserWarning: ..."))
+    assert fmt.format(warn) == "warning (lightning.pytorch.trainer): careful"
+    assert flt.filter(rec("lightning.pytorch.trainer", logging.ERROR, "broken"))
+    assert flt.filter(rec("ftlab.data", logging.WARNING, "task.max_length truncates ..."))
     assert fmt.format(rec("ftlab", logging.INFO, "summary")) == "summary"
     monkeypatch.setenv("FTLAB_VERBOSE", "1")
     assert flt.filter(gpu)
@@ -133,7 +139,7 @@ def test_cli_console_of_a_short_run(tmp_path: Path):
     console = proc.stdout
     assert proc.returncode == 0, console
     lines = [ln for ln in console.splitlines() if ln.strip()]
-    headers = [ln for ln in lines if ln.startswith("ftlab: tiny_llama + lora")]
+    headers = [ln for ln in lines if ln.startswith("ftlab: tiny_llama (llama, ") and " + lora" in ln]
     assert len(headers) == 1 and "20 steps" in headers[0] and f"outputs {tmp_path}/run" in headers[0]
     bar = [ln for ln in lines if ln.startswith("train step ")]
     assert 10 <= len(bar) <= 11 and "lr 1.00e-03" in bar[-1] and "rss" in bar[-1] and "eta" in bar[-1]
@@ -156,3 +162,37 @@ def test_help_is_answered_before_parsing(capsys):
     masks_main(["--format=npz", "--help"])  # a bad --format alone exits 2
     out = capsys.readouterr()
     assert out.out.startswith("``python -m ftlab.masks") and out.err == ""
+
+
+@pytest.mark.slow
+def test_console_names_the_loaded_dir_prints_only_computed_metrics_and_no_library_warning(tmp_path: Path):
+    """Issue 22, deliverable 7: a model dir under a preset's name, no evaluation, a resume from
+    mid-epoch and an epoch shorter than Lightning's logging interval (both warn in Lightning)."""
+    model_dir = tmp_path / "my-model"  # another model's weights, though its dims fit the preset's config
+    cfg = compose()
+    build_model(cfg.model, build_tokenizer(cfg.model), seed=7).save_pretrained(model_dir)
+    args = [*FAST, "task.num_examples=100", "train.max_steps=14", "train.save_every_n_steps=4", "eval.enabled=false",
+            "train.save_merged_model=false", f"model.name_or_path={model_dir}",
+            f"hydra.run.dir={tmp_path}/run"]
+    consoles = []
+    for extra in ([], ["resume=auto"]):
+        if extra:  # cut the run back to a mid-epoch checkpoint, as after a crash
+            for ckpt in (tmp_path / "run" / "checkpoints").iterdir():
+                if not ckpt.name.endswith("-step4"):
+                    shutil.rmtree(ckpt)
+        proc = subprocess.run([sys.executable, "-m", "ftlab", *args, *extra], cwd=ROOT,
+                              env={**os.environ, "FTLAB_VERBOSE": ""}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout
+        consoles.append(proc.stdout)
+    for console in consoles:
+        lines = [ln for ln in console.splitlines() if ln.strip()]
+        header = [ln for ln in lines if ln.startswith("ftlab: ")]
+        assert len(header) == 1 and header[0].startswith(f"ftlab: {model_dir} (llama, "), header
+        assert "tiny_llama" not in console
+        assert lines[-1] == f"trained 14 steps, no evaluation (eval.enabled=false); outputs in {tmp_path}/run"
+        assert "nan" not in lines[-1]
+        for noise in ("warning (", "Warning", "warn(", "smaller than the logging interval", "before the epoch ended"):
+            assert noise not in console, (noise, console)
+    log = (tmp_path / "run" / "__main__.log").read_text()
+    assert "py.warnings" in log  # the library warnings are kept in the run's log file

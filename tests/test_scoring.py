@@ -5,11 +5,15 @@ the accuracy that follows, final-number match, and the one-line refusals."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from bigram_model import bigram_model, byte_tokenizer, nll
+from bigram_model import bigram_model, byte_tokenizer, nll, scale
 from ftlab.data.tasks import Example
 from ftlab.errors import FtlabError
 from ftlab.scoring import choice_accuracy, choice_ids, choice_log_likelihoods, final_number_match
+from tolerance import nll_rounding
+
+pytestmark = pytest.mark.numerical
 
 TABLE = {":": " ", " ": "A", "A": "B", "B": "C"}
 
@@ -28,11 +32,13 @@ def test_choice_log_likelihoods_are_the_summed_token_log_probs(model, tok):
     hit, miss, free = (-nll(model, k) for k in ("hit", "miss", "free"))
     ex = [Example("Q:", "", choices=(" AB", " XYZ", " ABCD"), label=0)]
     want = [3 * hit, hit + miss + 2 * free, 4 * hit + free]  # ' ' A B | ' ' X Y Z | ' ' A B C D
+    # a sum of up to 5 float32 token NLLs, each a softmax over the vocabulary at logits of size scale
+    tol = 5 * nll_rounding(torch.float32, model.config.vocab_size, scale(model))
     got = choice_log_likelihoods(model, tok, ex, max_length=32, batch_size=2)
-    assert got == [pytest.approx(want, abs=1e-4)]
+    assert got == [pytest.approx(want, abs=tol)]
     norm = choice_log_likelihoods(model, tok, ex, max_length=32, batch_size=3, length_normalize=True)
     # divided by the characters of the choice without the " " delimiter
-    assert norm == [pytest.approx([want[0] / 2, want[1] / 3, want[2] / 4], abs=1e-4)]
+    assert norm == [pytest.approx([want[0] / 2, want[1] / 3, want[2] / 4], abs=tol)]
 
 
 def test_length_normalisation_can_change_the_pick(model, tok):

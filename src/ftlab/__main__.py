@@ -14,8 +14,11 @@ from ftlab.config.compose import config_dir, translate_hydra_error
 from ftlab.config.store import register_configs
 from ftlab.console import configure_run_console
 from ftlab.errors import FtlabError, report_error
-from ftlab.launchers.preflight import preflight
+from ftlab.launchers.preflight import base_config, output_dir, preflight
 from ftlab.rundir import discard_if_empty
+from ftlab.runlock import lock_run_dir, release_run_dirs
+from ftlab.signals import Interrupted, job_guard
+from ftlab.writefail import write_failure
 
 # Hydra flags that take the next argument as their value.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -61,6 +64,7 @@ def discard_run_dir() -> None:
     """After a failed job: remove the run dir Hydra made if it holds nothing of value yet."""
     hc = HydraConfig.get()
     sweep = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+    release_run_dirs()
     discard_if_empty(hc.runtime.output_dir, sweep)
 
 
@@ -68,12 +72,26 @@ def discard_run_dir() -> None:
 def hydra_main(cfg: DictConfig) -> float | None:
     from ftlab.run import run  # Lightning + transformers: loaded once a job runs, not for --help/--cfg
 
-    configure_run_console(bool(HydraConfig.get().verbose))  # after Hydra's logging setup: once per line
+    hc = HydraConfig.get()
+    configure_run_console(bool(hc.verbose))  # after Hydra's logging setup: once per line
     try:
-        return run(cfg)
+        with job_guard():  # SIGTERM/SIGINT: checkpoint at the step's end, then exit 128 + signal
+            # the job's own dir (a sweep's job, or a run dir only Hydra could resolve, e.g. a timestamp)
+            lock_run_dir(hc.runtime.output_dir, "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir")
+            return run(cfg)
+    except Interrupted as err:
+        release_run_dirs()
+        print(f"ftlab: {err} (run dir {hc.runtime.output_dir})", file=sys.stderr)
+        sys.exit(err.status)
     except (FtlabError, OmegaConfBaseException) as err:
         discard_run_dir()
         die(err if isinstance(err, FtlabError) else translate_hydra_error(err))
+    except Exception as err:
+        failure = write_failure(err)  # disk full, quota, read-only: one line naming the path
+        if failure is None:
+            raise
+        discard_run_dir()
+        die(failure)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,14 +99,27 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     overrides, flag_tokens, flags, config_name = split_argv(argv)
     if not flags & _INSPECT_FLAGS:
+        multirun = bool(flags & {"--multirun", "-m"})
         try:
-            preflight(overrides, multirun=bool(flags & {"--multirun", "-m"}), config_name=config_name)
+            cfgs = preflight(overrides, multirun=multirun, config_name=config_name)
+            lock_output_dir(cfgs[0] if not multirun else base_config(overrides, config_name), multirun)
         except FtlabError as err:
             die(err)
     # Hydra's argparse takes overrides as one positional run: flags go first, so that
     # ``python -m ftlab +experiment=X --multirun k=v1,v2`` works as the README writes it.
     sys.argv = [sys.argv[0], *flag_tokens, *overrides]
-    hydra_main()
+    try:
+        hydra_main()
+    finally:
+        release_run_dirs()
+
+
+def lock_output_dir(base: DictConfig, multirun: bool) -> None:
+    """Before Hydra writes anything: hold the lock of the run dir (the sweep dir of a --multirun)
+    when the config names it; one named by a runtime interpolation is locked by its job."""
+    key, out = output_dir(base, multirun)
+    if out is not None:
+        lock_run_dir(out, key)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,10 @@ def configure_run_console(hydra_verbose: bool = False) -> bool:
     """Called once a run's logging is configured (Hydra's job logging); returns whether verbose."""
     set_verbose(hydra_verbose)
     on = verbose()
+    # a log file on a full disk: logging would print a traceback per line; the write that fails
+    # next (a checkpoint, a CSV row) ends the run with one line naming its path
+    logging.raiseExceptions = False
+    logging.captureWarnings(True)  # warnings.warn (Lightning's rank_zero_warn ...) into the log, filtered
     if not on:
         quiet_known_noise()
     route_library_loggers()
@@ -111,11 +115,12 @@ def configure_run_console(hydra_verbose: bool = False) -> bool:
 
 
 class ConsoleFilter(logging.Filter):
-    """The console's share of the log: ftlab's lines and every library warning; library INFO lines
-    only when verbose (the run's log file has them all)."""
+    """The console's share of the log: ftlab's own lines and library errors; library warnings and
+    INFO lines (Python warnings included, captured into ``py.warnings``) only when verbose. The
+    run's log file has them all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name.split(".")[0] == "ftlab" or verbose()
+        return record.levelno >= logging.ERROR or record.name.split(".")[0] == "ftlab" or verbose()
 
 
 class ConsoleFormatter(logging.Formatter):

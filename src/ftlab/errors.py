@@ -26,6 +26,16 @@ class UnknownKeyError(ConfigError):
         self.key, self.value, self.allowed = key, None, allowed
 
 
+class WriteError(FtlabError):
+    """A file of the run could not be written (disk full, quota, read-only dir): the run stops;
+    what was complete before stays as it was."""
+
+    def __init__(self, path: Any, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"cannot write {path}: {reason}; files written before are intact "
+                         "(resume=auto continues from the last complete checkpoint)")
+
+
 def report_error(err: FtlabError) -> int:
     """Print ``err`` the way every ftlab CLI does (one line on stderr); returns the exit status 2."""
     print(f"ftlab: error: {err}", file=sys.stderr)

@@ -7,6 +7,7 @@ The one place for that pattern; callers pass the content, not the mechanics.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -69,11 +70,24 @@ class CsvAppender:
     def open(self, keep_until_step: int | None = None, step_column: str = "step") -> None:
         if self.path.exists() and keep_until_step is not None:
             with open(self.path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r[step_column]) <= keep_until_step]
+                rows = [r for r in csv.DictReader(fh) if _complete(r, step_column)
+                        and int(r[step_column]) <= keep_until_step]
             write_csv(self.path, self.header, rows)
         elif not self.path.exists() or keep_until_step is None:
             write_csv(self.path, self.header, [])
 
     def append(self, row: dict) -> None:
-        with open(self.path, "a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=self.header).writerow(row)
+        """One row; a write that fails (disk full) is cut off again, never left as half a row."""
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with open(self.path, "a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=self.header).writerow(row)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, size)
+            raise
+
+
+def _complete(row: dict, step_column: str) -> bool:
+    """A row with every column and an integer step (not the cut-off end of a failed write)."""
+    return None not in row and all(v is not None for v in row.values()) and str(row.get(step_column, "")).isdigit()

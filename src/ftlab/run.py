@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.base import AdaptedModel
@@ -35,6 +37,7 @@ from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
 from ftlab.callbacks.checkpoints import checkpoint_step, read_meta
 from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
+from ftlab.callbacks.stop_on_signal import StopOnSignal
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.epochs import train_steps
@@ -49,6 +52,7 @@ from ftlab.reuse.foundation import foundation
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
+from ftlab.signals import Interrupted
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import SparseBase, sparse_base
 from ftlab.training.fsdp import ShardedStrategy
@@ -196,7 +200,10 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
             log.info("%s", header(cfg, adapted, steps, start_step, run_dir, runner.record(),
                                    stages is not None and stages.resume_path is not None))
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        except SIGTERMException as err:  # Lightning's own exit (status 0) for a SIGTERM mid-validation
+            raise Interrupted(signal.SIGTERM, trainer.global_step) from err
         train_time = time.perf_counter() - t0
         if isinstance(trainer.strategy, ShardedStrategy):
             trainer.strategy.consolidate()  # FSDP: rank 0 gets the whole trained model back
@@ -221,12 +228,14 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
 
 def run_callbacks(cfg: DictConfig, adapted: AdaptedModel, run_dir: Path, extra: list | None) -> list[L.Callback]:
     """Loss log, history, gate logs (gated adapters), periodic checkpoints, then the caller's."""
+    checkpoints = PeriodicCheckpoint(run_dir, cfg.train.save_every_n_steps, cfg.train.save_epoch_checkpoints,
+                                     cfg.train.keep_checkpoints)
     return [
         LossLog(run_dir, cfg.train.log_every_n_steps, cfg.train.log_measurements),
         TrainingHistory(run_dir),
         *(gated_callbacks(cfg, run_dir) if adapted.gated else []),  # before checkpoints: rows precede state
-        PeriodicCheckpoint(run_dir, cfg.train.save_every_n_steps, cfg.train.save_epoch_checkpoints,
-                           cfg.train.keep_checkpoints),
+        checkpoints,
+        StopOnSignal(checkpoints),  # SIGTERM/SIGINT: a step checkpoint, then exit 128 + signal
         *(extra or []),
     ]
 
@@ -293,7 +302,12 @@ def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> 
 
 
 def summary_line(metrics: dict[str, Any], key: str, run_dir: Path) -> str:
-    text = f"{key}={metrics.get(key, float('nan')):.4f}"
+    """The run's last console line: only a metric that was computed (no ``val_loss=nan`` for a run
+    without evaluation)."""
+    value = metrics.get(key)
+    if not isinstance(value, int | float) or value != value:
+        return f"trained {metrics.get('train_steps', 0)} steps, no evaluation (eval.enabled=false); outputs in {run_dir}"
+    text = f"{key}={value:.4f}"
     if f"control_{key}" in metrics:
         text += f" (base model before tuning: {metrics[f'control_{key}']:.4f})"
     return f"{text}; outputs in {run_dir}"

@@ -20,6 +20,7 @@ from ftlab.models import quantization as Q
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.models.structure import decoder_blocks
 from ftlab.sparsity.selection import select_modules
+from tolerance import assert_close
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 needs_bnb = pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes is not installed (pyproject dependency)")
@@ -88,6 +89,7 @@ def test_gradient_checkpointing_on_gpt_neox_with_peft() -> None:
 
 
 # -- attention kernels ---------------------------------------------------------------------
+@pytest.mark.numerical
 def test_eager_and_sdpa_attention_agree() -> None:
     outs = {}
     for impl in ("sdpa", "eager"):
@@ -97,7 +99,8 @@ def test_eager_and_sdpa_attention_agree() -> None:
         b = batch(model.config.vocab_size)
         with torch.no_grad():
             outs[impl] = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-    torch.testing.assert_close(outs["eager"], outs["sdpa"], atol=1e-4, rtol=1e-4)
+    # two attention kernels: each logit goes through reductions of up to intermediate_size terms per block
+    assert_close(outs["eager"], outs["sdpa"], ops=model.config.num_hidden_layers * model.config.intermediate_size)
 
 
 @pytest.mark.parametrize("override,key", [("model.attn_implementation=flash_attention_2", "model.attn_implementation"),

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 
 from ftlab.training.state import STATE_KEY, safe_load, state_info
+from ftlab.writefail import write_failure
 
 STATE_FILE = "state.ckpt"
 META_FILE = "meta.json"
@@ -63,7 +64,13 @@ def checkpoint_step(state_file: Path) -> int:
 def save_state(trainer: L.Trainer, path: Path) -> dict[str, Any]:
     """Write the trainer's state to ``path``; returns the ``meta.json`` entries describing it
     (its size, so a truncated copy is recognised, and the record of :mod:`ftlab.training.state`)."""
-    trainer.save_checkpoint(path, weights_only=False)  # weights_only=False: optimiser etc. included
+    try:
+        trainer.save_checkpoint(path, weights_only=False)  # weights_only=False: optimiser etc. included
+    except (OSError, RuntimeError) as err:
+        failure = write_failure(err, path)
+        if failure is None:
+            raise
+        raise failure from err
     module = trainer.lightning_module
     meta: dict[str, Any] = {STATE_KEY: state_info(module, getattr(module, "foundation", None))}
     if Path(path).is_file():  # the rank that wrote it
@@ -82,19 +89,40 @@ class PeriodicCheckpoint(L.Callback):
     def _save(self, trainer, name: str, epoch_end: bool) -> None:
         final = self.root / name
         tmp = self.root / f".tmp-{name}"
-        if trainer.is_global_zero:
+        try:
+            if trainer.is_global_zero:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            trainer.strategy.barrier()
+            state_meta = save_state(trainer, tmp / STATE_FILE)
+            if trainer.is_global_zero:
+                meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "epoch_end": epoch_end,
+                        **state_meta}
+                (tmp / META_FILE).write_text(json.dumps(meta))
+        except BaseException as err:  # a full disk mid-write: the half checkpoint goes, complete ones stay
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        trainer.strategy.barrier()
-        state_meta = save_state(trainer, tmp / STATE_FILE)
+            failure = write_failure(err, tmp / META_FILE)
+            if failure is not None and failure is not err:
+                raise failure from err
+            raise
         if trainer.is_global_zero:
-            meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "epoch_end": epoch_end,
-                    **state_meta}
-            (tmp / META_FILE).write_text(json.dumps(meta))
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            if final.exists():  # re-saved under the same name: the complete old one goes only now
+                old = self.root / f".old-{name}"
+                final.rename(old)
+                tmp.rename(final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(final)
             self._prune()
         trainer.strategy.barrier()
+
+    def save_step(self, trainer) -> Path:
+        """A step checkpoint of the current state now (an interrupted run's last one)."""
+        name = f"checkpoint-epoch{trainer.current_epoch}-step{trainer.global_step}"
+        if trainer.global_step != self._last_saved_step:
+            self._last_saved_step = trainer.global_step
+            self._save(trainer, name, epoch_end=False)
+        return self.root / name
 
     def _prune(self) -> None:
         if not self.keep:

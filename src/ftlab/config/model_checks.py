@@ -9,13 +9,18 @@ traceback. Building it on the ``meta`` device costs no weights (tens of millisec
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
+import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from safetensors import safe_open
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ftlab.adapters.targets import check_configured_targets
 from ftlab.errors import ConfigError, fail
@@ -52,6 +57,51 @@ def check_divisible(model_cfg: Any) -> None:
             fail(f"model.config.{num}", a, f"a multiple of model.config.{div}={b}")
 
 
+@functools.lru_cache(maxsize=16)
+def known_config_keys(model_type: str) -> tuple[str, frozenset[str]]:
+    """(class name, keys) transformers' config class for ``model_type`` reads: its constructor's
+    parameters, every attribute a default instance carries (the common ``PretrainedConfig`` ones
+    included) and its attribute aliases. Any other key is stored and never read."""
+    cls = CONFIG_MAPPING[model_type]
+    keys = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    keys |= set(cls().to_dict()) | set(getattr(cls, "attribute_map", {}))
+    return cls.__name__, frozenset(keys)
+
+
+def check_config_keys(model_cfg: Any) -> None:
+    """Every key under ``model.config`` is one transformers' config class knows (``+model.config.
+    rope_thta=...`` would otherwise be accepted and ignored: the run trains another model)."""
+    conf = model_cfg.config or {}
+    model_type = model_cfg.arch
+    path = model_cfg.name_or_path
+    if path and (Path(path) / "config.json").is_file():
+        try:
+            model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type", model_type)
+        except (OSError, ValueError):
+            return  # a broken config.json is check_model_dir's one line
+    if model_type not in CONFIG_MAPPING:
+        return
+    name, known = known_config_keys(model_type)
+    plain = OmegaConf.to_container(conf, resolve=True) if OmegaConf.is_config(conf) else dict(conf)
+    for key, value in plain.items():
+        if key not in known and not _changes_config(model_type, key, value):
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
+            hint = f"did you mean model.config.{close[0]}?" if close else "see the class's documentation"
+            fail(f"model.config.{key}", value, f"a key of transformers' {name} ({model_type}); {hint}")
+
+
+def _changes_config(model_type: str, key: str, value: Any) -> bool:
+    """Whether a key outside the class's own attributes is still read: a legacy keyword the class
+    converts (``rope_theta`` into ``rope_parameters``) changes some other attribute."""
+    cls = CONFIG_MAPPING[model_type]
+    try:
+        got = cls(**{key: value}).to_dict()
+    except Exception:  # noqa: BLE001 - a value the class refuses: the meta-device build reports it
+        return True
+    got.pop(key, None)
+    return got != cls().to_dict()
+
+
 def check_model_dir(model_cfg: Any) -> None:
     """Preflight: ``name_or_path`` is a directory with a config, weights (and a tokenizer for
     ``tokenizer=auto``) that load here."""
@@ -66,6 +116,58 @@ def check_model_dir(model_cfg: Any) -> None:
     if not any(next(d.glob(p), None) for p in WEIGHT_PATTERNS):
         fail("model.name_or_path", path, f"a HF model directory with weights ({', '.join(WEIGHT_PATTERNS)})")
     _load_dir(str(d), model_cfg.tokenizer == "auto")
+    check_causal_lm(d)
+    check_weight_shapes(d, meta_model(OmegaConf.to_yaml(model_cfg, resolve=True)))
+
+
+def check_causal_lm(d: Path) -> None:
+    """The directory's weights are of a causal-LM class transformers can build and ftlab can adapt
+    (a BERT masked-LM dir would otherwise load as ``BertLMHeadModel`` and train, exit 0)."""
+    try:
+        info = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # _load_dir reported it
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    model_type = info.get("model_type")
+    archs = info.get("architectures") or []
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        fail("model.name_or_path", str(d), f"a causal-LM model directory; config.json's model_type={model_type!r} "
+             "has no causal-LM class in transformers")
+    if archs and not any(a in causal for a in archs):
+        fail("model.name_or_path", str(d), f"a causal-LM model directory; its weights are of {', '.join(archs)} "
+             f"(config.json architectures), not a causal LM such as {MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]}")
+
+
+def weight_shapes(d: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{tensor name: (file name, shape)}`` from the safetensors headers (no tensor is read)."""
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+    else:
+        files = sorted(p.name for p in d.glob("*.safetensors"))
+    shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name in files:
+        try:
+            with safe_open(str(d / name), framework="pt") as fh:
+                for key in fh.keys():  # noqa: SIM118 - safe_open has keys(), no iteration
+                    shapes[key] = (name, tuple(fh.get_slice(key).get_shape()))
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for a broken header
+            raise ConfigError("model.name_or_path", str(d), f"readable safetensors weights ({name}: "
+                              f"{_last_line(err)[:200]})") from err
+    return shapes
+
+
+def check_weight_shapes(d: Path, model: nn.Module | None) -> None:
+    """Every tensor in the weight files has the shape ``config.json`` gives its parameter."""
+    if model is None:
+        return
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    prefix = getattr(model, "base_model_prefix", "")
+    for key, (file, shape) in weight_shapes(d).items():
+        want = expected.get(key, expected.get(f"{prefix}.{key}"))
+        if want is not None and want != shape:
+            fail("model.name_or_path", str(d), f"weights whose shapes agree with config.json: {file} holds {key} "
+                 f"as {list(shape)}, config.json gives {list(want)}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -110,6 +212,8 @@ def check_model(cfg: Any) -> None:
     directory the run can load is :func:`check_model_dir`'s question, asked by the preflight."""
     m = cfg.model
     torch_dtype(m.dtype)
+    if m.name_or_path and (Path(m.name_or_path) / "config.json").is_file():
+        check_causal_lm(Path(m.name_or_path))  # before its model_type judges model.config's keys
     if m.tokenizer not in TOKENIZERS:
         fail("model.tokenizer", m.tokenizer, f"one of {list(TOKENIZERS)}")
     if m.tokenizer == "auto" and not m.name_or_path:
@@ -117,6 +221,7 @@ def check_model(cfg: Any) -> None:
     if not m.name_or_path or m.config:
         if m.arch not in CONFIG_MAPPING:
             fail("model.arch", m.arch, "a transformers model type such as 'llama', 'mistral', 'qwen2', 'mixtral'")
+        check_config_keys(m)
         check_divisible(m)
         model = meta_architecture(OmegaConf.to_yaml(m, resolve=True))
     else:  # a model directory: its config.json gives the architecture, if it builds here

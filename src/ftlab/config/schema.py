@@ -2,7 +2,10 @@
 
 Every YAML option in ``conf/`` is merged onto one of these dataclasses, so an unknown key or a
 value of the wrong type is rejected by OmegaConf at composition time. Range checks that a type
-cannot express (rank >= 1, lr > 0, ...) live in :mod:`ftlab.config.validate`.
+cannot express per field (rank >= 1, lr > 0, a finite number, a non-empty list) are declared on
+the field itself with :func:`ftlab.config.fields.knob` (its ``doc`` is the field's entry in
+``docs/config.md``) and checked by :func:`ftlab.config.values.check_values`; checks that relate
+several fields live in :mod:`ftlab.config.validate`.
 
 Adapter schemas are registered by the adapter modules themselves (see
 :mod:`ftlab.adapters.registry`), so adding an adapter never touches this file.
@@ -10,51 +13,50 @@ Adapter schemas are registered by the adapter modules themselves (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import MISSING
 
+from ftlab.config.fields import Bounds, knob
+
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
-    # HF hub id or local directory. ``None`` = build from ``config`` with random weights.
-    name_or_path: str | None = None
-    # transformers model type used to build the architecture from ``config``.
-    arch: str = "llama"
-    # kwargs for the transformers config class (dims, heads, vocab...). Presets carry the real
-    # dimensions so they can be built on the meta device without downloading anything.
-    config: dict[str, Any] = field(default_factory=dict)
-    dtype: str = "float32"
-    tokenizer: str = "byte"  # "byte" = files-free byte-level tokenizer; "auto" = from name_or_path
-    # ``None`` = every linear inside the decoder blocks (peft's all-linear, no LM head, no MoE
-    # router), read from the loaded model; a list narrows it (see ftlab.adapters.targets).
-    target_modules: list[str] | None = None
-    init_seed: int | None = None  # seed of random init; None -> run seed
-    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (needs flash-attn + CUDA)
-    quantization: str | None = None  # None | nf4 | int8: a frozen k-bit base through bitsandbytes (QLoRA)
+    name: str = knob(MISSING, "the model option's name (conf/model/NAME.yaml)")
+    name_or_path: str | None = knob(None, "local HF model directory; null = build from model.config with "
+                                    "random weights")
+    arch: str = knob("llama", "transformers model type used to build the architecture from model.config")
+    config: dict[str, Any] = knob(doc="kwargs of the transformers config class (dims, heads, vocab ...); keys are "
+                                  "checked against that class. Presets carry the real dimensions, so they build on "
+                                  "the meta device without downloading anything", factory=dict)
+    dtype: str = knob("float32", "dtype of the frozen base weights")
+    tokenizer: str = knob("byte", "byte = files-free byte-level tokenizer; auto = from model.name_or_path")
+    target_modules: list[str] | None = knob(None, "null = every linear inside the decoder blocks (no LM head, no "
+                                            "MoE router); a list narrows it", nonempty=True)
+    init_seed: int | None = knob(None, "seed of the random init; null = the run's seed")
+    attn_implementation: str = knob("sdpa", "sdpa | eager | flash_attention_2 (needs flash-attn + CUDA)")
+    quantization: str | None = knob(None, "null | nf4 | int8: a frozen k-bit base through bitsandbytes (QLoRA)")
 
 
 @dataclass
 class AdapterConfig:
     """Common fields; each adapter family extends this with its own keys."""
 
-    name: str = MISSING
-    # ``None`` = the model's ``target_modules``.
-    target_modules: list[str] | None = None
+    name: str = knob(MISSING, "the adapter option's name (conf/adapter/NAME.yaml)")
+    target_modules: list[str] | None = knob(None, "null = model.target_modules", nonempty=True)
 
 
 @dataclass
 class CalibrationConfig:
-    batches: int = 8
-    batch_size: int = 8
+    batches: int = knob(8, "calibration batches fed through the model", ge=1)
+    batch_size: int = knob(8, "examples per calibration batch", ge=1)
 
 
 @dataclass
 class SparseGPTConfig:
-    blocksize: int = 128  # columns pruned and reconstructed per lazy batch update
-    percdamp: float = 0.01  # Hessian dampening: percdamp * mean(diag(H)) added to the diagonal
+    blocksize: int = knob(128, "columns pruned and reconstructed per lazy batch update", ge=1)
+    percdamp: float = knob(0.01, "Hessian dampening: percdamp * mean(diag(H)) added to the diagonal", ge=0)
 
 
 def _owl_defaults() -> dict[str, float]:
@@ -64,195 +66,186 @@ def _owl_defaults() -> dict[str, float]:
 
 @dataclass
 class SparsityConfig:
-    name: str = "none"
-    level: float = 0.0
-    levels: list[float] | None = None  # masks CLI: several levels at once
-    method: str = "none"  # none | unstructured | structured | nm | random
-    importance: str = "magnitude"  # a registered score (ftlab.sparsity.importance) or module:SPEC
-    # unstructured comparison group: layer | row | global; None = row for wanda (as published), else layer
-    group: str | None = None
-    n: int = 2
-    m: int = 4
-    structure: str = "channel"  # structured: channel | head
-    mode: str = "sparse_to_dense"  # sparse_to_dense | sparse_to_sparse
-    mask_path: str | None = None
-    # fnmatch patterns over module names; default: linear layers inside decoder blocks.
-    modules: list[str] = field(default_factory=lambda: ["*.layers.*"])
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    seed: int | None = None  # random masks; None -> run seed
-    allocation: str = "uniform"  # per-layer levels: uniform | owl
-    owl: dict[str, float] = field(default_factory=_owl_defaults)
-    sparsegpt: SparseGPTConfig = field(default_factory=SparseGPTConfig)
-    # settings of an importance score from outside ftlab (its spec's config_keys name them, e.g.
-    # sparsity.options.power; only those enter the mask key)
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = knob("none", "the sparsity option's name (conf/sparsity/NAME.yaml)")
+    level: float = knob(0.0, "share of each target weight matrix pruned", ge=0, lt=1)
+    levels: list[float] | None = knob(None, "masks CLI: several levels at once", nonempty=True,
+                                      items=Bounds(0.0, 1.0, high_open=True))
+    method: str = knob("none", "none | unstructured | structured | nm | random")
+    importance: str = knob("magnitude", "a registered importance score (ftlab.sparsity.importance) or "
+                            "module:SPEC")
+    group: str | None = knob(None, "unstructured comparison group: layer | row | global; null = row for wanda "
+                             "(as published), else layer")
+    n: int = knob(2, "N of N:M semi-structured sparsity (N zeros in every M weights)")
+    m: int = knob(4, "M of N:M semi-structured sparsity")
+    structure: str = knob("channel", "structured: channel | head")
+    mode: str = knob("sparse_to_dense", "sparse_to_dense | sparse_to_sparse")
+    mask_path: str | None = knob(None, "a mask file (.safetensors or .pt) instead of computing one")
+    modules: list[str] = knob(doc="fnmatch patterns over module names; default: linear layers inside decoder "
+                              "blocks", factory=lambda: ["*.layers.*"])
+    calibration: CalibrationConfig = knob(doc="calibration data of data-aware importances", factory=CalibrationConfig)
+    seed: int | None = knob(None, "random masks; null = the run's seed")
+    allocation: str = knob("uniform", "per-layer levels: uniform | owl")
+    owl: dict[str, float] = knob(doc="OWL's outlier threshold_m and lambda", factory=_owl_defaults)
+    sparsegpt: SparseGPTConfig = knob(doc="SparseGPT's reconstruction settings", factory=SparseGPTConfig)
+    options: dict[str, Any] = knob(doc="settings of an importance score from outside ftlab: its spec's config_keys "
+                                   "name them (e.g. sparsity.options.power) and only those enter the mask key",
+                                   factory=dict)
 
 
 @dataclass
 class StageConfig:
-    iters: int = MISSING
-    lr: float = MISSING
-    # Optional per-stage overrides of adapter keys (e.g. SoRA's threshold).
-    sparse_lambda_2: float | None = None
-    name: str | None = None
+    iters: int = knob(MISSING, "optimiser steps of this stage", ge=1)
+    lr: float = knob(MISSING, "learning rate of this stage", gt=0)
+    sparse_lambda_2: float | None = knob(None, "this stage's SoRA/SDoRA threshold (overrides the adapter's)", ge=0)
+    name: str | None = knob(None, "label of the stage in stage_metrics.csv")
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = MISSING  # constant | cosine | linear | stages
-    lr: float = 1e-3
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # cosine / linear decay floor as a fraction of lr
-    stages: list[StageConfig] | None = None
+    name: str = knob(MISSING, "constant | cosine | linear | stages")
+    lr: float = knob(1e-3, "peak learning rate (AdamW)", gt=0)
+    warmup_steps: int = knob(0, "linear warm-up steps from 0 to lr", ge=0)
+    min_lr_ratio: float = knob(0.0, "cosine / linear decay floor as a fraction of lr", ge=0, le=1)
+    stages: list[StageConfig] | None = knob(None, "schedule=stages: [{iters, lr}, ...], run in order",
+                                            nonempty=True)
 
 
 @dataclass
 class HardwareConfig:
-    name: str = MISSING
-    accelerator: str = "cpu"  # cpu | gpu | auto | cerebras
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | ...
-    precision: str = "32-true"
-    # Cerebras: number of CS-X systems; ignored elsewhere.
-    num_csx: int = 1
-    # Device memory available per device, used by the planner's batch-size recommendation.
-    memory_gb: float | None = None
+    name: str = knob(MISSING, "the hardware option's name (conf/hardware/NAME.yaml)")
+    accelerator: str = knob("cpu", "cpu | gpu | auto | cerebras")
+    devices: int = knob(1, "devices per node", ge=1)
+    num_nodes: int = knob(1, "nodes", ge=1)
+    strategy: str = knob("auto", "Lightning strategy: auto | ddp | ...")
+    precision: str = knob("32-true", "Lightning precision: 32-true | bf16-mixed | 16-mixed | ...")
+    num_csx: int = knob(1, "Cerebras: number of CS-X systems; ignored elsewhere", ge=1)
+    memory_gb: float | None = knob(None, "device memory per device (GB), for the planner's batch-size "
+                                   "recommendation", gt=0)
 
 
 @dataclass
 class TaskConfig:
-    name: str = MISSING
-    path: str | None = None  # local data file in the task's published format
-    num_examples: int = 2000  # synthetic tasks: size of the generated source
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    max_length: int = 64  # prompt + answer tokens
-    max_new_tokens: int = 16
-    metric: str = "exact_match"
-    eval_examples: int | None = None  # cap on test examples scored (None = all)
-    options: dict[str, Any] = field(default_factory=dict)
-    # task=instruct (your own data, ftlab.data.formats): the row layout, the file's column for each
-    # of the format's fields, a prompt format string (prompt_answer/alpaca), a Jinja chat template
-    # file (messages/sharegpt; default: the tokenizer's own), loss on the last assistant turn only
-    format: str | None = None  # prompt_answer | alpaca | messages | sharegpt
-    # {format field: file column} or null, given whole (task.columns={a: b}); untyped because
-    # Hydra cannot assign a dict to a null typed dict
-    columns: Any = None
-    prompt_template: str | None = None
-    chat_template: str | None = None
-    last_turn_only: bool = False
+    name: str = knob(MISSING, "the task option's name (conf/task/NAME.yaml)")
+    path: str | None = knob(None, "local data file in the task's published format")
+    num_examples: int = knob(2000, "synthetic tasks: size of the generated source", ge=1)
+    val_fraction: float = knob(0.1, "share of the source held out for validation", gt=0, lt=1)
+    test_fraction: float = knob(0.1, "share of the source held out for the test split", gt=0, lt=1)
+    max_length: int = knob(64, "prompt + answer tokens per example", ge=1)
+    max_new_tokens: int = knob(16, "tokens generated per answer when scoring", ge=1)
+    metric: str = knob("exact_match", "exact_match | accuracy | ... (ftlab.evaluation.SCORERS)")
+    eval_examples: int | None = knob(None, "cap on test examples scored (null = all)", ge=1)
+    options: dict[str, Any] = knob(doc="the task's own options (checked by the task)", factory=dict)
+    format: str | None = knob(None, "task=instruct: the row layout, prompt_answer | alpaca | messages | sharegpt")
+    # untyped because Hydra cannot assign a dict to a null typed dict
+    columns: Any = knob(None, "task=instruct: {format field: file column}, given whole (task.columns={a: b})")
+    prompt_template: str | None = knob(None, "task=instruct: a prompt format string (prompt_answer, alpaca)")
+    chat_template: str | None = knob(None, "task=instruct: a Jinja chat template file (messages, sharegpt); "
+                                     "null = the tokenizer's own")
+    last_turn_only: bool = knob(False, "task=instruct: loss on the last assistant turn only")
 
 
 @dataclass
 class LoggerConfig:
-    name: str = MISSING  # csv | wandb
-    project: str = "ftlab"
-    mode: str = "offline"  # wandb: offline | online | disabled
-    entity: str | None = None
-    tags: list[str] = field(default_factory=list)
+    name: str = knob(MISSING, "csv | wandb")
+    project: str = knob("ftlab", "wandb project")
+    mode: str = knob("offline", "wandb: offline | online | disabled")
+    entity: str | None = knob(None, "wandb entity (team or user)")
+    tags: list[str] = knob(doc="wandb tags", factory=list)
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    max_steps: int | None = 100  # ignored by schedule=stages (sum of stage iters); null with max_epochs
-    # passes over the train split instead of max_steps (exactly one of them is set; see ftlab.data.epochs)
-    max_epochs: int | None = None
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = 1.0
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    log_every_n_steps: int = 10
-    save_every_n_steps: int | None = None
-    save_epoch_checkpoints: bool = True
-    keep_checkpoints: int | None = None  # None = keep all
-    # Wall-clock columns (cpu_rss_mb, tokens_per_sec) in loss_log.csv. Off => the file is a
-    # pure function of seed and config (bitwise reproducible).
-    log_measurements: bool = True
-    deterministic: bool = True
-    save_adapter: bool = True
-    save_merged_model: bool = True
-    num_workers: int = 0
-    # Padding-free batches (ftlab.data.packing): examples packed whole into rows of ``pack_length``
-    # tokens (None -> 4 x task.max_length), attention only within each example; ``batch_size``
-    # then counts rows. ``group_by_length`` is the cheaper alternative: batches of similar lengths.
-    packing: bool = False
-    pack_length: int | None = None
-    group_by_length: bool = False
-    # Recompute each decoder block's activations in the backward pass (non-reentrant checkpoints):
-    # activation memory ~ one block instead of all of them, for ~1/3 more compute.
-    gradient_checkpointing: bool = False
+    batch_size: int = knob(16, "examples per optimiser micro-batch (rows when train.packing=true)", ge=1)
+    eval_batch_size: int = knob(64, "examples per evaluation batch", ge=1)
+    max_steps: int | None = knob(100, "optimiser steps; ignored by schedule=stages (sum of stage iters); null "
+                                 "with train.max_epochs", ge=1)
+    max_epochs: int | None = knob(None, "passes over the train split instead of train.max_steps (exactly one of "
+                                  "them is set; ftlab.data.epochs)", ge=1)
+    accumulate_grad_batches: int = knob(1, "micro-batches per optimiser step", ge=1)
+    gradient_clip_val: float | None = knob(1.0, "gradient norm clip; null = no clipping", gt=0)
+    weight_decay: float = knob(0.0, "AdamW weight decay", ge=0)
+    betas: list[float] = knob(doc="AdamW (beta1, beta2), each in [0, 1)", factory=lambda: [0.9, 0.999], length=2,
+                              items=Bounds(0.0, 1.0, high_open=True))
+    eps: float = knob(1e-8, "AdamW epsilon", gt=0)
+    log_every_n_steps: int = knob(10, "steps per loss_log.csv row", ge=1)
+    save_every_n_steps: int | None = knob(None, "steps between step checkpoints; null = epoch ends only", ge=1)
+    save_epoch_checkpoints: bool = knob(True, "a checkpoint at each epoch end")
+    keep_checkpoints: int | None = knob(None, "newest checkpoints kept; null = keep all", ge=1)
+    log_measurements: bool = knob(True, "wall-clock columns (cpu_rss_mb, tokens_per_sec) in loss_log.csv; false: "
+                                  "the file is a pure function of seed and config")
+    deterministic: bool = knob(True, "torch deterministic algorithms")
+    save_adapter: bool = knob(True, "write adapter/ (peft format)")
+    save_merged_model: bool = knob(True, "write model/ (merged, HF format)")
+    num_workers: int = knob(0, "DataLoader worker processes", ge=0)
+    packing: bool = knob(False, "padding-free batches: examples packed whole into rows of train.pack_length "
+                         "tokens, attention only within each example")
+    pack_length: int | None = knob(None, "tokens per packed row; null = 4 x task.max_length", ge=1)
+    group_by_length: bool = knob(False, "batches of similar lengths (the cheaper alternative to packing)")
+    gradient_checkpointing: bool = knob(False, "recompute each decoder block's activations in the backward pass: "
+                                        "activation memory ~ one block, for ~1/3 more compute")
 
 
 @dataclass
 class BaseConfig:
     """Optional first phase: continued pre-training of the base model on a corpus."""
 
-    enabled: bool = False
-    corpus: str = "task"  # "task" = the task's own synthetic corpus
-    num_examples: int = 2000
-    steps: int = 200
-    lr: float = 3e-3
-    batch_size: int = 32
-    max_length: int = 64
-    warmup_steps: int = 20
-    seed: int | None = None  # None -> run seed
+    enabled: bool = knob(False, "pre-train the base model first (cached)")
+    corpus: str = knob("task", "task = the task's own synthetic corpus")
+    num_examples: int = knob(2000, "corpus examples", ge=1)
+    steps: int = knob(200, "pre-training steps", ge=1)
+    lr: float = knob(3e-3, "pre-training learning rate", gt=0)
+    batch_size: int = knob(32, "pre-training batch size", ge=1)
+    max_length: int = knob(64, "tokens per corpus example", ge=1)
+    warmup_steps: int = knob(20, "pre-training warm-up steps", ge=0)
+    seed: int | None = knob(None, "null = the run's seed")
 
 
 @dataclass
 class PathsConfig:
-    cache_dir: str = "experiments/.cache"
-    # Optional node-local copy of cached base models (e.g. $TMPDIR on a SLURM node): entries of
-    # cache_dir (shared filesystem) are copied here once per node and loaded from here.
-    local_cache_dir: str | None = None
+    cache_dir: str = knob("experiments/.cache", "the reuse cache (shared between runs)")
+    local_cache_dir: str | None = knob(None, "node-local copy of cached base models (e.g. $TMPDIR on a SLURM "
+                                       "node), copied once per node from paths.cache_dir")
 
 
 @dataclass
 class ReuseConfig:
-    enabled: bool = True
+    enabled: bool = knob(True, "look up and publish cached steps (base, mask, stages)")
 
 
 @dataclass
 class EvalConfig:
-    enabled: bool = True
-    generate: bool = True  # exact-match generation on the test split
-    # BoolQ/HellaSwag/GSM8K: final numbers from lm-evaluation-harness on the whole test split
-    # (false: ftlab's fast scorer on task.eval_examples, as during training)
-    harness: bool = True
-    # Also score the base model before adaptation (same splits): metrics.json gets control_<metric>,
-    # so one run shows what fine-tuning bought. The separate control run is adapter=none.
-    control: bool = False
-    # lm-eval's installed tasks by name, scored after training on local files (README "Benchmarks"):
-    # eval.data.<task>=PATH (file, release dir, datasets disk dir) or {split: PATH}
-    benchmarks: list[str] = field(default_factory=list)
-    suite: str | None = None  # a key of eval.suites; its tasks are scored and averaged (unweighted)
-    suites: dict[str, list[str]] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
-    num_fewshot: int | None = None  # null: each task's lm-eval default
-    max_gen_toks: int | None = None  # null: each task's lm-eval default
-    limit: int | None = None  # score only the first N examples of each task (lm-eval's --limit)
+    enabled: bool = knob(True, "evaluate after training (val_loss and the task metric)")
+    generate: bool = knob(True, "exact-match generation on the test split")
+    harness: bool = knob(True, "BoolQ/HellaSwag/GSM8K: final numbers from lm-evaluation-harness on the whole "
+                         "test split (false: ftlab's fast scorer on task.eval_examples)")
+    control: bool = knob(False, "also score the base model before adaptation: metrics.json gets "
+                         "control_<metric>")
+    benchmarks: list[str] = knob(doc="lm-eval's installed tasks by name, scored after training on local files "
+                                 "(README 'Benchmarks')", factory=list)
+    suite: str | None = knob(None, "a key of eval.suites: its tasks are scored and averaged (unweighted)")
+    suites: dict[str, list[str]] = knob(doc="named lists of lm-eval tasks (conf/eval)", factory=dict)
+    data: dict[str, Any] = knob(doc="eval.data.<task>=PATH (file, release dir, datasets disk dir) or {split: PATH}",
+                                factory=dict)
+    num_fewshot: int | None = knob(None, "few-shot examples; null = each task's lm-eval default", ge=0)
+    max_gen_toks: int | None = knob(None, "generation budget; null = each task's lm-eval default", ge=1)
+    limit: int | None = knob(None, "score only the first N examples of each task (lm-eval's --limit)", ge=1)
 
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    seed: int = 42
-    # null | auto | path to a checkpoint dir
-    resume: str | None = None
-    model: ModelConfig = MISSING
-    adapter: Any = MISSING
-    sparsity: SparsityConfig = MISSING
-    schedule: ScheduleConfig = MISSING
-    hardware: HardwareConfig = MISSING
-    task: TaskConfig = MISSING
-    logger: LoggerConfig = MISSING
-    train: TrainConfig = field(default_factory=TrainConfig)
-    base: BaseConfig = field(default_factory=BaseConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    reuse: ReuseConfig = field(default_factory=ReuseConfig)
-    # Free-form tags for the analysis tables.
-    tags: dict[str, Any] = field(default_factory=dict)
+    name: str = knob("run", "the run's name (output dir experiments/<name>/<timestamp>)")
+    seed: int = knob(42, "seed of data order, init and dropout")
+    resume: str | None = knob(None, "null | auto (newest checkpoint of hydra.run.dir) | a checkpoint dir")
+    model: ModelConfig = knob(MISSING, "the base model (conf/model)")
+    adapter: Any = knob(MISSING, "the adapter family and its keys (one table per adapter below)")
+    sparsity: SparsityConfig = knob(MISSING, "pruning of the base (conf/sparsity)")
+    schedule: ScheduleConfig = knob(MISSING, "learning-rate schedule (conf/schedule)")
+    hardware: HardwareConfig = knob(MISSING, "devices, nodes, precision (conf/hardware)")
+    task: TaskConfig = knob(MISSING, "data and metric (conf/task)")
+    logger: LoggerConfig = knob(MISSING, "csv or wandb (conf/logger)")
+    train: TrainConfig = knob(doc="optimisation, checkpoints, data loading", factory=TrainConfig)
+    base: BaseConfig = knob(doc="optional base pre-training phase", factory=BaseConfig)
+    eval: EvalConfig = knob(doc="evaluation after training", factory=EvalConfig)
+    paths: PathsConfig = knob(doc="cache locations", factory=PathsConfig)
+    reuse: ReuseConfig = knob(doc="the reuse cache on/off", factory=ReuseConfig)
+    tags: dict[str, Any] = knob(doc="free-form tags for the analysis tables", factory=dict)

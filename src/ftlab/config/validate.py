@@ -17,6 +17,7 @@ from ftlab.adapters.registry import all_adapters, get_adapter
 from ftlab.config.environment import check_resume
 from ftlab.config.model_checks import check_model
 from ftlab.config.schema import SparsityConfig
+from ftlab.config.values import check_values
 from ftlab.data.real_tasks import validate_real_task
 from ftlab.data.tasks import build_task, task_names
 from ftlab.errors import UnknownKeyError, fail
@@ -31,20 +32,9 @@ ACCELERATORS = ("cpu", "gpu", "auto", "cerebras")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
-def _positive(key: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok:
-        what = "an integer" if integer else "a number"
-        fail(key, value, f"{what} {'>= 0' if allow_zero else '> 0' if not integer else '>= 1'}")
-
-
 def validate_schedule(cfg) -> None:
     s = cfg.schedule
     spec = get_schedule(s.name)  # one line naming the registered schedules when unknown
-    _positive("schedule.lr", s.lr)
-    _positive("schedule.warmup_steps", s.warmup_steps, integer=True, allow_zero=True)
-    if not 0.0 <= s.min_lr_ratio <= 1.0:
-        fail("schedule.min_lr_ratio", s.min_lr_ratio, "a number in [0, 1]")
     if spec.staged:
         if not s.stages:
             fail("schedule.stages", s.stages, "a non-empty list of {iters, lr}")
@@ -53,10 +43,6 @@ def validate_schedule(cfg) -> None:
                 if OmegaConf.is_config(st) and OmegaConf.is_missing(st, key):
                     fail(f"schedule.stages[{i}].{key}", "???", "set for every stage, e.g. "
                          "schedule.stages='[{iters: 100, lr: 1e-3}, {iters: 50, lr: 1e-4}]'")
-            _positive(f"schedule.stages[{i}].iters", st.iters, integer=True)
-            _positive(f"schedule.stages[{i}].lr", st.lr)
-            if st.sparse_lambda_2 is not None and st.sparse_lambda_2 < 0:
-                fail(f"schedule.stages[{i}].sparse_lambda_2", st.sparse_lambda_2, "a number >= 0")
 
 
 def validate_train_length(cfg) -> None:
@@ -66,9 +52,7 @@ def validate_train_length(cfg) -> None:
     if epochs is None:
         if t.max_steps is None:
             fail("train.max_steps", None, "an integer >= 1, or null with train.max_epochs set (exactly one of them)")
-        _positive("train.max_steps", t.max_steps, integer=True)
-        return
-    _positive("train.max_epochs", epochs, integer=True)
+        return  # ranges: the fields' own bounds (ftlab.config.values)
     if t.max_steps is not None:
         fail("train.max_steps", t.max_steps, f"null when train.max_epochs={epochs} is set (exactly one of them: "
                                              "add train.max_steps=null)")
@@ -78,30 +62,17 @@ def validate_train_length(cfg) -> None:
 
 def validate_train(cfg) -> None:
     t = cfg.train
-    for key in ("batch_size", "eval_batch_size", "accumulate_grad_batches", "log_every_n_steps"):
-        _positive(f"train.{key}", getattr(t, key), integer=True)
     validate_train_length(cfg)
-    if t.save_every_n_steps is not None:
-        _positive("train.save_every_n_steps", t.save_every_n_steps, integer=True)
-    if t.gradient_clip_val is not None:
-        _positive("train.gradient_clip_val", t.gradient_clip_val)
-    _positive("train.weight_decay", t.weight_decay, allow_zero=True)
     if t.packing and t.pack_length is not None and t.pack_length < cfg.task.max_length:
         fail("train.pack_length", t.pack_length, f"an integer >= task.max_length ({cfg.task.max_length}) or null")
     if t.packing and t.group_by_length:
         fail("train.group_by_length", True, "false when train.packing=true (packed rows all have pack_length tokens)")
-    if cfg.base.enabled:
-        _positive("base.steps", cfg.base.steps, integer=True)
-        _positive("base.lr", cfg.base.lr)
-        _positive("base.batch_size", cfg.base.batch_size, integer=True)
 
 
 def validate_hardware(cfg) -> None:
     h = cfg.hardware
     if h.accelerator not in ACCELERATORS:
         fail("hardware.accelerator", h.accelerator, f"one of {list(ACCELERATORS)}")
-    _positive("hardware.devices", h.devices, integer=True)
-    _positive("hardware.num_nodes", h.num_nodes, integer=True)
     if h.accelerator != "cerebras" and str(h.precision) not in PRECISIONS:
         fail("hardware.precision", h.precision, f"one of {list(PRECISIONS)}")
 
@@ -114,15 +85,8 @@ def validate_task(cfg) -> None:
     task.check_options()
     if t.path is not None and not (Path(t.path).is_file() or (task.reads_directories and Path(t.path).is_dir())):
         fail("task.path", t.path, "an existing data file")
-    _positive("task.num_examples", t.num_examples, integer=True)
-    for key in ("val_fraction", "test_fraction"):
-        v = getattr(t, key)
-        if not 0.0 < v < 1.0:
-            fail(f"task.{key}", v, "a number in (0, 1)")
     if t.val_fraction + t.test_fraction >= 1.0:
         fail("task.val_fraction+task.test_fraction", t.val_fraction + t.test_fraction, "a sum < 1")
-    _positive("task.max_length", t.max_length, integer=True)
-    _positive("task.max_new_tokens", t.max_new_tokens, integer=True)
 
 
 def validate_logger(cfg) -> None:
@@ -214,9 +178,15 @@ def validate_launcher(cfg) -> None:
     check_slurm_launcher(cfg)
 
 
+def validate_values(cfg) -> None:
+    """Each value against its schema field's own rules (finite, bounds, non-empty)."""
+    check_values(cfg)
+
+
 #: Ordered checks; other groups append theirs (e.g. sparsity, launchers).
 VALIDATORS: list[Callable[[Any], None]] = [
     validate_known_keys,
+    validate_values,  # before anything is built from a value
     validate_model_memory,  # before the meta-device build, which fails on an unavailable kernel
     validate_model,
     validate_adapter,

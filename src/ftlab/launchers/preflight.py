@@ -20,6 +20,7 @@ from ftlab.config.compose import checked, compose_config, compose_run, expand_sw
 from ftlab.config.environment import check_hardware, check_logger, check_writable
 from ftlab.config.model_checks import check_model_dir
 from ftlab.data.checks import check_data
+from ftlab.data.real_tasks import REAL_TASKS, checked_rows
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_job import check_executable
 from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
@@ -121,12 +122,26 @@ def check_jobs(cfgs: list[DictConfig], base: DictConfig, *, multirun: bool) -> N
         check_model_dir(cfg.model)
         check_logger(cfg)
         check_data(cfg, trains=get_adapter(cfg.adapter.name).trains)
+        check_side_files(cfg)
         check_fsdp_config(cfg)  # adapters/bases the sharded path does not train, wherever the job runs
         check_evaluation(cfg)
         hw = OmegaConf.to_yaml(cfg.hardware) + OmegaConf.to_yaml(cfg.train)
         if local and hw not in seen_hw:
             check_hardware(cfg)
             seen_hw.add(hw)
+
+
+def check_side_files(cfg: DictConfig) -> None:
+    """Files a run reads only after training (the few-shot pool of a harness task) are opened and
+    every row validated now: a broken one would otherwise end the run after the training."""
+    t = cfg.task
+    if t.name not in REAL_TASKS or not cfg.eval.enabled:
+        return
+    from ftlab.harness.data import fewshot_path  # loads datasets (~2 s): harness tasks only
+
+    path = fewshot_path(t)
+    if path is not None:  # the few-shot pool is read whenever it is set
+        checked_rows(t.name, path)
 
 
 def preflight(overrides: list[str], *, multirun: bool, config_name: str = "config") -> list[DictConfig]:

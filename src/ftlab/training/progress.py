@@ -88,9 +88,18 @@ def header(cfg: Any, adapted: Any, steps: int, start_step: int, run_dir: Path, r
     steps_text = f"{steps} steps" + (f" (resuming at {start_step})" if start_step else "")
     sparse = f" on a {cfg.sparsity.method} {cfg.sparsity.level:g} sparse base" if cfg.sparsity.method != "none" else ""
     reuse = reuse_summary(record or {}, start_step if stage_hit else None)
-    return (f"ftlab: {cfg.model.name} + {cfg.adapter.name}{sparse} · trainable {fmt_count(trainable)} / "
+    return (f"ftlab: {loaded_model(cfg, adapted.model, total)} + {cfg.adapter.name}{sparse} · trainable {fmt_count(trainable)} / "
             f"{fmt_count(total)} params ({100 * trainable / max(1, total):.2f}%) · {steps_text} · batch "
             f"{cfg.train.batch_size} · {hw} {h.precision} · {reuse} · outputs {run_dir}")
+
+
+def loaded_model(cfg: Any, model: Any, total: int) -> str:
+    """The model the run really loaded: its directory (``model.name_or_path``; else the option's
+    name, built from ``model.config``), its transformers ``model_type`` and its size, so a
+    ``model.name_or_path`` that overrides a preset's name is never reported as the preset."""
+    where = cfg.model.name_or_path or cfg.model.name
+    model_type = getattr(getattr(model, "config", None), "model_type", None) or cfg.model.arch
+    return f"{where} ({model_type}, {fmt_count(total)} params)"
 
 
 def reuse_summary(record: dict, stage_step: int | None = None) -> str:
