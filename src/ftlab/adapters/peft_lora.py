@@ -10,7 +10,7 @@ from torch import nn
 
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import AdapterSpec, register_adapter
-from ftlab.adapters.targets import adapter_targets, peft_target_list
+from ftlab.adapters.targets import adapter_targets, peft_parameter_list, peft_target_list, split_targets
 from ftlab.config.schema import AdapterConfig
 from ftlab.errors import fail
 from ftlab.models.quantization import dequantized_merge, is_quantized
@@ -55,11 +55,15 @@ def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> Pe
     # peft is heavy (~4 s of imports): loaded only when a peft adapter is built
     from peft import LoraConfig as PeftLoraConfig
 
+    linears, experts = split_targets(model, adapter_targets(model, adapter_cfg, run_cfg))
     return PeftLoraConfig(
         r=adapter_cfg.r,
         lora_alpha=adapter_cfg.alpha,
         lora_dropout=adapter_cfg.dropout,
-        target_modules=peft_target_list(model, adapter_targets(model, adapter_cfg, run_cfg)),
+        # [] = no module (peft's way of adapting parameters only)
+        target_modules=peft_target_list(model, linears) if linears else [],
+        # fused MoE experts: one rank-r update per expert (peft's ParamWrapper, lora_A/B of r x experts)
+        target_parameters=peft_parameter_list(model, experts) if experts else None,
         use_dora=use_dora,
         task_type="CAUSAL_LM",
     )
@@ -94,8 +98,9 @@ class PeftDora(PeftLowRank):
     use_dora = True
 
 
-register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_low_rank, low_rank=True,
+register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_low_rank, low_rank=True, experts=True,
                              supports_quantized_base=True, supports_cerebras=True, label="LoRA"))
 register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_low_rank, low_rank=True, magnitude=True,
                              supports_quantized_base=True, label="DoRA",
+                             experts_note="peft's LoRA on fused expert parameters has no DoRA magnitude",
                              cerebras_note="ModelZoo's Lora callback has no DoRA magnitude vector"))

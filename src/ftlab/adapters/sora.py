@@ -389,6 +389,8 @@ class SdoraModel(SoraModel):
 
 _NO_PROX_HOOK = "rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for"
 register_adapter(AdapterSpec("sora", SoraConfig, SoraModel, validate=validate_sora, low_rank=True, gated=True,
-                             supports_quantized_base=True, label="SoRA", cerebras_note=f"SoRA's {_NO_PROX_HOOK}"))
+                             supports_quantized_base=True, label="SoRA", cerebras_note=f"SoRA's {_NO_PROX_HOOK}",
+                             experts_note="SoRA's gated layer replaces nn.Linear modules, and fused experts have none"))
 register_adapter(AdapterSpec("sdora", SdoraConfig, SdoraModel, validate=validate_sora, low_rank=True, gated=True,
-                             magnitude=True, label="SDoRA", cerebras_note=f"SDoRA's {_NO_PROX_HOOK}"))
+                             magnitude=True, label="SDoRA", cerebras_note=f"SDoRA's {_NO_PROX_HOOK}",
+                             experts_note="SDoRA's gated layer replaces nn.Linear modules, and fused experts have none"))

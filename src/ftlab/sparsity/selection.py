@@ -31,7 +31,9 @@ def canonical_name(name: str) -> str:
     """The base model's name of a parameter seen through a peft wrapper."""
     if name.startswith(_PEFT_PREFIX):
         name = name[len(_PEFT_PREFIX):]
-    return name.replace(".base_layer.", ".")
+    while ".base_layer." in name:  # nested: peft wraps a second expert parameter of one module again
+        name = name.replace(".base_layer.", ".")
+    return name
 
 
 def canonical_parameters(model: nn.Module) -> dict:
