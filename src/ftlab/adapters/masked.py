@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.peft_lora import LowRankConfig, peft_config, validate_low_rank
@@ -43,7 +44,7 @@ class MaskedLora(AdaptedModel):
         from ftlab.adapters.masked_layer import MaskedLoraLinear, MaskedParamWrapper
 
         config = peft_config(model, adapter_cfg, run_cfg, use_dora=False)
-        config._register_custom_module({nn.Linear: MaskedLoraLinear})
+        config._register_custom_module({nn.Linear: MaskedLoraLinear, Conv1D: MaskedLoraLinear})
         super().__init__(get_peft_model(model, config), adapter_cfg, run_cfg)
         MaskedParamWrapper.adopt(self.model)  # fused MoE experts (peft's target_parameters)
         self.layer_cls = (MaskedLoraLinear, MaskedParamWrapper)

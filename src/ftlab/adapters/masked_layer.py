@@ -41,15 +41,16 @@ class MaskedLoraLinear(PeftLinear):
                 or any(a in self.lora_variant for a in active) or not active):
             return super().forward(x, *args, **kwargs)
         base = self.get_base_layer()
-        deltas = [(a, self._masked((self.lora_B[a].weight @ self.lora_A[a].weight) * self.scaling[a]))
-                  for a in active]
+        # peft's delta is in the base weight's layout: (out, in), or (in, out) for a Conv1D
+        # (fan_in_fan_out), where the mask is stored in that layout too
+        deltas = [(a, self.get_delta_weight(a)) for a in active]
         if all(isinstance(self.lora_dropout[a], nn.Identity) for a in active):
             weight = base.weight + sum(d.to(base.weight.dtype) for _, d in deltas)
-            return F.linear(x.to(weight.dtype), weight, base.bias)
+            return F.linear(x.to(weight.dtype), weight.t() if self.fan_in_fan_out else weight, base.bias)
         result = base(x)
         for a, d in deltas:
             xa = self._cast_input_dtype(x, d.dtype)
-            result = result + F.linear(self.lora_dropout[a](xa), d).to(result.dtype)
+            result = result + F.linear(self.lora_dropout[a](xa), d.t() if self.fan_in_fan_out else d).to(result.dtype)
         return result
 
 

@@ -14,6 +14,7 @@ from ftlab.adapters.targets import adapter_targets, peft_parameter_list, peft_ta
 from ftlab.config.schema import AdapterConfig
 from ftlab.errors import fail
 from ftlab.models.quantization import dequantized_merge, is_quantized
+from ftlab.models.structure import is_transposed
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
@@ -64,6 +65,8 @@ def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> Pe
         target_modules=peft_target_list(model, linears) if linears else [],
         # fused MoE experts: one rank-r update per expert (peft's ParamWrapper, lora_A/B of r x experts)
         target_parameters=peft_parameter_list(model, experts) if experts else None,
+        # GPT-2's Conv1D stores (in, out): peft transposes its delta (``fan_in_fan_out``)
+        fan_in_fan_out=bool(linears) and all(is_transposed(model.get_submodule(n)) for n in linears),
         use_dora=use_dora,
         task_type="CAUSAL_LM",
     )

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from torch import nn
 
 from ftlab.errors import ConfigError
+from ftlab.models.structure import LINEAR_TYPES, is_transposed
 from ftlab.sparsity.selection import HeadLayout, unit_name, unit_parts
 
 #: leaf name -> dimension that holds the units ("out": row blocks, "in": column blocks)
 HEAD_MEMBERS = {"q_proj": "out", "k_proj": "out", "v_proj": "out", "o_proj": "in"}
 CHANNEL_MEMBERS = {"gate_proj": "out", "up_proj": "out", "down_proj": "in", "fc1": "out", "fc2": "in",
-                   "w1": "out", "w3": "out", "w2": "in"}
+                   "w1": "out", "w3": "out", "w2": "in", "c_fc": "out", "c_proj": "in"}  # GPT-2: Conv1D
 MEMBERS = {"head": HEAD_MEMBERS, "channel": CHANNEL_MEMBERS}
 _HINT = {"head": "restrict sparsity.modules to attention, e.g. ['*.self_attn.*']",
          "channel": "restrict sparsity.modules to MLPs, e.g. ['*.mlp.*']"}
@@ -75,13 +76,19 @@ def _expert_structure(model: nn.Module, param: str, expert: int, kind: str) -> S
     return Structure(unit_name(owner, expert), units, members, parts)
 
 
+def _out_in(lin: nn.Module) -> tuple[int, int]:
+    """(out, in) of a linear layer; a ``Conv1D`` stores its weight (in, out)."""
+    rows, cols = lin.weight.shape
+    return (cols, rows) if is_transposed(lin) else (rows, cols)
+
+
 def _units_of(kind: str, parent: str, linears: dict[str, nn.Linear], model_config) -> int:
     if kind == "head":
         heads = getattr(model_config, "num_key_value_heads", None) or getattr(model_config, "num_attention_heads", None)
         if not heads:
             raise ConfigError("sparsity.structure", kind, "a model config with num_attention_heads")
         return int(heads)
-    sizes = {lin.out_features if dim == "out" else lin.in_features for leaf, (lin, dim) in linears.items()}
+    sizes = {_out_in(lin)[0 if dim == "out" else 1] for leaf, (lin, dim) in linears.items()}
     if len(sizes) != 1:
         raise ConfigError("sparsity.structure", kind, f"an MLP whose projections share one intermediate size; "
                           f"{parent} has {sorted(sizes)}")
@@ -113,14 +120,14 @@ def find_structures(model: nn.Module, weight_names: list[str], kind: str) -> lis
     for parent in parents:
         owner = modules[parent]
         linears = {leaf: (getattr(owner, leaf), dim) for leaf, dim in table.items()
-                   if isinstance(getattr(owner, leaf, None), nn.Linear)}
+                   if isinstance(getattr(owner, leaf, None), LINEAR_TYPES)}
         dims = {dim for _, dim in linears.values()}
         if (kind == "head" and set(linears) != set(HEAD_MEMBERS)) or dims != {"out", "in"}:
             raise ConfigError("sparsity.structure", kind, f"structures with all their projections; {parent} has "
                               f"only {sorted(linears)}")
         units = _units_of(kind, parent, linears, model.config)
         for leaf, (lin, dim) in linears.items():
-            size = lin.out_features if dim == "out" else lin.in_features
+            size = _out_in(lin)[0 if dim == "out" else 1]
             if size % units:
                 raise ConfigError("sparsity.structure", kind, f"a module whose {dim} dimension splits into "
                                   f"{units} units; {parent}.{leaf} has {size}")
