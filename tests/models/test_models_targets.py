@@ -194,13 +194,14 @@ def test_adapter_trains_and_merges(preset: str, adapter: str) -> None:
 @pytest.mark.parametrize("preset", ARCHS)
 def test_masked_lora_keeps_a_half_mask_after_merge(preset: str) -> None:
     cfg, model = tiny(preset, "adapter=masked", "sparsity=random", "sparsity.level=0.5")
-    targets = select_modules(model, list(cfg.sparsity.modules))
-    g = torch.Generator().manual_seed(1)
-    masks = {name: torch.rand(lin.weight.shape, generator=g) >= 0.5 for name, lin in targets.items()}
+    params = dict(model.named_parameters())
+    names = list(dict.fromkeys(v.param_name for v in select_modules(model, list(cfg.sparsity.modules)).values()))
+    g = torch.Generator().manual_seed(1)  # masks of the parameters' own shapes (3-D for fused experts)
+    masks = {name: torch.rand(params[name].shape, generator=g) >= 0.5 for name in names}
     with torch.no_grad():
-        for name, lin in targets.items():
-            lin.weight.mul_(masks[name])
-    pruned_base = {name: lin.weight.detach().clone() for name, lin in targets.items()}
+        for name in names:
+            params[name].mul_(masks[name])
+    pruned_base = {name: params[name].detach().clone() for name in names}
     adapted = MaskedLora(model, cfg.adapter, cfg)
     adapted.set_masks(masks)
     assert set(adapted.masks) == set(masks)  # every pruned linear carries its mask
