@@ -27,6 +27,7 @@ from ftlab.sparsity.masks import mask_units, nm_pattern_ok, sparsity_of, structu
 from ftlab.sparsity.pipeline import attach_masks, prepare_masks
 from ftlab.sparsity.selection import select_modules
 from ftlab.sparsity.stats import describe, layer_rows
+from ftlab.validate import validate
 
 MOE = ["tiny_mixtral", "tiny_qwen2_moe", "tiny_qwen3_moe"]
 CAL = ("sparsity.calibration.batches=2", "sparsity.calibration.batch_size=4")
@@ -172,6 +173,9 @@ def test_moe_run_adapts_and_prunes_every_expert(tmp_path) -> None:
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert set(config["target_parameters"]) == {"experts.gate_up_proj", "experts.down_proj"}
     assert [r for r in layer_rows(masks, 0.5) if "experts" in r["layer"]]
+    # the exported model (transformers saves experts per expert) checked by ftlab.validate
+    report = validate(str(run_dir / "model"), str(run_dir / "mask.safetensors"), tmp_path / "report.json")
+    assert report["passed"] and set(experts) <= set(report["layers"])
 
 
 def test_wanda_on_experts_uses_their_inputs() -> None:
