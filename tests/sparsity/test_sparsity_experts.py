@@ -20,7 +20,14 @@ from ftlab.models.structure import expert_parameters
 from ftlab.plan.params import model_facts, trainable_params
 from ftlab.sparsity.calibration import calibration_batches
 from ftlab.sparsity.check import check_targets
-from ftlab.sparsity.compute import PrunedBase, compute_pruned, importance_of, layouts_for, spec_of
+from ftlab.sparsity.compute import (
+    PrunedBase,
+    compute_pruned,
+    importance_of,
+    layouts_for,
+    sequential_prune,
+    spec_of,
+)
 from ftlab.sparsity.experts import ExpertInputs
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.masks import mask_units, nm_pattern_ok, sparsity_of, structured_ok
@@ -187,3 +194,22 @@ def test_wanda_on_experts_uses_their_inputs() -> None:
     magnitude = compute_pruned(cfg_m, model, tok).masks
     for p in expert_parameters(model):
         assert (wanda[p] != magnitude[p]).float().mean() > 0.05, p
+
+
+@pytest.mark.parametrize("importance", ["wanda", "sparsegpt"])
+def test_an_expert_no_calibration_token_reached_is_pruned_by_magnitude(importance: str) -> None:
+    """No routed tokens (here: no batches at all) must not zero the expert (SparseGPT's dead
+    columns) nor prune it by position (Wanda's all-equal scores): its magnitudes decide."""
+    cfg, _, model = tiny("tiny_mixtral", "sparsity=unstructured", "sparsity.level=0.5", "sparsity.group=layer")
+    targets = select_modules(model, ["*.experts"])
+    spec = spec_of(cfg.sparsity)
+    out = sequential_prune(model, targets, [], spec, importance, sparsegpt=None)
+    for name, view in targets.items():
+        keep = out.masks[name]
+        w = view.weight.detach().abs()
+        step = 128 if importance == "sparsegpt" else w.shape[1]  # SparseGPT selects per block of columns
+        for c in range(0, w.shape[1], step):
+            blk, kb = w[:, c:c + step], keep[:, c:c + step]
+            assert blk[kb].min() >= blk[~kb].max()  # the largest half kept
+        if out.weights:
+            assert torch.equal(out.weights[name] != 0, keep)  # kept weights stay non-zero

@@ -337,6 +337,18 @@ def _hessian(lin: WeightView) -> HessianAccumulator:
     return HessianAccumulator(lin.in_features, lin.weight.device)
 
 
+def _input_norms(acc: S.InputSquares) -> torch.Tensor:
+    """Wanda's ||X_j||²; an expert no calibration token was routed to gets ones, i.e. its
+    magnitudes alone (all-zero norms would rank every weight equal and prune by position)."""
+    return acc.mean() if acc.count else torch.ones_like(acc.mean())
+
+
+def _hessian_of(acc: HessianAccumulator) -> torch.Tensor:
+    """SparseGPT's H; the identity for an expert no calibration token reached (magnitude pruning
+    without reconstruction, rather than zeroing every column as inputs that never fire)."""
+    return acc.H if acc.count else torch.eye(acc.H.shape[0], dtype=acc.H.dtype, device=acc.H.device)
+
+
 def _layer_index(name: str, prefix: str) -> int:
     rest = name[len(prefix) + 1:] if name.startswith(prefix + ".") else ""
     index = rest.split(".", 1)[0]
@@ -369,7 +381,7 @@ def owl_ratios(model: nn.Module, targets: dict[str, WeightView], batches: list[d
             chosen = per_layer[i]
             if chosen:
                 stats = _collect(layer, chosen, hidden, layer_kwargs[i], valid, _input_squares)
-                ratios[i] = outlier_ratio([S.wanda(lin.weight, stats[n].mean().to(lin.weight.device))
+                ratios[i] = outlier_ratio([S.wanda(lin.weight, _input_norms(stats[n]).to(lin.weight.device))
                                            for n, lin in chosen.items()], threshold_m)
             hidden = [_run_layer(layer, h, layer_kwargs[i][j]) for j, h in enumerate(hidden)]
     return ratios
@@ -401,7 +413,7 @@ def sequential_prune(model: nn.Module, targets: dict[str, WeightView], batches: 
                             chosen[n].weight.copy_(w.to(chosen[n].weight))
                     else:
                         stats = _collect(layer, chosen, hidden, layer_kwargs[i], valid, _input_squares)
-                        scores = {n: S.wanda(lin.weight, stats[n].mean().to(lin.weight.device))
+                        scores = {n: S.wanda(lin.weight, _input_norms(stats[n]).to(lin.weight.device))
                                   for n, lin in chosen.items()}
                         inside = [st for st in structures or [] if set(st.members) <= set(chosen)]
                         layer_masks = masks_from_scores(scores, spec, inside if structures else None,
@@ -433,7 +445,7 @@ def _sparsegpt_layer(layer: nn.Module, chosen: dict[str, WeightView], hidden: li
     out = {}
     for n, lin in chosen.items():
         level = levels[n] if levels else spec.level
-        out[n] = sparsegpt_prune(lin.weight, stats[n].H, level, n=spec.n if nm else 0, m=spec.m if nm else 0,
+        out[n] = sparsegpt_prune(lin.weight, _hessian_of(stats[n]), level, n=spec.n if nm else 0, m=spec.m if nm else 0,
                                  blocksize=blocksize, percdamp=percdamp)
         stats[n] = None  # free the Hessian before the next linear's
     return out
