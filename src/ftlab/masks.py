@@ -34,7 +34,7 @@ from ftlab.sparsity import stats
 from ftlab.sparsity.check import check_targets
 from ftlab.sparsity.compute import compute_pruned_for_levels, importance_of, layouts_for, spec_of
 from ftlab.sparsity.io import save_masks
-from ftlab.sparsity.selection import select_modules
+from ftlab.sparsity.selection import select_modules, transposed_parameters
 
 CONFIG_NAME = "masks"
 FORMATS = ("safetensors", "pt")
@@ -66,22 +66,23 @@ def levels_of(sparsity_cfg: Any) -> list[float]:
     return [float(x) for x in (sparsity_cfg.levels or [sparsity_cfg.level])]
 
 
-def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model_name: str, layouts) -> dict:
+def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model_name: str, layouts,
+                transposed: set[str] | frozenset[str] = frozenset()) -> dict:
     sp = cfg.sparsity
     spec = spec_of(sp, level)
     masks = pruned.masks
     meta = stats.describe(masks, model=model_name, method=sp.method, importance=importance_of(sp), target=spec.target,
                     spec=spec, layouts=layouts, levels=pruned.levels,
                     extra={"modules": list(sp.modules), "seed": cfg.seed if sp.seed is None else sp.seed,
-                           "calibration": OmegaConf.to_container(sp.calibration)})
+                           "calibration": OmegaConf.to_container(sp.calibration)}, transposed=transposed)
     check_targets(masks, meta, "sparsity.level", level)  # a mask that misses its target is not written
     directory.mkdir(parents=True, exist_ok=True)
     path = save_masks(masks, directory / f"mask.{fmt}", meta)
     if pruned.weights:
         save_file({n: w.contiguous() for n, w in pruned.weights.items()}, str(directory / "weights.safetensors"))
-    stats.write_layer_table(masks, pruned.levels or spec.target, directory / "layer_sparsity.csv")
+    stats.write_layer_table(masks, pruned.levels or spec.target, directory / "layer_sparsity.csv", transposed)
     stats.plot_histogram(masks, spec.target, directory / "sparsity.png",
-                   title=f"{model_name}: {sp.method} / {importance_of(sp)} @ {spec.target:.2f}")
+                   title=f"{model_name}: {sp.method} / {importance_of(sp)} @ {spec.target:.2f}", transposed=transposed)
     return {"level": level, "target": f"{spec.target:.6f}", "overall_sparsity": f"{meta['overall_sparsity']:.6f}",
             "mask": str(Path(directory.name) / path.name)}
 
@@ -104,8 +105,9 @@ def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-masks-", dir=out_dir.parent))
     try:
+        transposed = set(transposed_parameters(model))
         rows = [write_level(masks, cfg, level, staging / level_dir(spec_of(sp, level).target), fmt,
-                            cfg.model.name, layouts)
+                            cfg.model.name, layouts, transposed)
                 for level, masks in zip(levels, all_masks)]
         summary = CsvAppender(staging / "summary.csv", SUMMARY_COLUMNS)
         summary.open()

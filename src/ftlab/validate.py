@@ -100,6 +100,14 @@ def _canonical_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {canonical_name(k.removeprefix("model.")): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
+def _through_transformers(path: Path, names: set[str]) -> dict[str, torch.Tensor]:
+    """The named parameters of a HF model dir as transformers loads it: transformers 5 saves fused
+    MoE experts in their published per-expert layout (``experts.0.w1.weight`` ...) and fuses them
+    again on load, so a mask of ``experts.gate_up_proj`` is checked against the loaded model."""
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
+    return {n: p.detach() for n, p in model.named_parameters() if n in names}
+
+
 def load_weights(checkpoint: str, names: set[str]) -> dict[str, torch.Tensor]:
     """The tensors of ``checkpoint`` (only ``names`` where the format allows reading a subset)."""
     path = Path(checkpoint)
@@ -108,7 +116,10 @@ def load_weights(checkpoint: str, names: set[str]) -> dict[str, torch.Tensor]:
     if path.is_dir():
         shards = sorted(path.glob("*.safetensors"))
         if shards:
-            return _from_safetensors(shards, names)
+            found = _from_safetensors(shards, names)
+            if set(found) != set(names) and (path / "config.json").is_file():
+                return _through_transformers(path, names)
+            return found
         if (path / "pytorch_model.bin").is_file():
             return _load_torch(path / "pytorch_model.bin")
         raise ConfigError("checkpoint", checkpoint, "a model directory with *.safetensors or pytorch_model.bin, "

@@ -101,13 +101,16 @@ def test_presets_build_on_meta(preset: str, params_b: float) -> None:
     from ftlab.adapters.targets import resolve_targets
     from ftlab.models import build_model, count_parameters
     from ftlab.models.build import linear_module_names
+    from ftlab.models.structure import expert_parameters
 
     cfg = compose(f"model={preset}")
     model = build_model(cfg.model, device="meta")
     assert next(model.parameters()).device.type == "meta"
     assert count_parameters(model) / 1e9 == pytest.approx(params_b, rel=0.02)
     targets = resolve_targets(model, cfg.model.target_modules, "model.target_modules")
-    assert targets and {t.rsplit(".", 1)[-1] for t in targets} <= set(linear_module_names(model))
+    experts = set(expert_parameters(model))  # fused MoE expert parameters are targets too
+    assert targets and {t.rsplit(".", 1)[-1] for t in targets if t not in experts} <= set(linear_module_names(model))
+    assert experts <= set(targets) and bool(experts) == (preset == "mixtral_8x7b")
 
 
 def test_tiny_models_target_modules_exist() -> None:

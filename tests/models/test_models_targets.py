@@ -16,13 +16,23 @@ from torch import nn
 from conftest import compose, run_tiny
 from ftlab.adapters.masked import MaskedLora
 from ftlab.adapters.registry import get_adapter
-from ftlab.adapters.targets import peft_target_list, resolve_targets
+from ftlab.adapters.targets import peft_parameter_list, peft_target_list, resolve_targets
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
-from ftlab.models.structure import decoder_layer_classes, decoder_linears, layer_patterns, router_names
-from ftlab.sparsity.selection import select_modules
+from ftlab.models.structure import (
+    decoder_layer_classes,
+    decoder_linears,
+    expert_parameters,
+    layer_patterns,
+    router_names,
+)
+from ftlab.sparsity.selection import canonical_name, select_modules
 
 ARCHS = ["tiny_gpt_neox", "tiny_phi", "tiny_gemma", "tiny_qwen2", "tiny_mixtral", "tiny_qwen2_moe"]
+MOE = ["tiny_mixtral", "tiny_qwen2_moe", "tiny_qwen3_moe"]
+#: leaf names of the fused 3-D expert parameters of each decoder block (default targets too)
+EXPERTS = {"tiny_mixtral": ["gate_up_proj", "down_proj"], "tiny_qwen2_moe": ["gate_up_proj", "down_proj"],
+           "tiny_qwen3_moe": ["gate_up_proj", "down_proj"]}
 #: leaf names of the linears inside the decoder blocks (the default targets)
 EXPECTED = {
     "tiny_llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -32,6 +42,7 @@ EXPECTED = {
     "tiny_qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "tiny_mixtral": ["q_proj", "k_proj", "v_proj", "o_proj"],  # experts are fused 3-D weights
     "tiny_qwen2_moe": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "tiny_qwen3_moe": ["q_proj", "k_proj", "v_proj", "o_proj"],
 }
 
 
@@ -66,15 +77,17 @@ def logits(model: nn.Module) -> torch.Tensor:
 
 
 # -- structure -----------------------------------------------------------------------------
-@pytest.mark.parametrize("preset", ["tiny_llama", *ARCHS])
+@pytest.mark.parametrize("preset", ["tiny_llama", *ARCHS, "tiny_qwen3_moe"])
 def test_default_targets_are_the_decoder_linears(preset: str) -> None:
     cfg, model = tiny(preset)
     names = resolve_targets(model, None)
     layers = int(cfg.model.config.num_hidden_layers)
-    assert len(layer_patterns(names)) == len(EXPECTED[preset])  # one pattern per kind of linear
-    assert [n.rsplit(".", 1)[-1] for n in names] == EXPECTED[preset] * layers
+    experts = EXPERTS.get(preset, [])
+    assert len(layer_patterns(names)) == len(EXPECTED[preset]) + len(experts)  # one pattern per kind of weight
+    assert [n.rsplit(".", 1)[-1] for n in names] == EXPECTED[preset] * layers + experts * layers
     out = model.get_output_embeddings()
-    assert all(model.get_submodule(n) is not out for n in names)  # never the LM head
+    assert all(model.get_submodule(n) is not out for n in decoder_linears(model))  # never the LM head
+    assert names == decoder_linears(model) + expert_parameters(model)
     assert len(decoder_layer_classes(model)) == 1
 
 
@@ -94,8 +107,11 @@ def test_moe_routers_are_found_and_never_targets(preset: str, routers: list[str]
 
 def test_peft_list_is_leaf_names_unless_that_selects_more() -> None:
     _, model = tiny("tiny_qwen2_moe")
-    names = resolve_targets(model, None)
+    names = decoder_linears(model)
     assert peft_target_list(model, names) == EXPECTED["tiny_qwen2_moe"]  # shared_expert_gate not selected
+    experts = expert_parameters(model)
+    assert peft_parameter_list(model, experts) == ["experts.gate_up_proj", "experts.down_proj"]
+    assert peft_parameter_list(model, experts[:2]) == experts[:2]  # layer 0 only: full names
     _, model = tiny("tiny_llama")
     first = [n for n in resolve_targets(model, None) if ".layers.0." in n]
     assert peft_target_list(model, first) == first  # leaf names would select layer 1 as well
@@ -143,9 +159,18 @@ def test_sparsity_modules_matching_nothing_lists_the_linears() -> None:
 @pytest.mark.parametrize("preset", ARCHS)
 @pytest.mark.parametrize("adapter", ["lora", "dora", "sora", "full"])
 def test_adapter_trains_and_merges(preset: str, adapter: str) -> None:
-    cfg, model = tiny(preset, f"adapter={adapter}")
+    narrowed: tuple[str, ...] = ()
+    if preset in EXPERTS and not get_adapter(adapter).experts and not get_adapter(adapter).full_weights:
+        with pytest.raises(ConfigError) as err:  # DoRA / SoRA have no form for fused experts: one line
+            compose(f"model={preset}", f"adapter={adapter}")
+        assert err.value.key == "adapter" and "target_modules" in str(err.value) and "\n" not in str(err.value)
+        _, dense = tiny(preset)  # linears named by their last two components: shared_expert.down_proj, not down_proj
+        linears = list(dict.fromkeys(".".join(n.rsplit(".", 2)[-2:]) for n in decoder_linears(dense)))
+        narrowed = (f"adapter.target_modules=[{','.join(linears)}]",)
+    cfg, model = tiny(preset, f"adapter={adapter}", *narrowed)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    targets = resolve_targets(model, None)
+    targets = resolve_targets(model, list(cfg.adapter.target_modules) if narrowed else None)
+    experts = expert_parameters(model) if not narrowed else []  # before peft wraps the experts modules
     adapted = get_adapter(adapter).build(model, cfg.adapter, cfg)
     if adapter == "sora":
         adapted.after_optimizer_step = lambda opt: None  # keep every gate live: the merge is what is tested
@@ -153,7 +178,9 @@ def test_adapter_trains_and_merges(preset: str, adapter: str) -> None:
     elif adapter != "full":
         wrapped = [n.removeprefix("base_model.model.") for n, m in adapted.model.named_modules()
                    if hasattr(m, "lora_A") and isinstance(getattr(m, "base_layer", None), nn.Linear)]
-        assert wrapped == targets
+        params = {canonical_name(f"{n}.{m.parameter_name}") for n, m in adapted.model.named_modules()
+                  if hasattr(m, "parameter_name")}  # peft's ParamWrapper: one per fused expert parameter
+        assert wrapped == [t for t in targets if t not in experts] and params == set(experts)
     loss = train_step(adapted.model, adapted)
     assert torch.isfinite(torch.tensor(loss))
     expected = logits(adapted.model)
@@ -167,13 +194,14 @@ def test_adapter_trains_and_merges(preset: str, adapter: str) -> None:
 @pytest.mark.parametrize("preset", ARCHS)
 def test_masked_lora_keeps_a_half_mask_after_merge(preset: str) -> None:
     cfg, model = tiny(preset, "adapter=masked", "sparsity=random", "sparsity.level=0.5")
-    targets = select_modules(model, list(cfg.sparsity.modules))
-    g = torch.Generator().manual_seed(1)
-    masks = {name: torch.rand(lin.weight.shape, generator=g) >= 0.5 for name, lin in targets.items()}
+    params = dict(model.named_parameters())
+    names = list(dict.fromkeys(v.param_name for v in select_modules(model, list(cfg.sparsity.modules)).values()))
+    g = torch.Generator().manual_seed(1)  # masks of the parameters' own shapes (3-D for fused experts)
+    masks = {name: torch.rand(params[name].shape, generator=g) >= 0.5 for name in names}
     with torch.no_grad():
-        for name, lin in targets.items():
-            lin.weight.mul_(masks[name])
-    pruned_base = {name: lin.weight.detach().clone() for name, lin in targets.items()}
+        for name in names:
+            params[name].mul_(masks[name])
+    pruned_base = {name: params[name].detach().clone() for name in names}
     adapted = MaskedLora(model, cfg.adapter, cfg)
     adapted.set_masks(masks)
     assert set(adapted.masks) == set(masks)  # every pruned linear carries its mask
@@ -202,6 +230,8 @@ def test_local_dir_of_each_architecture(preset: str, tmp_path) -> None:
     assert type(meta) is type(model) and next(meta.parameters()).device.type == "meta"
     adapted = get_adapter("lora").build(loaded, cfg.adapter, cfg)
     assert set(adapted.model.peft_config["default"].target_modules) == set(EXPECTED[preset])
+    assert set(adapted.model.peft_config["default"].target_parameters or []) == {
+        f"experts.{leaf}" for leaf in EXPERTS.get(preset, [])}
 
 
 @pytest.mark.slow

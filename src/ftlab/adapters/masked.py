@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.peft_lora import LowRankConfig, peft_config, validate_low_rank
@@ -39,18 +40,21 @@ class MaskedLora(AdaptedModel):
     def __init__(self, model: nn.Module, adapter_cfg: Any, run_cfg: Any):
         from peft import get_peft_model  # heavy (~4 s of imports): only when a peft adapter is built
 
-        from ftlab.adapters.masked_layer import MaskedLoraLinear  # subclasses peft's layer (imports peft)
+        # subclass peft's layers (imports peft)
+        from ftlab.adapters.masked_layer import MaskedLoraLinear, MaskedParamWrapper
 
         config = peft_config(model, adapter_cfg, run_cfg, use_dora=False)
-        config._register_custom_module({nn.Linear: MaskedLoraLinear})
+        config._register_custom_module({nn.Linear: MaskedLoraLinear, Conv1D: MaskedLoraLinear})
         super().__init__(get_peft_model(model, config), adapter_cfg, run_cfg)
-        self.layer_cls = MaskedLoraLinear
+        MaskedParamWrapper.adopt(self.model)  # fused MoE experts (peft's target_parameters)
+        self.layer_cls = (MaskedLoraLinear, MaskedParamWrapper)
         self.masks: dict[str, torch.Tensor] | None = None
 
     def masked_layers(self) -> dict[str, Any]:
-        """``{base weight name: layer}`` of the adapted linears (``MaskedLoraLinear``)."""
-        return {canonical_name(f"{n}.weight"): m for n, m in self.model.named_modules()
-                if isinstance(m, self.layer_cls)}
+        """``{base weight name: layer}`` of the adapted linears (``MaskedLoraLinear``) and expert
+        parameters (``MaskedParamWrapper``, one per fused parameter)."""
+        return {canonical_name(f"{n}.{getattr(m, 'parameter_name', 'weight')}"): m
+                for n, m in self.model.named_modules() if isinstance(m, self.layer_cls)}
 
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Adapted linears with a mask train ΔW ⊙ M; those without one (not pruned) plain ΔW."""
@@ -87,4 +91,4 @@ def validate_masked(adapter_cfg: Any, run_cfg: Any) -> None:
 
 
 register_adapter(AdapterSpec("masked", MaskedConfig, MaskedLora, validate=validate_masked, low_rank=True, masked=True,
-                             label="masked LoRA"))
+                             experts=True, label="masked LoRA"))

@@ -14,10 +14,11 @@ from torch import nn
 
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import AdapterSpec, register_adapter
-from ftlab.adapters.targets import adapter_targets, peft_target_list
+from ftlab.adapters.targets import adapter_targets, peft_parameter_list, peft_target_list, split_targets
 from ftlab.config.schema import AdapterConfig
 from ftlab.errors import fail
 from ftlab.models.quantization import dequantized_merge, is_quantized
+from ftlab.models.structure import is_transposed
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
@@ -135,11 +136,17 @@ def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> Pe
     # peft is heavy (~4 s of imports): loaded only when a peft adapter is built
     from peft import LoraConfig as PeftLoraConfig
 
+    linears, experts = split_targets(model, adapter_targets(model, adapter_cfg, run_cfg))
     return PeftLoraConfig(
         r=adapter_cfg.r,
         lora_alpha=adapter_cfg.alpha,
         lora_dropout=adapter_cfg.dropout,
-        target_modules=peft_target_list(model, adapter_targets(model, adapter_cfg, run_cfg)),
+        # [] = no module (peft's way of adapting parameters only)
+        target_modules=peft_target_list(model, linears) if linears else [],
+        # fused MoE experts: one rank-r update per expert (peft's ParamWrapper, lora_A/B of r x experts)
+        target_parameters=peft_parameter_list(model, experts) if experts else None,
+        # GPT-2's Conv1D stores (in, out): peft transposes its delta (``fan_in_fan_out``)
+        fan_in_fan_out=bool(linears) and all(is_transposed(model.get_submodule(n)) for n in linears),
         use_dora=use_dora,
         use_rslora=bool(getattr(adapter_cfg, "use_rslora", False)),  # masked LoRA's config has no such key
         init_lora_weights=INITS[getattr(adapter_cfg, "init", "default")],
@@ -202,7 +209,8 @@ class PeftDora(PeftLowRank):
     use_dora = True
 
 
-register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_lora, low_rank=True,
+register_adapter(AdapterSpec("lora", LoraConfig, PeftLora, validate=validate_lora, low_rank=True, experts=True,
                              supports_quantized_base=True, label="LoRA"))
 register_adapter(AdapterSpec("dora", DoraConfig, PeftDora, validate=validate_lora, low_rank=True, magnitude=True,
-                             supports_quantized_base=True, label="DoRA"))
+                             supports_quantized_base=True, label="DoRA",
+                             experts_note="peft's LoRA on fused expert parameters has no DoRA magnitude"))

@@ -43,6 +43,10 @@ class AdapterSpec:
     magnitude: bool = False
     #: the update keeps the sparse base's zeros (needs a mask)
     masked: bool = False
+    #: low-rank update per expert of fused MoE expert parameters (peft's ``target_parameters``);
+    #: ``experts_note`` says why not otherwise
+    experts: bool = False
+    experts_note: str = ""
     #: can train beside a frozen k-bit (bitsandbytes) base
     supports_quantized_base: bool = False
     #: printed name (``SoRA``) for messages

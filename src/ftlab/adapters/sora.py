@@ -60,7 +60,7 @@ from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets
 from ftlab.errors import fail
 from ftlab.models.quantization import dense_weight, dequantized_model, is_quantized
-from ftlab.models.structure import matches
+from ftlab.models.structure import LINEAR_TYPES, matches
 
 GATE_INITS = ("ones", "normal")
 THRESHOLD_SCALES = ("none", "lr")
@@ -193,8 +193,15 @@ class GatedDoraLinear(GatedLoraLinear):
 
 
 def inject(model: nn.Module, targets: list[str], layer_cls: type, adapter_cfg: Any) -> dict[str, GatedLoraLinear]:
-    """Replace every targeted ``nn.Linear`` by a gated layer; returns them by module name."""
+    """Replace every targeted ``nn.Linear`` by a gated layer; returns them by module name. A target
+    of another linear type (transformers' ``Conv1D``, weight stored (in, out)) is refused in one
+    line rather than skipped."""
     layers: dict[str, GatedLoraLinear] = {}
+    other = [n for n, m in model.named_modules()
+             if isinstance(m, LINEAR_TYPES) and not isinstance(m, nn.Linear) and n in targets]
+    if other:
+        fail("adapter", str(adapter_cfg.name), f"nn.Linear targets: the gated layer wraps nn.Linear, and {other[0]} "
+             f"is a {type(model.get_submodule(other[0])).__name__} (use adapter=lora, dora or masked)")
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and any(matches(name, t) for t in targets):
             layer = layer_cls(module, adapter_cfg.r, adapter_cfg.alpha, adapter_cfg.dropout, adapter_cfg.gate_init)
@@ -388,6 +395,8 @@ class SdoraModel(SoraModel):
 
 
 register_adapter(AdapterSpec("sora", SoraConfig, SoraModel, validate=validate_sora, low_rank=True, gated=True,
-                             supports_quantized_base=True, label="SoRA"))
+                             supports_quantized_base=True, label="SoRA",
+                             experts_note="SoRA's gated layer replaces nn.Linear modules, and fused experts have none"))
 register_adapter(AdapterSpec("sdora", SdoraConfig, SdoraModel, validate=validate_sora, low_rank=True, gated=True,
-                             magnitude=True, label="SDoRA"))
+                             magnitude=True, label="SDoRA",
+                             experts_note="SDoRA's gated layer replaces nn.Linear modules, and fused experts have none"))

@@ -13,6 +13,7 @@ import difflib
 import functools
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,21 @@ def known_config_keys(model_type: str) -> tuple[str, frozenset[str]]:
     included) and its attribute aliases. Any other key is stored and never read."""
     cls = CONFIG_MAPPING[model_type]
     keys = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-    keys |= set(cls().to_dict()) | set(getattr(cls, "attribute_map", {}))
+    keys |= set(cls().to_dict()) | set(getattr(cls, "attribute_map", {})) | modeling_reads(cls)
     return cls.__name__, frozenset(keys)
+
+
+_READS = re.compile(r"""getattr\(\s*(?:self\.)?config\s*,\s*["'](\w+)["']|\bconfig\.(\w+)""")
+
+
+def modeling_reads(cls: type) -> set[str]:
+    """Attributes the architecture's modeling code reads from its config without the class
+    declaring them (``getattr(config, "head_dim", hidden_size // heads)`` in Qwen3-MoE): read
+    from the source text beside the config class, nothing imported."""
+    out: set[str] = set()
+    for f in Path(inspect.getfile(cls)).parent.glob("modeling_*.py"):
+        out |= {a or b for a, b in _READS.findall(f.read_text(encoding="utf-8", errors="replace"))}
+    return out
 
 
 def check_config_keys(model_cfg: Any) -> None:

@@ -11,9 +11,15 @@ answers from the model itself:
   ``mlp.shared_expert_gate``) are the modules with their own weight that sit directly in a block
   that also holds ``experts``. A LoRA on a router changes which experts run, which is not what
   parameter-efficient fine-tuning of the experts means; peft's ``all-linear`` skips them too;
-* the *decoder linears* are every ``nn.Linear`` (bitsandbytes' 4/8-bit linears subclass it) inside
-  a decoder block that is not a router: peft's ``all-linear`` meaning, minus the LM head, which
-  lives outside the blocks.
+* the *decoder linears* are every ``nn.Linear`` (bitsandbytes' 4/8-bit linears subclass it) and
+  every transformers ``Conv1D`` (GPT-2's ``c_attn``/``c_fc``/``c_proj``, weight stored as
+  ``(in, out)``) inside a decoder block that is not a router: peft's ``all-linear`` meaning, minus
+  the LM head, which lives outside the blocks;
+* the *expert parameters* are the fused 3-D weights transformers 5 stores an MoE block's experts
+  in (Mixtral / Qwen2-MoE / Qwen3-MoE ``mlp.experts.gate_up_proj`` ``(experts, 2 x inter, hidden)``
+  and ``down_proj`` ``(experts, hidden, inter)``): no ``nn.Linear`` exists per expert, so a list of
+  linears alone would skip almost every weight of the model. Each ``[e]`` slice is one expert's
+  ``(out, in)`` matrix (``(in, out)`` where the experts module says ``is_transposed``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from __future__ import annotations
 import re
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+#: module types that are a linear map ``y = x W^T + b`` (Conv1D: ``y = x W + b``, W stored transposed)
+LINEAR_TYPES = (nn.Linear, Conv1D)
 
 
 def decoder_layer_classes(model: nn.Module) -> set[type]:
@@ -64,8 +74,30 @@ def router_names(model: nn.Module) -> list[str]:
 
 
 def linear_names(model: nn.Module) -> list[str]:
-    """Module names of every ``nn.Linear`` of the model, in model order."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    """Module names of every linear layer (``nn.Linear``, ``Conv1D``) of the model, in model order."""
+    return [name for name, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
+
+
+def is_transposed(module: nn.Module) -> bool:
+    """The module stores its weight as ``(in, out)``: a ``Conv1D``, or fused experts that say so."""
+    return isinstance(module, Conv1D) or bool(getattr(module, "is_transposed", False))
+
+
+def expert_parameters(model: nn.Module) -> list[str]:
+    """Parameter names of the fused expert weights inside decoder blocks (3-D parameters owned
+    directly by a module named ``experts``), in model order; routers are never among them."""
+    blocks = decoder_blocks(model)
+    found = []
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] != "experts" or not _in_blocks(name, blocks):
+            continue
+        found += [f"{name}.{p}" for p, w in module.named_parameters(recurse=False) if w.dim() == 3]
+    return found
+
+
+def expert_count(model: nn.Module, param_name: str) -> int:
+    """Experts stacked in a fused expert parameter (its first dimension)."""
+    return int(model.get_parameter(param_name).shape[0])
 
 
 def decoder_linears(model: nn.Module) -> list[str]:

@@ -2,7 +2,8 @@
 
 No weights are allocated and nothing is downloaded: presets carry their architecture, so even a
 Mixtral is counted in a second. Trainable parameters follow the adapter's published shapes
-(LoRA r*(in+out) per target linear, DoRA + one magnitude per output row, SoRA/SDoRA + r gates).
+(LoRA r*(in+out) per target linear and per expert of a targeted fused expert parameter, DoRA + one
+magnitude per output row, SoRA/SDoRA + r gates).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from ftlab.adapters.registry import get_adapter
 from ftlab.models import build_model, build_tokenizer
-from ftlab.models.structure import decoder_blocks, decoder_linears, matches
+from ftlab.models.structure import LINEAR_TYPES, decoder_blocks, decoder_linears, expert_parameters, matches
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 #: bytes per trainable parameter for AdamW training: fp32 master value, gradient, two moments
@@ -44,6 +45,9 @@ class ModelFacts:
     block_params: int = 0
     #: MLP width a token passes through: intermediate size x experts per token (MoE)
     intermediate: int = 0
+    #: fused MoE expert parameters of the decoder blocks: (parameter name, experts, in, out) of
+    #: each; every one is a default target (one rank-r update per expert)
+    experts: tuple[tuple[str, int, int, int], ...] = ()
 
 
 def _plain(node: Any) -> Any:
@@ -57,8 +61,9 @@ def _facts(model_json: str) -> ModelFacts:
     model = build_model(model_cfg, tok, device="meta")
     head = model.get_output_embeddings()
     head_name = next((n for n, m in model.named_modules() if m is head), None)
-    linears = tuple((name, mod.in_features, mod.out_features) for name, mod in model.named_modules()
-                    if isinstance(mod, nn.Linear) and mod is not head)
+    linears = tuple((name, *_in_out(mod)) for name, mod in model.named_modules()
+                    if isinstance(mod, LINEAR_TYPES) and mod is not head)
+    experts = tuple((name, *_expert_shape(model, name)) for name in expert_parameters(model))
     cfg = model.config
     width = next((int(getattr(cfg, k)) for k in ("intermediate_size", "ffn_dim", "n_inner")
                   if getattr(cfg, k, None)), 4 * int(getattr(cfg, "hidden_size", 0) or 0))
@@ -74,7 +79,24 @@ def _facts(model_json: str) -> ModelFacts:
         block_params=max((sum(p.numel() for p in model.get_submodule(b).parameters())
                           for b in decoder_blocks(model)), default=0),
         intermediate=width * int(getattr(cfg, "num_experts_per_tok", 1) or 1),
+        experts=experts,
     )
+
+
+def _in_out(module: nn.Module) -> tuple[int, int]:
+    """(in, out) of a linear layer (``Conv1D`` keeps its weight as (in, out) and calls out ``nf``)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    rows, cols = module.weight.shape
+    return rows, cols
+
+
+def _expert_shape(model: nn.Module, name: str) -> tuple[int, int, int]:
+    """(experts, in, out) of a fused expert parameter (``(experts, out, in)``, or ``(experts, in,
+    out)`` where the experts module is transposed)."""
+    experts, rows, cols = model.get_parameter(name).shape
+    transposed = bool(getattr(model.get_submodule(name.rsplit(".", 1)[0]), "is_transposed", False))
+    return (experts, rows, cols) if transposed else (experts, cols, rows)
 
 
 def model_facts(model_cfg: Any) -> ModelFacts:
@@ -82,14 +104,20 @@ def model_facts(model_cfg: Any) -> ModelFacts:
 
 
 def target_shapes(facts: ModelFacts, cfg: Any) -> list[tuple[int, int]]:
-    """(in, out) of the linears the adapter wraps: the configured list (peft's matching rule) or
-    the decoder linears. Names that match nothing are the run's one-line error, not the plan's."""
+    """(in, out) of the matrices the adapter updates: the linears and every expert of the fused
+    expert parameters of the configured list (peft's matching rule; an expert parameter also
+    matches through its module, ``experts``) or of the default targets. Names that match nothing
+    are the run's one-line error, not the plan's."""
     a = _plain(cfg.adapter)
     targets = a.get("target_modules") or _plain(cfg.model).get("target_modules")
     if targets is None:
         chosen = set(facts.default_targets)
-        return [(i, o) for name, i, o in facts.linears if name in chosen]
-    return [(i, o) for name, i, o in facts.linears if any(matches(name, t) for t in targets)]
+        return ([(i, o) for name, i, o in facts.linears if name in chosen]
+                + [(i, o) for _, e, i, o in facts.experts for _ in range(e)])
+    hit = [(e, i, o) for name, e, i, o in facts.experts
+           if any(matches(name, t) or matches(name.rsplit(".", 1)[0], t) for t in targets)]
+    return ([(i, o) for name, i, o in facts.linears if any(matches(name, t) for t in targets)]
+            + [(i, o) for e, i, o in hit for _ in range(e)])
 
 
 def trainable_params(facts: ModelFacts, cfg: Any) -> int:
@@ -212,7 +240,9 @@ def weights_bytes(facts: ModelFacts, dtype: str) -> int:
 
 
 def mask_bytes(facts: ModelFacts) -> int:
-    """Bytes of a cached mask: one bool per weight of the prunable linear layers (upper bound:
-    every decoder linear, as ``sparsity.modules`` selects by default)."""
+    """Bytes of a cached mask: one bool per weight of the prunable linear layers and fused expert
+    parameters (upper bound: every decoder linear and expert, as ``sparsity.modules`` selects by
+    default)."""
     chosen = set(facts.default_targets)
-    return sum(i * o for name, i, o in facts.linears if name in chosen)
+    return (sum(i * o for name, i, o in facts.linears if name in chosen)
+            + sum(e * i * o for _, e, i, o in facts.experts))

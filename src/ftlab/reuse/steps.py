@@ -39,8 +39,8 @@ from ftlab.sparsity.importance import ImportanceSpec, effective_importance, impo
 from ftlab.training.schedules import is_staged
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
-#: results for the same config.
-VERSIONS = {"model": 1, "base": 1, "mask": 2, "mask_file": 1, "train": 1, "stage": 1, "data": 1}
+#: results for the same config. (mask 3: masks cover fused MoE experts and Conv1D layers.)
+VERSIONS = {"model": 1, "base": 1, "mask": 3, "mask_file": 1, "train": 1, "stage": 1, "data": 1}
 
 MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer",
               "model.attn_implementation")

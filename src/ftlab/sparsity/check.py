@@ -12,6 +12,7 @@ from ftlab.errors import ConfigError
 from ftlab.sparsity.masks import (
     floor_count,
     group_count,
+    mask_units,
     nm_pattern_ok,
     prune_count,
     sparsity_of,
@@ -51,7 +52,7 @@ def check_model(meta: dict | None, model_name: str, key: str, value: Any) -> Non
 
 def _layout(entry: dict) -> HeadLayout | None:
     head = entry.get("heads")
-    return HeadLayout(head["dim"], int(head["heads"])) if head else None
+    return HeadLayout(head["dim"], int(head["heads"]), int(head.get("parts", 1))) if head else None
 
 
 def check_targets(masks: dict[str, torch.Tensor], meta: dict, key: str, value: Any) -> None:
@@ -60,6 +61,7 @@ def check_targets(masks: dict[str, torch.Tensor], meta: dict, key: str, value: A
     layers for the global comparison group)."""
     if "method" not in meta or "level" not in meta:
         return  # a sidecar without a target (e.g. a masked adapter's) describes, it does not promise
+    masks = mask_units(masks, set(meta.get("transposed", [])))  # one expert / one (out, in) matrix each
     method, level = meta["method"], float(meta["level"])
     layers = meta.get("layers", {})
     if method == "nm":

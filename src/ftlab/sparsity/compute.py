@@ -9,6 +9,7 @@ masks CLI saves it, and a content-addressed cache may store it under a key of th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from torch import nn
 from ftlab.errors import ConfigError
 from ftlab.sparsity import scores as S
 from ftlab.sparsity.calibration import calibration_batches, to_device
+from ftlab.sparsity.experts import ExpertInputs
 from ftlab.sparsity.importance import (
     ImportanceSpec,
     ScoreInputs,
@@ -26,9 +28,9 @@ from ftlab.sparsity.importance import (
     get_importance,
     importance_spec,
 )
-from ftlab.sparsity.masks import nm_mask, structure_masks, unstructured_masks
+from ftlab.sparsity.masks import assemble_units, nm_mask, structure_masks, unstructured_masks
 from ftlab.sparsity.owl import outlier_ratio, owl_levels
-from ftlab.sparsity.selection import HeadLayout, select_modules
+from ftlab.sparsity.selection import HeadLayout, WeightView, prunable_linears, select_modules, unit_parts
 from ftlab.sparsity.sparsegpt import HessianAccumulator, sparsegpt_prune
 from ftlab.sparsity.structures import Structure, find_structures
 
@@ -86,7 +88,7 @@ def structures_for(model: nn.Module, names: list[str], spec: MaskSpec) -> list[S
     return find_structures(model, names, spec.structure) if spec.method == "structured" else None
 
 
-def layouts_for(model: nn.Module, names: dict[str, nn.Linear], spec: MaskSpec) -> dict[str, HeadLayout | None]:
+def layouts_for(model: nn.Module, names: dict[str, WeightView], spec: MaskSpec) -> dict[str, HeadLayout | None]:
     """How each pruned weight splits into structure units (all members of the structures for
     ``method=structured``); ``None`` for other methods."""
     structures = structures_for(model, list(names), spec)
@@ -135,13 +137,13 @@ def compute_masks_for_levels(cfg: Any, model: nn.Module, tokenizer,
     return [p.masks for p in compute_pruned_for_levels(cfg, model, tokenizer, levels)]
 
 
-def _with_structures(model: nn.Module, targets: dict[str, nn.Linear],
-                     structures: list[Structure] | None) -> dict[str, nn.Linear]:
+def _with_structures(model: nn.Module, targets: dict[str, WeightView],
+                     structures: list[Structure] | None) -> dict[str, WeightView]:
     """The selected linears plus the other members of their structures."""
     if structures is None:
         return targets
-    modules = dict(model.named_modules())
-    return {n: modules[n.removesuffix(".weight")] for st in structures for n in st.members}
+    units = prunable_linears(model, ["*"])
+    return {n: units[n] for st in structures for n in st.members}
 
 
 def compute_pruned_for_levels(cfg: Any, model: nn.Module, tokenizer, levels: list[float]) -> list[PrunedBase]:
@@ -170,12 +172,17 @@ def compute_pruned_for_levels(cfg: Any, model: nn.Module, tokenizer, levels: lis
                                         seed=_seed(cfg)))
         else:
             out.append(PrunedBase(masks_from_scores(scores, spec, structures, per_weight), levels=per_weight))
-    for p in out:
-        p.masks = {name: mask.cpu() for name, mask in p.masks.items()}
+    for p in out:  # units -> masks (and SparseGPT weights) of the parameters' own shapes
+        transposed = {v.param_name for v in targets.values() if v.transposed}
+        p.masks = assemble_units({name: mask.cpu() for name, mask in p.masks.items()}, transposed)
+        if p.weights:
+            p.weights = assemble_units(p.weights, transposed)
+        if p.levels:
+            p.levels = {unit_parts(name)[0]: level for name, level in p.levels.items()}
     return out
 
 
-def importance_scores(cfg: Any, model: nn.Module, tokenizer, targets: dict[str, nn.Linear],
+def importance_scores(cfg: Any, model: nn.Module, tokenizer, targets: dict[str, WeightView],
                       batches: list[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
     """Per-weight scores of every importance but the layer-by-layer ones (``spec.sequential``)."""
     sp = cfg.sparsity
@@ -216,21 +223,20 @@ class _Restore:
         return False
 
 
-def accumulate_gradients(model: nn.Module, targets: dict[str, nn.Linear],
+def accumulate_gradients(model: nn.Module, targets: dict[str, WeightView],
                          batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """∇W of the task loss summed over the calibration batches, for the target weights only."""
     device = next(model.parameters()).device
     with _Restore(model):
         for p in model.parameters():
             p.requires_grad_(False)
-        weights = {n: lin.weight for n, lin in targets.items()}
-        for w in weights.values():
-            w.requires_grad_(True)
-            w.grad = None
+        for lin in targets.values():  # an expert's gradient is its slice of the fused parameter's
+            lin.param.requires_grad_(True)
+            lin.param.grad = None
         with torch.enable_grad():
             for batch in batches:
                 model(**to_device(batch, device)).loss.backward()
-        return {n: w.grad.detach().float().clone() for n, w in weights.items()}
+        return {n: lin.view(lin.param.grad).detach().float().clone() for n, lin in targets.items()}
 
 
 # -- Wanda: layer by layer, pruned outputs feeding the next layer ------------------------------
@@ -281,37 +287,45 @@ def _run_layer(layer: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Te
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _feed(chosen: dict[str, nn.Linear], make: Callable[[nn.Linear], Any],
+def _feed(chosen: dict[str, WeightView], make: Callable[[WeightView], Any],
           passes: Iterable[tuple[torch.Tensor, Callable[[], object]]]) -> dict[str, Any]:
     """Run each forward pass, feeding each chosen linear's inputs (the real tokens its ``valid``
-    mask marks) to its accumulator ``make(linear)`` (Wanda's ‖X_j‖², SparseGPT's H)."""
+    mask marks) to its accumulator ``make(linear)`` (Wanda's ‖X_j‖², SparseGPT's H); an expert's
+    accumulator gets the real tokens routed to it (:class:`ftlab.sparsity.experts.ExpertInputs`)."""
     stats = {n: make(lin) for n, lin in chosen.items()}
     current: dict[str, torch.Tensor] = {}
 
     def hook_for(acc):
         return lambda mod, args, out: acc.update(args[0], current["valid"])
 
-    handles = [lin.register_forward_hook(hook_for(stats[n])) for n, lin in chosen.items()]
+    experts = {(id(lin.param), lin.expert): stats[n] for n, lin in chosen.items() if lin.expert is not None}
+    handles = [lin.module.register_forward_hook(hook_for(stats[n])) for n, lin in chosen.items()
+               if lin.expert is None]
+    tap = ExpertInputs([lin.param for lin in chosen.values() if lin.expert is not None],
+                       [lin.module for lin in chosen.values() if lin.expert is not None],
+                       lambda param, e, x: experts[(id(param), e)].update(x) if (id(param), e) in experts else None,
+                       lambda: current.get("valid"))
     try:
-        for valid, forward in passes:
-            current["valid"] = valid
-            forward()
+        with tap if experts else contextlib.nullcontext():
+            for valid, forward in passes:
+                current["valid"] = valid
+                forward()
     finally:
         for handle in handles:
             handle.remove()
     return stats
 
 
-def _collect(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[torch.Tensor], kwargs: list[dict],
-             valid: list[torch.Tensor], make: Callable[[nn.Linear], Any]) -> dict[str, Any]:
+def _collect(layer: nn.Module, chosen: dict[str, WeightView], hidden: list[torch.Tensor], kwargs: list[dict],
+             valid: list[torch.Tensor], make: Callable[[WeightView], Any]) -> dict[str, Any]:
     """One decoder layer run over its captured inputs of all calibration batches (:func:`_feed`)."""
     return _feed(chosen, make, ((valid[j], lambda h=h, kw=kwargs[j]: _run_layer(layer, h, kw))
                                 for j, h in enumerate(hidden)))
 
 
 @torch.no_grad()
-def input_stats(model: nn.Module, linears: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
-                make: Callable[[nn.Linear], Any]) -> dict[str, Any]:
+def input_stats(model: nn.Module, linears: dict[str, WeightView], batches: list[dict[str, torch.Tensor]],
+                make: Callable[[WeightView], Any]) -> dict[str, Any]:
     """Each linear's input statistics (``make(linear)``, :func:`_feed`) from whole-model forwards
     of the model as it is now, not layer by layer: the reference a benchmark or test compares the
     layer-by-layer statistics with (e.g. the dense model's Hessians)."""
@@ -320,12 +334,24 @@ def input_stats(model: nn.Module, linears: dict[str, nn.Linear], batches: list[d
                                  for b in batches))
 
 
-def _input_squares(lin: nn.Linear) -> S.InputSquares:
+def _input_squares(lin: WeightView) -> S.InputSquares:
     return S.InputSquares(lin.in_features)
 
 
-def _hessian(lin: nn.Linear) -> HessianAccumulator:
+def _hessian(lin: WeightView) -> HessianAccumulator:
     return HessianAccumulator(lin.in_features, lin.weight.device)
+
+
+def _input_norms(acc: S.InputSquares) -> torch.Tensor:
+    """Wanda's ||X_j||²; an expert no calibration token was routed to gets ones, i.e. its
+    magnitudes alone (all-zero norms would rank every weight equal and prune by position)."""
+    return acc.mean() if acc.count else torch.ones_like(acc.mean())
+
+
+def _hessian_of(acc: HessianAccumulator) -> torch.Tensor:
+    """SparseGPT's H; the identity for an expert no calibration token reached (magnitude pruning
+    without reconstruction, rather than zeroing every column as inputs that never fire)."""
+    return acc.H if acc.count else torch.eye(acc.H.shape[0], dtype=acc.H.dtype, device=acc.H.device)
 
 
 def _layer_index(name: str, prefix: str) -> int:
@@ -338,16 +364,16 @@ def _layer_index(name: str, prefix: str) -> int:
     return int(index)
 
 
-def _per_layer(model: nn.Module, targets: dict[str, nn.Linear]) -> tuple[nn.ModuleList, list[dict[str, nn.Linear]]]:
+def _per_layer(model: nn.Module, targets: dict[str, WeightView]) -> tuple[nn.ModuleList, list[dict[str, WeightView]]]:
     prefix, layers = decoder_layers(model)
-    per_layer: list[dict[str, nn.Linear]] = [{} for _ in layers]
+    per_layer: list[dict[str, WeightView]] = [{} for _ in layers]
     for name, lin in targets.items():
         per_layer[_layer_index(name, prefix)][name] = lin
     return layers, per_layer
 
 
 @torch.no_grad()
-def owl_ratios(model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
+def owl_ratios(model: nn.Module, targets: dict[str, WeightView], batches: list[dict[str, torch.Tensor]],
                threshold_m: float) -> dict[int, float]:
     """OWL's outlier ratio of every decoder layer holding pruned linears, from Wanda scores on
     inputs through the unpruned model (as the public code computes them)."""
@@ -360,14 +386,14 @@ def owl_ratios(model: nn.Module, targets: dict[str, nn.Linear], batches: list[di
             chosen = per_layer[i]
             if chosen:
                 stats = _collect(layer, chosen, hidden, layer_kwargs[i], valid, _input_squares)
-                ratios[i] = outlier_ratio([S.wanda(lin.weight, stats[n].mean().to(lin.weight.device))
+                ratios[i] = outlier_ratio([S.wanda(lin.weight, _input_norms(stats[n]).to(lin.weight.device))
                                            for n, lin in chosen.items()], threshold_m)
             hidden = [_run_layer(layer, h, layer_kwargs[i][j]) for j, h in enumerate(hidden)]
     return ratios
 
 
 @torch.no_grad()
-def sequential_prune(model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
+def sequential_prune(model: nn.Module, targets: dict[str, WeightView], batches: list[dict[str, torch.Tensor]],
                      spec: MaskSpec, importance: str | ImportanceSpec = "wanda", *,
                      structures: list[Structure] | None = None, levels: dict[str, float] | None = None,
                      sparsegpt: Any = None, sparsity: Any = None, seed: int = 0) -> PrunedBase:
@@ -396,7 +422,7 @@ def sequential_prune(model: nn.Module, targets: dict[str, nn.Linear], batches: l
                     else:
                         stats = _collect(layer, chosen, hidden, layer_kwargs[i], valid, _input_squares)
                         scores = {n: score.score(ScoreInputs(n, lin.weight, seed, sparsity,
-                                                             input_sq_mean=stats[n].mean().to(lin.weight.device)))
+                                                             input_sq_mean=_input_norms(stats[n]).to(lin.weight.device)))
                                   for n, lin in chosen.items()}
                         inside = [st for st in structures or [] if set(st.members) <= set(chosen)]
                         layer_masks = masks_from_scores(scores, spec, inside if structures else None,
@@ -411,13 +437,13 @@ def sequential_prune(model: nn.Module, targets: dict[str, nn.Linear], batches: l
     return PrunedBase(masks, weights or None, levels)
 
 
-def wanda_masks(model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]],
+def wanda_masks(model: nn.Module, targets: dict[str, WeightView], batches: list[dict[str, torch.Tensor]],
                 spec: MaskSpec, structures: list[Structure] | None = None) -> dict[str, torch.Tensor]:
     """Wanda's masks (:func:`sequential_prune`)."""
     return sequential_prune(model, targets, batches, spec, "wanda", structures=structures).masks
 
 
-def _sparsegpt_layer(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: list[torch.Tensor], kwargs: list[dict],
+def _sparsegpt_layer(layer: nn.Module, chosen: dict[str, WeightView], hidden: list[torch.Tensor], kwargs: list[dict],
                      valid: list[torch.Tensor], spec: MaskSpec, levels: dict[str, float] | None,
                      options: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Hessians of every chosen linear from the same layer inputs, then prune + reconstruct each."""
@@ -428,7 +454,7 @@ def _sparsegpt_layer(layer: nn.Module, chosen: dict[str, nn.Linear], hidden: lis
     out = {}
     for n, lin in chosen.items():
         level = levels[n] if levels else spec.level
-        out[n] = sparsegpt_prune(lin.weight, stats[n].H, level, n=spec.n if nm else 0, m=spec.m if nm else 0,
+        out[n] = sparsegpt_prune(lin.weight, _hessian_of(stats[n]), level, n=spec.n if nm else 0, m=spec.m if nm else 0,
                                  blocksize=blocksize, percdamp=percdamp)
         stats[n] = None  # free the Hessian before the next linear's
     return out

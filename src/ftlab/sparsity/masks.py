@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ftlab.sparsity.selection import HeadLayout
+from ftlab.sparsity.selection import HeadLayout, unit_name, unit_parts
 
 METHODS = ("unstructured", "structured", "nm", "random")
 GROUPS = ("layer", "row", "global")
@@ -38,6 +38,32 @@ def overall_sparsity(masks: dict[str, torch.Tensor]) -> float:
     total = sum(m.numel() for m in masks.values())
     kept = sum(int(m.sum()) for m in masks.values())
     return 1.0 - kept / max(1, total)
+
+
+# -- units: one (out, in) matrix each (a linear, a Conv1D transposed, one expert's slice) ----------
+def mask_units(masks: dict[str, torch.Tensor], transposed: set[str] | frozenset[str] = frozenset()
+               ) -> dict[str, torch.Tensor]:
+    """``{unit name: (out, in) view}`` of parameter-shaped masks: a 3-D (fused experts) mask gives
+    one unit per expert (``<name>[e]``); names in ``transposed`` are stored ``(in, out)``."""
+    out = {}
+    for name, m in masks.items():
+        for e, part in ([(None, m)] if m.dim() == 2 else enumerate(m)):
+            out[unit_name(name, e)] = part.t() if name in transposed else part
+    return out
+
+
+def assemble_units(units: dict[str, torch.Tensor], transposed: set[str] | frozenset[str] = frozenset()
+                   ) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`mask_units`: unit tensors back into tensors of the parameters' shapes
+    (experts stacked in index order)."""
+    grouped: dict[str, dict[int | None, torch.Tensor]] = {}
+    for name, t in units.items():
+        param, e = unit_parts(name)
+        grouped.setdefault(param, {})[e] = t.t() if param in transposed else t
+    out = {}
+    for param, parts in grouped.items():
+        out[param] = parts[None] if None in parts else torch.stack([parts[e] for e in sorted(parts)])
+    return out
 
 
 # -- comparison groups: layer and global --------------------------------------------------------
@@ -171,7 +197,7 @@ def group_scores(score: torch.Tensor, layout: HeadLayout | None) -> torch.Tensor
     if layout is None:
         return score.sum(1)
     if layout.dim == "out":
-        return score.reshape(layout.heads, -1).sum(1)
+        return score.reshape(layout.parts, layout.heads, -1).sum((0, 2))
     return score.reshape(score.shape[0], layout.heads, -1).sum((0, 2))
 
 
@@ -189,7 +215,8 @@ def expand_units(keep_group: torch.Tensor, layout: HeadLayout | None, shape: tup
     if layout is None:
         return keep_group[:, None].expand(rows, cols).clone()
     if layout.dim == "out":
-        return keep_group.repeat_interleave(rows // layout.heads)[:, None].expand(rows, cols).clone()
+        per_part = keep_group.repeat_interleave(rows // (layout.heads * layout.parts))
+        return per_part.repeat(layout.parts)[:, None].expand(rows, cols).clone()
     return keep_group.repeat_interleave(cols // layout.heads)[None, :].expand(rows, cols).clone()
 
 
@@ -225,7 +252,7 @@ def structured_ok(mask: torch.Tensor, layout: HeadLayout | None) -> bool:
     if layout is None:
         per = mask.all(1) | (~mask).all(1)
     elif layout.dim == "out":
-        blocks = mask.reshape(layout.heads, -1)
+        blocks = mask.reshape(layout.parts, layout.heads, -1).transpose(0, 1).reshape(layout.heads, -1)
         per = blocks.all(1) | (~blocks).all(1)
     else:
         blocks = mask.reshape(mask.shape[0], layout.heads, -1).transpose(0, 1).reshape(layout.heads, -1)

@@ -37,7 +37,7 @@ from ftlab.sparsity.compute import PrunedBase, compute_pruned, importance_of, la
 from ftlab.sparsity.config import check_agrees, sparsity_enabled
 from ftlab.sparsity.io import load_masks, save_masks
 from ftlab.sparsity.masks import overall_sparsity
-from ftlab.sparsity.selection import canonical_parameters, select_modules
+from ftlab.sparsity.selection import canonical_parameters, select_modules, transposed_parameters
 from ftlab.sparsity.stats import describe, write_layer_table
 
 REPORT_FILE = "validation_report.json"
@@ -236,13 +236,14 @@ def save_run_mask(adapted: SparseAdapted, cfg: Any, run_dir: Path, model: nn.Mod
     layouts = None
     if sp.method == "structured":
         layouts = layouts_for(model, select_modules(model, list(sp.modules)), spec_of(sp))
+    transposed = set(transposed_parameters(model))
     meta = describe(adapted.masks, model=cfg.model.name, method=sp.method, importance=importance_of(sp),
                     target=target, spec=spec_of(sp), layouts=layouts, levels=adapted.levels,
-                    extra={"source": sp.mask_path or "computed by the run"})
+                    extra={"source": sp.mask_path or "computed by the run"}, transposed=transposed)
     if sp.method == "none":  # a mask file used as it is: describe, do not promise a target
         meta.pop("method"), meta.pop("level")
     path = save_masks(adapted.masks, Path(run_dir) / RUN_MASK_FILE, meta)
-    write_layer_table(adapted.masks, adapted.levels or target, Path(run_dir) / "layer_sparsity.csv")
+    write_layer_table(adapted.masks, adapted.levels or target, Path(run_dir) / "layer_sparsity.csv", transposed)
     return path
 
 

@@ -3,6 +3,13 @@
 Masks are keyed by the *base model's* parameter names (``model.layers.0.self_attn.q_proj.weight``).
 peft renames what it wraps (``base_model.model.<name>``, ``<module>.base_layer.weight``), so every
 lookup goes through :func:`canonical_name`; merged models are plain HF models again and need none.
+
+Scoring works on *units*, each one ``(out, in)`` matrix (:class:`WeightView`): a linear's weight,
+a ``Conv1D``'s weight transposed, or one expert's slice ``[e]`` of a fused expert parameter (named
+``<parameter>[e]``). Every per-layer rule (the ``layer`` comparison group, N:M groups along the
+input columns, structured channels, OWL's and Wanda's statistics) therefore holds inside one
+expert's matrix; :func:`ftlab.sparsity.masks.assemble_units` stacks the unit masks back into masks
+of the parameters' own shapes, which is what is applied, saved and validated.
 """
 
 from __future__ import annotations
@@ -10,10 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatch
 
+import torch
 from torch import nn
 
 from ftlab.errors import ConfigError
-from ftlab.models.structure import decoder_linears, layer_patterns, router_names
+from ftlab.models.structure import (
+    LINEAR_TYPES,
+    decoder_linears,
+    expert_parameters,
+    is_transposed,
+    layer_patterns,
+    router_names,
+)
 
 _PEFT_PREFIX = "base_model.model."
 
@@ -31,7 +46,9 @@ def canonical_name(name: str) -> str:
     """The base model's name of a parameter seen through a peft wrapper."""
     if name.startswith(_PEFT_PREFIX):
         name = name[len(_PEFT_PREFIX):]
-    return name.replace(".base_layer.", ".")
+    while ".base_layer." in name:  # nested: peft wraps a second expert parameter of one module again
+        name = name.replace(".base_layer.", ".")
+    return name
 
 
 def canonical_parameters(model: nn.Module) -> dict:
@@ -39,8 +56,57 @@ def canonical_parameters(model: nn.Module) -> dict:
     return {canonical_name(n): p for n, p in model.named_parameters()}
 
 
-def prunable_linears(model: nn.Module, patterns: list[str]) -> dict[str, nn.Linear]:
-    """``{weight name: linear}`` of the linears whose module name matches one of ``patterns``.
+@dataclass(eq=False)
+class WeightView:
+    """One ``(out, in)`` matrix the mask pipeline scores (see the module docstring): ``weight`` is a
+    view into the parameter, so writes (W ⊙ M, SparseGPT's reconstruction) land in the model."""
+
+    param_name: str
+    param: nn.Parameter
+    module: nn.Module  # the linear, Conv1D or experts module holding the parameter
+    expert: int | None = None
+    transposed: bool = False
+
+    def view(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This unit's ``(out, in)`` view of a tensor of the parameter's shape (weight, gradient)."""
+        t = tensor if self.expert is None else tensor[self.expert]
+        return t.t() if self.transposed else t
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.view(self.param)
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+
+def unit_name(param_name: str, expert: int | None) -> str:
+    return param_name if expert is None else f"{param_name}[{expert}]"
+
+
+def unit_parts(name: str) -> tuple[str, int | None]:
+    """``(parameter name, expert index or None)`` of a unit name."""
+    if name.endswith("]") and "[" in name:
+        param, _, index = name[:-1].rpartition("[")
+        return param, int(index)
+    return name, None
+
+
+def transposed_parameters(model: nn.Module) -> list[str]:
+    """Parameter names stored ``(in, out)``: ``Conv1D`` weights and experts that say ``is_transposed``."""
+    found = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES) and is_transposed(m)]
+    return found + [p for p in expert_parameters(model) if is_transposed(model.get_submodule(p.rsplit(".", 1)[0]))]
+
+
+def prunable_linears(model: nn.Module, patterns: list[str]) -> dict[str, WeightView]:
+    """``{unit name: view}`` of the linear layers (``nn.Linear``, ``Conv1D``) whose module name, and
+    of the experts of the fused expert parameters whose module or parameter name, matches one of
+    ``patterns`` (``*.mlp.*`` selects every expert of every block).
 
     Embeddings, norms, the LM head and MoE routers are never returned, whatever the patterns say:
     pruning them is not what the sparse-fine-tuning studies measure, the LM head is often tied to
@@ -48,22 +114,32 @@ def prunable_linears(model: nn.Module, patterns: list[str]) -> dict[str, nn.Line
     """
     never = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
     never |= {id(model.get_submodule(n)) for n in router_names(model)}
-    found: dict[str, nn.Linear] = {}
+    found: dict[str, WeightView] = {}
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or id(module) in never:
+        if not isinstance(module, LINEAR_TYPES) or id(module) in never:
             continue
         if any(fnmatch(name, p) for p in patterns):
-            found[f"{name}.weight"] = module
+            found[f"{name}.weight"] = WeightView(f"{name}.weight", module.weight, module, None, is_transposed(module))
+    for param_name in expert_parameters(model):
+        owner = param_name.rsplit(".", 1)[0]
+        if not any(fnmatch(owner, p) or fnmatch(param_name, p) for p in patterns):
+            continue
+        module = model.get_submodule(owner)
+        param = model.get_parameter(param_name)
+        for e in range(param.shape[0]):
+            found[unit_name(param_name, e)] = WeightView(param_name, param, module, e, is_transposed(module))
     return found
 
 
-def select_modules(model: nn.Module, patterns: list[str]) -> dict[str, nn.Linear]:
+def select_modules(model: nn.Module, patterns: list[str]) -> dict[str, WeightView]:
     """:func:`prunable_linears`, failing with one line when nothing matches."""
     found = prunable_linears(model, list(patterns))
     if not found:
         raise ConfigError("sparsity.modules", list(patterns),
-                          "fnmatch patterns matching at least one linear layer of the decoder blocks; this "
-                          f"model's linear layers: {layer_patterns(decoder_linears(model))}")
+                          "fnmatch patterns matching at least one linear layer or expert of the decoder blocks; "
+                          f"this model's linear layers: {layer_patterns(decoder_linears(model))}"
+                          + (f", experts: {layer_patterns(expert_parameters(model))}" if expert_parameters(model)
+                             else ""))
     return found
 
 
@@ -73,6 +149,9 @@ class HeadLayout:
 
     dim: str  # "out": heads are blocks of rows; "in": blocks of columns
     heads: int
+    #: the dimension holds ``parts`` concatenated stretches of ``heads`` blocks each, unit ``u``
+    #: owning block ``u`` of every stretch (an expert's fused ``gate_up_proj``: [gate; up] rows)
+    parts: int = 1
 
 
 def head_layout(model_config, weight_name: str, shape: tuple[int, int]) -> HeadLayout:

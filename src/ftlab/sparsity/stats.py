@@ -1,4 +1,8 @@
-"""What a mask is (the sidecar) and what it looks like (per-layer CSV table, PNG histogram)."""
+"""What a mask is (the sidecar) and what it looks like (per-layer CSV table, PNG histogram).
+
+Both list *units* (:func:`ftlab.sparsity.masks.mask_units`): a fused expert parameter's mask is
+one row / one bar per expert (``<parameter>[e]``), a ``Conv1D``'s in its ``(out, in)`` orientation.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,30 @@ from typing import Any
 import torch
 
 from ftlab.io import CsvAppender, atomic_path
-from ftlab.sparsity.masks import overall_sparsity, sparsity_of
-from ftlab.sparsity.selection import HeadLayout
+from ftlab.sparsity.masks import mask_units, overall_sparsity, sparsity_of
+from ftlab.sparsity.selection import HeadLayout, unit_parts
 
 TABLE_COLUMNS = ["layer", "rows", "cols", "numel", "pruned", "sparsity", "target"]
 
 
 def describe(masks: dict[str, torch.Tensor], *, model: str, method: str, importance: str, target: float,
              spec: Any, layouts: dict[str, HeadLayout | None] | None = None,
-             extra: dict[str, Any] | None = None, levels: dict[str, float] | None = None) -> dict[str, Any]:
-    """The sidecar: model, method, importance, level and per-layer achieved sparsity (and the
-    per-layer allocated level where OWL allocated one; the structure units of structured masks)."""
+             extra: dict[str, Any] | None = None, levels: dict[str, float] | None = None,
+             transposed: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The sidecar: model, method, importance, level and per-unit achieved sparsity (and the
+    per-unit allocated level where OWL allocated one; the structure units of structured masks);
+    ``transposed`` lists the parameters stored ``(in, out)`` (``Conv1D``)."""
     layouts = layouts or {}
     layers = {}
-    for name, m in masks.items():
+    for name, m in mask_units(masks, transposed).items():
         entry: dict[str, Any] = {"shape": list(m.shape), "sparsity": sparsity_of(m)}
         if layouts.get(name) is not None:
             entry["heads"] = {"dim": layouts[name].dim, "heads": layouts[name].heads}
-        if levels and name in levels:
-            entry["target"] = float(levels[name])
+            if layouts[name].parts != 1:
+                entry["heads"]["parts"] = layouts[name].parts
+        level = _level_of(levels, name)
+        if level is not None:
+            entry["target"] = float(level)
         layers[name] = entry
     return {
         "model": model,
@@ -39,32 +48,44 @@ def describe(masks: dict[str, torch.Tensor], *, model: str, method: str, importa
         "m": spec.m,
         "structure": spec.structure,
         "overall_sparsity": overall_sparsity(masks),
+        "transposed": sorted(n for n in transposed if n in masks),
         **(extra or {}),
         "layers": layers,
     }
 
 
-def layer_rows(masks: dict[str, torch.Tensor], target: float | dict[str, float]) -> list[dict[str, Any]]:
-    """One row per pruned weight; ``target`` is the level, or each weight's allocated one (OWL)."""
+def _level_of(levels: dict[str, float] | None, unit: str) -> float | None:
+    """A unit's allocated level: its own entry, else its parameter's (OWL allocates per layer)."""
+    if not levels:
+        return None
+    return levels.get(unit, levels.get(unit_parts(unit)[0]))
+
+
+def layer_rows(masks: dict[str, torch.Tensor], target: float | dict[str, float],
+               transposed: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """One row per pruned unit (a weight, or one expert of a fused expert parameter); ``target``
+    is the level, or each weight's allocated one (OWL)."""
     rows = []
-    for name, m in masks.items():
+    for name, m in mask_units(masks, transposed).items():
         r, c = m.shape
         pruned = int((~m).sum())
-        want = target[name] if isinstance(target, dict) else target
+        want = _level_of(target, name) if isinstance(target, dict) else target
         rows.append({"layer": name, "rows": r, "cols": c, "numel": m.numel(), "pruned": pruned,
                      "sparsity": f"{pruned / m.numel():.6f}", "target": f"{want:.6f}"})
     return rows
 
 
-def write_layer_table(masks: dict[str, torch.Tensor], target: float | dict[str, float], path: str | Path) -> Path:
+def write_layer_table(masks: dict[str, torch.Tensor], target: float | dict[str, float], path: str | Path,
+                      transposed: set[str] | frozenset[str] = frozenset()) -> Path:
     out = CsvAppender(Path(path), TABLE_COLUMNS)
     out.open()
-    for row in layer_rows(masks, target):
+    for row in layer_rows(masks, target, transposed):
         out.append(row)
     return Path(path)
 
 
-def plot_histogram(masks: dict[str, torch.Tensor], target: float, path: str | Path, title: str = "") -> Path:
+def plot_histogram(masks: dict[str, torch.Tensor], target: float, path: str | Path, title: str = "",
+                   transposed: set[str] | frozenset[str] = frozenset()) -> Path:
     """Left: achieved sparsity per layer against the target. Right: histogram of per-row
     sparsity over all pruned layers (uniform for row groups, spread out for global masks)."""
     import matplotlib  # optional heavy dependency: only when a histogram is drawn
@@ -72,6 +93,7 @@ def plot_histogram(masks: dict[str, torch.Tensor], target: float, path: str | Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    masks = mask_units(masks, transposed)
     names = list(masks)
     per_layer = [sparsity_of(masks[n]) for n in names]
     per_row = torch.cat([1.0 - masks[n].float().mean(1) for n in names]).numpy()

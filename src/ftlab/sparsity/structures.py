@@ -12,6 +12,11 @@ computation, and the pruned model equals a smaller dense model with those units 
 * ``channel`` — one unit per MLP intermediate channel: its row in ``gate_proj`` and ``up_proj``
   (``fc1``; experts' ``w1``/``w3``) and its column in ``down_proj`` (``fc2``; ``w2``).
 
+* ``channel`` of a fused experts module: per expert ``e``, one unit per intermediate channel of
+  that expert: its rows in ``gate_up_proj[e]`` (the gate row and the up row: the dimension is
+  [gate; up], so the layout has two parts) and its column in ``down_proj[e]``. Experts are
+  pruned independently (each expert ranks its own channels).
+
 A selected module pulls in the rest of its structure (pruning q rows alone leaves a head that
 still attends, uniformly, to its values).
 """
@@ -23,12 +28,13 @@ from dataclasses import dataclass
 from torch import nn
 
 from ftlab.errors import ConfigError
-from ftlab.sparsity.selection import HeadLayout
+from ftlab.models.structure import LINEAR_TYPES, is_transposed
+from ftlab.sparsity.selection import HeadLayout, unit_name, unit_parts
 
 #: leaf name -> dimension that holds the units ("out": row blocks, "in": column blocks)
 HEAD_MEMBERS = {"q_proj": "out", "k_proj": "out", "v_proj": "out", "o_proj": "in"}
 CHANNEL_MEMBERS = {"gate_proj": "out", "up_proj": "out", "down_proj": "in", "fc1": "out", "fc2": "in",
-                   "w1": "out", "w3": "out", "w2": "in"}
+                   "w1": "out", "w3": "out", "w2": "in", "c_fc": "out", "c_proj": "in"}  # GPT-2: Conv1D
 MEMBERS = {"head": HEAD_MEMBERS, "channel": CHANNEL_MEMBERS}
 _HINT = {"head": "restrict sparsity.modules to attention, e.g. ['*.self_attn.*']",
          "channel": "restrict sparsity.modules to MLPs, e.g. ['*.mlp.*']"}
@@ -41,9 +47,39 @@ class Structure:
     name: str
     units: int
     members: dict[str, str]
+    #: members whose unit dimension is several concatenated stretches (``gate_up_proj``: 2)
+    parts: tuple[tuple[str, int], ...] = ()
 
     def layout(self, weight: str) -> HeadLayout:
-        return HeadLayout(self.members[weight], self.units)
+        return HeadLayout(self.members[weight], self.units, dict(self.parts).get(weight, 1))
+
+
+#: fused experts: parameter leaf -> (unit dimension, concatenated parts)
+EXPERT_CHANNEL_MEMBERS = {"gate_up_proj": ("out", 2), "down_proj": ("in", 1)}
+
+
+def _expert_structure(model: nn.Module, param: str, expert: int, kind: str) -> Structure:
+    """One expert's channels: rows of its [gate; up] and columns of its down projection."""
+    owner = param.rsplit(".", 1)[0]
+    module = model.get_submodule(owner)
+    if kind != "channel" or not getattr(module, "is_concatenated", True) or getattr(module, "is_transposed", False):
+        raise ConfigError("sparsity.structure", kind, f"structure=channel on experts stored as [gate; up] "
+                          f"(out, in) matrices; {owner} is not (restrict sparsity.modules to attention, e.g. "
+                          "['*.self_attn.*'], for structure=head)")
+    names = {leaf: f"{owner}.{leaf}" for leaf in EXPERT_CHANNEL_MEMBERS}
+    missing = [n for n in names.values() if not hasattr(module, n.rsplit(".", 1)[1])]
+    if missing:
+        raise ConfigError("sparsity.structure", kind, f"experts with gate_up_proj and down_proj; {owner} lacks {missing}")
+    units = int(module.down_proj.shape[-1])
+    members = {unit_name(n, expert): EXPERT_CHANNEL_MEMBERS[leaf][0] for leaf, n in names.items()}
+    parts = ((unit_name(names["gate_up_proj"], expert), 2),)
+    return Structure(unit_name(owner, expert), units, members, parts)
+
+
+def _out_in(lin: nn.Module) -> tuple[int, int]:
+    """(out, in) of a linear layer; a ``Conv1D`` stores its weight (in, out)."""
+    rows, cols = lin.weight.shape
+    return (cols, rows) if is_transposed(lin) else (rows, cols)
 
 
 def _units_of(kind: str, parent: str, linears: dict[str, nn.Linear], model_config) -> int:
@@ -52,7 +88,7 @@ def _units_of(kind: str, parent: str, linears: dict[str, nn.Linear], model_confi
         if not heads:
             raise ConfigError("sparsity.structure", kind, "a model config with num_attention_heads")
         return int(heads)
-    sizes = {lin.out_features if dim == "out" else lin.in_features for leaf, (lin, dim) in linears.items()}
+    sizes = {_out_in(lin)[0 if dim == "out" else 1] for leaf, (lin, dim) in linears.items()}
     if len(sizes) != 1:
         raise ConfigError("sparsity.structure", kind, f"an MLP whose projections share one intermediate size; "
                           f"{parent} has {sorted(sizes)}")
@@ -64,7 +100,13 @@ def find_structures(model: nn.Module, weight_names: list[str], kind: str) -> lis
     table = MEMBERS[kind]
     modules = dict(model.named_modules())
     parents: list[str] = []
+    experts: dict[str, Structure] = {}
     for name in weight_names:
+        param, expert = unit_parts(name)
+        if expert is not None:
+            st = _expert_structure(model, param, expert, kind)
+            experts.setdefault(st.name, st)
+            continue
         parent, _, leaf = name.removesuffix(".weight").rpartition(".")
         if leaf not in table:
             what = "has no heads" if kind == "head" else "is not an MLP projection"
@@ -78,16 +120,16 @@ def find_structures(model: nn.Module, weight_names: list[str], kind: str) -> lis
     for parent in parents:
         owner = modules[parent]
         linears = {leaf: (getattr(owner, leaf), dim) for leaf, dim in table.items()
-                   if isinstance(getattr(owner, leaf, None), nn.Linear)}
+                   if isinstance(getattr(owner, leaf, None), LINEAR_TYPES)}
         dims = {dim for _, dim in linears.values()}
         if (kind == "head" and set(linears) != set(HEAD_MEMBERS)) or dims != {"out", "in"}:
             raise ConfigError("sparsity.structure", kind, f"structures with all their projections; {parent} has "
                               f"only {sorted(linears)}")
         units = _units_of(kind, parent, linears, model.config)
         for leaf, (lin, dim) in linears.items():
-            size = lin.out_features if dim == "out" else lin.in_features
+            size = _out_in(lin)[0 if dim == "out" else 1]
             if size % units:
                 raise ConfigError("sparsity.structure", kind, f"a module whose {dim} dimension splits into "
                                   f"{units} units; {parent}.{leaf} has {size}")
         out.append(Structure(parent, units, {f"{parent}.{leaf}.weight": dim for leaf, (_, dim) in linears.items()}))
-    return out
+    return out + list(experts.values())
