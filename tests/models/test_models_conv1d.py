@@ -4,11 +4,13 @@ layout with N:M groups and channels along the right dimension, Wanda's input sta
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from conftest import compose
+from conftest import compose, run_tiny
 from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.targets import resolve_targets
 from ftlab.errors import ConfigError
@@ -19,6 +21,7 @@ from ftlab.sparsity.masks import mask_units, nm_pattern_ok, structured_ok
 from ftlab.sparsity.pipeline import attach_masks, prepare_masks
 from ftlab.sparsity.scores import InputSquares
 from ftlab.sparsity.selection import select_modules
+from ftlab.validate import validate
 
 LEAVES = ["c_attn", "c_proj", "c_fc", "c_proj"]
 
@@ -119,3 +122,17 @@ def test_masked_lora_on_conv1d_keeps_zeros_through_merge() -> None:
         assert int((params[name][~mask] != 0).sum()) == 0, name
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=x).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_gpt2_masked_wanda_run_end_to_end(tmp_path) -> None:
+    """A whole run on GPT-2: Wanda mask over every Conv1D, masked LoRA, merged export validated."""
+    run_dir = tmp_path / "run"
+    _, metric = run_tiny(run_dir, "model=tiny_gpt2", "adapter=masked", "sparsity=unstructured",
+                         "sparsity.modules=[*.h.*]", "sparsity.importance=wanda", "train.max_steps=3",
+                         "eval.generate=false")
+    assert metric is not None
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["validation_leaks"] == 0 and abs(metrics["weight_sparsity"] - 0.5) < 0.005
+    report = validate(str(run_dir / "model"), str(run_dir / "mask.safetensors"), tmp_path / "report.json")
+    assert report["passed"] and len(report["layers"]) == 8  # c_attn, attn.c_proj, c_fc, mlp.c_proj x 2 blocks
