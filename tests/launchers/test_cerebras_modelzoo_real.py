@@ -9,7 +9,9 @@ What runs there (tests/fixtures/modelzoo_check.py): ModelZoo's ``validate_traine
 YAML of the matrix; for tiny models ModelZoo's own model class, its ``make_model_lora`` with our
 ``lora_params`` and cerebras.pytorch's glob matching of our ``param_filter``; for gmp the final level
 from cerebras.pytorch's schedule classes. A YAML in the old layout (precision fields in the model) is
-included as a control that the validation does reject what issue 12 found.
+included as a control that the validation does reject what issue 12 found. And the real ``cszoo fit``
+on ModelZoo's CPU backend, through ftlab's launcher, for every adapter and sparsity combination
+ftlab allows on Cerebras (:func:`test_real_cszoo_fit_trains_every_variant_on_the_cpu_backend`).
 """
 
 from __future__ import annotations
