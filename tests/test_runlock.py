@@ -65,6 +65,18 @@ def test_gone_owner_is_taken_over(tmp_path: Path):
     assert not path.exists()
 
 
+def test_a_job_releases_its_own_lock_but_not_the_commands(tmp_path: Path):
+    from ftlab.runlock import job_lock
+
+    with job_lock(tmp_path / "sweep" / "0", "hydra.sweep.dir"):
+        assert (tmp_path / "sweep" / "0" / LOCK_NAME).is_file()
+    assert not (tmp_path / "sweep" / "0" / LOCK_NAME).exists()  # the next job of the sweep starts clean
+    lock_run_dir(tmp_path / "run")
+    with job_lock(tmp_path / "run", "hydra.run.dir"):
+        pass
+    assert (tmp_path / "run" / LOCK_NAME).is_file()  # the command's lock lasts until the process ends
+
+
 def test_other_host_lock_is_taken_over_only_when_its_heartbeat_stopped(tmp_path: Path):
     _foreign_lock(tmp_path / "fresh", 1, host="node-that-runs-it")
     with pytest.raises(ConfigError):

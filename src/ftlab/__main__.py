@@ -16,7 +16,7 @@ from ftlab.console import configure_run_console
 from ftlab.errors import FtlabError, report_error
 from ftlab.launchers.preflight import base_config, output_dir, preflight
 from ftlab.rundir import discard_if_empty
-from ftlab.runlock import lock_run_dir, release_run_dirs
+from ftlab.runlock import job_lock, lock_run_dir, release_run_dirs
 from ftlab.signals import Interrupted, job_guard
 from ftlab.writefail import write_failure
 
@@ -75,9 +75,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     configure_run_console(bool(hc.verbose))  # after Hydra's logging setup: once per line
     try:
-        with job_guard():  # SIGTERM/SIGINT: checkpoint at the step's end, then exit 128 + signal
-            # the job's own dir (a sweep's job, or a run dir only Hydra could resolve, e.g. a timestamp)
-            lock_run_dir(hc.runtime.output_dir, "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir")
+        key = "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir"
+        # SIGTERM/SIGINT: checkpoint at the step's end, then exit 128 + signal; the job's own dir
+        # locked (a sweep's job, or a run dir only Hydra could resolve, e.g. a timestamp)
+        with job_guard(), job_lock(hc.runtime.output_dir, key):
             return run(cfg)
     except Interrupted as err:
         release_run_dirs()

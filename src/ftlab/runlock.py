@@ -11,8 +11,10 @@ killed run never blocks its own ``resume=auto``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ftlab.errors import ConfigError
@@ -68,6 +70,19 @@ def lock_run_dir(run_dir: str | Path, key: str = "hydra.run.dir") -> Path:
         if state is not None:
             lock._break(state)
     raise ConfigError(key, str(run_dir), "a run dir whose lock can be taken (another run keeps taking it)")
+
+
+@contextlib.contextmanager
+def job_lock(run_dir: str | Path, key: str) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for one job of this process; released at the job's end unless it was
+    held already (the command's own run dir, locked before Hydra started)."""
+    held_before = Path(run_dir).resolve() in _held
+    path = lock_run_dir(run_dir, key)
+    try:
+        yield
+    finally:
+        if not held_before and path in _held:
+            _held.pop(path).release()
 
 
 def release_run_dirs() -> None:

@@ -88,11 +88,8 @@ def check_config_keys(model_cfg: Any) -> None:
     conf = model_cfg.config or {}
     model_type = model_cfg.arch
     path = model_cfg.name_or_path
-    if path and (Path(path) / "config.json").is_file():
-        try:
-            model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type", model_type)
-        except (OSError, ValueError):
-            return  # a broken config.json is check_model_dir's one line
+    if path and Path(path).is_dir():
+        return  # a local dir builds from its own config.json (ftlab.models.build): model.config is not read
     if model_type not in CONFIG_MAPPING:
         return
     name, known = known_config_keys(model_type)
