@@ -259,6 +259,8 @@ def outputs(cfg: DictConfig, adapted: AdaptedModel, tokenizer, dm: TaskDataModul
     metrics.update(control)
     metrics.update(facts)
     metrics.update(data_facts(cfg).report())  # what task.max_length cut (the preflight measured it)
+    if getattr(dm.task, "source_counts", None):  # task.sources: realised train examples per source
+        metrics["data_source_counts"] = dict(dm.task.source_counts)
     metrics.update({
         "peak_memory_mb": peak_memory_mb(),
         "trainable_params": adapted.trainable_params() if adapted.trains else 0,

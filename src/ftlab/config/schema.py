@@ -139,6 +139,8 @@ class TaskConfig:
     prompt_template: str | None = None
     chat_template: str | None = None
     last_turn_only: bool = False
+    # a weighted mixture instead of task.path: [{path, format, columns, weight, name}, ...] (ftlab.data.mixture)
+    sources: Any = None
 
 
 @dataclass

@@ -129,7 +129,9 @@ def _facts(task_yaml: str, model_yaml: str, seed: int) -> DataFacts:
     task_cfg, model_cfg = OmegaConf.create(task_yaml), OmegaConf.create(model_yaml)
     examples = build_task(task_cfg).examples(seed)
     _source_size(OmegaConf.create({"task": task_cfg}), len(examples))
-    train = split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train
+    task = build_task(task_cfg)
+    train = (task.splits(seed).train if task_cfg.get("sources") is not None  # a mixture: weighted per source
+             else split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train)
     tokenizer = build_tokenizer(model_cfg)
     train = render_examples(train, tokenizer, task_cfg, f"{task_cfg.path} (train split)")
     truncated, cut, longest, lengths, cut_tokens = truncation(tokenizer, train, int(task_cfg.max_length))

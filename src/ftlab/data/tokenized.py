@@ -79,14 +79,16 @@ def read_tokenized(artifact: Path) -> dict[str, TokenizedSplit]:
                                    for part in ("ids", "labels", "offsets"))) for name in SPLITS}
 
 
-def check_unchanged(step_config: dict[str, Any], path: str | None) -> None:
+def check_unchanged(step_config: dict[str, Any], cfg: Any) -> None:
     """A source file that changed since the plan computed the step's key would be cached under the
     old content's key: refuse it."""
-    planned = step_config.get("derived.task_file")
-    now = fingerprint(path)
-    if planned != now:
-        raise FtlabError(f"{path}: the data file changed between the plan and the run ({planned} -> {now}); "
-                         "run again to plan with its new content")
+    planned = [(cfg.task.path, step_config.get("derived.task_file"))]
+    planned += [(src.get("path"), src.get("derived.file")) for src in step_config.get("derived.sources") or []]
+    for path, digest in planned:
+        now = fingerprint(path)
+        if path and digest != now:
+            raise FtlabError(f"{path}: the data file changed between the plan and the run ({digest} -> {now}); "
+                             "run again to plan with its new content")
 
 
 def tokenized_data(cfg: Any, tokenizer, splits: Splits, runner=None) -> dict[str, TokenizedSplit]:
@@ -96,5 +98,5 @@ def tokenized_data(cfg: Any, tokenizer, splits: Splits, runner=None) -> dict[str
     step = runner.steps.data if runner is not None else None
     if step is None:
         return tokenize(splits, tokenizer, max_length)
-    check_unchanged(step.config, cfg.task.path)
+    check_unchanged(step.config, cfg)
     return runner.run(step, lambda: tokenize(splits, tokenizer, max_length), write_tokenized, read_tokenized)
