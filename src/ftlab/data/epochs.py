@@ -16,13 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab.data.checks import data_facts
+from ftlab.data.checks import data_facts, world_size
 from ftlab.data.packing import pack_length, pack_rows
 from ftlab.errors import ConfigError
-
-
-def world_size(cfg: Any) -> int:
-    return int(cfg.hardware.devices) * int(cfg.hardware.num_nodes)
 
 
 def epoch_items(cfg: Any, lengths: list[int] | tuple[int, ...]) -> int:
