@@ -57,3 +57,4 @@ def planned_steps(cfg: Any) -> int:
 def planned_steps_per_epoch(cfg: Any) -> int:
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     return steps_per_epoch(cfg, epoch_items(cfg, data_facts(cfg).lengths))
+

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
+from ftlab.data.checks import data_facts
 from ftlab.data.encoding import Encoded, encode
 from ftlab.data.task_base import Splits
 from ftlab.errors import FtlabError
@@ -100,3 +102,12 @@ def tokenized_data(cfg: Any, tokenizer, splits: Splits, runner=None) -> dict[str
         return tokenize(splits, tokenizer, max_length)
     check_unchanged(step.config, cfg)
     return runner.run(step, lambda: tokenize(splits, tokenizer, max_length), write_tokenized, read_tokenized)
+
+
+def tokenized_bytes(cfg: Any) -> int:
+    """Bytes of the ``data`` step's artifact (:mod:`ftlab.data.tokenized`): int32 ids and labels
+    per token, an int64 offset per example, for train and val (val scaled from train's mean)."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    lengths = data_facts(cfg).lengths
+    share = float(cfg.task.val_fraction) / max(1e-9, 1.0 - float(cfg.task.val_fraction) - float(cfg.task.test_fraction))
+    return int((sum(lengths) * 8 + len(lengths) * 8) * (1.0 + share))
