@@ -202,3 +202,8 @@ def test_truncation_report_counts_examples_tokens_and_empty_targets(tmp_path: Pa
     }
     line = summary_line({"eval_exact_match": 0.5, **facts.report()}, "eval_exact_match", Path("/r"))
     assert f"task.max_length cut {facts.truncated} of {facts.train} train examples" in line
+
+
+def test_chat_cut_before_any_assistant_token_is_refused(tmp_path: Path) -> None:
+    line = _error(tmp_path, rows_for("messages"), "task.format=messages", "task.max_length=8")
+    assert "task.max_length=8" in line and "cut before their first assistant token" in line

@@ -156,9 +156,11 @@ def check_data(cfg: Any, *, trains: bool = True) -> DataFacts:
     control adapter) skips the batch checks: such a run takes no optimiser step by design."""
     facts = data_facts(cfg)
     if facts.answer_cut == facts.train:
+        cut = ("cut before their first assistant token" if cfg.task.get("format") in ("messages", "sharegpt")
+               else "truncated inside their answer")
         raise ConfigError("task.max_length", int(cfg.task.max_length),
                           f"a larger length: all {facts.train} train examples of task {cfg.task.name} are "
-                          f"truncated inside their answer, so the run would learn nothing (the longest prompt+"
+                          f"{cut}, so the run would learn nothing (the longest prompt+"
                           f"answer needs {facts.longest} tokens)")
     if trains:
         check_train_batches(cfg, facts.train)
