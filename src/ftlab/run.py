@@ -38,7 +38,7 @@ from ftlab.callbacks.checkpoints import checkpoint_step, read_meta
 from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.callbacks.stop_on_signal import StopOnSignal
-from ftlab.data.checks import check_train_batches
+from ftlab.data.checks import check_train_batches, data_facts
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.epochs import train_steps
 from ftlab.data.packing import padding_fraction
@@ -274,6 +274,9 @@ def outputs(cfg: DictConfig, adapted: AdaptedModel, tokenizer, dm: TaskDataModul
         fill_final_val_loss(run_dir / "training_history.json", metrics["val_loss"])
     metrics.update(control)
     metrics.update(facts)
+    metrics.update(data_facts(cfg).report())  # what task.max_length cut (the preflight measured it)
+    if getattr(dm.task, "source_counts", None):  # task.sources: realised train examples per source
+        metrics["data_source_counts"] = dict(dm.task.source_counts)
     metrics.update({
         "peak_memory_mb": peak_memory_mb(),
         "trainable_params": adapted.trainable_params() if adapted.trains else 0,
@@ -310,4 +313,8 @@ def summary_line(metrics: dict[str, Any], key: str, run_dir: Path) -> str:
     text = f"{key}={value:.4f}"
     if f"control_{key}" in metrics:
         text += f" (base model before tuning: {metrics[f'control_{key}']:.4f})"
+    if metrics.get("data_truncated_examples"):
+        text += (f"; task.max_length cut {metrics['data_truncated_examples']} of {metrics['data_train_examples']} "
+                 f"train examples ({metrics['data_truncated_tokens']} tokens; "
+                 f"{metrics['data_no_target_examples']} left with no target token)")
     return f"{text}; outputs in {run_dir}"

@@ -41,6 +41,7 @@ def test_packed_epoch_is_one_pass_over_the_rows() -> None:
     (("train.max_steps=null",), ("train.max_steps=None", "train.max_epochs")),
     (("train.max_epochs=0", "train.max_steps=null"), ("train.max_epochs=0", ">= 1")),
     ((*EPOCHS, "schedule=stages", "schedule.stages=[{iters: 3, lr: 1e-3}]"), ("train.max_epochs=2", "stages")),
+    ((*EPOCHS, "hardware.accelerator=cerebras"), ("train.max_epochs=2", "cerebras")),
 ])
 def test_exactly_one_of_max_steps_and_max_epochs(overrides, expect) -> None:
     with pytest.raises(FtlabError) as err:

@@ -14,11 +14,13 @@ import pytest
 
 from conftest import compose
 from ftlab.data.chat import render_examples
+from ftlab.data.checks import data_facts
 from ftlab.data.encoding import IGNORE_INDEX, encode
-from ftlab.data.tasks import build_task
+from ftlab.data.tasks import build_task, split_examples
 from ftlab.errors import FtlabError
 from ftlab.launchers.preflight import preflight
 from ftlab.models import build_tokenizer
+from ftlab.run import summary_line
 
 EOS = 1
 
@@ -182,3 +184,26 @@ def test_bad_format_keys(tmp_path: Path) -> None:
     assert "task.chat_template" in line and "messages|sharegpt" in line
     with pytest.raises(FtlabError, match="task.format='alpaca'.*task=instruct only"):
         preflight(["task=capitalization", "task.format=alpaca"], multirun=False)
+
+
+def test_truncation_report_counts_examples_tokens_and_empty_targets(tmp_path: Path) -> None:
+    rows = [{"prompt": "p" * n, "answer": "a" * m} for n, m in [(5, 3), (30, 3), (10, 15), (2, 40)] * 5]
+    path = write(rows, "jsonl", tmp_path)
+    cfg = compose("task=instruct", f"task.path={path}", "task.format=prompt_answer", "task.max_length=20")
+    facts = data_facts(cfg)
+    train_rows = [(len(ex.prompt), len(ex.answer))
+                  for ex in split_examples(build_task(cfg.task).examples(0), 0.1, 0.1, int(cfg.seed)).train]
+    full = [p + a + 1 for p, a in train_rows]  # + EOS, one byte token per character
+    assert facts.report() == {
+        "data_train_examples": len(train_rows),
+        "data_truncated_examples": sum(n > 20 for n in full),
+        "data_truncated_tokens": sum(max(0, n - 20) for n in full),
+        "data_no_target_examples": sum(a + 1 >= 20 for _, a in train_rows),
+    }
+    line = summary_line({"eval_exact_match": 0.5, **facts.report()}, "eval_exact_match", Path("/r"))
+    assert f"task.max_length cut {facts.truncated} of {facts.train} train examples" in line
+
+
+def test_chat_cut_before_any_assistant_token_is_refused(tmp_path: Path) -> None:
+    line = _error(tmp_path, rows_for("messages"), "task.format=messages", "task.max_length=8")
+    assert "task.max_length=8" in line and "cut before their first assistant token" in line

@@ -13,6 +13,7 @@ import pytest
 from conftest import cli, compose
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.encoding import encode
+from ftlab.data.tokenized import tokenized_bytes
 from ftlab.errors import FtlabError
 from ftlab.models import build_tokenizer
 from ftlab.reuse.runner import StepRunner
@@ -86,3 +87,12 @@ def test_a_nine_job_sweep_tokenizes_once(tmp_path: Path) -> None:
     assert len({r["data"]["key"] for r in records}) == 1
     listing = cli("ftlab.cache", "ls", "--run", *common)
     assert listing.returncode == 0 and f"data      {records[0]['data']['key'][:16]}  in cache" in listing.stdout
+
+
+def test_plan_estimates_the_artifact_size(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    runner = StepRunner(cfg)
+    TaskDataModule(cfg, build_tokenizer(cfg.model), runner=runner).setup()
+    artifact = runner.store.lookup(runner.steps.data.key).artifact
+    actual = sum(f.stat().st_size for f in artifact.glob("*.npy"))
+    assert 0.8 * actual <= tokenized_bytes(cfg) <= 1.2 * actual

@@ -142,6 +142,8 @@ class TaskConfig:
     chat_template: str | None = knob(None, "task=instruct: a Jinja chat template file (messages, sharegpt); "
                                      "null = the tokenizer's own")
     last_turn_only: bool = knob(False, "task=instruct: loss on the last assistant turn only")
+    sources: Any = knob(None, "a weighted mixture instead of task.path: [{path, format, columns, weight, name}, "
+                        "...] (ftlab.data.mixture)")
 
 
 @dataclass

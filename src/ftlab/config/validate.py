@@ -58,6 +58,8 @@ def validate_train_length(cfg) -> None:
                                              "add train.max_steps=null)")
     if cfg.schedule.name == "stages":
         fail("train.max_epochs", epochs, "null for schedule=stages (its stages count their own iters)")
+    if cfg.hardware.accelerator == "cerebras":
+        fail("train.max_epochs", epochs, "null on hardware=cerebras (its ModelZoo job is counted in train.max_steps)")
 
 
 def validate_train(cfg) -> None:

@@ -37,6 +37,14 @@ class DataFacts:
     answer_cut: int  # ... of them cut inside the answer (or its EOS)
     longest: int  # tokens of the longest prompt+answer+EOS
     lengths: tuple[int, ...] = ()  # tokens of each encoded train example (packing and epochs count them)
+    cut_tokens: int = 0  # tokens task.max_length removed from the train examples
+
+    def report(self) -> dict[str, int]:
+        """What ``metrics.json`` records of the train split: examples and tokens the length cut, and
+        examples left without any target token (an answer cut away; a conversation without an
+        assistant token)."""
+        return {"data_train_examples": self.train, "data_truncated_examples": self.truncated,
+                "data_truncated_tokens": self.cut_tokens, "data_no_target_examples": self.answer_cut}
 
 
 def world_size(cfg: Any) -> int:
@@ -91,12 +99,13 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, int, list[int]]:
+def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, int, list[int], int]:
     """``(truncated, answer_cut, longest)`` of ``examples`` under :func:`encode_example`'s rule:
     the answer plus EOS is kept whole when it fits in ``max_length - 1`` tokens (one prompt token
-    stays), else it is cut. Also each example's encoded length (at most ``max_length``)."""
+    stays), else it is cut. Also each example's encoded length (at most ``max_length``) and the
+    tokens cut in all."""
     count = token_counter(tokenizer)
-    truncated = answer_cut = longest = 0
+    truncated = answer_cut = longest = cut_tokens = 0
     lengths = []
     for ex in examples:
         if ex.spans is not None:  # a rendered conversation: cut at the end; "answer cut" = no target left
@@ -111,7 +120,8 @@ def truncation(tokenizer, examples: list, max_length: int) -> tuple[int, int, in
         longest = max(longest, n)
         truncated += n > max_length
         lengths.append(min(n, max_length))
-    return truncated, answer_cut, longest, lengths
+        cut_tokens += max(0, n - max_length)
+    return truncated, answer_cut, longest, lengths, cut_tokens
 
 
 @functools.lru_cache(maxsize=32)
@@ -119,15 +129,17 @@ def _facts(task_yaml: str, model_yaml: str, seed: int) -> DataFacts:
     task_cfg, model_cfg = OmegaConf.create(task_yaml), OmegaConf.create(model_yaml)
     examples = build_task(task_cfg).examples(seed)
     _source_size(OmegaConf.create({"task": task_cfg}), len(examples))
-    train = split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train
+    task = build_task(task_cfg)
+    train = (task.splits(seed).train if task_cfg.get("sources") is not None  # a mixture: weighted per source
+             else split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train)
     tokenizer = build_tokenizer(model_cfg)
     train = render_examples(train, tokenizer, task_cfg, f"{task_cfg.path} (train split)")
-    truncated, cut, longest, lengths = truncation(tokenizer, train, int(task_cfg.max_length))
+    truncated, cut, longest, lengths, cut_tokens = truncation(tokenizer, train, int(task_cfg.max_length))
     if truncated and cut < len(train):  # all cut: check_data fails instead
         log.warning("task.max_length=%d truncates %d of %d train examples of task %s (%d inside the answer; "
                     "the longest needs %d tokens)", task_cfg.max_length, truncated, len(train), task_cfg.name,
                     cut, longest)
-    return DataFacts(len(train), truncated, cut, longest, tuple(lengths))
+    return DataFacts(len(train), truncated, cut, longest, tuple(lengths), cut_tokens)
 
 
 def data_facts(cfg: Any) -> DataFacts:
@@ -144,9 +156,11 @@ def check_data(cfg: Any, *, trains: bool = True) -> DataFacts:
     control adapter) skips the batch checks: such a run takes no optimiser step by design."""
     facts = data_facts(cfg)
     if facts.answer_cut == facts.train:
+        cut = ("cut before their first assistant token" if cfg.task.get("format") in ("messages", "sharegpt")
+               else "truncated inside their answer")
         raise ConfigError("task.max_length", int(cfg.task.max_length),
                           f"a larger length: all {facts.train} train examples of task {cfg.task.name} are "
-                          f"truncated inside their answer, so the run would learn nothing (the longest prompt+"
+                          f"{cut}, so the run would learn nothing (the longest prompt+"
                           f"answer needs {facts.longest} tokens)")
     if trains:
         check_train_batches(cfg, facts.train)

@@ -16,13 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab.data.checks import data_facts
+from ftlab.data.checks import data_facts, world_size
 from ftlab.data.packing import pack_length, pack_rows
 from ftlab.errors import ConfigError
-
-
-def world_size(cfg: Any) -> int:
-    return int(cfg.hardware.devices) * int(cfg.hardware.num_nodes)
 
 
 def epoch_items(cfg: Any, lengths: list[int] | tuple[int, ...]) -> int:
@@ -61,3 +57,4 @@ def planned_steps(cfg: Any) -> int:
 def planned_steps_per_epoch(cfg: Any) -> int:
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     return steps_per_epoch(cfg, epoch_items(cfg, data_facts(cfg).lengths))
+

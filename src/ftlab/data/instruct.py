@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftlab.data.formats import check_columns, check_prompt_template, get_format, is_data_path, read_examples
-from ftlab.data.task_base import Example, Task, register_task
+from ftlab.data.mixture import mixture_splits, source_specs
+from ftlab.data.task_base import Example, Splits, Task, register_task
 from ftlab.errors import ConfigError
 
 
@@ -17,9 +18,11 @@ class Instruct(Task):
     name = "instruct"
     reads_format = True
     reads_directories = True
+    source_counts: dict[str, int] | None = None  # a mixture's realised train examples per source
 
     def check_options(self) -> None:
         super().check_options()
+        self.check_sources()
         fmt = get_format(self.cfg.get("format"))
         check_columns(fmt, dict(self.cfg.get("columns") or {}))
         check_prompt_template(fmt, self.cfg.get("prompt_template"))
@@ -29,7 +32,25 @@ class Instruct(Task):
                     raise ConfigError(f"task.{key}", self.cfg.get(key),
                                       f"unset for format {fmt.name}: it applies to messages|sharegpt only")
 
+    def check_sources(self) -> None:
+        if self.cfg.get("sources") is not None:
+            if self.cfg.path:
+                raise ConfigError("task.path", self.cfg.path, "null when task.sources is set (give each file there)")
+            source_specs(self.cfg)
+
+    def read_source(self, spec: dict) -> list[Example]:
+        return read_examples(Path(spec["path"]), spec["format"], spec["columns"], self.cfg.get("prompt_template"))
+
+    def splits(self, seed: int) -> Splits:
+        """One file split seeded; or a mixture of ``task.sources`` (:mod:`ftlab.data.mixture`)."""
+        if self.cfg.get("sources") is None:
+            return super().splits(seed)
+        splits, self.source_counts = mixture_splits(self.cfg, seed, self.read_source)
+        return splits
+
     def examples(self, seed: int) -> list[Example]:
+        if self.cfg.get("sources") is not None:  # every source's rows (the preflight counts them)
+            return [ex for spec in source_specs(self.cfg) for ex in self.read_source(spec)]
         path = self.cfg.path
         if not path or not is_data_path(Path(path)):
             raise ConfigError("task.path", path, "a local .jsonl/.json/.csv/.parquet/.arrow file or a directory "

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
+from ftlab.data.checks import data_facts
 from ftlab.data.encoding import Encoded, encode
 from ftlab.data.task_base import Splits
 from ftlab.errors import FtlabError
@@ -79,14 +81,16 @@ def read_tokenized(artifact: Path) -> dict[str, TokenizedSplit]:
                                    for part in ("ids", "labels", "offsets"))) for name in SPLITS}
 
 
-def check_unchanged(step_config: dict[str, Any], path: str | None) -> None:
+def check_unchanged(step_config: dict[str, Any], cfg: Any) -> None:
     """A source file that changed since the plan computed the step's key would be cached under the
     old content's key: refuse it."""
-    planned = step_config.get("derived.task_file")
-    now = fingerprint(path)
-    if planned != now:
-        raise FtlabError(f"{path}: the data file changed between the plan and the run ({planned} -> {now}); "
-                         "run again to plan with its new content")
+    planned = [(cfg.task.path, step_config.get("derived.task_file"))]
+    planned += [(src.get("path"), src.get("derived.file")) for src in step_config.get("derived.sources") or []]
+    for path, digest in planned:
+        now = fingerprint(path)
+        if path and digest != now:
+            raise FtlabError(f"{path}: the data file changed between the plan and the run ({digest} -> {now}); "
+                             "run again to plan with its new content")
 
 
 def tokenized_data(cfg: Any, tokenizer, splits: Splits, runner=None) -> dict[str, TokenizedSplit]:
@@ -96,5 +100,14 @@ def tokenized_data(cfg: Any, tokenizer, splits: Splits, runner=None) -> dict[str
     step = runner.steps.data if runner is not None else None
     if step is None:
         return tokenize(splits, tokenizer, max_length)
-    check_unchanged(step.config, cfg.task.path)
+    check_unchanged(step.config, cfg)
     return runner.run(step, lambda: tokenize(splits, tokenizer, max_length), write_tokenized, read_tokenized)
+
+
+def tokenized_bytes(cfg: Any) -> int:
+    """Bytes of the ``data`` step's artifact (:mod:`ftlab.data.tokenized`): int32 ids and labels
+    per token, an int64 offset per example, for train and val (val scaled from train's mean)."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    lengths = data_facts(cfg).lengths
+    share = float(cfg.task.val_fraction) / max(1e-9, 1.0 - float(cfg.task.val_fraction) - float(cfg.task.test_fraction))
+    return int((sum(lengths) * 8 + len(lengths) * 8) * (1.0 + share))

@@ -13,6 +13,7 @@ from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_run, expand_sweep
 from ftlab.data.epochs import planned_steps, planned_steps_per_epoch
 from ftlab.data.packing import pack_length
+from ftlab.data.tokenized import tokenized_bytes
 from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
 from ftlab.plan.naming import name_runs, split_override
 from ftlab.plan.options import PlanOptions
@@ -133,6 +134,8 @@ def step_bytes(step: Step, run: PlannedRun) -> int | None:
         return weights_bytes(mf, str(run.cfg.model.dtype))
     if step.kind == "mask":
         return mask_bytes(mf)
+    if step.kind == "data":
+        return tokenized_bytes(run.cfg)
     return run.state_bytes or None  # a stage: one trainable-only state
 
 

@@ -97,6 +97,7 @@ DERIVED = (
     # task=instruct's format keys: entered only when set (keys of the other tasks stay as they were);
     # the chat template file by its content hash
     "task.format", "task.columns", "task.prompt_template", "task.last_turn_only", "task.chat_template",
+    "task.sources",  # derived.sources (each source's settings and content hash)
     "sparsity.mask_path",  # the mask_file step (content hash)
     "sparsity.importance",  # derived.importance (method=random forces random)
     "sparsity.seed",  # derived.mask_seed (a ``seeded`` importance only)
@@ -293,7 +294,15 @@ def data_format(c: dict[str, Any]) -> dict[str, Any]:
                                             "task.last_turn_only") if lookup(c, k, None)}
     if lookup(c, "task.chat_template", None):
         out["derived.chat_template"] = fingerprint(lookup(c, "task.chat_template", None))
+    if lookup(c, "task.sources", None):
+        out["derived.sources"] = source_fingerprints(c)
     return out
+
+
+def source_fingerprints(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each ``task.sources`` entry with its file's content hash."""
+    return [{**dict(src), "derived.file": fingerprint(str(dict(src).get("path")))}
+            for src in (lookup(c, "task.sources", None) or [])]
 
 
 #: What the tokenized data of a run depends on besides the source file and the format keys: the
