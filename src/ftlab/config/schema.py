@@ -160,6 +160,7 @@ class TrainConfig:
     deterministic: bool = True
     save_adapter: bool = True
     save_merged_model: bool = True
+    early_stopping: EarlyStoppingConfig = field(default_factory=lambda: EarlyStoppingConfig())
     num_workers: int = 0
     # Padding-free batches (ftlab.data.packing): examples packed whole into rows of ``pack_length``
     # tokens (None -> 4 x task.max_length), attention only within each example; ``batch_size``
@@ -219,6 +220,28 @@ class EvalConfig:
     num_fewshot: int | None = None  # null: each task's lm-eval default
     max_gen_toks: int | None = None  # null: each task's lm-eval default
     limit: int | None = None  # score only the first N examples of each task (lm-eval's --limit)
+    # during training: validation loss (and the benchmark subset below) every N training batches
+    every_n_steps: int | None = None
+    during_training: DuringTrainingConfig = field(default_factory=lambda: DuringTrainingConfig())
+
+
+@dataclass
+class DuringTrainingConfig:
+    benchmarks: list[str] = field(default_factory=list)  # lm-eval tasks (files from eval.data) scored each time
+    limit: int | None = 50  # examples per task each time
+
+
+@dataclass
+class EarlyStoppingConfig:
+    metric: str | None = None  # null: off; val_loss or eval/<task> of eval.during_training.benchmarks
+    mode: str = "min"  # min | max
+    patience: int = 3  # evaluations without an improvement larger than min_delta before stopping
+    min_delta: float = 0.0
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = "last"  # last | best (the best evaluated step of the early-stopping metric, else val_loss)
 
 
 @dataclass
@@ -237,6 +260,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     base: BaseConfig = field(default_factory=BaseConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     reuse: ReuseConfig = field(default_factory=ReuseConfig)
     # Free-form tags for the analysis tables.

@@ -45,6 +45,14 @@ def score_run(model: nn.Module, tokenizer, cfg: Any, own_task: bool) -> dict[str
     return out
 
 
+def during_training_scores(model: nn.Module, tokenizer, cfg: Any) -> dict[str, float]:
+    """Headline value of each ``eval.during_training.benchmarks`` task on its first ``limit`` examples."""
+    during = cfg.eval.during_training
+    benchmarks = configured_benchmarks(cfg, list(during.benchmarks))
+    scores = score_benchmarks(model, tokenizer, benchmarks, batch_size=cfg.train.eval_batch_size, limit=during.limit)
+    return {name: s.headline["value"] for name, s in scores.items()}
+
+
 def run_window(model_cfg: Any) -> int:
     """The model's window as lm-eval will see it: a local model dir's config, else the preset's."""
     if model_cfg.get("name_or_path") and (Path(model_cfg.name_or_path) / "config.json").is_file():
@@ -55,6 +63,7 @@ def run_window(model_cfg: Any) -> int:
 def check_run(cfg: Any, own_task: bool) -> None:
     """Before anything is loaded: the run's benchmarks resolve and fit the model's window."""
     todo = [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg)]
+    todo += [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg, list(cfg.eval.during_training.benchmarks))]
     if own_task:  # the rows are checked by the task's parser elsewhere; only splits and budget here
         data = LocalData("json", {SCORED: (str(cfg.task.path),), FEWSHOT: (str(cfg.task.path),)}, str(cfg.task.path))
         todo.insert(0, (run_task_benchmark(cfg, data), "task.max_new_tokens"))
@@ -62,4 +71,4 @@ def check_run(cfg: Any, own_task: bool) -> None:
         check_benchmarks(todo, run_window(cfg.model))
 
 
-__all__ = ["check_run", "run_window", "score_run"]
+__all__ = ["check_run", "during_training_scores", "run_window", "score_run"]
