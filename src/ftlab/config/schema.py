@@ -220,6 +220,7 @@ class EvalConfig:
     num_fewshot: int | None = None  # null: each task's lm-eval default
     max_gen_toks: int | None = None  # null: each task's lm-eval default
     limit: int | None = None  # score only the first N examples of each task (lm-eval's --limit)
+    cache: bool = True  # lm-eval scores as a cached step (weights digest + task + data + shots + limit + version)
     # during training: validation loss (and the benchmark subset below) every N training batches
     every_n_steps: int | None = None
     during_training: DuringTrainingConfig = field(default_factory=lambda: DuringTrainingConfig())
