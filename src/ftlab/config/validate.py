@@ -28,7 +28,7 @@ from ftlab.sparsity.config import validate_sparsity as check_sparsity
 SCHEDULES = ("constant", "cosine", "linear", "stages")
 ACCELERATORS = ("cpu", "gpu", "auto", "cerebras")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
-LOGGERS = ("csv", "wandb")
+LOGGERS = ("csv", "wandb", "tensorboard")
 WANDB_MODES = ("offline", "online", "disabled")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from ftlab.errors import ConfigError
 from ftlab.training.fsdp import fsdp_strategy
@@ -25,7 +25,9 @@ def build_logger(cfg: Any, run_dir: Path):
         os.environ.setdefault("WANDB_SILENT", "true")
         return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
                            name=cfg.name, tags=list(cfg.logger.tags), offline=cfg.logger.mode == "offline")
-    raise ConfigError("logger", name, "one of ['csv', 'wandb']")
+    if name == "tensorboard":  # Lightning's own logger; event files under <run_dir>/tensorboard/
+        return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+    raise ConfigError("logger", name, "one of ['csv', 'wandb', 'tensorboard']")
 
 
 def strategy(cfg: Any, model: Any = None) -> Any:
