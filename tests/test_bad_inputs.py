@@ -197,7 +197,7 @@ CASES = [
     C("experiment-option", "+experiment=quickstrat", expect=("experiment", "quickstrat", "quickstart")),
     C("reuse-type", "reuse.enabled=maybe", expect=("reuse.enabled", "maybe", "bool")),
     # -- logger --------------------------------------------------------------------------------
-    C("logger-option", "logger=tensorboard", expect=("logger=", "tensorboard", "wandb")),
+    C("logger-option", "logger=comet", expect=("logger=", "comet", "wandb")),
     C("logger-mode", "logger=wandb", "logger.mode=sometimes", expect=("logger.mode", "sometimes", "offline")),
     C("wandb-online-no-key", "logger=wandb", "logger.mode=online", expect=("logger.mode", "online", "WANDB_API_KEY"),
       env={"WANDB_API_KEY": None, "NETRC": "{tmp}/no-netrc"}),

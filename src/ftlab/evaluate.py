@@ -34,8 +34,7 @@ from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.harness.checks import check_benchmarks, model_window
 from ftlab.harness.data import run_split_files, run_task_benchmark, whole_file_files
-from ftlab.harness.run_scores import run_window
-from ftlab.harness.score import score_benchmarks
+from ftlab.harness.run_scores import run_window, scores_of
 from ftlab.models import build_tokenizer
 from ftlab.sparsity.pipeline import prepare_masks
 
@@ -180,13 +179,14 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
         check_benchmarks([(bench, "task.max_new_tokens")], target_window(target, cfg, is_run, args.weights))
         model, tokenizer, weights = run_model(target, cfg, args.weights) if is_run else dir_model(target, cfg)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        score = score_benchmarks(model.to(device), tokenizer, [bench],
-                                 batch_size=cfg.train.eval_batch_size)[bench.name]
+        events: list[dict[str, Any]] = []
+        score = scores_of(model.to(device), tokenizer, cfg, [bench], None, events)[bench.name]
     return {"target": str(target.resolve()), "kind": "run" if is_run else "model", "weights": weights,
             "task": cfg.task.name, "data": {"file": str(Path(cfg.task.path).resolve()),
                                             "rows": "all" if whole_file else "the run's test split",
                                             "seed": None if whole_file else cfg.seed},
-            REAL_TASKS[cfg.task.name].headline_key: score.headline["value"], "eval_benchmark": score.summary()}
+            REAL_TASKS[cfg.task.name].headline_key: score.headline["value"], "eval_benchmark": score.summary(),
+            **({"eval_cache": events} if events else {})}
 
 
 def write_eval(path: Path, data: dict[str, Any]) -> None:

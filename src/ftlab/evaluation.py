@@ -10,6 +10,7 @@ so the same code gives the same numbers under DDP sync or single process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torchmetrics.aggregation import MeanMetric
@@ -87,5 +88,13 @@ def final_evaluate(model, tokenizer, splits, cfg) -> dict[str, Any]:
     return metrics
 
 
-__all__ = ["asks_benchmarks", "evaluate", "exact_match", "final_evaluate", "uses_harness", "generate_answers",
+def training_scorer(cfg) -> Callable[[Any, Any], dict[str, float]]:
+    """``eval.during_training.benchmarks`` scored by lm-eval on their first ``limit`` examples:
+    ``(model, tokenizer) -> {task: headline value}`` (the model's train/eval mode is restored)."""
+    from ftlab.harness.run_scores import during_training_scores  # lm-eval: only runs scoring during training
+
+    return lambda model, tokenizer: during_training_scores(model, tokenizer, cfg)
+
+
+__all__ = ["asks_benchmarks", "training_scorer", "evaluate", "exact_match", "final_evaluate", "uses_harness", "generate_answers",
            "loss_on", "normalize_answer", "SCORERS"]

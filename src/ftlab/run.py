@@ -26,6 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -34,7 +35,9 @@ from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
+from ftlab.callbacks.best_state import BestState
 from ftlab.callbacks.checkpoints import checkpoint_step, read_meta
+from ftlab.callbacks.eval_log import EvalLog
 from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.callbacks.stop_on_signal import StopOnSignal
@@ -42,7 +45,7 @@ from ftlab.data.checks import check_train_batches, data_facts
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.epochs import train_steps
 from ftlab.data.packing import padding_fraction
-from ftlab.evaluation import final_evaluate
+from ftlab.evaluation import final_evaluate, training_scorer
 from ftlab.io import write_json
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.attention import resolve_attention
@@ -205,6 +208,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         except SIGTERMException as err:  # Lightning's own exit (status 0) for a SIGTERM mid-validation
             raise Interrupted(signal.SIGTERM, trainer.global_step) from err
         train_time = time.perf_counter() - t0
+        best_step = restore_best(cfg, callbacks, adapted)
         if isinstance(trainer.strategy, ShardedStrategy):
             trainer.strategy.consolidate()  # FSDP: rank 0 gets the whole trained model back
     if stages is None:  # the whole training, recorded as one uncached stage
@@ -223,6 +227,7 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
         "samples_per_sec": samples / train_time if train_time > 0 else 0.0,
         "tokens_per_sec": tokens / train_time if train_time > 0 else 0.0,
         "padding_fraction": padding_fraction(module.real_tokens, module.token_slots),
+        **({"exported_step": best_step} if best_step is not None else {}),
     }
 
 
@@ -236,8 +241,32 @@ def run_callbacks(cfg: DictConfig, adapted: AdaptedModel, run_dir: Path, extra: 
         *(gated_callbacks(cfg, run_dir) if adapted.gated else []),  # before checkpoints: rows precede state
         checkpoints,
         StopOnSignal(checkpoints),  # SIGTERM/SIGINT: a step checkpoint, then exit 128 + signal
-        *(extra or []),
+        *training_eval_callbacks(cfg, run_dir, extra),
     ]
+
+
+def training_eval_callbacks(cfg: DictConfig, run_dir: Path, extra: list | None) -> list[L.Callback]:
+    """``eval.every_n_steps``: eval_log.csv (+ the benchmark subset); the caller's callbacks; then
+    what reads the logged metrics: the best-state copy (``export.checkpoint=best``) and Lightning's
+    EarlyStopping (``train.early_stopping``), whose counters travel in every checkpoint."""
+    out: list[L.Callback] = []
+    if cfg.eval.enabled and cfg.eval.every_n_steps:
+        tasks = list(cfg.eval.during_training.benchmarks)
+        out.append(EvalLog(run_dir, tasks, training_scorer(cfg) if tasks else None))
+    out += list(extra or [])
+    stop = cfg.train.early_stopping
+    if cfg.export.checkpoint == "best":
+        out.append(BestState(stop.metric or "val_loss", stop.mode if stop.metric else "min"))
+    if stop.metric:
+        out.append(EarlyStopping(monitor=stop.metric, mode=stop.mode, patience=stop.patience,
+                                 min_delta=stop.min_delta, check_on_train_epoch_end=False, strict=True))
+    return out
+
+
+def restore_best(cfg: DictConfig, callbacks: list, adapted: AdaptedModel) -> int | None:
+    """``export.checkpoint=best``: the best evaluated step's tensors back into the model."""
+    best = next((c for c in callbacks if isinstance(c, BestState)), None)
+    return best.restore(adapted.model) if best is not None else None
 
 
 def resume_from_stage(stages: StageRun, module: FtlabModule, ckpt: Path | None, start_step: int) -> tuple[Path | None, int]:

@@ -28,10 +28,23 @@ def row_name(rec: RunRecord, keys: list[str]) -> str:
     return " ".join(parts) or rec.rel
 
 
+def distinguishing_keys(records: list[RunRecord]) -> list[str]:
+    """Config keys (not seeds) whose value differs between runs that have them: an adapter's own
+    keys (``adapter.r``) name rows only where two runs set them differently."""
+    if len(records) < 2:
+        return []
+    out = []
+    for key in varying_keys(records):
+        values = {repr(r.config[key]) for r in records if key in r.config}
+        if not is_seed_key(key) and len(values) > 1:
+            out.append(key)
+    return out
+
+
 def benchmark_table(records: list[RunRecord]) -> pd.DataFrame:
     """``run, <task>, <task>_stderr, ..., average`` (+ ``variant`` names in ``attrs['variants']``)."""
     scored = [r for r in records if (r.metrics or {}).get("benchmarks")]
-    keys = [k for k in varying_keys(scored) if not is_seed_key(k)] if len(scored) > 1 else []
+    keys = distinguishing_keys(scored)
     scored.sort(key=lambda r: (not _is_control(r), r.rel))
     tasks: dict[str, str] = {}
     rows = []
@@ -67,4 +80,4 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["benchmark_table", "row_name", "to_markdown"]
+__all__ = ["benchmark_table", "distinguishing_keys", "row_name", "to_markdown"]

@@ -178,6 +178,8 @@ class TrainConfig:
     deterministic: bool = knob(True, "torch deterministic algorithms")
     save_adapter: bool = knob(True, "write adapter/ (peft format)")
     save_merged_model: bool = knob(True, "write model/ (merged, HF format)")
+    early_stopping: EarlyStoppingConfig = knob(doc="stop on a logged metric (Lightning's EarlyStopping)",
+                                               factory=lambda: EarlyStoppingConfig())
     num_workers: int = knob(0, "DataLoader worker processes", ge=0)
     packing: bool = knob(False, "padding-free batches: examples packed whole into rows of train.pack_length "
                          "tokens, attention only within each example")
@@ -231,6 +233,32 @@ class EvalConfig:
     num_fewshot: int | None = knob(None, "few-shot examples; null = each task's lm-eval default", ge=0)
     max_gen_toks: int | None = knob(None, "generation budget; null = each task's lm-eval default", ge=1)
     limit: int | None = knob(None, "score only the first N examples of each task (lm-eval's --limit)", ge=1)
+    cache: bool = knob(True, "lm-eval scores as a cached step (weights digest + task + data + shots + limit + "
+                       "lm-eval version)")
+    every_n_steps: int | None = knob(None, "during training: validation loss (and eval.during_training's "
+                                     "benchmarks) every N training batches; null = after training only", ge=1)
+    during_training: DuringTrainingConfig = knob(doc="benchmark subset scored at each eval.every_n_steps",
+                                                 factory=lambda: DuringTrainingConfig())
+
+
+@dataclass
+class DuringTrainingConfig:
+    benchmarks: list[str] = knob(doc="lm-eval tasks (files from eval.data) scored each time", factory=list)
+    limit: int | None = knob(50, "examples per task each time; null = all", ge=1)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    metric: str | None = knob(None, "null: off; val_loss or eval/<task> of eval.during_training.benchmarks")
+    mode: str = knob("min", "min | max")
+    patience: int = knob(3, "evaluations without an improvement larger than min_delta before stopping", ge=0)
+    min_delta: float = knob(0.0, "smallest change that counts as an improvement", ge=0)
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = knob("last", "last | best (the best evaluated step of the early-stopping metric, else "
+                           "val_loss)")
 
 
 @dataclass
@@ -248,6 +276,7 @@ class RunConfig:
     train: TrainConfig = knob(doc="optimisation, checkpoints, data loading", factory=TrainConfig)
     base: BaseConfig = knob(doc="optional base pre-training phase", factory=BaseConfig)
     eval: EvalConfig = knob(doc="evaluation after training", factory=EvalConfig)
+    export: ExportConfig = knob(doc="what adapter/ and model/ hold", factory=ExportConfig)
     paths: PathsConfig = knob(doc="cache locations", factory=PathsConfig)
     reuse: ReuseConfig = knob(doc="the reuse cache on/off", factory=ReuseConfig)
     tags: dict[str, Any] = knob(doc="free-form tags for the analysis tables", factory=dict)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
 from ftlab.data.real_tasks import REAL_TASKS
 from ftlab.harness.checks import check_benchmarks, model_window
 from ftlab.harness.data import run_split_files, run_task_benchmark
-from ftlab.harness.score import score_benchmarks
+from ftlab.harness.eval_cache import cached_scores
+from ftlab.harness.score import Benchmark, HarnessScore, score_benchmarks
 from ftlab.harness.selection import configured_benchmarks, suite_average
 
 
@@ -29,9 +31,9 @@ def score_run(model: nn.Module, tokenizer, cfg: Any, own_task: bool) -> dict[str
     with tempfile.TemporaryDirectory(prefix="ftlab-eval-") as tmp:
         own = run_task_benchmark(cfg, run_split_files(cfg.task, cfg.seed, Path(tmp))) if own_task else None
         todo = [b for b in benchmarks if own is None or b.name != own.name]
-        scores = score_benchmarks(model, tokenizer, ([own] if own else []) + todo,
-                                  batch_size=cfg.train.eval_batch_size, limit=cfg.eval.get("limit"))
-    out: dict[str, Any] = {}
+        events: list[dict[str, Any]] = []
+        scores = scores_of(model, tokenizer, cfg, ([own] if own else []) + todo, cfg.eval.get("limit"), events)
+    out: dict[str, Any] = {"eval_cache": events} if cfg.eval.get("cache", True) else {}
     if own is not None:
         score = scores[own.name]
         out[REAL_TASKS[cfg.task.name].headline_key] = score.headline["value"]
@@ -45,6 +47,23 @@ def score_run(model: nn.Module, tokenizer, cfg: Any, own_task: bool) -> dict[str
     return out
 
 
+def scores_of(model: nn.Module, tokenizer, cfg: Any, benchmarks: list[Benchmark], limit: int | None,
+              events: list[dict[str, Any]]) -> dict[str, HarnessScore]:
+    """lm-eval's scores, through the evaluation cache unless ``eval.cache=false``."""
+    if not cfg.eval.get("cache", True):
+        return score_benchmarks(model, tokenizer, benchmarks, batch_size=cfg.train.eval_batch_size, limit=limit)
+    return cached_scores(model, tokenizer, benchmarks, batch_size=cfg.train.eval_batch_size, limit=limit,
+                         cache_dir=Path(os.path.expanduser(str(cfg.paths.cache_dir))), events=events)
+
+
+def during_training_scores(model: nn.Module, tokenizer, cfg: Any) -> dict[str, float]:
+    """Headline value of each ``eval.during_training.benchmarks`` task on its first ``limit`` examples."""
+    during = cfg.eval.during_training
+    benchmarks = configured_benchmarks(cfg, list(during.benchmarks))
+    scores = score_benchmarks(model, tokenizer, benchmarks, batch_size=cfg.train.eval_batch_size, limit=during.limit)
+    return {name: s.headline["value"] for name, s in scores.items()}
+
+
 def run_window(model_cfg: Any) -> int:
     """The model's window as lm-eval will see it: a local model dir's config, else the preset's."""
     if model_cfg.get("name_or_path") and (Path(model_cfg.name_or_path) / "config.json").is_file():
@@ -55,6 +74,7 @@ def run_window(model_cfg: Any) -> int:
 def check_run(cfg: Any, own_task: bool) -> None:
     """Before anything is loaded: the run's benchmarks resolve and fit the model's window."""
     todo = [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg)]
+    todo += [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg, list(cfg.eval.during_training.benchmarks))]
     if own_task:  # the rows are checked by the task's parser elsewhere; only splits and budget here
         data = LocalData("json", {SCORED: (str(cfg.task.path),), FEWSHOT: (str(cfg.task.path),)}, str(cfg.task.path))
         todo.insert(0, (run_task_benchmark(cfg, data), "task.max_new_tokens"))
@@ -62,4 +82,4 @@ def check_run(cfg: Any, own_task: bool) -> None:
         check_benchmarks(todo, run_window(cfg.model))
 
 
-__all__ = ["check_run", "run_window", "score_run"]
+__all__ = ["check_run", "during_training_scores", "run_window", "score_run", "scores_of"]

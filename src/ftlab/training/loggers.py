@@ -74,5 +74,15 @@ def _check_wandb(logger_cfg: Any) -> None:
         fail("logger.mode", logger_cfg.mode, f"one of {list(WANDB_MODES)}")
 
 
+def _tensorboard(cfg: Any, run_dir: Path):
+    from lightning.pytorch.loggers import (
+        TensorBoardLogger,  # Lightning (heavy): only when a run builds its logger
+    )
+
+    # event files under <run_dir>/tensorboard/ (tensorboardX writes them; no TensorFlow needed)
+    return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+
+
 register_logger(LoggerSpec("csv", _csv))
+register_logger(LoggerSpec("tensorboard", _tensorboard))
 register_logger(LoggerSpec("wandb", _wandb, _check_wandb))

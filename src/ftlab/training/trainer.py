@@ -73,6 +73,9 @@ def _trainer(cfg: Any, *, max_steps: int, callbacks: list, logger, run_dir: Path
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if validate else 0,
+        # eval.every_n_steps: validate every N training batches across epochs (Lightning counts batches)
+        val_check_interval=cfg.eval.get("every_n_steps") or 1.0,
+        check_val_every_n_epoch=None if cfg.eval.get("every_n_steps") else 1,
         default_root_dir=str(run_dir) if run_dir else None,
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
     )
