@@ -38,13 +38,16 @@ class FusedState:
 @contextlib.contextmanager
 def trial_rng(state: FusedState, trial: int, device: torch.device) -> Iterator[None]:
     """Run the block on ``trial``'s own RNG stream of ``device``'s generator (started from the
-    process's current state the first time), then restore the process's stream."""
+    process's current state the first time, or when the stored state belongs to another kind of
+    generator: the recipe captures the CPU state, so on CUDA the streams are the trials' own but
+    not their solo runs'), then restore the process's stream."""
     cuda = device.type == "cuda"
     get = (lambda: torch.cuda.get_rng_state(device)) if cuda else torch.get_rng_state
     put = (lambda s: torch.cuda.set_rng_state(s, device)) if cuda else torch.set_rng_state
     outer = get()
-    if state.rng[trial] is not None:
-        put(state.rng[trial])
+    own = state.rng[trial]
+    if own is not None and own.numel() == outer.numel():  # a state of this device's generator kind
+        put(own)
     try:
         yield
     finally:
