@@ -48,6 +48,9 @@ class AdapterSpec:
     #: ModelZoo (Cerebras) can train it; ``cerebras_note`` says why not otherwise
     supports_cerebras: bool = False
     cerebras_note: str = ""
+    #: count_trainable(run_cfg) -> parameters the adapter trains, for the planner when the flags above
+    #: cannot tell (a pass-through to another library's tuner counts on the meta device)
+    count_trainable: Callable[[Any], int] | None = None
     #: printed name (``SoRA``) for messages
     label: str = ""
 
