@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ftlab.errors import ConfigError, FtlabError
 
 GROUPS = ("ftlab.adapters", "ftlab.importance", "ftlab.tasks", "ftlab.schedules", "ftlab.loggers", "ftlab.conf")
 
 _loaded: dict[str, list[tuple[str, Any]]] = {}
+
+S = TypeVar("S")
 
 
 class PluginError(FtlabError):
@@ -71,3 +73,44 @@ def import_object(path: str, key: str) -> Any:
             raise ConfigError(key, path, f"an attribute of module {module_name} ({part!r} is not one)")
         obj = getattr(obj, part)
     return obj
+
+
+class Registry(Generic[S]):
+    """``name -> spec`` of one extension point, with the specs installed packages declare under
+    its entry-point group. Every registry (adapters, importance scores, schedules, loggers) is one
+    of these, so registration, plugin loading and the one-line error for an unknown name behave
+    the same everywhere."""
+
+    def __init__(self, what: str, key: str, spec_type: type, group: str):
+        self.what, self.key, self.spec_type, self.group = what, key, spec_type, group
+        self._specs: dict[str, S] = {}
+
+    def register(self, spec: S) -> S:
+        """Add ``spec`` under ``spec.name`` (the same object twice is a no-op; two objects, an error)."""
+        name = spec.name
+        if name in self._specs and self._specs[name] is not spec:
+            raise ValueError(f"{self.what} {name!r} registered twice")
+        self._specs[name] = spec
+        return spec
+
+    def _load_plugins(self) -> None:
+        for name, spec in load_entry_points(self.group):
+            if not isinstance(spec, self.spec_type):
+                raise ConfigError(self.key, name, f"an entry point ({self.group}) naming a {self.spec_type.__name__}")
+            self.register(spec)
+
+    def all(self) -> list[S]:
+        self._load_plugins()
+        return list(self._specs.values())
+
+    def find(self, name: str) -> S | None:
+        self._load_plugins()
+        return self._specs.get(name)
+
+    def get(self, name: str, also: str = "") -> S:
+        """The spec of ``name``; one line on :attr:`key` naming the registered ones otherwise
+        (``also`` adds what else is accepted)."""
+        spec = self.find(name)
+        if spec is None:
+            raise ConfigError(self.key, name, f"one of {sorted(self._specs)}{also}")
+        return spec

@@ -32,7 +32,7 @@ def built(name: str):
 
 
 def test_every_builtin_family_is_registered_with_its_flags() -> None:
-    assert NAMES == ["dora", "full", "lora", "masked", "none", "sdora", "sora"]
+    assert NAMES == ["dora", "full", "lora", "masked", "none", "peft", "sdora", "sora"]
     flags = {a.name: (a.trains, a.full_weights, a.low_rank, a.gated, a.magnitude, a.masked) for a in all_adapters()}
     assert flags == {
         "full": (True, True, False, False, False, False),
@@ -42,6 +42,7 @@ def test_every_builtin_family_is_registered_with_its_flags() -> None:
         "masked": (True, False, True, False, False, True),
         "sora": (True, False, True, True, False, False),
         "sdora": (True, False, True, True, True, False),
+        "peft": (True, False, False, False, False, False),
     }
     assert all(isinstance(a, AdapterSpec) and a.label for a in all_adapters())
 

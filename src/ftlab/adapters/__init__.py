@@ -4,7 +4,7 @@ Importing the package registers every built-in family (one import line each); th
 peft out of their module level, so this costs no peft import.
 """
 
-from ftlab.adapters import full, masked, peft_lora, sora  # noqa: F401  (register the built-in families)
+from ftlab.adapters import full, masked, peft_lora, peft_tuner, sora  # noqa: F401  (register the built-in families)
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import AdapterSpec, all_adapters, get_adapter, register_adapter
 

@@ -19,8 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from ftlab.errors import ConfigError
-from ftlab.plugins import load_entry_points
+from ftlab.plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -49,35 +48,24 @@ class AdapterSpec:
     experts_note: str = ""
     #: can train beside a frozen k-bit (bitsandbytes) base
     supports_quantized_base: bool = False
+    #: count_trainable(run_cfg) -> parameters the adapter trains, for the planner when the flags above
+    #: cannot tell (a pass-through to another library's tuner counts on the meta device)
+    count_trainable: Callable[[Any], int] | None = None
     #: printed name (``SoRA``) for messages
     label: str = ""
 
 
-_REGISTRY: dict[str, AdapterSpec] = {}
+_REGISTRY: Registry[AdapterSpec] = Registry("adapter", "adapter", AdapterSpec, "ftlab.adapters")
 
 
 def register_adapter(spec: AdapterSpec) -> AdapterSpec:
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
-        raise ValueError(f"adapter {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def _load_plugins() -> None:
-    """Register the specs installed packages declare (entry point group ``ftlab.adapters``)."""
-    for name, spec in load_entry_points("ftlab.adapters"):
-        if not isinstance(spec, AdapterSpec):
-            raise ConfigError("adapter", name, "an entry point naming an AdapterSpec")
-        register_adapter(spec)
+    return _REGISTRY.register(spec)
 
 
 def all_adapters() -> list[AdapterSpec]:
-    _load_plugins()
-    return list(_REGISTRY.values())
+    """Built-in families and those of installed packages (entry point group ``ftlab.adapters``)."""
+    return _REGISTRY.all()
 
 
 def get_adapter(name: str) -> AdapterSpec:
-    _load_plugins()
-    if name not in _REGISTRY:
-        raise ConfigError("adapter", name, f"one of {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)

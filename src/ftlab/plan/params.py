@@ -126,6 +126,8 @@ def trainable_params(facts: ModelFacts, cfg: Any) -> int:
     spec = get_adapter(a.get("name"))
     if not spec.trains:
         return 0
+    if spec.count_trainable is not None:
+        return spec.count_trainable(cfg)
     if spec.full_weights or not spec.low_rank:
         return facts.total
     r = int(a["r"])

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ftlab.errors import ConfigError
-from ftlab.plugins import import_object, is_import_path, load_entry_points
+from ftlab.plugins import Registry, import_object, is_import_path
 
 
 @dataclass(frozen=True)
@@ -80,42 +80,31 @@ class ImportanceSpec:
                              "(sequential=True)")
 
 
-_REGISTRY: dict[str, ImportanceSpec] = {}
+_REGISTRY: Registry[ImportanceSpec] = Registry("importance", "sparsity.importance", ImportanceSpec,
+                                               "ftlab.importance")
 
 
 def register_importance(spec: ImportanceSpec) -> ImportanceSpec:
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
-        raise ValueError(f"importance {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def _load_plugins() -> None:
-    for name, spec in load_entry_points("ftlab.importance"):
-        if not isinstance(spec, ImportanceSpec):
-            raise ConfigError("sparsity.importance", name, "an entry point naming an ImportanceSpec")
-        register_importance(spec)
+    return _REGISTRY.register(spec)
 
 
 def all_importances() -> list[ImportanceSpec]:
-    """Built-in and installed scores (import paths are not listed: they are named per run)."""
-    _load_plugins()
-    return list(_REGISTRY.values())
+    """Built-in and installed scores (import paths are listed once they have been used)."""
+    return _REGISTRY.all()
 
 
 def get_importance(name: str) -> ImportanceSpec:
     """The spec of a registered name, or of an import path ``pkg.module:SPEC`` (registered under
     that path on first use); one line on ``sparsity.importance`` otherwise."""
-    _load_plugins()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+    found = _REGISTRY.find(name)
+    if found is not None:
+        return found
     if is_import_path(name):
         spec = import_object(name, "sparsity.importance")
         if not isinstance(spec, ImportanceSpec):
             raise ConfigError("sparsity.importance", name, "an import path naming an ImportanceSpec")
         return register_importance(ImportanceSpec(**{**spec.__dict__, "name": name}))
-    raise ConfigError("sparsity.importance", name,
-                      f"one of {sorted(_REGISTRY)}, or an import path module:ImportanceSpec")
+    return _REGISTRY.get(name, ", or an import path module:ImportanceSpec")
 
 
 #: The mask method whose scores are random whatever ``sparsity.importance`` says.

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import ConfigError, fail
-from ftlab.plugins import load_entry_points
+from ftlab.errors import fail
+from ftlab.plugins import Registry
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -30,28 +30,20 @@ class LoggerSpec:
     validate: Callable[[Any], None] | None = None
 
 
-_LOGGERS: dict[str, LoggerSpec] = {}
+_LOGGERS: Registry[LoggerSpec] = Registry("logger", "logger.name", LoggerSpec, "ftlab.loggers")
 
 
 def register_logger(spec: LoggerSpec) -> LoggerSpec:
-    if spec.name in _LOGGERS and _LOGGERS[spec.name] is not spec:
-        raise ValueError(f"logger {spec.name!r} registered twice")
-    _LOGGERS[spec.name] = spec
-    return spec
+    return _LOGGERS.register(spec)
 
 
 def all_loggers() -> list[LoggerSpec]:
-    for _, spec in load_entry_points("ftlab.loggers"):
-        register_logger(spec)
-    return list(_LOGGERS.values())
+    return _LOGGERS.all()
 
 
 def get_logger(name: str) -> LoggerSpec:
     """The spec of ``logger.name``; one line naming the registered loggers otherwise."""
-    known = {s.name: s for s in all_loggers()}
-    if name not in known:
-        raise ConfigError("logger.name", name, f"one of {sorted(known)}")
-    return known[name]
+    return _LOGGERS.get(name)
 
 
 def _csv(cfg: Any, run_dir: Path):

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ftlab.errors import ConfigError
-from ftlab.plugins import load_entry_points
+from ftlab.plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -30,37 +29,29 @@ class ScheduleSpec:
     doc: str = ""
 
 
-_SCHEDULES: dict[str, ScheduleSpec] = {}
+_SCHEDULES: Registry[ScheduleSpec] = Registry("schedule", "schedule.name", ScheduleSpec, "ftlab.schedules")
 
 
 def register_schedule(spec: ScheduleSpec) -> ScheduleSpec:
-    if spec.name in _SCHEDULES and _SCHEDULES[spec.name] is not spec:
-        raise ValueError(f"schedule {spec.name!r} registered twice")
     if (spec.decay is None) != spec.staged:
         raise ValueError(f"schedule {spec.name!r}: a decay function, or staged=True")
-    _SCHEDULES[spec.name] = spec
-    return spec
+    return _SCHEDULES.register(spec)
 
 
 def all_schedules() -> list[ScheduleSpec]:
-    for _, spec in load_entry_points("ftlab.schedules"):
-        register_schedule(spec)
-    return list(_SCHEDULES.values())
+    return _SCHEDULES.all()
 
 
 def get_schedule(name: str) -> ScheduleSpec:
     """The spec of ``schedule.name``; one line naming the registered schedules otherwise."""
-    known = {s.name: s for s in all_schedules()}
-    if name not in known:
-        raise ConfigError("schedule.name", name, f"one of {sorted(known)}")
-    return known[name]
+    return _SCHEDULES.get(name)
 
 
 def is_staged(schedule_cfg: Any) -> bool:
     """The schedule trains ``schedule.stages`` one after another (takes the node or a plain dict).
     An unregistered name has no stages: the composition checks refuse it, the plan does not."""
     name = schedule_cfg.get("name") if isinstance(schedule_cfg, dict) else schedule_cfg.name
-    spec = {s.name: s for s in all_schedules()}.get(name)
+    spec = _SCHEDULES.find(name)
     return bool(spec and spec.staged)
 
 
