@@ -22,6 +22,7 @@ from ftlab.errors import ConfigError, fail
 from ftlab.models.build import build_model, build_tokenizer, meta_model
 from ftlab.models.dtypes import torch_dtype
 from ftlab.models.quantization import check_kbit_coverage
+from ftlab.models.vocab import check_vocabulary
 
 TOKENIZERS = ("byte", "auto")
 #: files a HF model directory holds its weights in (sharded ones have an index next to them)
@@ -66,6 +67,15 @@ def check_model_dir(model_cfg: Any) -> None:
     if not any(next(d.glob(p), None) for p in WEIGHT_PATTERNS):
         fail("model.name_or_path", path, f"a HF model directory with weights ({', '.join(WEIGHT_PATTERNS)})")
     _load_dir(str(d), model_cfg.tokenizer == "auto")
+    check_dir_vocabulary(model_cfg)
+
+
+def check_dir_vocabulary(model_cfg: Any) -> None:
+    """Preflight: the directory's embedding rows (``config.json``'s ``vocab_size``) serve the
+    configured tokenizer (``ftlab.models.vocab``), before any weight loads."""
+    rows = getattr(AutoConfig.from_pretrained(model_cfg.name_or_path).get_text_config(), "vocab_size", None)
+    if isinstance(rows, int):
+        check_vocabulary(rows, len(build_tokenizer(model_cfg)), model_cfg)
 
 
 @functools.lru_cache(maxsize=8)

@@ -34,6 +34,8 @@ class ModelConfig:
     init_seed: int | None = None  # seed of random init; None -> run seed
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (needs flash-attn + CUDA)
     quantization: str | None = None  # None | nf4 | int8: a frozen k-bit base through bitsandbytes (QLoRA)
+    # resize a loaded model's embeddings to the tokenizer's ids (else a mismatch is refused: ftlab.models.vocab)
+    resize_embeddings: bool = False
 
 
 @dataclass
