@@ -28,6 +28,7 @@ from ftlab.errors import ConfigError, fail
 from ftlab.models.build import build_model, build_tokenizer, meta_model
 from ftlab.models.dtypes import torch_dtype
 from ftlab.models.quantization import check_kbit_coverage
+from ftlab.models.vocab import check_vocabulary
 
 TOKENIZERS = ("byte", "auto")
 #: files a HF model directory holds its weights in (sharded ones have an index next to them)
@@ -128,6 +129,7 @@ def check_model_dir(model_cfg: Any) -> None:
         fail("model.name_or_path", path, f"a HF model directory with weights ({', '.join(WEIGHT_PATTERNS)})")
     _load_dir(str(d), model_cfg.tokenizer == "auto")
     check_causal_lm(d)
+    check_dir_vocabulary(model_cfg)
     check_weight_shapes(d, meta_model(OmegaConf.to_yaml(model_cfg, resolve=True)))
 
 
@@ -179,6 +181,14 @@ def check_weight_shapes(d: Path, model: nn.Module | None) -> None:
         if want is not None and want != shape:
             fail("model.name_or_path", str(d), f"weights whose shapes agree with config.json: {file} holds {key} "
                  f"as {list(shape)}, config.json gives {list(want)}")
+
+
+def check_dir_vocabulary(model_cfg: Any) -> None:
+    """Preflight: the directory's embedding rows (``config.json``'s ``vocab_size``) serve the
+    configured tokenizer (``ftlab.models.vocab``), before any weight loads."""
+    rows = getattr(AutoConfig.from_pretrained(model_cfg.name_or_path).get_text_config(), "vocab_size", None)
+    if isinstance(rows, int):
+        check_vocabulary(rows, len(build_tokenizer(model_cfg)), model_cfg)
 
 
 @functools.lru_cache(maxsize=8)

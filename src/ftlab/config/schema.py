@@ -37,6 +37,8 @@ class ModelConfig:
     init_seed: int | None = knob(None, "seed of the random init; null = the run's seed")
     attn_implementation: str = knob("sdpa", "sdpa | eager | flash_attention_2 (needs flash-attn + CUDA)")
     quantization: str | None = knob(None, "null | nf4 | int8: a frozen k-bit base through bitsandbytes (QLoRA)")
+    resize_embeddings: bool = knob(False, "resize a loaded model's embeddings to the tokenizer's ids (else a "
+                                   "mismatch is refused: ftlab.models.vocab)")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ftlab.models.attention import resolve_attention
 from ftlab.models.dtypes import torch_dtype
 from ftlab.models.quantization import load_quantized, quantize_built
 from ftlab.models.structure import leaf_names, linear_names
+from ftlab.models.vocab import match_vocabulary
 
 
 def build_tokenizer(model_cfg):
@@ -61,7 +62,8 @@ def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | N
     a local directory's own ``config.json``). With ``name_or_path`` pointing at a local HF directory
     the weights are loaded from it; otherwise the model is built from ``model_cfg.config`` with
     seeded random weights. ``model.quantization`` loads the weights as a k-bit base. The attention
-    implementation is ``model.attn_implementation`` where the class has it (``ftlab.models.attention``).
+    implementation is ``model.attn_implementation`` where the class has it (``ftlab.models.attention``);
+    a loaded model's embedding rows must serve ``tokenizer`` (``ftlab.models.vocab``).
     """
     dtype = torch_dtype(model_cfg.dtype)
     path = model_cfg.name_or_path
@@ -77,8 +79,10 @@ def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | N
             with torch.device("meta"):
                 return AutoModelForCausalLM.from_config(config, dtype=dtype)
         if quantized:
-            return load_quantized(path, model_cfg, attn)
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+            model = load_quantized(path, model_cfg, attn)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+        return match_vocabulary(model, tokenizer, model_cfg) if tokenizer is not None else model
     config = model_config(model_cfg, tokenizer)
     attn = resolve_attention(config, model_cfg.attn_implementation, say=device != "meta")
     ctx = torch.device("meta") if device == "meta" else contextlib.nullcontext()
