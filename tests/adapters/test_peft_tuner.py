@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from conftest import FAST, compose, run_tiny
 from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
+from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import check_supported
 from ftlab.models import build_model, build_tokenizer
 from ftlab.reuse.steps import as_plain, run_steps
@@ -58,8 +58,9 @@ def test_settings_enter_the_training_key_and_bad_ones_are_one_line():
             compose_run(["adapter=peft", *overrides])
         assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
     cerebras = compose_run(["adapter=peft", "hardware=cerebras"])
-    with pytest.raises(ConfigError, match="adapter='peft' is invalid: one of .* on Cerebras: ModelZoo trains LoRA only"):
-        check_supported(cerebras, SimpleNamespace(num_csx=None))
+    with pytest.raises(ConfigError, match="adapter='peft' is invalid: one of .* on Cerebras: ModelZoo trains every "
+                                          "weight or LoRA factors of linear layers"):
+        check_supported(cerebras, CerebrasOptions())
 
 
 @pytest.mark.slow

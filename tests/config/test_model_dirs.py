@@ -17,7 +17,7 @@ from ftlab.errors import FtlabError
 from ftlab.launchers.preflight import preflight
 from real_task_files import gsm8k_rows, write_jsonl
 
-TINY = dict(vocab_size=300, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
+TINY = dict(vocab_size=259, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
 
 
 def _edit_config(d: Path, **changes) -> None:

@@ -29,7 +29,7 @@ FAST = ["train.max_steps=20", "train.log_every_n_steps=5", "train.save_every_n_s
 def hf_dir(root: Path) -> Path:
     """What ``cszoo checkpoint convert`` needs of an HF model dir (the stand-in only checks the files)."""
     root.mkdir(parents=True)
-    (root / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (root / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 259}))  # the byte tokenizer's ids
     (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
     return root
 

@@ -86,11 +86,14 @@ EXCLUDED = (
     "train.eval_batch_size", "train.max_steps", "train.max_epochs", "train.log_every_n_steps", "train.save_every_n_steps",
     "train.save_epoch_checkpoints", "train.keep_checkpoints", "train.log_measurements", "train.save_adapter",
     "train.save_merged_model", "train.num_workers",
+    # when training stops and which evaluated state is exported: the weights at each step are the same
+    "train.early_stopping", "export",
 )
 
 #: Keys that select a step or enter a key in derived form (``derived.*``).
 DERIVED = (
     "model.init_seed",  # derived.init_seed (None -> run seed)
+    "model.resize_embeddings",  # derived.resize_embeddings, entered only when true (other keys stay as they were)
     "base.enabled",  # whether the base step exists
     "base.seed",  # derived.base_seed
     "task.path",  # derived.task_file (content hash)
@@ -234,6 +237,8 @@ def model_step(c: dict[str, Any]) -> Step:
     config = pick(c, MODEL_KEYS)
     config["derived.init_seed"] = _or(lookup(c, "model.init_seed", None), c["seed"])
     config["derived.model_files"] = fingerprint(lookup(c, "model.name_or_path", None))
+    if lookup(c, "model.resize_embeddings", False):  # a resized embedding is another model
+        config["derived.resize_embeddings"] = True
     config["derived.environment"] = environment()
     return make_step("model", None, config)
 
