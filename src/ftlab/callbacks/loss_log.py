@@ -87,6 +87,18 @@ class LossLog(L.Callback):
         self.csv.append(row)
         self._reset_window()
 
+    def state_dict(self) -> dict:
+        """The open window (step losses since the last row) travels in every checkpoint: a run
+        resumed from a step between two rows (a signal's checkpoint, a SLURM requeue) writes the
+        same next row as an uninterrupted run. Plain floats, so a ``weights_only`` load reads it."""
+        return {"window_losses": list(self._window_losses.values()), "window_counts": list(self._window_counts),
+                "window_tokens": int(self._window_tokens)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._window_losses = DeviceScalars(state.get("window_losses", ()))
+        self._window_counts = [int(c) for c in state.get("window_counts", ())]
+        self._window_tokens = int(state.get("window_tokens", 0))
+
     def _reset_window(self) -> None:
         self._window_losses, self._window_counts, self._window_tokens = DeviceScalars(), [], 0
         self._t0 = time.perf_counter()
