@@ -163,7 +163,9 @@ def test_requeued_and_preempted_jobs_resume_to_the_uninterrupted_weights(slurm, 
     for num in (0, 1):
         m = metrics(sweep / str(num))
         assert m["train_steps"] == 200
-        assert 20 <= m["resumed_from_step"] < 200 and m["resumed_from_step"] % 20 == 0  # from a checkpoint, not 0
+        # from a checkpoint, not 0: a periodic one (every 20), or the step checkpoint SLURM's SIGTERM
+        # made the job write (issue 22) at whatever step it arrived
+        assert 20 <= m["resumed_from_step"] < 200
         weights = load_file(sweep / str(num) / "adapter" / "adapter_model.safetensors")
         assert weights.keys() == reference.keys()
         assert all((weights[k] == reference[k]).all() for k in reference), f"job {num} weights differ"
