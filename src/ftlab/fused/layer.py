@@ -7,8 +7,11 @@ adapter dtype, update cast back to the base output's dtype), so trial k's rows s
 operations as in its solo run.
 
 Dropout: a solo run draws its LoRA dropout masks from the process RNG, layer after layer. Each
-trial here keeps its own RNG state (:class:`FusedState`), swapped in around its dropout calls, so
-its masks are the ones its solo run would draw from the same starting state.
+trial here keeps its own RNG state (:class:`FusedState`) and draws its masks from a private
+generator holding that state, so on CPU its masks are the ones its solo run would draw from the
+same starting state. The process RNG is never swapped: the trials' Trainers run in threads and
+read or save-and-restore it (sampler seeds, Lightning's ``isolate_rng``) at moments no trial
+controls, and a swap seen by another thread would move one trial's masks into another's stream.
 """
 
 from __future__ import annotations
@@ -36,23 +39,33 @@ class FusedState:
 
 
 @contextlib.contextmanager
-def trial_rng(state: FusedState, trial: int, device: torch.device) -> Iterator[None]:
-    """Run the block on ``trial``'s own RNG stream of ``device``'s generator (started from the
-    process's current state the first time, or when the stored state belongs to another kind of
-    generator: the recipe captures the CPU state, so on CUDA the streams are the trials' own but
-    not their solo runs'), then restore the process's stream."""
-    cuda = device.type == "cuda"
-    get = (lambda: torch.cuda.get_rng_state(device)) if cuda else torch.get_rng_state
-    put = (lambda s: torch.cuda.set_rng_state(s, device)) if cuda else torch.set_rng_state
-    outer = get()
+def trial_generator(state: FusedState, trial: int, device: torch.device) -> Iterator[torch.Generator]:
+    """A generator of ``device`` on ``trial``'s own stream; its state is stored back afterwards.
+
+    The stream starts from the state the recipe captured (a CPU generator's). On CUDA that state
+    cannot be loaded into a CUDA generator, so the CUDA stream is seeded from the trial's CPU
+    stream: still the trial's own and reproducible, but not its solo run's masks."""
+    gen = torch.Generator(device=device)
     own = state.rng[trial]
-    if own is not None and own.numel() == outer.numel():  # a state of this device's generator kind
-        put(own)
-    try:
-        yield
-    finally:
-        state.rng[trial] = get()
-        put(outer)
+    if own is None:
+        raise RuntimeError(f"fused trial {trial} has no RNG state: the recipe sets one per trial before training")
+    if own.numel() == gen.get_state().numel():
+        gen.set_state(own)
+    else:
+        gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=torch.Generator().set_state(own))))
+    yield gen
+    state.rng[trial] = gen.get_state()
+
+
+def dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """``F.dropout(x, p, training=True)`` drawn from ``generator``: on CPU torch draws the same
+    Bernoulli noise from the process RNG, scales it by ``1/(1-p)`` and multiplies, so from equal
+    generator states the two agree bit for bit."""
+    if p >= 1:
+        return x * torch.zeros_like(x)
+    noise = torch.empty_like(x).bernoulli_(1 - p, generator=generator)
+    noise.div_(1 - p)
+    return x * noise
 
 
 class LowRankSlot(nn.Module):
@@ -75,15 +88,18 @@ class LowRankSlot(nn.Module):
         """True when the forward draws random numbers (dropout in training mode)."""
         return self.training and not isinstance(self.lora_dropout, nn.Identity) and self.lora_dropout.p > 0
 
-    def add(self, base: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``base`` (the frozen product of these rows) plus this trial's update of ``x``."""
-        update = self(x)
+    def add(self, base: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``base`` (the frozen product of these rows) plus this trial's update of ``x``; dropout
+        draws from ``generator`` when one is given (see the module docstring)."""
+        update = self(x, generator)
         if self.add_then_cast:
             return (base + update).to(base.dtype)
         return base + update.to(base.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype)))
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = x.to(self.lora_A.weight.dtype)
+        x = dropout(x, self.lora_dropout.p, generator) if generator is not None and self.draws else self.lora_dropout(x)
+        h = self.lora_A(x)
         if self.lora_gate is not None:
             h = h * self.lora_gate
         return self.lora_B(h) * self.scaling
@@ -124,8 +140,8 @@ class FusedLowRankLinear(nn.Module):
         cut = x.dim() == 3 and 0 < width < x.shape[1]
         x_k, base_k = (x[:, :width], base[:, :width]) if cut else (x, base)
         if slot.draws:
-            with trial_rng(self.state, k, x.device):
-                out = slot.add(base_k, x_k)
+            with trial_generator(self.state, k, x.device) as gen:
+                out = slot.add(base_k, x_k, gen)
         else:
             out = slot.add(base_k, x_k)
         return torch.cat([out, base[:, width:]], dim=1) if cut else out
