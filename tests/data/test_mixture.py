@@ -50,10 +50,74 @@ def test_counts_splits_and_seed(tmp_path: Path) -> None:
     assert again == splits and other.train != splits.train
 
 
+def _prompts(examples) -> Counter:
+    return Counter(ex.prompt for ex in examples)
+
+
+def test_with_replacement_draws_the_weighted_count(tmp_path: Path) -> None:
+    a, b = _files(tmp_path)
+    cfg = compose("task=instruct", _sources(a, b), "task.mixture_replacement=true")
+    task = build_task(cfg.task)
+    splits = task.splits(0)
+    # the same per-source splits and counts as without replacement: round(w x n_train)
+    assert task.source_counts == {"a": 60, "bee": 12}
+    assert len(splits.train) == 72 and len(splits.val) == 5 + 3 and len(splits.test) == 5 + 3
+    per_prompt = _prompts(splits.train)
+    # seed 0: independent draws, so repeats beyond floor(w)+1 and misses, even for w=0.5
+    assert sorted(Counter(n for p, n in per_prompt.items() if "say a" in p).items()) == [
+        (1, 15), (2, 11), (3, 5), (4, 2)]
+    assert sorted(Counter(n for p, n in per_prompt.items() if p.startswith("b")).items()) == [(1, 6), (2, 3)]
+    without = build_task(compose("task=instruct", _sources(a, b)).task).splits(0)
+    assert splits.val == without.val and splits.test == without.test  # only the train draw differs
+    assert not {ex.prompt for ex in splits.val + splits.test} & set(per_prompt)
+    assert build_task(cfg.task).splits(0) == splits and build_task(cfg.task).splits(1).train != splits.train
+
+
+def test_shared_split_splits_the_pool_once(tmp_path: Path) -> None:
+    a, b = _files(tmp_path)
+    cfg = compose("task=instruct", _sources(a, b), "task.mixture_shared_split=true")
+    task = build_task(cfg.task)
+    splits = task.splits(0)
+    # the 80 pooled rows: round(0.1 x 80) = 8 val, 8 test, 64 train; seed 0 leaves a 39 and b 25
+    # train rows (per source it would be 40 and 24), weighted 1.5 and 0.5: round(58.5)=58, round(12.5)=12
+    assert len(splits.val) == 8 and len(splits.test) == 8
+    assert task.source_counts == {"a": 58, "bee": 12} and len(splits.train) == 70
+    assert sum("say a" in ex.prompt for ex in splits.val) == 5 and sum("say a" in ex.prompt for ex in splits.test) == 6
+    per_prompt = _prompts(splits.train)
+    assert sum(1 for p in per_prompt if "say a" in p) == 39 and sum(1 for p in per_prompt if p.startswith("b")) == 12
+    held_out = [ex.prompt for ex in splits.val + splits.test]
+    assert len(set(held_out)) == 16 and not set(held_out) & set(per_prompt)
+    assert build_task(cfg.task).splits(0) == splits
+
+
+def test_a_shared_split_needs_three_rows_in_the_pool_not_per_source(tmp_path: Path) -> None:
+    a, _ = _files(tmp_path)
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text(json.dumps({"instruction": "only", "input": "", "output": "one"}) + "\n", encoding="utf-8")
+    sources = f"task.sources=[{{path: '{a}'}}, {{path: '{tiny}'}}]"
+    with pytest.raises(FtlabError, match="at least 3 examples"):
+        build_task(compose("task=instruct", sources).task).splits(0)
+    task = build_task(compose("task=instruct", sources, "task.mixture_shared_split=true").task)
+    splits = task.splits(0)
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 51
+
+
+def test_mixture_keys_need_sources(tmp_path: Path) -> None:
+    a, _ = _files(tmp_path)
+    for key in ("mixture_replacement", "mixture_shared_split"):
+        with pytest.raises(FtlabError, match=f"task.{key}=True is invalid: false without task.sources"):
+            preflight(["task=instruct", f"task.path={a}", f"task.{key}=true"], multirun=False)
+        with pytest.raises(FtlabError, match=f"task.{key}=True is invalid: unset for task capitalization"):
+            preflight(["task=capitalization", f"task.{key}=true"], multirun=False)
+
+
 def test_data_step_key_follows_the_weights(tmp_path: Path) -> None:
     a, b = _files(tmp_path)
     key = StepRunner(compose("task=instruct", _sources(a, b))).steps.data.key
     assert StepRunner(compose("task=instruct", _sources(a, b, wb=0.6))).steps.data.key != key
+    keys = {key} | {StepRunner(compose("task=instruct", _sources(a, b), f"task.{k}=true")).steps.data.key
+                     for k in ("mixture_replacement", "mixture_shared_split")}
+    assert len(keys) == 3  # each mixture option is in the tokenized step's key
 
 
 @pytest.mark.parametrize(("edit", "expect"), [

@@ -146,6 +146,10 @@ class TaskConfig:
     last_turn_only: bool = knob(False, "task=instruct: loss on the last assistant turn only")
     sources: Any = knob(None, "a weighted mixture instead of task.path: [{path, format, columns, weight, name}, "
                         "...] (ftlab.data.mixture)")
+    mixture_replacement: bool = knob(False, "task.sources: draw each source's round(weight x n) train examples "
+                                     "with replacement (default: whole copies + a sample without)")
+    mixture_shared_split: bool = knob(False, "task.sources: split the pooled sources once into train/val/test "
+                                      "(default: each source split on its own)")
 
 
 @dataclass

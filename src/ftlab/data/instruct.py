@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftlab.data.formats import check_columns, check_prompt_template, get_format, is_data_path, read_examples
-from ftlab.data.mixture import mixture_splits, source_specs
+from ftlab.data.mixture import MIXTURE_KEYS, mixture_splits, source_specs
 from ftlab.data.task_base import Example, Splits, Task, register_task
 from ftlab.errors import ConfigError
 
@@ -33,7 +33,12 @@ class Instruct(Task):
                                       f"unset for format {fmt.name}: it applies to messages|sharegpt only")
 
     def check_sources(self) -> None:
-        if self.cfg.get("sources") is not None:
+        if self.cfg.get("sources") is None:
+            for key in MIXTURE_KEYS:
+                if self.cfg.get(key):
+                    raise ConfigError(f"task.{key}", self.cfg.get(key),
+                                      "false without task.sources: it applies to a mixture only")
+        else:
             if self.cfg.path:
                 raise ConfigError("task.path", self.cfg.path, "null when task.sources is set (give each file there)")
             source_specs(self.cfg)

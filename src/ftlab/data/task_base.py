@@ -19,7 +19,8 @@ from ftlab.errors import ConfigError, FtlabError
 from ftlab.plugins import load_entry_points
 
 #: ``task`` keys of the bring-your-own-data formats (read by tasks with ``reads_format``)
-FORMAT_KEYS = ("format", "columns", "prompt_template", "chat_template", "last_turn_only", "sources")
+FORMAT_KEYS = ("format", "columns", "prompt_template", "chat_template", "last_turn_only", "sources",
+               "mixture_replacement", "mixture_shared_split")
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ DERIVED = (
     # the chat template file by its content hash
     "task.format", "task.columns", "task.prompt_template", "task.last_turn_only", "task.chat_template",
     "task.sources",  # derived.sources (each source's settings and content hash)
+    "task.mixture_replacement", "task.mixture_shared_split",  # entered only when task.sources is set
     "sparsity.mask_path",  # the mask_file step (content hash)
     "sparsity.importance",  # derived.importance (method=random forces random)
     "sparsity.seed",  # derived.mask_seed (a ``seeded`` importance only)
@@ -301,6 +302,7 @@ def data_format(c: dict[str, Any]) -> dict[str, Any]:
         out["derived.chat_template"] = fingerprint(lookup(c, "task.chat_template", None))
     if lookup(c, "task.sources", None):
         out["derived.sources"] = source_fingerprints(c)
+        out.update({k: bool(lookup(c, k, False)) for k in ("task.mixture_replacement", "task.mixture_shared_split")})
     return out
 
 
