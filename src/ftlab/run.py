@@ -335,15 +335,31 @@ def export(adapted: AdaptedModel, tokenizer, cfg: DictConfig, run_dir: Path) -> 
 
 def summary_line(metrics: dict[str, Any], key: str, run_dir: Path) -> str:
     """The run's last console line: only a metric that was computed (no ``val_loss=nan`` for a run
-    without evaluation)."""
+    without evaluation), and what ``task.max_length`` cut when it cut anything."""
     value = metrics.get(key)
+    cut = cut_report(metrics)
     if not isinstance(value, int | float) or value != value:
-        return f"trained {metrics.get('train_steps', 0)} steps, no evaluation (eval.enabled=false); outputs in {run_dir}"
+        return (f"trained {metrics.get('train_steps', 0)} steps, no evaluation (eval.enabled=false)"
+                f"{cut}; outputs in {run_dir}")
     text = f"{key}={value:.4f}"
     if f"control_{key}" in metrics:
         text += f" (base model before tuning: {metrics[f'control_{key}']:.4f})"
-    if metrics.get("data_truncated_examples"):
-        text += (f"; task.max_length cut {metrics['data_truncated_examples']} of {metrics['data_train_examples']} "
-                 f"train examples ({metrics['data_truncated_tokens']} tokens; "
-                 f"{metrics['data_no_target_examples']} left with no target token)")
-    return f"{text}; outputs in {run_dir}"
+    return f"{text}{cut}; outputs in {run_dir}"
+
+
+def cut_report(metrics: dict[str, Any]) -> str:
+    """``; task.max_length cut ...`` for train and val (the splits a run encodes to that length;
+    train keys carry no split name), and how many test examples are longer (a generation scorer
+    reads a test prompt whole, so the test split is not said to be cut), or ""."""
+    parts = []
+    for split, prefix in (("train", "data_"), ("val", "data_val_")):
+        if metrics.get(f"{prefix}truncated_examples"):
+            total = metrics["data_train_examples"] if split == "train" else metrics[f"{prefix}examples"]
+            parts.append(f"{metrics[f'{prefix}truncated_examples']} of {total} {split} examples "
+                         f"({metrics[f'{prefix}truncated_tokens']} tokens; "
+                         f"{metrics[f'{prefix}no_target_examples']} left with no target token)")
+    text = f"; task.max_length cut {', '.join(parts)}" if parts else ""
+    if metrics.get("data_test_truncated_examples"):
+        text += (f"; {metrics['data_test_truncated_examples']} of {metrics['data_test_examples']} test examples "
+                 "are longer than task.max_length")
+    return text

@@ -191,17 +191,31 @@ def test_truncation_report_counts_examples_tokens_and_empty_targets(tmp_path: Pa
     path = write(rows, "jsonl", tmp_path)
     cfg = compose("task=instruct", f"task.path={path}", "task.format=prompt_answer", "task.max_length=20")
     facts = data_facts(cfg)
-    train_rows = [(len(ex.prompt), len(ex.answer))
-                  for ex in split_examples(build_task(cfg.task).examples(0), 0.1, 0.1, int(cfg.seed)).train]
-    full = [p + a + 1 for p, a in train_rows]  # + EOS, one byte token per character
-    assert facts.report() == {
-        "data_train_examples": len(train_rows),
-        "data_truncated_examples": sum(n > 20 for n in full),
-        "data_truncated_tokens": sum(max(0, n - 20) for n in full),
-        "data_no_target_examples": sum(a + 1 >= 20 for _, a in train_rows),
-    }
+    splits = split_examples(build_task(cfg.task).examples(0), 0.1, 0.1, int(cfg.seed))
+
+    def counts(split: str, prefix: str) -> dict[str, int]:
+        rows = [(len(ex.prompt), len(ex.answer)) for ex in getattr(splits, split)]
+        full = [p + a + 1 for p, a in rows]  # + EOS, one byte token per character
+        return {f"{prefix}examples": len(rows), f"{prefix}truncated_examples": sum(n > 20 for n in full),
+                f"{prefix}truncated_tokens": sum(max(0, n - 20) for n in full),
+                f"{prefix}no_target_examples": sum(a + 1 >= 20 for _, a in rows)}
+
+    train = counts("train", "data_")
+    train["data_train_examples"] = train.pop("data_examples")
+    expected = {**train, **counts("val", "data_val_"), **counts("test", "data_test_")}
+    assert facts.report() == expected
+    assert expected["data_val_truncated_examples"] and expected["data_test_truncated_examples"]  # each split has cuts
     line = summary_line({"eval_exact_match": 0.5, **facts.report()}, "eval_exact_match", Path("/r"))
-    assert f"task.max_length cut {facts.truncated} of {facts.train} train examples" in line
+    assert (f"task.max_length cut {facts.truncated} of {facts.train} train examples "
+            f"({facts.cut_tokens} tokens; {facts.answer_cut} left with no target token), "
+            f"{expected['data_val_truncated_examples']} of 2 val examples "
+            f"({expected['data_val_truncated_tokens']} tokens; {expected['data_val_no_target_examples']} left "
+            f"with no target token); {expected['data_test_truncated_examples']} of 2 test examples are longer "
+            "than task.max_length; outputs in /r") in line
+    only_val = {**facts.report(), "data_truncated_examples": 0}
+    line = summary_line({"train_steps": 3, **only_val}, "eval_exact_match", Path("/r"))
+    assert line.startswith("trained 3 steps, no evaluation (eval.enabled=false); task.max_length cut "
+                           f"{expected['data_val_truncated_examples']} of 2 val examples")
 
 
 def test_chat_cut_before_any_assistant_token_is_refused(tmp_path: Path) -> None:

@@ -149,3 +149,5 @@ def test_a_mixture_run_writes_its_counts(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data_source_counts"] == {"a": 60, "bee": 12}
     assert metrics["data_train_examples"] == 72 and metrics["data_truncated_examples"] > 0
+    assert metrics["data_val_examples"] == 8 and metrics["data_test_examples"] == 8  # 5 + 3 each
+    assert metrics["data_val_truncated_examples"] > 0 and "data_val_truncated_tokens" in metrics

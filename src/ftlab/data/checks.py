@@ -31,6 +31,20 @@ MIN_EXAMPLES = 3
 
 
 @dataclass(frozen=True)
+class SplitCut:
+    """What ``task.max_length`` does to one held-out split, counted by the rule of the train split."""
+
+    examples: int
+    truncated: int  # examples longer than task.max_length
+    cut_tokens: int  # tokens beyond it
+    no_target: int  # examples left without any target token
+
+    def report(self, split: str) -> dict[str, int]:
+        return {f"data_{split}_examples": self.examples, f"data_{split}_truncated_examples": self.truncated,
+                f"data_{split}_truncated_tokens": self.cut_tokens, f"data_{split}_no_target_examples": self.no_target}
+
+
+@dataclass(frozen=True)
 class DataFacts:
     train: int  # train split size
     truncated: int  # train examples cut to task.max_length at all
@@ -38,13 +52,22 @@ class DataFacts:
     longest: int  # tokens of the longest prompt+answer+EOS
     lengths: tuple[int, ...] = ()  # tokens of each encoded train example (packing and epochs count them)
     cut_tokens: int = 0  # tokens task.max_length removed from the train examples
+    # the held-out splits: val_loss reads val cut exactly so; the test split's counts say how many
+    # test examples are longer than task.max_length (a generation scorer reads a test prompt whole,
+    # a choice scorer cuts the prompt's head)
+    val: SplitCut | None = None
+    test: SplitCut | None = None
 
     def report(self) -> dict[str, int]:
-        """What ``metrics.json`` records of the train split: examples and tokens the length cut, and
+        """What ``metrics.json`` records: per split, examples and tokens the length cut, and
         examples left without any target token (an answer cut away; a conversation without an
-        assistant token)."""
-        return {"data_train_examples": self.train, "data_truncated_examples": self.truncated,
-                "data_truncated_tokens": self.cut_tokens, "data_no_target_examples": self.answer_cut}
+        assistant token). Train's keys carry no split name (``data_truncated_examples``)."""
+        out = {"data_train_examples": self.train, "data_truncated_examples": self.truncated,
+               "data_truncated_tokens": self.cut_tokens, "data_no_target_examples": self.answer_cut}
+        for name, cut in (("val", self.val), ("test", self.test)):
+            if cut is not None:
+                out.update(cut.report(name))
+        return out
 
 
 def world_size(cfg: Any) -> int:
@@ -130,16 +153,24 @@ def _facts(task_yaml: str, model_yaml: str, seed: int) -> DataFacts:
     examples = build_task(task_cfg).examples(seed)
     _source_size(OmegaConf.create({"task": task_cfg}), len(examples))
     task = build_task(task_cfg)
-    train = (task.splits(seed).train if task_cfg.get("sources") is not None  # a mixture: weighted per source
-             else split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed).train)
+    splits = (task.splits(seed) if task_cfg.get("sources") is not None  # a mixture: weighted per source
+              else split_examples(examples, task_cfg.val_fraction, task_cfg.test_fraction, seed))
     tokenizer = build_tokenizer(model_cfg)
-    train = render_examples(train, tokenizer, task_cfg, f"{task_cfg.path} (train split)")
-    truncated, cut, longest, lengths, cut_tokens = truncation(tokenizer, train, int(task_cfg.max_length))
-    if truncated and cut < len(train):  # all cut: check_data fails instead
+    max_length = int(task_cfg.max_length)
+    train = render_examples(splits.train, tokenizer, task_cfg, f"{task_cfg.path} (train split)")
+    truncated, cut, longest, lengths, cut_tokens = truncation(tokenizer, train, max_length)
+    held_out = {}
+    for name in ("val", "test"):
+        part = render_examples(getattr(splits, name), tokenizer, task_cfg, f"{task_cfg.path} ({name} split)")
+        n_cut, no_target, _, _, n_tokens = truncation(tokenizer, part, max_length)
+        held_out[name] = SplitCut(len(part), n_cut, n_tokens, no_target)
+    val = held_out["val"]
+    if (truncated or val.truncated) and cut < len(train):  # all train cut: check_data fails instead
         log.warning("task.max_length=%d truncates %d of %d train examples of task %s (%d inside the answer; "
-                    "the longest needs %d tokens)", task_cfg.max_length, truncated, len(train), task_cfg.name,
-                    cut, longest)
-    return DataFacts(len(train), truncated, cut, longest, tuple(lengths), cut_tokens)
+                    "the longest needs %d tokens) and %d of %d val examples (%d left with no target token)",
+                    max_length, truncated, len(train), task_cfg.name, cut, longest, val.truncated,
+                    val.examples, val.no_target)
+    return DataFacts(len(train), truncated, cut, longest, tuple(lengths), cut_tokens, **held_out)
 
 
 def data_facts(cfg: Any) -> DataFacts:
