@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from lightning.pytorch import Callback
+from safetensors.torch import load_file
 
-from conftest import cli, compose
+from conftest import cli, compose, run_tiny
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.encoding import encode
 from ftlab.data.tokenized import tokenized_bytes
@@ -87,6 +90,41 @@ def test_a_nine_job_sweep_tokenizes_once(tmp_path: Path) -> None:
     assert len({r["data"]["key"] for r in records}) == 1
     listing = cli("ftlab.cache", "ls", "--run", *common)
     assert listing.returncode == 0 and f"data      {records[0]['data']['key'][:16]}  in cache" in listing.stdout
+
+
+class Crash(Callback):
+    """Interrupts a fit after step ``at`` (Lightning re-raises after its teardown, like a SIGINT)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_resume_on_the_cached_data_is_exact(tmp_path: Path) -> None:
+    """Packed rows, epochs and a mid-epoch resume over the memory-mapped step give the weights and
+    loss log of an uninterrupted run; both runs after the first read the store's entry."""
+    data = _alpaca(tmp_path / "a.jsonl", n=60)
+    args = ("task=instruct", f"task.path={data}", f"paths.cache_dir={tmp_path / 'cache'}", "train.packing=true",
+            "train.max_steps=null", "train.max_epochs=2", "train.batch_size=2", "train.save_every_n_steps=2",
+            "train.log_every_n_steps=1", "train.log_measurements=false", "eval.generate=false", "adapter.dropout=0.1", "task.max_length=48")
+    run_tiny(tmp_path / "full", *args)
+    with pytest.raises(BaseException):  # noqa: B017 - the simulated kill
+        run_tiny(tmp_path / "resumed", *args, callbacks=[Crash(9)])
+    run_tiny(tmp_path / "resumed", *args, "resume=auto")
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 8  # mid-way through the second epoch
+    full_metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    assert metrics["train_steps"] == full_metrics["train_steps"] == 12  # 48 examples packed in 12 rows: 6 steps per epoch
+    records = [json.loads((tmp_path / d / "reuse_record.json").read_text())["data"] for d in ("full", "resumed")]
+    assert [r["cache_hit"] for r in records] == [False, True]
+    full = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+    assert (tmp_path / "full" / "loss_log.csv").read_text() == (tmp_path / "resumed" / "loss_log.csv").read_text()
 
 
 def test_plan_estimates_the_artifact_size(tmp_path: Path) -> None:
