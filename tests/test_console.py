@@ -68,6 +68,8 @@ def test_header_names_model_adapter_params_steps_hardware_outputs_and_reuse(tmp_
         assert part in line, (part, line)
     assert "\n" not in line
     assert "reuse off" in header(compose("reuse.enabled=false"), adapted, 5, 0, tmp_path, {"reuse_enabled": False})
+    record["data"] = {"cached": True, "cache_hit": True}  # task=instruct's tokenized data step
+    assert "reuse: data hit, base hit, mask built" in header(cfg, adapted, 100, 0, tmp_path, record)
 
 
 def test_console_filter_and_format(monkeypatch):
@@ -128,6 +130,16 @@ def test_plain_step_bar_of_a_short_run(tmp_path: Path):
     assert 10 <= len(lines) <= 11 and lines[-1].startswith("train step 30/30 (100%)")
     assert all(re.fullmatch(r"train step \d+/30 \(\d+%\) · loss \d+\.\d{4} · lr 1\.00e-04 · rss \d+ MB · eta "
                             r"\d+:\d\d", ln) for ln in lines), lines
+
+
+def test_step_bar_of_an_epoch_counted_run_names_the_epoch(tmp_path: Path):
+    """train.max_epochs=2 over 40 train examples in batches of 8: steps 1-5 are epoch 1/2, 6-10 epoch 2/2."""
+    out = io.StringIO()
+    run_tiny(tmp_path / "run", "task.num_examples=50", "train.max_steps=null", "train.max_epochs=2",
+             "eval.enabled=false", "train.save_merged_model=false",
+             callbacks=[StepProgressBar(stream=out, tty=False, epochs=2)])
+    labels = [re.match(r"train epoch (\d)/2 step (\d+)/10 ", ln).groups() for ln in out.getvalue().splitlines()]
+    assert labels == [("1" if step <= 5 else "2", str(step)) for step in range(1, 11)]
 
 
 @pytest.mark.slow

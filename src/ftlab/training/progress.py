@@ -103,11 +103,12 @@ def loaded_model(cfg: Any, model: Any, total: int) -> str:
 
 
 def reuse_summary(record: dict, stage_step: int | None = None) -> str:
-    """``reuse: base hit, mask built, stage hit (step 50)`` from the run's reuse record."""
+    """``reuse: data hit, base hit, mask built, stage hit (step 50)`` from the run's reuse record
+    (``data``: the tokenized train/val split of ``task=instruct``)."""
     if not record.get("reuse_enabled", True):
         return "reuse off"
     hits = []
-    for name in ("base", "mask"):
+    for name in ("data", "base", "mask"):
         r = record.get(name)
         if r is not None and r.get("cached"):
             hits.append(f"{name} {'hit' if r.get('cache_hit') else 'built'}")
