@@ -5,8 +5,11 @@ one file tokenizes it once."""
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -20,6 +23,7 @@ from ftlab.data.tokenized import tokenized_bytes
 from ftlab.errors import FtlabError
 from ftlab.models import build_tokenizer
 from ftlab.reuse.runner import StepRunner
+from ftlab.reuse.steps import tokenizer_fingerprint
 
 
 def _alpaca(path: Path, n: int = 80) -> Path:
@@ -65,6 +69,32 @@ def test_key_follows_the_data_not_the_adapter(tmp_path: Path) -> None:
     assert StepRunner(_cfg(tmp_path, "task.max_length=256")).steps.data.key != key
     assert StepRunner(_cfg(tmp_path, "task.prompt_template='{instruction} {input}'")).steps.data.key != key
     assert StepRunner(compose("task=capitalization")).steps.data is None  # generated tasks: no data step
+
+
+def test_a_dataset_directory_and_a_tokenizer_enter_the_key_by_content(tmp_path: Path) -> None:
+    rows = [{"instruction": f"Upper-case w{i}", "input": "", "output": f"W{i}"} for i in range(40)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    time.sleep(0.01)  # the copy's files get other modification times
+    shutil.copytree(tmp_path / "saved", tmp_path / "copy")
+
+    def key(path: Path) -> str:
+        return StepRunner(compose("task=instruct", f"task.path={path}")).steps.data.key
+
+    assert key(tmp_path / "saved") == key(tmp_path / "copy")  # the same rows elsewhere: the same step
+    rows[3]["output"] = "X3"  # one byte of one row
+    shutil.rmtree(tmp_path / "copy")
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "copy"))
+    assert key(tmp_path / "saved") != key(tmp_path / "copy")
+    # a model dir's tokenizer: its files other than weights, by content
+    tok_dir = tmp_path / "model"
+    tok_dir.mkdir()
+    (tok_dir / "tokenizer.json").write_text('{"v": 1}')
+    (tok_dir / "model.safetensors").write_bytes(b"weights")
+    first = tokenizer_fingerprint(str(tok_dir))
+    (tok_dir / "model.safetensors").write_bytes(b"other weights")
+    assert tokenizer_fingerprint(str(tok_dir)) == first
+    (tok_dir / "tokenizer.json").write_text('{"v": 2}')
+    assert tokenizer_fingerprint(str(tok_dir)) != first
 
 
 def test_file_changed_between_plan_and_run_is_refused(tmp_path: Path) -> None:

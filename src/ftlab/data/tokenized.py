@@ -25,7 +25,7 @@ from ftlab.data.checks import data_facts
 from ftlab.data.encoding import Encoded, encode
 from ftlab.data.task_base import Splits
 from ftlab.errors import FtlabError
-from ftlab.reuse.steps import fingerprint
+from ftlab.reuse.steps import content_fingerprint
 
 SPLITS = ("train", "val")
 
@@ -87,7 +87,7 @@ def check_unchanged(step_config: dict[str, Any], cfg: Any) -> None:
     planned = [(cfg.task.path, step_config.get("derived.task_file"))]
     planned += [(src.get("path"), src.get("derived.file")) for src in step_config.get("derived.sources") or []]
     for path, digest in planned:
-        now = fingerprint(path)
+        now = content_fingerprint(path)
         if path and digest != now:
             raise FtlabError(f"{path}: the data file changed between the plan and the run ({digest} -> {now}); "
                              "run again to plan with its new content")

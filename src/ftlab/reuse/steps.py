@@ -221,6 +221,32 @@ def fingerprint(path: str | None) -> dict[str, Any] | None:
     return {"missing": str(path)}
 
 
+#: Files of a model directory that hold weights, not the tokenizer: a tokenizer's identity skips them.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".index.json")
+
+
+def content_fingerprint(path: str | None, skip: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Identity of data by content: a file as :func:`fingerprint`; a directory (a
+    ``datasets.save_to_disk`` set, a tokenizer's files) by each file's path and sha256, except
+    names ending in ``skip``. Unlike a model directory's fingerprint, a copy of the same data
+    elsewhere (new modification times) keeps its identity, and an edit that keeps sizes and times
+    does not. The hashes are cached per (path, size, mtime), so a sweep reads each file once."""
+    if not path or not Path(path).is_dir():
+        return fingerprint(path)
+    p = Path(path)
+    files = []
+    for f in sorted(p.rglob("*")):
+        if f.is_file() and not f.name.endswith(skip):
+            st = f.stat()
+            files.append([f.relative_to(p).as_posix(), _file_sha256(str(f.resolve()), st.st_size, st.st_mtime_ns)])
+    return {"dir_sha256": hashlib.sha256(repr(files).encode()).hexdigest()}
+
+
+def tokenizer_fingerprint(path: str | None) -> dict[str, Any] | None:
+    """A model directory's tokenizer by the content of its files other than weights."""
+    return content_fingerprint(path, WEIGHT_SUFFIXES)
+
+
 def _or(value: Any, fallback: Any) -> Any:
     return fallback if value is None else value
 
@@ -249,7 +275,7 @@ def base_step(c: dict[str, Any], model: Step) -> Step | None:
         return None
     config = pick(c, BASE_KEYS)
     config["derived.base_seed"] = _or(lookup(c, "base.seed", None), c["seed"])
-    config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    config["derived.task_file"] = content_fingerprint(lookup(c, "task.path", None))
     return make_step("base", model, config, cached=not cache_policy(c))
 
 
@@ -289,7 +315,7 @@ def mask_step(c: dict[str, Any], parent: Step) -> Step | None:
     if importance_of_plan(c).seeded:
         config["derived.mask_seed"] = _or(sp.get("seed"), c["seed"])
     if calibrated(c):
-        config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+        config["derived.task_file"] = content_fingerprint(lookup(c, "task.path", None))
         config.update(data_format(c))
     return make_step("mask", parent, config, cached=not cache_policy(c))
 
@@ -308,7 +334,7 @@ def data_format(c: dict[str, Any]) -> dict[str, Any]:
 
 def source_fingerprints(c: dict[str, Any]) -> list[dict[str, Any]]:
     """Each ``task.sources`` entry with its file's content hash."""
-    return [{**dict(src), "derived.file": fingerprint(str(dict(src).get("path")))}
+    return [{**dict(src), "derived.file": content_fingerprint(str(dict(src).get("path")))}
             for src in (lookup(c, "task.sources", None) or [])]
 
 
@@ -320,21 +346,22 @@ DATA_KEYS = ("seed", "task.name", "task.num_examples", "task.val_fraction", "tas
 
 def data_step(c: dict[str, Any]) -> Step | None:
     """The tokenized train/val split of ``task=instruct`` (a root: it does not depend on the
-    weights). The tokenizer enters by kind and, for a model dir's own, by the dir's fingerprint."""
+    weights). The data enter by content (:func:`content_fingerprint`), the tokenizer by kind and,
+    for a model dir's own, by the content of the dir's files other than weights."""
     if not lookup(c, "task.format", None):
         return None
     config = pick(c, DATA_KEYS)
-    config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    config["derived.task_file"] = content_fingerprint(lookup(c, "task.path", None))
     config.update(data_format(c))
     if lookup(c, "model.tokenizer", "byte") != "byte":
-        config["derived.tokenizer_files"] = fingerprint(lookup(c, "model.name_or_path", None))
+        config["derived.tokenizer_files"] = tokenizer_fingerprint(lookup(c, "model.name_or_path", None))
     config["derived.environment"] = environment()
     return make_step("data", None, config, cached=not cache_policy(c))
 
 
 def train_step(c: dict[str, Any], parent: Step) -> Step:
     config = pick(c, TRAIN_KEYS)
-    config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+    config["derived.task_file"] = content_fingerprint(lookup(c, "task.path", None))
     config.update(data_format(c))
     return make_step("train", parent, config)
 
