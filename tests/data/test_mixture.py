@@ -141,6 +141,27 @@ def test_bad_source_keys(tmp_path: Path) -> None:
         preflight(["task=instruct", f"task.sources=[{{path: '{tmp_path}/missing.jsonl'}}]"], multirun=False)
 
 
+def test_a_mixture_of_conversations_and_instructions(tmp_path: Path) -> None:
+    """Chat keys apply when any source is a conversation; the prompt template to the others."""
+    a, _ = _files(tmp_path)
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hi {i}"},
+                                                     {"role": "assistant", "content": f"yo {i}"}]}) + "\n"
+                            for i in range(20)), encoding="utf-8")
+    both = f"task.sources=[{{path: '{a}'}}, {{path: '{chat}', format: messages}}]"
+    template = "task.prompt_template='Q: {instruction}{input} A: '"
+    preflight(["task=instruct", both, "task.last_turn_only=true", template, "train.batch_size=4"], multirun=False)
+    splits = build_task(compose("task=instruct", both, template).task).splits(0)
+    assert sum(ex.messages is not None for ex in splits.train) == 16
+    assert {ex.prompt for ex in splits.train if ex.messages is None} <= {f"Q: say a{i} A: " for i in range(50)}
+    only_a = f"task.sources=[{{path: '{a}'}}]"
+    with pytest.raises(FtlabError, match="task.last_turn_only=True is invalid: unset for format alpaca"):
+        preflight(["task=instruct", only_a, "task.last_turn_only=true"], multirun=False)
+    only_chat = f"task.sources=[{{path: '{chat}', format: messages}}]"
+    with pytest.raises(FtlabError, match="task.prompt_template=.* is invalid: null for format messages"):
+        preflight(["task=instruct", only_chat, template], multirun=False)
+
+
 @pytest.mark.slow
 def test_a_mixture_run_writes_its_counts(tmp_path: Path) -> None:
     a, b = _files(tmp_path)

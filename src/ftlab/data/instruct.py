@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftlab.data.formats import check_columns, check_prompt_template, get_format, is_data_path, read_examples
+from ftlab.data.formats import (
+    Format,
+    check_columns,
+    check_prompt_template,
+    get_format,
+    is_data_path,
+    read_examples,
+)
 from ftlab.data.mixture import MIXTURE_KEYS, mixture_splits, source_specs
 from ftlab.data.task_base import Example, Splits, Task, register_task
 from ftlab.errors import ConfigError
@@ -22,26 +29,32 @@ class Instruct(Task):
 
     def check_options(self) -> None:
         super().check_options()
-        self.check_sources()
-        fmt = get_format(self.cfg.get("format"))
-        check_columns(fmt, dict(self.cfg.get("columns") or {}))
-        check_prompt_template(fmt, self.cfg.get("prompt_template"))
-        if not fmt.chat:
+        formats = self.check_sources()
+        template = self.cfg.get("prompt_template")
+        if template is not None:  # it renders the prompt/answer rows; a mixture's conversations ignore it
+            for fmt in [f for f in formats if not f.chat] or formats[:1]:
+                check_prompt_template(fmt, template)
+        if not any(fmt.chat for fmt in formats):
+            names = "|".join(dict.fromkeys(fmt.name for fmt in formats))
             for key in ("chat_template", "last_turn_only"):
                 if self.cfg.get(key):
                     raise ConfigError(f"task.{key}", self.cfg.get(key),
-                                      f"unset for format {fmt.name}: it applies to messages|sharegpt only")
+                                      f"unset for format {names}: it applies to messages|sharegpt only")
 
-    def check_sources(self) -> None:
+    def check_sources(self) -> list[Format]:
+        """The formats of the task's rows: ``task.format``, or each ``task.sources`` entry's (a
+        mixture may hold conversations and prompt/answer rows)."""
         if self.cfg.get("sources") is None:
             for key in MIXTURE_KEYS:
                 if self.cfg.get(key):
                     raise ConfigError(f"task.{key}", self.cfg.get(key),
                                       "false without task.sources: it applies to a mixture only")
-        else:
-            if self.cfg.path:
-                raise ConfigError("task.path", self.cfg.path, "null when task.sources is set (give each file there)")
-            source_specs(self.cfg)
+            fmt = get_format(self.cfg.get("format"))
+            check_columns(fmt, dict(self.cfg.get("columns") or {}))
+            return [fmt]
+        if self.cfg.path:
+            raise ConfigError("task.path", self.cfg.path, "null when task.sources is set (give each file there)")
+        return [spec["format"] for spec in source_specs(self.cfg)]
 
     def read_source(self, spec: dict) -> list[Example]:
         return read_examples(Path(spec["path"]), spec["format"], spec["columns"], self.cfg.get("prompt_template"))

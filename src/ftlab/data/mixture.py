@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.formats import check_columns, check_prompt_template, get_format
+from ftlab.data.formats import check_columns, get_format
 from ftlab.data.task_base import Example, Splits, split_examples
 from ftlab.errors import ConfigError
 
@@ -66,7 +66,6 @@ def source_specs(task_cfg: Any) -> list[dict[str, Any]]:
         fmt = get_format(src.get("format") or task_cfg.get("format"), f"{key}.format")
         columns = dict(src.get("columns") or task_cfg.get("columns") or {})
         check_columns(fmt, columns, f"{key}.columns")
-        check_prompt_template(fmt, task_cfg.get("prompt_template"))
         weight = src.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
             raise ConfigError(f"{key}.weight", weight, "a number > 0")
