@@ -55,11 +55,13 @@ def test_built_once_memory_mapped_and_same_as_in_memory(tmp_path: Path) -> None:
     hit.setup()
     assert first.records["data"]["cache_hit"] is False and second.records["data"]["cache_hit"] is True
     assert isinstance(hit.train_data.ids, np.memmap)
+    assert hit.splits.train == [] and len(hit.train_data) == 64  # train lives on as the arrays only
     plain = TaskDataModule(cfg, tok)  # no runner: tokenized in memory, as every other task
     plain.setup()
     assert isinstance(plain.train_data, list)
     assert [list(e.input_ids) for e in hit.train_data] == [list(e.input_ids) for e in plain.train_data]
     assert [encode(tok, ex, 512) for ex in hit.splits.val] == list(hit.val_data)
+    assert hit.splits.val == plain.splits.val and hit.splits.test == plain.splits.test  # what evaluation reads
     assert _batches(hit) == _batches(plain)  # the same data order (the sampler reads only the count)
 
 

@@ -135,6 +135,9 @@ class TaskDataModule(L.LightningDataModule):
         if self.runner is not None and self.runner.steps.data is not None:
             data = tokenized_data(self.cfg, self.tokenizer, self.splits, self.runner)  # memory-mapped
             self.train_data, self.val_data = data["train"], data["val"]
+            # the train examples live on as the step's arrays; evaluation reads val and test only,
+            # so the Python objects of a large train split are not held a second time
+            self.splits = Splits([], self.splits.val, self.splits.test)
         else:
             enc = partial(encode, self.tokenizer, max_length=self.cfg.task.max_length)
             self.train_data = [enc(e) for e in self.splits.train]
