@@ -14,7 +14,7 @@ Groups and what each entry point names:
 - ``ftlab.loggers``: an :class:`ftlab.training.trainer.LoggerSpec`;
 - ``ftlab.masks``: an :class:`ftlab.sparsity.methods.MaskMethodSpec` (``sparsity.method``);
 - ``ftlab.structures``: an :class:`ftlab.sparsity.structures.StructureSpec` (``sparsity.structure``);
-- ``ftlab.hardware``: an :class:`ftlab.launchers.hardware.HardwareSpec` (``hardware.accelerator``);
+- ``ftlab.hardware``: an :class:`ftlab.hardware.targets.HardwareSpec` (``hardware.accelerator``);
 - ``ftlab.conf``: a package holding ``<group>/<option>.yaml`` files (the methods' config options),
   stored in Hydra's ConfigStore so that ``adapter=toy`` composes like a built-in option.
 """
