@@ -101,5 +101,6 @@ def test_a_registered_structure_is_found_pruned_whole_and_keyed():
             assert structured_ok(masks[name], st.layout(name)), name
     with pytest.raises(ConfigError, match="is neither v_proj nor o_proj"):
         compose_run(["sparsity=structured", "sparsity.structure=h23_value_group", "sparsity.modules=[*.mlp.*]"])
-    with pytest.raises(ConfigError, match=r"sparsity.structure='ring' is invalid: one of \['channel', .*'head'"):
-        compose_run(["sparsity=structured", "sparsity.structure=ring"])
+    for option in ("sparsity=structured", "sparsity=unstructured"):  # unknown even where unused: a typo
+        with pytest.raises(ConfigError, match=r"sparsity.structure='ring' is invalid: one of \['channel', .*'head'"):
+            compose_run([option, "sparsity.structure=ring"])

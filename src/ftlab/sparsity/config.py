@@ -140,8 +140,7 @@ def validate_sparsity(cfg: Any) -> None:
     get_importance(sp.importance)  # one line naming the registered scores when unknown
     if sp.group is not None and sp.group not in GROUPS:
         fail("sparsity.group", sp.group, f"one of {list(GROUPS)} (or null: row for wanda, layer otherwise)")
-    if method is not None and method.finds_structures:
-        get_structure(sp.structure)  # one line naming the registered structures when unknown
+    get_structure(sp.structure)  # one line naming the registered structures when unknown
     if sp.mode not in MODES:
         fail("sparsity.mode", sp.mode, f"one of {list(MODES)}")
     _level("sparsity.level", sp.level)
