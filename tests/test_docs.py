@@ -9,6 +9,7 @@ import subprocess
 from conftest import ROOT
 from ftlab.adapters.registry import all_adapters
 from ftlab.sparsity.importance import all_importances
+from ftlab.sparsity.methods import all_methods
 
 #: Design documents that lived outside the repository (spelled in two parts so this file does
 #: not cite them itself).
@@ -48,4 +49,6 @@ def test_every_registered_method_is_in_methods_md():
     missing = [f"adapter {s.name}" for s in all_adapters() if f"`{s.name}`" not in text]
     builtin = [s for s in all_importances() if ":" not in s.name]  # not those named by import path in other tests
     missing += [f"importance {s.name}" for s in builtin if f"`{s.name}`" not in text]
+    own = [m for m in all_methods() if m.masks.__module__.startswith("ftlab.")]  # not tests' or plugins'
+    missing += [f"mask method {m.name}" for m in own if f"`{m.name}`" not in text]
     assert not missing, missing

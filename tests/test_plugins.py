@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from hydra.core.config_store import ConfigStore
+from safetensors.torch import load_file
 
 from conftest import FAST, ROOT, cli
 from ftlab.config.store import store_options
@@ -68,6 +69,28 @@ def test_plugin_adapter_score_and_task_run_and_the_score_setting_keys_the_mask(p
         assert "eval_exact_match" in metrics
         assert (sweep / str(i) / "mask.safetensors").is_file()
     assert "norm_tuning" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_plugin_mask_method_runs_and_its_setting_keys_the_mask(plugin_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli("ftlab", "--multirun", *FAST, "train.max_steps=2", "sparsity=block", "sparsity.options.block=2,4",
+               f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}", env=plugin_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads((sweep / str(i) / "reuse_record.json").read_text()) for i in (0, 1)]
+    assert records[0]["mask"]["key"] != records[1]["mask"]["key"]  # the method's own setting keys the mask
+    for i, block in ((0, 2), (1, 4)):
+        masks = load_file(str(sweep / str(i) / "mask.safetensors"))
+        assert masks and json.loads((sweep / str(i) / "metrics.json").read_text())["sparsity_method"] == "block"
+        for name, mask in masks.items():  # whole blocks of `block` input columns, half of them pruned
+            blocks = mask.reshape(mask.shape[0], -1, block)
+            assert bool((blocks.all(-1) | (~blocks).all(-1)).all()), name
+            assert (~mask).float().mean().item() == 0.5, name
+    bad = cli("ftlab", "sparsity=block", "sparsity.options.block=0", f"hydra.run.dir={tmp_path / 'run'}",
+              env=plugin_env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("ftlab: error: sparsity.options.block=0 is invalid: an integer >= 1 "
+                                  "(input columns per pruned block)")
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from ftlab.sparsity import stats
 from ftlab.sparsity.check import check_targets
 from ftlab.sparsity.compute import compute_pruned_for_levels, importance_of, layouts_for, spec_of
 from ftlab.sparsity.io import save_masks
+from ftlab.sparsity.methods import all_methods, get_method
 from ftlab.sparsity.selection import select_modules, transposed_parameters
 
 CONFIG_NAME = "masks"
@@ -61,7 +62,7 @@ def parse_argv(argv: list[str]) -> tuple[list[str], str]:
 
 
 def levels_of(sparsity_cfg: Any) -> list[float]:
-    if sparsity_cfg.method == "nm":
+    if get_method(sparsity_cfg.method).needs_n_m:
         return [sparsity_cfg.level]  # n/m fixes the target
     return [float(x) for x in (sparsity_cfg.levels or [sparsity_cfg.level])]
 
@@ -95,7 +96,7 @@ def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
     out_dir = Path(compose_config(overrides, with_hydra=True, config_name=CONFIG_NAME).hydra.run.dir)
     sp = cfg.sparsity
     if sp.method == "none":
-        raise ConfigError("sparsity", "none", "a pruning method: unstructured, structured, nm or random")
+        raise ConfigError("sparsity", "none", f"a pruning method: {', '.join(m.name for m in all_methods())}")
     if sp.mask_path:
         raise ConfigError("sparsity.mask_path", sp.mask_path, "null (this command computes masks)")
     levels = levels_of(sp)

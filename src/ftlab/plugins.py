@@ -12,6 +12,9 @@ Groups and what each entry point names:
 - ``ftlab.tasks``: a :class:`ftlab.data.task_base.Task` subclass (its ``name`` is the option);
 - ``ftlab.schedules``: an :class:`ftlab.training.schedules.ScheduleSpec`;
 - ``ftlab.loggers``: an :class:`ftlab.training.trainer.LoggerSpec`;
+- ``ftlab.masks``: an :class:`ftlab.sparsity.methods.MaskMethodSpec` (``sparsity.method``);
+- ``ftlab.structures``: an :class:`ftlab.sparsity.structures.StructureSpec` (``sparsity.structure``);
+- ``ftlab.hardware``: an :class:`ftlab.hardware.targets.HardwareSpec` (``hardware.accelerator``);
 - ``ftlab.conf``: a package holding ``<group>/<option>.yaml`` files (the methods' config options),
   stored in Hydra's ConfigStore so that ``adapter=toy`` composes like a built-in option.
 """
@@ -24,7 +27,8 @@ from typing import Any, Generic, TypeVar
 
 from ftlab.errors import ConfigError, FtlabError
 
-GROUPS = ("ftlab.adapters", "ftlab.importance", "ftlab.tasks", "ftlab.schedules", "ftlab.loggers", "ftlab.conf")
+GROUPS = ("ftlab.adapters", "ftlab.importance", "ftlab.tasks", "ftlab.schedules", "ftlab.loggers", "ftlab.conf",
+          "ftlab.masks", "ftlab.structures", "ftlab.hardware")
 
 _loaded: dict[str, list[tuple[str, Any]]] = {}
 

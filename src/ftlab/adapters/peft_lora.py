@@ -17,6 +17,7 @@ from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets, peft_parameter_list, peft_target_list, split_targets
 from ftlab.config.schema import AdapterConfig
 from ftlab.errors import fail
+from ftlab.hardware import shards_parameters
 from ftlab.models.quantization import dequantized_merge, is_quantized
 from ftlab.models.structure import is_transposed
 
@@ -79,14 +80,11 @@ def validate_lora(adapter_cfg, run_cfg=None) -> None:
     _check_init(adapter_cfg, run_cfg)
     if run_cfg is None:
         return
-    if run_cfg.hardware.accelerator == "cerebras":
-        if adapter_cfg.use_rslora:
-            fail("adapter.use_rslora", True, "false on Cerebras (ModelZoo's LoRA scales by alpha/r)")
-        if ratio is not None:
-            fail("adapter.lora_plus_ratio", ratio, "null on Cerebras (ModelZoo's LoRA trains A and B at one lr)")
-    if ratio is not None and run_cfg.hardware.strategy == "fsdp":
-        fail("adapter.lora_plus_ratio", ratio, "null with hardware.strategy=fsdp (FSDP's flattened shards hide "
-             "which tensors are B matrices when the optimiser groups are formed; use hardware=multi_gpu)")
+    # a target's own refusals (Cerebras: rsLoRA, LoRA+, inits) are its spec's (ftlab.hardware)
+    if ratio is not None and shards_parameters(run_cfg.hardware):
+        fail("adapter.lora_plus_ratio", ratio, f"null with hardware.strategy={run_cfg.hardware.strategy} (sharded "
+             "flattened parameters hide which tensors are B matrices when the optimiser groups are formed; use "
+             "hardware=multi_gpu)")
 
 
 def _check_init(adapter_cfg, run_cfg) -> None:
@@ -95,8 +93,6 @@ def _check_init(adapter_cfg, run_cfg) -> None:
         fail("adapter.init", init, f"one of {list(INITS)}")
     if init == "default" or run_cfg is None:
         return
-    if run_cfg.hardware.accelerator == "cerebras":
-        fail("adapter.init", init, "default on Cerebras (ModelZoo's LoRA initialises A and B itself)")
     if init not in BASE_CHANGING_INITS:
         return
     if adapter_cfg.name == "dora":
@@ -108,9 +104,9 @@ def _check_init(adapter_cfg, run_cfg) -> None:
     if run_cfg.sparsity.method != "none" or run_cfg.sparsity.mask_path:
         fail("adapter.init", init, f"default or gaussian with a sparse base ({init} writes a dense residual "
              "into the pruned weights)")
-    if run_cfg.hardware.strategy == "fsdp":
-        fail("adapter.init", init, "default or gaussian with hardware.strategy=fsdp (the export converts the "
-             "adapter against whole initial factors)")
+    if shards_parameters(run_cfg.hardware):
+        fail("adapter.init", init, f"default or gaussian with hardware.strategy={run_cfg.hardware.strategy} (the "
+             "export converts the adapter against whole initial factors)")
 
 
 def lora_plus_groups(model: nn.Module, lr: float, weight_decay: float, ratio: float) -> list[dict]:

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 
 from ftlab.errors import fail
+from ftlab.hardware import get_target
 
 #: where wandb looks for its key: the env var, then ``~/.netrc`` (or ``$NETRC``) for its host
 WANDB_DEFAULT_HOST = "https://api.wandb.ai"
@@ -56,7 +57,7 @@ def check_hardware(cfg: Any) -> None:
     """The accelerator and device count exist here, and Lightning accepts the strategy/precision.
     Only for jobs that run on this machine (single runs, local sweeps)."""
     h = cfg.hardware
-    if h.accelerator == "gpu":
+    if get_target(h.accelerator).cuda:
         have = torch.cuda.device_count()
         if have == 0:
             fail("hardware", h.name, "hardware this machine has: accelerator=gpu needs a CUDA device and torch "

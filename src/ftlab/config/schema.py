@@ -72,14 +72,16 @@ class SparsityConfig:
     level: float = knob(0.0, "share of each target weight matrix pruned", ge=0, lt=1)
     levels: list[float] | None = knob(None, "masks CLI: several levels at once", nonempty=True,
                                       items=Bounds(0.0, 1.0, high_open=True))
-    method: str = knob("none", "none | unstructured | structured | nm | random")
+    method: str = knob("none", "none, or a registered mask method (ftlab.sparsity.methods: unstructured | "
+                       "structured | nm | random) or module:SPEC")
     importance: str = knob("magnitude", "a registered importance score (ftlab.sparsity.importance) or "
                             "module:SPEC")
     group: str | None = knob(None, "unstructured comparison group: layer | row | global; null = row for wanda "
                              "(as published), else layer")
     n: int = knob(2, "N of N:M semi-structured sparsity (N zeros in every M weights)")
     m: int = knob(4, "M of N:M semi-structured sparsity")
-    structure: str = knob("channel", "structured: channel | head")
+    structure: str = knob("channel", "a structured method's structure, a registered one "
+                          "(ftlab.sparsity.structures: channel | head)")
     mode: str = knob("sparse_to_dense", "sparse_to_dense | sparse_to_sparse")
     mask_path: str | None = knob(None, "a mask file (.safetensors or .pt) instead of computing one")
     modules: list[str] = knob(doc="fnmatch patterns over module names; default: linear layers inside decoder "
@@ -89,8 +91,9 @@ class SparsityConfig:
     allocation: str = knob("uniform", "per-layer levels: uniform | owl")
     owl: dict[str, float] = knob(doc="OWL's outlier threshold_m and lambda", factory=_owl_defaults)
     sparsegpt: SparseGPTConfig = knob(doc="SparseGPT's reconstruction settings", factory=SparseGPTConfig)
-    options: dict[str, Any] = knob(doc="settings of an importance score from outside ftlab: its spec's config_keys "
-                                   "name them (e.g. sparsity.options.power) and only those enter the mask key",
+    options: dict[str, Any] = knob(doc="settings of an importance score, mask method or structure from outside "
+                                   "ftlab: its spec's config_keys name them (e.g. sparsity.options.power) and only "
+                                   "those enter the mask key",
                                    factory=dict)
 
 
@@ -115,7 +118,7 @@ class ScheduleConfig:
 @dataclass
 class HardwareConfig:
     name: str = knob(MISSING, "the hardware option's name (conf/hardware/NAME.yaml)")
-    accelerator: str = knob("cpu", "cpu | gpu | auto | cerebras")
+    accelerator: str = knob("cpu", "a registered hardware target (ftlab.hardware: cpu | gpu | auto | cerebras)")
     devices: int = knob(1, "devices per node", ge=1)
     num_nodes: int = knob(1, "nodes", ge=1)
     strategy: str = knob("auto", "Lightning strategy: auto | ddp | ...")

@@ -21,6 +21,7 @@ from ftlab.config.values import check_values
 from ftlab.data.real_tasks import validate_real_task
 from ftlab.data.tasks import build_task, task_names
 from ftlab.errors import UnknownKeyError, fail
+from ftlab.hardware import get_target
 from ftlab.launchers.slurm import validate_launcher as check_slurm_launcher
 from ftlab.models.memory import validate_model as check_model_memory
 from ftlab.reuse.checks import validate_cache_dir as check_cache_dir
@@ -28,7 +29,6 @@ from ftlab.sparsity.config import validate_sparsity as check_sparsity
 from ftlab.training.loggers import get_logger
 from ftlab.training.schedules import get_schedule
 
-ACCELERATORS = ("cpu", "gpu", "auto", "cerebras")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -58,8 +58,10 @@ def validate_train_length(cfg) -> None:
                                              "add train.max_steps=null)")
     if cfg.schedule.name == "stages":
         fail("train.max_epochs", epochs, "null for schedule=stages (its stages count their own iters)")
-    if cfg.hardware.accelerator == "cerebras":
-        fail("train.max_epochs", epochs, "null on hardware=cerebras (its ModelZoo job is counted in train.max_steps)")
+    target = get_target(cfg.hardware.accelerator)
+    if not target.counts_epochs:
+        fail("train.max_epochs", epochs, f"null on hardware={cfg.hardware.name} (its {target.label or target.name} "
+             "job is counted in train.max_steps)")
 
 
 def validate_train(cfg) -> None:
@@ -73,10 +75,11 @@ def validate_train(cfg) -> None:
 
 def validate_hardware(cfg) -> None:
     h = cfg.hardware
-    if h.accelerator not in ACCELERATORS:
-        fail("hardware.accelerator", h.accelerator, f"one of {list(ACCELERATORS)}")
-    if h.accelerator != "cerebras" and str(h.precision) not in PRECISIONS:
+    target = get_target(h.accelerator)  # one line naming the registered targets when unknown
+    if target.in_process and str(h.precision) not in PRECISIONS:  # Lightning's; a launcher checks its own
         fail("hardware.precision", h.precision, f"one of {list(PRECISIONS)}")
+    if target.validate is not None:
+        target.validate(cfg)
 
 
 def validate_task(cfg) -> None:

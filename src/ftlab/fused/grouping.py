@@ -18,6 +18,7 @@ from typing import Any
 
 from ftlab.adapters.registry import get_adapter
 from ftlab.fused.build import fusable
+from ftlab.hardware import get_target, shards_parameters
 from ftlab.reuse.keys import canonical_json, lookup, pick
 from ftlab.reuse.steps import BATCHING_KEYS, HARDWARE_KEYS, MEMORY_KEYS, as_plain, run_steps
 
@@ -52,7 +53,7 @@ def why_not_fused(cfg: Any) -> str | None:
     if cfg.sparsity.method != "none" or cfg.sparsity.get("mask_path"):
         return "a sparse base: its masks are enforced per adapted model"
     h = cfg.hardware
-    if h.devices * h.num_nodes > 1 or h.accelerator == "cerebras" or h.strategy == "fsdp":
+    if h.devices * h.num_nodes > 1 or not get_target(h.accelerator).fuses or shards_parameters(h):
         return f"hardware={h.name}: fused groups run in one single-device process"
     return None
 

@@ -59,6 +59,7 @@ from ftlab.models.build import model_config
 from ftlab.models.structure import decoder_linears, leaf_names
 from ftlab.plan.params import model_facts, trainable_params
 from ftlab.sparsity.importance import effective_importance
+from ftlab.sparsity.methods import all_methods, get_method
 from ftlab.sparsity.selection import select_modules
 from ftlab.training.schedules import total_steps
 
@@ -146,13 +147,15 @@ def _check_sparsity(s: Any, opts: Any) -> None:
         raise ConfigError("sparsity.mask_path", s.mask_path, "null on Cerebras (masks are computed on the appliance)")
     if s.method == "none":
         return
-    if s.method not in ("unstructured", "random"):
+    method = get_method(s.method)
+    if not method.elementwise:  # ModelZoo's sparsity prunes single weights of each tensor, nothing else
+        allowed = ", ".join(["none", *(m.name for m in all_methods() if m.elementwise)])
         raise ConfigError("sparsity.method", s.method,
-                          "none, unstructured or random on Cerebras (its sparsity is unstructured per tensor)")
+                          f"{allowed} on Cerebras (its sparsity is unstructured per tensor)")
     if effective_importance(s) not in INIT_METHODS:
         raise ConfigError("sparsity.importance", s.importance,
                           f"one of {sorted(INIT_METHODS)} on Cerebras (no calibration data on the appliance)")
-    if s.method == "unstructured" and s.group not in (None, "layer"):  # None: layer (importance is not wanda)
+    if s.group not in (None, "layer"):  # None: layer (importance is not wanda)
         raise ConfigError("sparsity.group", s.group, "layer on Cerebras (topk ranks each weight tensor on its own)")
 
 

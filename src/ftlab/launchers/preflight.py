@@ -22,6 +22,7 @@ from ftlab.config.model_checks import check_model_dir
 from ftlab.data.checks import check_data
 from ftlab.data.real_tasks import REAL_TASKS, checked_rows
 from ftlab.errors import ConfigError
+from ftlab.hardware import get_target
 from ftlab.launchers.cerebras_job import check_executable
 from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
 from ftlab.launchers.cerebras_params import check_supported
@@ -51,10 +52,11 @@ def cerebras_options(launcher: Any) -> CerebrasOptions:
 def _local_job_checks(cfgs: list[DictConfig], multirun: bool, launcher_name: str) -> None:
     for i, cfg in enumerate(cfgs):
         h = cfg.hardware
-        if h.accelerator == "cerebras":
+        target = get_target(h.accelerator)
+        if not target.in_process and not (multirun and launcher_name == target.launcher):
             how = f"with hydra/launcher={launcher_name}" if multirun else "for a single run"
-            raise ConfigError("hardware", h.name, f"a local hardware option {how}; Cerebras jobs run "
-                              "through --multirun hydra/launcher=cerebras")
+            raise ConfigError("hardware", h.name, f"a local hardware option {how}; {target.label or target.name} "
+                              f"jobs run through --multirun hydra/launcher={target.launcher}")
         if multirun and h.devices * h.num_nodes > 1:
             # Lightning's DDP re-executes the command line per rank; under a local multirun that
             # would re-launch the whole sweep.

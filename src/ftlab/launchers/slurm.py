@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ftlab.errors import ConfigError, FtlabError
+from ftlab.hardware import get_target
 
 #: ``_target_`` of hydra-submitit-launcher's SLURM launcher (``hydra/launcher=slurm`` builds on it).
 SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -67,7 +68,7 @@ def check_resources(launcher: Any, hardware: Any, where: str = "") -> None:
         raise ConfigError("hydra.launcher.nodes", nodes,
                           f"must equal hardware.num_nodes={hardware.num_nodes}{suffix}; "
                           "launcher resources are fixed per sweep, so sweep hardware in separate --multirun commands")
-    if hardware.accelerator == "gpu":
+    if get_target(hardware.accelerator).cuda:
         asks = [OmegaConf.select(launcher, k, default=None) for k in ("gpus_per_task", "gpus_per_node", "gres")]
         if not any(asks):
             raise ConfigError("hydra.launcher.gpus_per_task", None,

@@ -14,6 +14,7 @@ from ftlab.config.compose import compose_run, expand_sweep
 from ftlab.data.epochs import planned_steps, planned_steps_per_epoch
 from ftlab.data.packing import pack_length
 from ftlab.data.tokenized import tokenized_bytes
+from ftlab.hardware import shards_parameters
 from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
 from ftlab.plan.naming import name_runs, split_override
 from ftlab.plan.options import PlanOptions
@@ -211,7 +212,7 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         trainable = trainable_params(mf, cfg)
         static = static_memory_mb(mf, trainable, str(cfg.model.dtype), facts.devices,
                                   quantization=cfg.model.quantization, full=get_adapter(cfg.adapter.name).full_weights,
-                                  sharded=cfg.hardware.strategy == "fsdp")
+                                  sharded=shards_parameters(cfg.hardware))
         packed = bool(cfg.train.packing)  # a sample is then a row of pack_length tokens
         seq = pack_length(cfg.train, cfg.task) if packed else int(cfg.task.max_length)
         act = activation_mb_per_sample(mf, seq, activation_dtype(cfg),
@@ -220,7 +221,7 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         mem_gb = cfg.hardware.memory_gb
         memory = estimate_memory(facts, priors, static, act, None if mem_gb is None else float(mem_gb) * 1024,
                                  options.safety_factor)
-        if cfg.hardware.strategy == "fsdp" and facts.devices > 1:
+        if shards_parameters(cfg.hardware) and facts.devices > 1:
             memory.sharding = (f"FSDP: weights, gradients and optimiser state / {facts.devices} devices "
                                f"+ 2 gathered decoder blocks of {mf.block_params / 1e6:.4g}M parameters")
         if trains[i]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ftlab.config.compose import compose_run
+from ftlab.hardware import get_target
 from ftlab.launchers.preflight import check_launch
 from ftlab.plan.options import SlurmOptions
 from ftlab.plan.planner import Plan, PlannedRun
@@ -54,7 +55,7 @@ def sbatch_script(run: PlannedRun, run_dir: Path, workdir: Path, s: SlurmOptions
              f"#SBATCH --ntasks-per-node={int(h.devices)}",  # Lightning: one task per device
              f"#SBATCH --cpus-per-task={s.cpus_per_task}",
              f"#SBATCH --time={fmt_time(time_limit_min(run, s))}"]
-    if h.accelerator == "gpu":
+    if get_target(h.accelerator).cuda:
         lines.append(f"#SBATCH --gpus-per-node={int(h.devices)}")
     for flag, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos)):
         if value:

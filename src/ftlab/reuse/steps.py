@@ -36,6 +36,8 @@ import ftlab
 from ftlab.reuse.keys import lookup, pick, step_key
 from ftlab.reuse.manifest import file_sha256
 from ftlab.sparsity.importance import ImportanceSpec, effective_importance, importance_spec
+from ftlab.sparsity.methods import find_method
+from ftlab.sparsity.structures import get_structure
 from ftlab.training.schedules import is_staged
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
@@ -108,7 +110,7 @@ DERIVED = (
     "schedule.stages",  # one stage step per entry
     "sparsity.allocation", "sparsity.owl",  # mask key only with allocation=owl (calibrated too)
     "sparsity.sparsegpt",  # mask key only where the importance's spec lists it (config_keys)
-    "sparsity.options",  # the same, for scores from outside ftlab
+    "sparsity.options",  # the same, for scores, mask methods and structures from outside ftlab
 )
 
 
@@ -294,14 +296,24 @@ def calibrated(c: dict[str, Any]) -> bool:
     return importance_of_plan(c).calibrated or lookup(c, "sparsity.allocation", "uniform") == "owl"
 
 
+def method_keys(c: dict[str, Any]) -> tuple[str, ...]:
+    """The mask method's own ``config_keys`` and, for a ``finds_structures`` method, its
+    structure's (:mod:`ftlab.sparsity.methods`, :mod:`ftlab.sparsity.structures`)."""
+    method = find_method(lookup(c, "sparsity.method", "none"))
+    if method is None:
+        return ()
+    structure = get_structure(lookup(c, "sparsity.structure", "channel")) if method.finds_structures else None
+    return tuple(method.config_keys) + (tuple(structure.config_keys) if structure is not None else ())
+
+
 def mask_keys(c: dict[str, Any]) -> tuple[str, ...]:
-    """The allow-list of the mask step for this config, derived from the importance's spec:
-    calibration settings for a ``calibrated`` score (or OWL), OWL's options with OWL, and the
-    score's own ``config_keys``."""
+    """The allow-list of the mask step for this config, derived from the specs: calibration
+    settings for a ``calibrated`` score (or OWL), OWL's options with OWL, the score's own
+    ``config_keys`` and the mask method's (and its structure's)."""
     owl = lookup(c, "sparsity.allocation", "uniform") == "owl"
     return (MASK_KEYS + (CALIBRATION_KEYS if calibrated(c) else ())
             + (("sparsity.allocation", "sparsity.owl") if owl else ())
-            + tuple(importance_of_plan(c).config_keys))
+            + tuple(importance_of_plan(c).config_keys) + method_keys(c))
 
 
 def mask_step(c: dict[str, Any], parent: Step) -> Step | None:

@@ -18,6 +18,7 @@ from ftlab.sparsity.masks import (
     sparsity_of,
     structured_ok,
 )
+from ftlab.sparsity.methods import find_method
 from ftlab.sparsity.selection import HeadLayout
 
 #: Allowed gap between achieved and target sparsity of unstructured masks (0.5 percentage points).
@@ -56,28 +57,30 @@ def _layout(entry: dict) -> HeadLayout | None:
 
 
 def check_targets(masks: dict[str, torch.Tensor], meta: dict, key: str, value: Any) -> None:
-    """Achieved sparsity matches the sidecar's target: N:M exactly (pattern), structured as whole
-    groups at the nearest achievable count, unstructured within 0.5 pp (per layer, or over all
-    layers for the global comparison group)."""
+    """Achieved sparsity matches the sidecar's target, as the method's spec says what a mask is:
+    an N:M method's exact pattern, a structured method's whole groups at the nearest achievable
+    count, any other within 0.5 pp (per layer, or over all layers for the global comparison
+    group)."""
     if "method" not in meta or "level" not in meta:
         return  # a sidecar without a target (e.g. a masked adapter's) describes, it does not promise
     masks = mask_units(masks, set(meta.get("transposed", [])))  # one expert / one (out, in) matrix each
-    method, level = meta["method"], float(meta["level"])
+    # a method not installed here is checked as elementwise (the loosest promise)
+    method, level = find_method(meta["method"]), float(meta["level"])
     layers = meta.get("layers", {})
-    if method == "nm":
+    if method is not None and method.needs_n_m:
         n, m = int(meta["n"]), int(meta["m"])
         for name, mask in masks.items():
             if not nm_pattern_ok(mask, n, m):
                 raise ConfigError(key, value, f"an exact {n}:{m} pattern; {name} has a group of {m} columns "
                                   f"without exactly {n} pruned entries")
         return
-    if method == "structured":
+    if method is not None and method.finds_structures:
         for name, mask in masks.items():
             layout = _layout(layers.get(name, {}))
             if not structured_ok(mask, layout):
                 raise ConfigError(key, value, f"whole {'heads' if layout else 'channels'} pruned; {name} has a "
                                   "partially pruned group")
-            groups = group_count(tuple(mask.shape), method, meta.get("group", "layer"), layout)
+            groups = group_count(tuple(mask.shape), meta.get("group", "layer"), layout, structured=True)
             want = prune_count(level, groups) / groups
             if abs(sparsity_of(mask) - want) > TOLERANCE:
                 raise ConfigError(key, value, f"{want:.4f} sparsity in {name} ({prune_count(level, groups)} of "

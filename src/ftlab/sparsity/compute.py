@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,7 +28,8 @@ from ftlab.sparsity.importance import (
     get_importance,
     importance_spec,
 )
-from ftlab.sparsity.masks import assemble_units, nm_mask, structure_masks, unstructured_masks
+from ftlab.sparsity.masks import assemble_units
+from ftlab.sparsity.methods import find_method, get_method
 from ftlab.sparsity.owl import outlier_ratio, owl_levels
 from ftlab.sparsity.selection import HeadLayout, WeightView, prunable_linears, select_modules, unit_parts
 from ftlab.sparsity.sparsegpt import HessianAccumulator, sparsegpt_prune
@@ -39,18 +40,21 @@ from ftlab.sparsity.structures import Structure, find_structures
 class MaskSpec:
     """What a mask is, independent of how its scores were obtained."""
 
-    method: str  # unstructured | structured | nm | random
+    method: str  # a registered mask method (ftlab.sparsity.methods)
     level: float
     group: str = "layer"
     n: int = 2
     m: int = 4
     structure: str = "channel"
     row_floor: bool = False  # per-row count int(cols * level), as Wanda's reference code
+    #: ``sparsity.options``: settings of methods from outside ftlab (their spec's config_keys)
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def target(self) -> float:
-        """The sparsity the mask should achieve (N:M fixes it to n/m)."""
-        return self.n / self.m if self.method == "nm" else float(self.level)
+        """The sparsity the mask should achieve (an N:M method fixes it to n/m)."""
+        method = find_method(self.method)
+        return self.n / self.m if method is not None and method.needs_n_m else float(self.level)
 
 
 @dataclass
@@ -73,24 +77,27 @@ def group_of(sparsity_cfg: Any) -> str:
     unstructured masks (Wanda's published group) and the layer otherwise."""
     if getattr(sparsity_cfg, "group", None):
         return sparsity_cfg.group
-    row = sparsity_cfg.method == "unstructured" and importance_spec(sparsity_cfg).row_group
+    method = find_method(sparsity_cfg.method)
+    row = method is not None and "row" in method.groups and importance_spec(sparsity_cfg).row_group
     return "row" if row else "layer"
 
 
 def spec_of(sparsity_cfg: Any, level: float | None = None) -> MaskSpec:
     sp = sparsity_cfg
     return MaskSpec(method=sp.method, level=float(sp.level if level is None else level), group=group_of(sp),
-                    n=int(sp.n), m=int(sp.m), structure=sp.structure, row_floor=importance_spec(sp).row_group)
+                    n=int(sp.n), m=int(sp.m), structure=sp.structure, row_floor=importance_spec(sp).row_group,
+                    options=dict(getattr(sp, "options", None) or {}))
 
 
 def structures_for(model: nn.Module, names: list[str], spec: MaskSpec) -> list[Structure] | None:
-    """The whole structures ``method=structured`` prunes (``None`` for other methods)."""
-    return find_structures(model, names, spec.structure) if spec.method == "structured" else None
+    """The whole structures a ``finds_structures`` method prunes (``None`` for other methods)."""
+    method = find_method(spec.method)
+    return find_structures(model, names, spec.structure) if method is not None and method.finds_structures else None
 
 
 def layouts_for(model: nn.Module, names: dict[str, WeightView], spec: MaskSpec) -> dict[str, HeadLayout | None]:
     """How each pruned weight splits into structure units (all members of the structures for
-    ``method=structured``); ``None`` for other methods."""
+    a ``finds_structures`` method); ``None`` for other methods."""
     structures = structures_for(model, list(names), spec)
     if structures is None:
         return {n: None for n in names}
@@ -100,25 +107,9 @@ def layouts_for(model: nn.Module, names: dict[str, WeightView], spec: MaskSpec) 
 def masks_from_scores(scores: dict[str, torch.Tensor], spec: MaskSpec, structures: list[Structure] | None = None,
                       levels: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Pure: scores -> keep-masks (bool, on the scores' device). ``levels`` overrides the level
-    per weight (OWL); ``structures`` are required for ``method=structured``."""
-    if spec.method in ("unstructured", "random"):
-        if levels:
-            return {name: unstructured_masks({name: s}, levels[name], spec.group, row_floor=spec.row_floor)[name]
-                    for name, s in scores.items()}
-        return unstructured_masks(scores, spec.level, spec.group, row_floor=spec.row_floor)
-    if spec.method == "nm":
-        out = {}
-        for name, s in scores.items():
-            if s.shape[1] % spec.m:
-                raise ConfigError("sparsity.m", spec.m, f"a divisor of the input width of every pruned module; "
-                                  f"{name} has {s.shape[1]} columns")
-            out[name] = nm_mask(s, spec.n, spec.m)
-        return out
-    if spec.method == "structured":
-        if structures is None:
-            raise ValueError("method=structured needs the structures its weights form (structures_for)")
-        return structure_masks(scores, spec.level, structures)
-    raise ConfigError("sparsity.method", spec.method, "one of ['nm', 'random', 'structured', 'unstructured']")
+    per weight (OWL); ``structures`` are required for a ``finds_structures`` method. The method's
+    spec computes them (:mod:`ftlab.sparsity.methods`)."""
+    return get_method(spec.method).masks(scores, spec, structures, levels)
 
 
 def compute_masks(cfg: Any, model: nn.Module, tokenizer, level: float | None = None) -> dict[str, torch.Tensor]:
@@ -450,7 +441,7 @@ def _sparsegpt_layer(layer: nn.Module, chosen: dict[str, WeightView], hidden: li
     stats = _collect(layer, chosen, hidden, kwargs, valid, _hessian)
     blocksize = int(options.blocksize) if options is not None else 128
     percdamp = float(options.percdamp) if options is not None else 0.01
-    nm = spec.method == "nm"
+    nm = get_method(spec.method).needs_n_m
     out = {}
     for n, lin in chosen.items():
         level = levels[n] if levels else spec.level

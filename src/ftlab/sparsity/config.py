@@ -18,8 +18,10 @@ from ftlab.sparsity.check import check_fit, check_model
 from ftlab.sparsity.compute import layouts_for, spec_of
 from ftlab.sparsity.importance import get_importance, importance_spec
 from ftlab.sparsity.io import load_masks, mask_shapes, sidecar_path
-from ftlab.sparsity.masks import GROUPS, METHODS, STRUCTURES
+from ftlab.sparsity.masks import GROUPS
+from ftlab.sparsity.methods import NO_METHOD, MaskMethodSpec, all_methods, get_method
 from ftlab.sparsity.selection import select_modules
+from ftlab.sparsity.structures import get_structure
 
 MODES = ("sparse_to_dense", "sparse_to_sparse")
 ALLOCATIONS = ("uniform", "owl")
@@ -77,11 +79,24 @@ def _structural_checks(cfg: Any) -> None:
     spec = spec_of(sp)
     targets = select_modules(model, list(sp.modules))
     layouts_for(model, targets, spec)  # raises for structure=head on a module without heads
-    if sp.method == "nm":
+    if get_method(sp.method).needs_n_m:
         for name, lin in targets.items():
             if lin.in_features % sp.m:
                 fail("sparsity.m", sp.m, f"a divisor of the input width of every pruned module; {name} has "
                      f"{lin.in_features} columns")
+
+
+def _check_method(method: MaskMethodSpec, sp: Any) -> None:
+    """What the method's spec says about the other keys, then its own settings."""
+    if method.needs_n_m and not 1 <= sp.n < sp.m:
+        fail("sparsity.n", sp.n, f"an integer in [1, sparsity.m={sp.m}): N:M prunes N of every M weights")
+    if len(method.groups) == 1 and sp.group not in (None, method.groups[0]):
+        fail("sparsity.group", sp.group, f"'{method.groups[0]}' for method={sp.method} (its groups are fixed by "
+             "the method)")
+    if sp.group is not None and sp.group not in method.groups:
+        fail("sparsity.group", sp.group, f"one of {list(method.groups)} for method={sp.method}")
+    if method.validate is not None:
+        method.validate(sp)
 
 
 def _check_importance(sp: Any) -> None:
@@ -102,9 +117,10 @@ def _check_allocation(sp: Any) -> None:
         fail(f"sparsity.owl.{unknown[0]}", sp.owl[unknown[0]], f"one of the keys {list(OWL_KEYS)}")
     if sp.allocation != "owl":
         return
-    if sp.method != "unstructured":
-        fail("sparsity.allocation", "owl", f"method=unstructured (OWL allocates per-layer levels of unstructured "
-             f"masks; method={sp.method})")
+    if not get_method(sp.method).allocates:
+        allocating = [m.name for m in all_methods() if m.allocates]
+        fail("sparsity.allocation", "owl", f"method={' or '.join(allocating)} (OWL allocates per-layer levels of "
+             f"unstructured masks; method={sp.method})")
     if sp.group == "global":
         fail("sparsity.group", "global", "'row' or 'layer' with allocation=owl (the layers' levels are allocated)")
     m, lam = sp.owl.get("threshold_m"), sp.owl.get("lambda")
@@ -120,22 +136,18 @@ def validate_sparsity(cfg: Any) -> None:
     if q is not None and sparsity_enabled(sp):
         fail("sparsity", sp.name, f"none with model.quantization={q} (a mask writes zeros into the "
              "dense weights; prune and save a model first, then quantise that)")
-    if sp.method not in ("none", *METHODS):
-        fail("sparsity.method", sp.method, f"one of {['none', *METHODS]}")
+    method = None if sp.method == NO_METHOD else get_method(sp.method)  # one line naming the registered ones
     get_importance(sp.importance)  # one line naming the registered scores when unknown
     if sp.group is not None and sp.group not in GROUPS:
         fail("sparsity.group", sp.group, f"one of {list(GROUPS)} (or null: row for wanda, layer otherwise)")
-    if sp.structure not in STRUCTURES:
-        fail("sparsity.structure", sp.structure, f"one of {list(STRUCTURES)}")
+    get_structure(sp.structure)  # one line naming the registered structures when unknown
     if sp.mode not in MODES:
         fail("sparsity.mode", sp.mode, f"one of {list(MODES)}")
     _level("sparsity.level", sp.level)
     for i, level in enumerate(sp.levels or []):
         _level(f"sparsity.levels[{i}]", level)
-    if sp.method == "nm" and not 1 <= sp.n < sp.m:
-        fail("sparsity.n", sp.n, f"an integer in [1, sparsity.m={sp.m}): N:M prunes N of every M weights")
-    if sp.method in ("structured", "nm") and sp.group not in (None, "layer"):
-        fail("sparsity.group", sp.group, f"'layer' for method={sp.method} (its groups are fixed by the method)")
+    if method is not None:
+        _check_method(method, sp)
     _check_importance(sp)
     _check_allocation(sp)
     for key in ("batches", "batch_size"):

@@ -7,7 +7,8 @@ key covers and which combinations are refused. The spec states them once; :mod:`
 new score cannot be half-registered (a calibrated score whose calibration settings stay out of
 the mask key would give two different masks one key).
 
-A leaf: built-in scores register themselves from :mod:`ftlab.sparsity.scores` and
+It imports only the mask-method registry (a method may force its importance, e.g. random
+pruning). Built-in scores register themselves from :mod:`ftlab.sparsity.scores` and
 :mod:`ftlab.sparsity.sparsegpt` (imported by :mod:`ftlab.sparsity`); installed packages add
 theirs through the ``ftlab.importance`` entry point, and ``sparsity.importance=pkg.mod:SPEC``
 names one by import path. Adding a score = one module defining and registering a spec (plus,
@@ -24,6 +25,7 @@ import torch
 
 from ftlab.errors import ConfigError
 from ftlab.plugins import Registry, import_object, is_import_path
+from ftlab.sparsity.methods import NO_METHOD, find_method
 
 
 @dataclass(frozen=True)
@@ -107,18 +109,15 @@ def get_importance(name: str) -> ImportanceSpec:
     return _REGISTRY.get(name, ", or an import path module:ImportanceSpec")
 
 
-#: The mask method whose scores are random whatever ``sparsity.importance`` says.
-RANDOM_METHOD = "random"
-RANDOM_IMPORTANCE = "random"
-
-
 def effective_importance(sparsity: Mapping[str, Any] | Any) -> str:
-    """The importance a sparsity config scores with: ``method=random`` means random scores
-    whatever ``importance`` says (the one place this rule is written). Takes the config node or
-    a plain dict."""
+    """The importance a sparsity config scores with: a mask method whose spec forces one
+    (``method=random`` means random scores whatever ``importance`` says) decides, else
+    ``sparsity.importance`` (the one place this rule is written). Takes the config node or a
+    plain dict."""
     get = sparsity.get if isinstance(sparsity, Mapping) else lambda k, d=None: getattr(sparsity, k, d)
-    if get("method", "none") == RANDOM_METHOD:
-        return RANDOM_IMPORTANCE
+    method = find_method(get("method", NO_METHOD))
+    if method is not None and method.importance is not None:
+        return method.importance
     return get("importance", None)
 
 

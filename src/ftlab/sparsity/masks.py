@@ -15,9 +15,8 @@ import torch
 
 from ftlab.sparsity.selection import HeadLayout, unit_name, unit_parts
 
-METHODS = ("unstructured", "structured", "nm", "random")
+#: ``sparsity.group``: the entries one count is taken over (a layer, each output row, all layers)
 GROUPS = ("layer", "row", "global")
-STRUCTURES = ("channel", "head")
 
 #: Rows handled at once by row-wise selections (bounds the int64 index temporaries).
 _ROW_CHUNK_ELEMENTS = 1 << 22
@@ -237,12 +236,14 @@ def structure_masks(scores: dict[str, torch.Tensor], level: float, structures) -
     return out
 
 
-def group_count(shape: tuple[int, ...], method: str, group: str, layout: HeadLayout | None) -> int:
-    """Independent units one layer's count is rounded over (sets the achievable precision)."""
+def group_count(shape: tuple[int, ...], group: str, layout: HeadLayout | None, *, structured: bool = False,
+                n_m: bool = False) -> int:
+    """Independent units one layer's count is rounded over (sets the achievable precision):
+    whole structures' units, an N:M pattern's entries, or the row / layer entries otherwise."""
     rows, cols = shape
-    if method == "structured":
+    if structured:
         return layout.heads if layout is not None else rows
-    if method == "nm":
+    if n_m:
         return rows * cols
     return cols if group == "row" else rows * cols
 

@@ -37,6 +37,7 @@ from ftlab.sparsity.compute import PrunedBase, compute_pruned, importance_of, la
 from ftlab.sparsity.config import check_agrees, sparsity_enabled
 from ftlab.sparsity.io import load_masks, save_masks
 from ftlab.sparsity.masks import overall_sparsity
+from ftlab.sparsity.methods import find_method
 from ftlab.sparsity.selection import canonical_parameters, select_modules, transposed_parameters
 from ftlab.sparsity.stats import describe, write_layer_table
 
@@ -234,7 +235,8 @@ def save_run_mask(adapted: SparseAdapted, cfg: Any, run_dir: Path, model: nn.Mod
     sp = cfg.sparsity
     target = spec_of(sp).target if sp.method != "none" else overall_sparsity(adapted.masks)
     layouts = None
-    if sp.method == "structured":
+    method = find_method(sp.method)
+    if method is not None and method.finds_structures:
         layouts = layouts_for(model, select_modules(model, list(sp.modules)), spec_of(sp))
     transposed = set(transposed_parameters(model))
     meta = describe(adapted.masks, model=cfg.model.name, method=sp.method, importance=importance_of(sp),

@@ -24,6 +24,7 @@ import torch
 from ftlab.errors import fail
 from ftlab.sparsity.importance import ImportanceSpec, register_importance
 from ftlab.sparsity.masks import prune_count
+from ftlab.sparsity.methods import get_method
 
 
 class HessianAccumulator:
@@ -119,7 +120,7 @@ def check_options(sp: Any) -> None:
     opts = sp.sparsegpt
     if not (isinstance(opts.blocksize, int) and opts.blocksize >= 1):
         fail("sparsity.sparsegpt.blocksize", opts.blocksize, "an integer >= 1")
-    if sp.method == "nm" and opts.blocksize % sp.m:
+    if get_method(sp.method).needs_n_m and opts.blocksize % sp.m:
         fail("sparsity.sparsegpt.blocksize", opts.blocksize, f"a multiple of sparsity.m={sp.m} (N:M groups may "
              "not straddle two blocks)")
     if not (isinstance(opts.percdamp, (int, float)) and opts.percdamp > 0):

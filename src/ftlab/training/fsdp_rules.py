@@ -9,11 +9,13 @@ from typing import Any
 from ftlab.adapters.registry import all_adapters, get_adapter
 from ftlab.config.environment import check_hardware
 from ftlab.errors import ConfigError
+from ftlab.hardware import shards_parameters
 
 
 def fsdp_problem(cfg: Any) -> tuple[str, Any, str] | None:
-    """``(key, value, allowed)`` when a run cannot train with ``hardware.strategy=fsdp``."""
-    if cfg.hardware.strategy != "fsdp":
+    """``(key, value, allowed)`` when a run cannot train with ``hardware.strategy=fsdp`` (a strategy
+    the target's spec lists as sharding its parameters)."""
+    if not shards_parameters(cfg.hardware):
         return None
     spec = get_adapter(cfg.adapter.name)
     if spec.gated:  # its proximal step and logs read whole gate tensors, which a sharded gate does not hold
@@ -46,7 +48,7 @@ def check_fsdp_config(cfg: Any) -> None:
 def check_fsdp(cfg: Any) -> None:
     """The recipe's check of an FSDP run before anything is built or written: the settings, and the
     hardware (a CUDA device for ``accelerator=gpu``), as the CLI's preflight also checks."""
-    if cfg.hardware.strategy != "fsdp":
+    if not shards_parameters(cfg.hardware):
         return
     check_fsdp_config(cfg)
     check_hardware(cfg)
