@@ -4,7 +4,8 @@ Each validation pass of the fit (the module logs ``val_loss`` on the val split) 
 the benchmark subset of ``eval.during_training`` scored by lm-eval (``scorer``: name -> headline
 value, given by the recipe so that this package does not import lm-eval). The values go to
 ``eval_log.csv``, to ``trainer.callback_metrics`` as ``eval/<task>`` (what ``train.early_stopping``
-and the best-state tracker read) and to every configured tracker (``trainer.loggers``).
+and the best-state tracker read) and the benchmark values to every configured tracker (``trainer.loggers``; ``val_loss`` reaches
+them from the module).
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ class EvalLog(L.Callback):
             for task, value in self.scorer(pl_module.model, trainer.datamodule.tokenizer).items():
                 values[metric_name(task)] = float(value)
                 trainer.callback_metrics[metric_name(task)] = torch.tensor(float(value))
-        for logger in trainer.loggers:
-            logger.log_metrics(values, step=trainer.global_step)
+        scores = {k: v for k, v in values.items() if k != "val_loss"}  # val_loss: the module logs it
+        if scores:
+            for logger in trainer.loggers:
+                logger.log_metrics(scores, step=trainer.global_step)
         if trainer.is_global_zero:
             self.csv.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
                              **{k: f"{v:.6f}" for k, v in values.items()}})
