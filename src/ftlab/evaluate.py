@@ -152,6 +152,19 @@ def target_window(target: Path, cfg: DictConfig, is_run: bool, weights: str) -> 
     return run_window(cfg.model)
 
 
+def target_tokenizer(target: Path, cfg: DictConfig, is_run: bool, weights: str):
+    """The tokenizer the evaluated model will use, loaded from files only (no weights)."""
+    if not is_run:
+        if (target / "adapter_config.json").is_file():
+            base = json.loads((target / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if base and (Path(base) / "config.json").is_file():
+                return _tokenizer(Path(base), cfg)
+        return _tokenizer(target, cfg)
+    if weights in ("auto", "merged") and (target / "model" / "config.json").is_file():
+        return _tokenizer(target / "model", cfg)
+    return build_tokenizer(cfg.model)
+
+
 def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     target: Path = args.target
     if not target.is_dir():
@@ -176,7 +189,8 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
         files = (whole_file_files(cfg.task, Path(tmp)) if whole_file
                  else run_split_files(cfg.task, cfg.seed, Path(tmp)))
         bench = run_task_benchmark(cfg, files)
-        check_benchmarks([(bench, "task.max_new_tokens")], target_window(target, cfg, is_run, args.weights))
+        check_benchmarks([(bench, "task.max_new_tokens")], target_window(target, cfg, is_run, args.weights),
+                         target_tokenizer(target, cfg, is_run, args.weights))
         model, tokenizer, weights = run_model(target, cfg, args.weights) if is_run else dir_model(target, cfg)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         events: list[dict[str, Any]] = []

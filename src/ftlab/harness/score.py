@@ -39,6 +39,7 @@ class Benchmark:
     max_gen_toks: int | None = None
     headline_variant: str | None = None  # None: the config's first metric (records.default_variant)
     fix: str | None = None  # how to supply a missing few-shot split (default: name the split's key)
+    shots_key: str = "eval.num_fewshot"  # the key that sets num_fewshot (messages)
 
 
 @dataclass
