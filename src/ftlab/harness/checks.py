@@ -28,7 +28,7 @@ from lm_eval.models.utils import resolve_max_length
 from transformers import AutoConfig, PretrainedConfig
 
 from ftlab.data.benchmark_config import task_config
-from ftlab.data.lm_eval_catalog import task_manager
+from ftlab.data.lm_eval_catalog import config_manager
 from ftlab.errors import FtlabError
 from ftlab.harness.score import Benchmark, harness_options
 
@@ -72,7 +72,7 @@ def longest_request(cfg: dict[str, Any], tokenizer, limit: int | None) -> tuple[
         return None
     # a check prints nothing but its error: datasets' and lm-eval's progress bars go to a buffer
     with contextlib.redirect_stderr(io.StringIO()):
-        (task,) = task_manager().load([cfg])["tasks"].values()
+        (task,) = config_manager().load([cfg])["tasks"].values()
         if task.get_config("num_fewshot") is None:  # what simple_evaluate does with no num_fewshot
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=FEWSHOT_SEED)
