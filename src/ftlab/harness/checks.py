@@ -105,7 +105,8 @@ def check_context(bench: Benchmark, cfg: dict[str, Any], window: int, budget_key
     if budget is not None and tokens < window:
         fix += f" or {budget_key} to at most {window - tokens}"
     raise FtlabError(f"{bench.key}: {bench.name} ({shots}-shot) does not fit the model's window of {window} "
-                     f"tokens: {what} = {need} (lm-eval would cut the start of the few-shot context); {fix}")
+                     f"tokens: {what} = {need} (lm-eval would cut the prompt from the left"
+                     f"{', losing shots' if shots else ''}); {fix}")
 
 
 def check_benchmarks(benchmarks: list[tuple[Benchmark, str]], window: int, tokenizer=None,
