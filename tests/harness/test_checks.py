@@ -42,6 +42,17 @@ def test_run_preflight_refuses_bad_benchmarks(tmp_path):
     assert cfgs[0].eval.max_gen_toks == 32
 
 
+def test_run_preflight_measures_its_own_tasks_split(tmp_path):
+    """task=gsm8k: the prompts of the run's own seeded test split with shots from its train split."""
+    data = write_jsonl(tmp_path / "gsm8k.jsonl", gsm8k_rows(40, seed=1))
+    run = [f"hydra.run.dir={tmp_path / 'run'}", "task=gsm8k", f"task.path={data}", "task.max_new_tokens=32"]
+    msg = _refused(run)
+    assert "task.path: gsm8k (5-shot) does not fit the model's window of 256" in msg
+    assert "set task.options.num_fewshot below 5" in msg and not (tmp_path / "run").exists()
+    (cfg,) = preflight([*run, "task.options.num_fewshot=1"], multirun=False)
+    assert cfg.task.options.num_fewshot == 1
+
+
 def test_suites_are_yaml_lists(tmp_path):
     (cfg,) = preflight([f"hydra.run.dir={tmp_path / 'r'}"], multirun=False)
     assert list(cfg.eval.suites.commonsense8) == ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande",
