@@ -209,6 +209,8 @@ CASES = [
     C("local-cache-unwritable", "paths.local_cache_dir={ro}/local", "base.enabled=true",
       expect=("paths.local_cache_dir", "/local", "writable")),
     C("run-dir-unwritable", "hydra.run.dir={ro}/run", expect=("hydra.run.dir", "/run", "writable")),
+    C("mlflow-store-unwritable", "logger=mlflow", "logger.tracking_uri=file:{ro}/mlruns",
+      expect=("logger.tracking_uri", "/mlruns", "MLflow's file store")),
     C("sweep-dir-unwritable", "hydra.sweep.dir={ro}/sweep", "seed=1,2", expect=("hydra.sweep.dir", "/sweep", "writable"),
       multirun=True),
     # -- resume / checkpoint files ---------------------------------------------------------------

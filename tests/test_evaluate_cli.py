@@ -11,7 +11,7 @@ from conftest import run_tiny
 from ftlab.data.real_tasks import checked_rows
 from ftlab.errors import FtlabError
 from ftlab.evaluate import main
-from real_task_files import boolq_rows, hellaswag_rows, write_jsonl, write_parquet
+from real_task_files import arc_rows, boolq_rows, hellaswag_rows, piqa_rows, write_jsonl, write_parquet
 
 TINY = ["train.max_steps=2", "train.batch_size=4", "train.eval_batch_size=8", "task.max_length=96",
         "train.save_epoch_checkpoints=false"]
@@ -165,3 +165,38 @@ def test_control_scored_by_lm_eval_does_not_move_training(tmp_path):
     assert control["val_loss"] == plain["val_loss"]
     assert (tmp_path / "control" / "loss_log.csv").read_text().splitlines()[1].split(",")[2] == \
         (tmp_path / "plain" / "loss_log.csv").read_text().splitlines()[1].split(",")[2]
+
+
+@pytest.mark.slow
+def test_benchmarks_and_suite_through_the_runs_cache(tmp_path, capsys):
+    """``python -m ftlab.evaluate RUN eval.benchmarks=[...]`` / ``eval.suite=...``: the run's own
+    scores come back from the evaluation cache the run filled (same key), the new task is scored."""
+    piqa = write_jsonl(tmp_path / "valid.jsonl", piqa_rows(6, seed=1))
+    arc = write_jsonl(tmp_path / "ARC-Easy-Test.jsonl", arc_rows(5, seed=2))
+    run_dir = tmp_path / "control"
+    run_tiny(run_dir, "adapter=none", f"paths.cache_dir={tmp_path / 'cache'}", "eval.benchmarks=[piqa]",
+             f"eval.data.piqa={piqa}", "eval.generate=false", *TINY)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["hit"] for e in metrics["eval_cache"]] == [False]
+    capsys.readouterr()
+    assert main([str(run_dir), "eval.benchmarks=[piqa]"]) == 0
+    again = json.loads((run_dir / "eval.json").read_text())
+    assert again["eval_cache"] == [{**metrics["eval_cache"][0], "hit": True}]
+    assert again["benchmarks"]["piqa"] == metrics["benchmarks"]["piqa"]
+    out = tmp_path / "suite.json"
+    assert main([str(run_dir), "+eval.suites.mini=[piqa,arc_easy]", "eval.suite=mini",
+                 f"eval.data.arc_easy={{test:{arc}}}", "--out", str(out)]) == 0
+    suite = json.loads(out.read_text())
+    assert [(e["task"], e["hit"]) for e in suite["eval_cache"]] == [("piqa", True), ("arc_easy", False)]
+    assert suite["benchmark_suite"] == "mini" and suite["benchmarks"]["arc_easy"]["n"] == 5
+    values = [suite["benchmarks"][t]["value"] for t in ("piqa", "arc_easy")]
+    assert suite["benchmark_average"] == pytest.approx(sum(values) / 2)
+    printed = capsys.readouterr().out
+    assert "arc_easy: acc=" in printed and "mini average (unweighted mean of 2 tasks)" in printed
+
+
+def test_model_dir_needs_a_task_or_benchmarks(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    assert main([str(tmp_path), "eval.limit=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "eval.suite=NAME / eval.benchmarks=[...]" in err

@@ -1,4 +1,4 @@
-"""``python -m ftlab.evaluate RUN_DIR|MODEL_DIR [task=NAME] [task.path=FILE] [task.*=...] [--out FILE]``
+"""``python -m ftlab.evaluate RUN_DIR|MODEL_DIR [task=NAME] [task.path=FILE] [task.*=...] [eval.*=...] [--out FILE]``
 
 Scores a finished run or a model directory on BoolQ/HellaSwag/GSM8K with lm-evaluation-harness
 exactly as a run's final numbers are scored (``ftlab.harness``), and writes ``eval.json`` next to
@@ -12,6 +12,12 @@ it (or to ``--out``):
 - MODEL_DIR: an HF model dir (``config.json``), or a peft adapter dir (``adapter_config.json``)
   whose ``base_model_name_or_path`` is a local model dir. ``task=NAME task.path=FILE`` are
   required; every row of FILE is scored.
+
+With ``eval.suite=NAME`` and/or ``eval.benchmarks=[...]`` (and their ``eval.data.<task>``,
+``eval.num_fewshot``, ``eval.limit``, ``eval.max_gen_toks``; ``+eval.suites.NAME=[...]`` adds a
+suite) the weights are scored on those lm-eval tasks instead, exactly as a run scores them after
+training and through the same evaluation cache (the run's ``paths.cache_dir``): ``eval.json``
+holds ``benchmarks``, ``benchmark_suite`` and ``benchmark_average`` as ``metrics.json`` does.
 """
 
 from __future__ import annotations
@@ -24,17 +30,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftlab.adapters.registry import get_adapter
+from ftlab.config.benchmark_checks import asks_benchmarks
 from ftlab.config.compose import compose_config, compose_run
 from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.harness.checks import check_benchmarks, model_window
 from ftlab.harness.data import run_split_files, run_task_benchmark, whole_file_files
-from ftlab.harness.run_scores import run_window, scores_of
+from ftlab.harness.run_scores import run_window, score_run, scores_of
+from ftlab.harness.selection import configured_benchmarks
 from ftlab.models import build_tokenizer
 from ftlab.sparsity.pipeline import prepare_masks
 
@@ -53,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
-    """(task=NAME, the task.* overrides); anything else is refused."""
+    """(task=NAME, the task.* and eval.* overrides); anything else is refused."""
     name, rest = None, []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -61,11 +70,19 @@ def _split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
             raise ConfigError("override", item, "KEY=VALUE")
         if key == "task":
             name = value
-        elif key.startswith("task."):
+        elif key.startswith(("task.", "eval.", "+eval.")):
             rest.append(item)
         else:
-            raise ConfigError(key, value, "task=NAME or task.* keys (the model comes from the directory)")
+            raise ConfigError(key, value, "task=NAME, task.* or eval.* keys (the model comes from the directory)")
     return name, rest
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """Command-line overrides onto a run's saved config, parsed by Hydra's own override grammar
+    (``eval.data.arc_easy={test:/x.jsonl}`` reads as it does for ``python -m ftlab``)."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False, force_add=True)
+    return cfg
 
 
 def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -73,9 +90,9 @@ def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     cfg = OmegaConf.load(run_dir / "config.yaml")
     name, rest = _split_overrides(overrides)
     if name is not None and name != cfg.task.name:  # another task: its defaults, then the overrides
-        cfg.task = compose_config([f"task={name}", *rest]).task
-        return cfg
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest)) if rest else cfg
+        cfg.task = compose_config([f"task={name}", *[o for o in rest if o.startswith("task.")]]).task
+        rest = [o for o in rest if not o.startswith("task.")]
+    return apply_overrides(cfg, rest)
 
 
 def _tokenizer(directory: Path, cfg: DictConfig):
@@ -152,35 +169,70 @@ def target_window(target: Path, cfg: DictConfig, is_run: bool, weights: str) -> 
     return run_window(cfg.model)
 
 
+def target_tokenizer(target: Path, cfg: DictConfig, is_run: bool, weights: str):
+    """The tokenizer the evaluated model will use, loaded from files only (no weights)."""
+    if not is_run:
+        if (target / "adapter_config.json").is_file():
+            base = json.loads((target / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if base and (Path(base) / "config.json").is_file():
+                return _tokenizer(Path(base), cfg)
+        return _tokenizer(target, cfg)
+    if weights in ("auto", "merged") and (target / "model" / "config.json").is_file():
+        return _tokenizer(target / "model", cfg)
+    return build_tokenizer(cfg.model)
+
+
+def load_target(target: Path, cfg: DictConfig, is_run: bool, weights: str, device: str | None):
+    """(model on its device, tokenizer, which weights)."""
+    model, tokenizer, weights = run_model(target, cfg, weights) if is_run else dir_model(target, cfg)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device), tokenizer, weights
+
+
+def evaluate_benchmarks(args: argparse.Namespace, target: Path, cfg: DictConfig, is_run: bool) -> dict[str, Any]:
+    """eval.suite / eval.benchmarks on the target's weights, as a run scores them after training."""
+    benchmarks = configured_benchmarks(cfg)  # names and files first: a typo fails before anything loads
+    limit = cfg.eval.get("limit")
+    check_benchmarks([(b, "eval.max_gen_toks") for b in benchmarks], target_window(target, cfg, is_run, args.weights),
+                     target_tokenizer(target, cfg, is_run, args.weights), limit)
+    model, tokenizer, weights = load_target(target, cfg, is_run, args.weights, args.device)
+    scores = score_run(model, tokenizer, cfg, own_task=False)
+    return {"target": str(target.resolve()), "kind": "run" if is_run else "model", "weights": weights,
+            "limit": limit, **scores}
+
+
 def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     target: Path = args.target
     if not target.is_dir():
         raise ConfigError("target", str(target), "an existing run dir or model dir")
     is_run = (target / "config.yaml").is_file()
+    name, rest = _split_overrides(args.overrides)
     if is_run:
         cfg = run_config(target, args.overrides)
         whole_file = any(o.startswith("task.path=") for o in args.overrides)
     else:
-        name, rest = _split_overrides(args.overrides)
-        if name is None:
-            raise ConfigError("task", None, f"task=NAME for a model dir, one of {sorted(REAL_TASKS)}")
-        cfg = compose_run([f"task={name}", *rest])
+        if name is None and not any(o.startswith(("eval.suite=", "eval.benchmarks=")) for o in rest):
+            raise ConfigError("task", None, f"task=NAME for a model dir, one of {sorted(REAL_TASKS)} "
+                                            f"(or eval.suite=NAME / eval.benchmarks=[...])")
+        cfg = compose_run([*([f"task={name}"] if name else []), *rest])
         whole_file = True
+    if args.batch_size is not None:
+        cfg.train.eval_batch_size = args.batch_size
+    if name is None and asks_benchmarks(cfg) and any(o.startswith(("eval.", "+eval.")) for o in rest):
+        return evaluate_benchmarks(args, target, cfg, is_run)
     if cfg.task.name not in REAL_TASKS:
         raise ConfigError("task", cfg.task.name, f"one of {sorted(REAL_TASKS)} (the benchmarks lm-eval scores)")
     validate_real_task(cfg)
-    if args.batch_size is not None:
-        cfg.train.eval_batch_size = args.batch_size
     with tempfile.TemporaryDirectory(prefix="ftlab-evaluate-") as tmp:
         # the data and the settings first: a bad file or budget fails before any model is loaded
         files = (whole_file_files(cfg.task, Path(tmp)) if whole_file
                  else run_split_files(cfg.task, cfg.seed, Path(tmp)))
         bench = run_task_benchmark(cfg, files)
-        check_benchmarks([(bench, "task.max_new_tokens")], target_window(target, cfg, is_run, args.weights))
-        model, tokenizer, weights = run_model(target, cfg, args.weights) if is_run else dir_model(target, cfg)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_benchmarks([(bench, "task.max_new_tokens")], target_window(target, cfg, is_run, args.weights),
+                         target_tokenizer(target, cfg, is_run, args.weights))
+        model, tokenizer, weights = load_target(target, cfg, is_run, args.weights, args.device)
         events: list[dict[str, Any]] = []
-        score = scores_of(model.to(device), tokenizer, cfg, [bench], None, events)[bench.name]
+        score = scores_of(model, tokenizer, cfg, [bench], None, events)[bench.name]
     return {"target": str(target.resolve()), "kind": "run" if is_run else "model", "weights": weights,
             "task": cfg.task.name, "data": {"file": str(Path(cfg.task.path).resolve()),
                                             "rows": "all" if whole_file else "the run's test split",
@@ -197,6 +249,16 @@ def write_eval(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def print_benchmarks(result: dict[str, Any]) -> None:
+    """One line per benchmark (headline ± stderr, n, shots), then the suite's average."""
+    for name, b in result["benchmarks"].items():
+        print(f"{name}: {b['headline']}={b['value']:.4f}±{b['stderr'] or 0:.4f} ({b['n']} examples, "
+              f"{b['n_shot']}-shot, {b['harness']})")
+    if "benchmark_average" in result:
+        print(f"{result['benchmark_suite']} average (unweighted mean of {len(result['benchmarks'])} tasks): "
+              f"{result['benchmark_average']:.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -205,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(err)
     out = args.out or args.target / "eval.json"
     write_eval(out, result)
+    if "benchmarks" in result:
+        print_benchmarks(result)
+        print(f"wrote {out}")
+        return 0
     key = next(k for k in ("eval_accuracy", "eval_exact_match") if k in result)
     bench = result["eval_benchmark"]
     parts = [f"{r['variant']}={r['value']:.4f}±{r['stderr'] or 0:.4f}" for r in bench["metrics"]]

@@ -69,3 +69,18 @@ def test_stops_at_the_hand_computed_step_and_resumes_to_it(tmp_path):
     last = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
     assert best.keys() == four.keys() and all(torch.allclose(best[k], four[k], atol=1e-6) for k in best)
     assert all(torch.equal(best[k], last[k]) for k in best)  # the resumed run exports the same tensors
+
+
+@pytest.mark.slow
+def test_resumed_from_a_checkpoint_at_an_evaluation_step(tmp_path):
+    """Checkpoint at step 4 (an evaluation step, written before its evaluation): the resumed run
+    runs that evaluation first, so patience and the best step are the uninterrupted run's."""
+    with pytest.raises(RuntimeError, match="crash"):
+        run_tiny(tmp_path / "cut", *STOPPING, "train.save_every_n_steps=4", callbacks=[Scripted(), Crash(7)])
+    run_tiny(tmp_path / "cut", *STOPPING, "train.save_every_n_steps=4", "resume=auto", callbacks=[Scripted()])
+    resumed = _metrics(tmp_path / "cut")
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["train_steps"] == STOP_STEP and resumed["exported_step"] == BEST_STEP
+    _, rows = read_csv(tmp_path / "cut" / "eval_log.csv")
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10]
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx(SCRIPT[:5])

@@ -31,9 +31,26 @@ def test_run_preflight_refuses_bad_benchmarks(tmp_path):
     test, train = write_jsonl(tmp_path / "t.jsonl", gsm8k_rows(3)), write_jsonl(tmp_path / "tr.jsonl", gsm8k_rows(6))
     msg = _refused([out, "eval.benchmarks=[gsm8k]", f"eval.data.gsm8k={{test:{test},train:{train}}}"])
     assert "eval.max_gen_toks=256 leaves no room" in msg and "window of 256 tokens" in msg
+    # the budget fits, the 5-shot prompts (~745 byte tokens) do not: lm-eval would cut their shots
+    msg = _refused([out, "eval.benchmarks=[gsm8k]", f"eval.data.gsm8k={{test:{test},train:{train}}}",
+                    "eval.max_gen_toks=32"])
+    assert "gsm8k (5-shot) does not fit the model's window of 256 tokens" in msg
+    assert "+ eval.max_gen_toks=32 generated" in msg and "set eval.num_fewshot below 5" in msg
+    assert not (tmp_path / "run").exists()
     cfgs = preflight([out, "eval.benchmarks=[gsm8k]", f"eval.data.gsm8k={{test:{test},train:{train}}}",
-                      "eval.max_gen_toks=32", "train.max_steps=1"], multirun=False)
+                      "eval.max_gen_toks=32", "eval.num_fewshot=1", "train.max_steps=1"], multirun=False)
     assert cfgs[0].eval.max_gen_toks == 32
+
+
+def test_run_preflight_measures_its_own_tasks_split(tmp_path):
+    """task=gsm8k: the prompts of the run's own seeded test split with shots from its train split."""
+    data = write_jsonl(tmp_path / "gsm8k.jsonl", gsm8k_rows(40, seed=1))
+    run = [f"hydra.run.dir={tmp_path / 'run'}", "task=gsm8k", f"task.path={data}", "task.max_new_tokens=32"]
+    msg = _refused(run)
+    assert "task.path: gsm8k (5-shot) does not fit the model's window of 256" in msg
+    assert "set task.options.num_fewshot below 5" in msg and not (tmp_path / "run").exists()
+    (cfg,) = preflight([*run, "task.options.num_fewshot=1"], multirun=False)
+    assert cfg.task.options.num_fewshot == 1
 
 
 def test_suites_are_yaml_lists(tmp_path):
@@ -58,4 +75,10 @@ def test_evaluate_refuses_a_generation_budget_the_window_cannot_hold(tmp_path, c
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "task.max_new_tokens=256 leaves no room" in err and "window of 256" in err
+    assert not (tmp_path / "model" / "eval.json").exists()
+    # a budget that fits, a 5-shot context that does not: one line naming the shots' key
+    assert main([*args, "task.max_new_tokens=32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "gsm8k (5-shot) does not fit the model's window of 256" in err
+    assert "set task.options.num_fewshot below 5" in err
     assert not (tmp_path / "model" / "eval.json").exists()

@@ -187,6 +187,48 @@ def test_arc_easy_datasets_disk_dir_matches_lm_eval(tiny, tmp_path):
     _same_samples(ours.samples, ref["samples"])
 
 
+def test_piqa_release_with_labels_files_matches_lm_eval(tiny, tmp_path):
+    """PIQA's official release: rows without answers, ``<split>-labels.lst`` beside them, an
+    unlabelled tests.jsonl; lm-eval reads the same rows with the labels joined by the test."""
+    model, tok, model_dir = tiny
+    release = tmp_path / "physicaliqa-train-dev"
+    release.mkdir()
+    for split, rows in (("valid", piqa_rows(10, seed=21)), ("train", piqa_rows(6, seed=22))):
+        write_jsonl(release / f"{split}.jsonl", [{"id": f"{split}-{i}", **{k: r[k] for k in ("goal", "sol1", "sol2")}}
+                                                 for i, r in enumerate(rows)])
+        (release / f"{split}-labels.lst").write_text("".join(f"{r['label']}\n" for r in rows))
+    write_jsonl(release / "tests.jsonl", [{k: r[k] for k in ("goal", "sol1", "sol2")} for r in piqa_rows(3, seed=23)])
+    ours = ours_by_name(model, tok, "piqa", str(release))
+    val = write_jsonl(tmp_path / "valid_hf.jsonl", [{"id": f"valid-{i}", **r} for i, r in enumerate(piqa_rows(10, seed=21))])
+    ref = upstream_run("piqa", "json", {"validation": val}, model_dir, tmp_path / "cache")
+    assert _by_variant(ours) == pytest.approx(_upstream_variants(ref)) and set(_by_variant(ours)) == {"acc", "acc_norm"}
+    assert ours.records[0]["n"] == 10
+    _same_samples(ours.samples, ref["samples"])
+
+
+def _arc_release_row(row: dict) -> dict:
+    """A row of ARC's release JSONL (ARC-V1-Feb2018): the question nests its stem and choices."""
+    choices = [{"text": t, "label": lab} for t, lab in zip(row["choices"]["text"], row["choices"]["label"])]
+    return {"id": row["id"], "question": {"stem": row["question"], "choices": choices}, "answerKey": row["answerKey"]}
+
+
+def test_arc_easy_release_nested_jsonl_matches_lm_eval(tiny, tmp_path):
+    """ARC's release directory (ARC-Easy-Train/Dev/Test.jsonl, nested rows) as ``eval.data.arc_easy``."""
+    model, tok, model_dir = tiny
+    test_rows = arc_rows(10, seed=24)
+    release = tmp_path / "ARC-V1-Feb2018" / "ARC-Easy"
+    release.mkdir(parents=True)
+    for split, rows in (("Test", test_rows), ("Train", arc_rows(5, seed=25)), ("Dev", arc_rows(4, seed=26))):
+        write_jsonl(release / f"ARC-Easy-{split}.jsonl", [_arc_release_row(r) for r in rows])
+    (release / "ARC-Easy-Test.csv").write_text("not read\n")
+    ours = ours_by_name(model, tok, "arc_easy", str(release))
+    ref = upstream_run("arc_easy", "json", {"test": write_jsonl(tmp_path / "test_hf.jsonl", test_rows)},
+                       model_dir, tmp_path / "cache")
+    assert _by_variant(ours) == pytest.approx(_upstream_variants(ref))
+    assert ours.records[0]["n"] == 10
+    _same_samples(ours.samples, ref["samples"])
+
+
 def test_winogrande_release_files_match_lm_eval(tiny, tmp_path):
     """The release's dev.jsonl is the validation split lm-eval scores; its unlabelled test.jsonl is
     not read."""

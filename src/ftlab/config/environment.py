@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import torch
 
@@ -104,6 +105,9 @@ def wandb_key_source(env: dict[str, str] | None = None) -> str | None:
 
 def check_logger(cfg: Any) -> None:
     lg = cfg.logger
+    uri = lg.get("tracking_uri")
+    if lg.name == "mlflow" and uri and str(uri).startswith("file:"):  # a local store: created on first write
+        check_writable("logger.tracking_uri", url2pathname(urlparse(str(uri)).path), "MLflow's file store")
     if lg.name == "wandb" and lg.mode == "online" and wandb_key_source() is None:
         fail("logger.mode", "online", "'offline' or 'disabled' here: wandb online needs an API key (set "
              "WANDB_API_KEY or run `wandb login`, which writes ~/.netrc)")

@@ -157,11 +157,15 @@ class TaskConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = knob(MISSING, "csv | wandb")
+    name: str = knob(MISSING, "csv | wandb | tensorboard | mlflow")
     project: str = knob("ftlab", "wandb project")
     mode: str = knob("offline", "wandb: offline | online | disabled")
     entity: str | None = knob(None, "wandb entity (team or user)")
     tags: list[str] = knob(doc="wandb tags", factory=list)
+    tracking_uri: str | None = knob(None, "mlflow: tracking URI (http://host:5000, file:/dir, sqlite:///f.db); "
+                                    "null: a local file store <run_dir>/mlruns")
+    experiment: str | None = knob(None, "mlflow experiment name; null: the run's name")
+    run_name: str | None = knob(None, "mlflow run name; null: the run dir's name (timestamp or sweep job)")
 
 
 @dataclass
@@ -281,7 +285,7 @@ class RunConfig:
     schedule: ScheduleConfig = knob(MISSING, "learning-rate schedule (conf/schedule)")
     hardware: HardwareConfig = knob(MISSING, "devices, nodes, precision (conf/hardware)")
     task: TaskConfig = knob(MISSING, "data and metric (conf/task)")
-    logger: LoggerConfig = knob(MISSING, "csv or wandb (conf/logger)")
+    logger: LoggerConfig = knob(MISSING, "csv, wandb, tensorboard or mlflow (conf/logger)")
     train: TrainConfig = knob(doc="optimisation, checkpoints, data loading", factory=TrainConfig)
     base: BaseConfig = knob(doc="optional base pre-training phase", factory=BaseConfig)
     eval: EvalConfig = knob(doc="evaluation after training", factory=EvalConfig)

@@ -2,9 +2,11 @@
 
 ``eval.data.<task>`` is one of
 - a file (JSON, JSONL, parquet, arrow): the split the task scores;
-- a directory of split files in a public release's layout: ``<split>.<ext>`` or Hugging Face
-  shards ``<split>-00000-of-00001.parquet`` (``dev``/``valid``/``val`` name the validation split,
-  as in the WinoGrande and PIQA releases);
+- a directory of split files in a public release's layout: ``<split>.<ext>``, Hugging Face
+  shards ``<split>-00000-of-00001.parquet`` or ``<Name>-<Split>.jsonl`` (ARC's ``ARC-Easy-Dev.jsonl``;
+  ``dev``/``valid``/``val`` name the validation split, as in the WinoGrande and PIQA releases);
+  PIQA's ``<split>-labels.lst`` beside its rows and ARC's nested rows are rewritten to the layout
+  lm-eval reads (:mod:`ftlab.data.release_layouts`);
 - a ``datasets`` ``save_to_disk`` directory (a ``DatasetDict`` or one ``Dataset``), read through its
   arrow files;
 - a mapping split -> file (``{train: a.jsonl, validation: b.jsonl}``).
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlab.data.release_layouts import normalized
 from ftlab.errors import FtlabError
 
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow"}
@@ -54,9 +57,14 @@ def _arrow_files(directory: Path) -> tuple[str, ...]:
 
 
 def _split_of(path: Path) -> str | None:
+    """``train.jsonl``, ``train-00000-of-00001.parquet`` (HF shards) or ``ARC-Easy-Dev.jsonl`` (a
+    release's trailing split name) -> the split; None for other files (``train-labels.lst``...)."""
     stem = path.name.split(".")[0]
-    name = stem.split("-")[0]
-    return SPLIT_ALIASES.get(name, name) if name in ("train", "validation", "test", *SPLIT_ALIASES) else None
+    known = ("train", "validation", "test", *SPLIT_ALIASES)
+    for name in (stem.split("-")[0], stem.rsplit("-", 1)[-1].lower()):
+        if name in known:
+            return SPLIT_ALIASES.get(name, name)
+    return None
 
 
 def _directory(path: Path, key: str) -> dict[str, tuple[str, ...]]:
@@ -97,6 +105,7 @@ def resolve(key: str, value: Any) -> LocalData:
     else:
         path = _file(value, key)
         files = _directory(path, key) if path.is_dir() else {SCORED: (str(path),)}
+    files = {split: tuple(str(normalized(Path(f), key)) for f in paths) for split, paths in files.items()}
     builders = {_builder(Path(f), key) for paths in files.values() for f in paths}
     if len(builders) != 1:
         raise FtlabError(f"{key}: the splits' files must share one format (got {sorted(builders)})")

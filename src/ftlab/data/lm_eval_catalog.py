@@ -9,23 +9,62 @@ afterwards (:mod:`ftlab.data.benchmark_files`).
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
+import re
+from functools import cache, lru_cache
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+import lm_eval.tasks as lm_eval_tasks
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 
 from ftlab.errors import FtlabError
 
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
+_TASK_LINE = re.compile(rb"^task:[ \t]*['\"]?([^\s'\"#]+)", re.M)
 
 
 @lru_cache(maxsize=1)
 def task_manager() -> TaskManager:
-    """lm-eval's index of its installed configs; built once per process (it scans ~13k YAML files,
-    seconds on a small CPU)."""
+    """lm-eval's index of all its installed configs; built at most once per process (it parses
+    ~14k YAML files: 5-20 s on a small CPU) and only when a name is not found in
+    :func:`local_manager`'s one directory (an unknown name's closest names, a task whose YAML does
+    not spell its name)."""
     return TaskManager()
+
+
+@lru_cache(maxsize=1)
+def config_manager() -> TaskManager:
+    """A manager with an empty index, for lm-eval configs ftlab passes whole (``task_config``'s
+    dicts: ``include`` and ``!function`` already resolved), which need no name lookup."""
+    return TaskManager(include_defaults=False)
+
+
+@lru_cache(maxsize=1)
+def _task_lines() -> dict[str, tuple[Path, ...]]:
+    """``task: NAME`` lines of lm-eval's installed YAML files, read as text (no YAML parsing:
+    ~1 s instead of the full index's 5-20 s)."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(Path(lm_eval_tasks.__file__).parent.rglob("*.yaml")):
+        for match in _TASK_LINE.finditer(path.read_bytes()):
+            found.setdefault(match.group(1).decode(), []).append(path)
+    return {name: tuple(paths) for name, paths in found.items()}
+
+
+@cache
+def local_manager(name: str) -> TaskManager | None:
+    """lm-eval's index of the one directory whose YAML names task ``name`` (None when no single
+    file does): the same entry the full index holds, at the cost of that directory."""
+    paths = _task_lines().get(name, ())
+    if len(paths) != 1:
+        return None
+    return TaskManager(include_defaults=False, include_path=str(paths[0].parent))
+
+
+def _yaml_entry(tm: TaskManager, name: str) -> Any:
+    entry = tm.task_index.get(name)
+    return entry if entry is not None and name in tm.all_subtasks and entry.yaml_path is not None else None
 
 
 def closest_names(name: str, n: int = 5) -> list[str]:
@@ -33,10 +72,15 @@ def closest_names(name: str, n: int = 5) -> list[str]:
 
 
 def task_entry(name: str, key: str = "eval.benchmarks") -> Any:
-    """lm-eval's index entry of YAML task ``name``.
+    """lm-eval's index entry of YAML task ``name`` (from its own directory's index when the
+    name is found there, else from the full index).
 
     An unknown name fails naming the closest names lm-eval knows; a group or tag (``mmlu``,
     ``ai2_arc``) fails asking for its tasks, whose data files differ."""
+    local = local_manager(name)
+    entry = _yaml_entry(local, name) if local is not None else None
+    if entry is not None:
+        return entry
     tm = task_manager()
     entry = tm.task_index.get(name)
     if entry is None:
@@ -75,5 +119,5 @@ def lm_eval_version() -> str:
     return version("lm_eval")
 
 
-__all__ = ["SPLIT_KEYS", "closest_names", "default_shots", "fewshot_source", "lm_eval_version", "scored_split",
-           "task_entry", "task_manager", "task_yaml"]
+__all__ = ["SPLIT_KEYS", "closest_names", "config_manager", "default_shots", "fewshot_source", "lm_eval_version", "scored_split",
+           "local_manager", "task_entry", "task_manager", "task_yaml"]

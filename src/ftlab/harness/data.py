@@ -75,7 +75,7 @@ def run_task_benchmark(cfg: Any, data: LocalData) -> Benchmark:
     t = cfg.task
     return Benchmark(REAL_TASKS[t.name].benchmark, data, key="task.path", fix=f"set {FEWSHOT_KEY}=FILE",
                      num_fewshot=(t.options or {}).get("num_fewshot"), max_gen_toks=t.max_new_tokens,
-                     headline_variant=headline_variant(t))
+                     headline_variant=headline_variant(t), shots_key="task.options.num_fewshot")
 
 
 __all__ = ["fewshot_path", "headline_variant", "run_split_files", "run_task_benchmark", "whole_file_files"]

@@ -23,6 +23,7 @@ from ftlab.harness.data import run_split_files, run_task_benchmark
 from ftlab.harness.eval_cache import cached_scores
 from ftlab.harness.score import Benchmark, HarnessScore, score_benchmarks
 from ftlab.harness.selection import configured_benchmarks, suite_average
+from ftlab.models import build_tokenizer
 
 
 def score_run(model: nn.Module, tokenizer, cfg: Any, own_task: bool) -> dict[str, Any]:
@@ -71,15 +72,34 @@ def run_window(model_cfg: Any) -> int:
     return model_window(model_cfg.get("config") or {})
 
 
+def run_tokenizer(model_cfg: Any):
+    """The run's tokenizer when it loads without the weights (byte tokenizer, or a local model
+    dir's files); None otherwise (a preset planned without weights: prompts are not measured)."""
+    if model_cfg.tokenizer == "byte" or (model_cfg.get("name_or_path") and Path(model_cfg.name_or_path).is_dir()):
+        return build_tokenizer(model_cfg)
+    return None
+
+
 def check_run(cfg: Any, own_task: bool) -> None:
-    """Before anything is loaded: the run's benchmarks resolve and fit the model's window."""
-    todo = [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg)]
-    todo += [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg, list(cfg.eval.during_training.benchmarks))]
-    if own_task:  # the rows are checked by the task's parser elsewhere; only splits and budget here
+    """Before anything is loaded: the run's benchmarks resolve and fit the model's window, their
+    prompts with their few-shot contexts included (eval.suite / eval.benchmarks: every request of
+    the files lm-eval will score; eval.during_training: its first ``limit`` examples; the run's own
+    task: its seeded test split, which ``run_split_files`` partitions as the run will)."""
+    window = run_window(cfg.model)
+    final = [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg)]
+    during = [(b, "eval.max_gen_toks") for b in configured_benchmarks(cfg, list(cfg.eval.during_training.benchmarks))]
+    if own_task:  # splits and budget from the file first (its rows are checked by the task's parser elsewhere)
         data = LocalData("json", {SCORED: (str(cfg.task.path),), FEWSHOT: (str(cfg.task.path),)}, str(cfg.task.path))
-        todo.insert(0, (run_task_benchmark(cfg, data), "task.max_new_tokens"))
-    if todo:
-        check_benchmarks(todo, run_window(cfg.model))
+        check_benchmarks([(run_task_benchmark(cfg, data), "task.max_new_tokens")], window)
+    tokenizer = run_tokenizer(cfg.model) if (final or during or own_task) else None
+    if tokenizer is None:
+        return
+    check_benchmarks(final, window, tokenizer, cfg.eval.get("limit"))
+    check_benchmarks(during, window, tokenizer, cfg.eval.during_training.limit)
+    if own_task:  # the prompts the run will score: its own seeded test split, shots from its train split
+        with tempfile.TemporaryDirectory(prefix="ftlab-check-") as tmp:
+            own = run_task_benchmark(cfg, run_split_files(cfg.task, cfg.seed, Path(tmp)))
+            check_benchmarks([(own, "task.max_new_tokens")], window, tokenizer, cfg.eval.get("limit"))
 
 
-__all__ = ["check_run", "during_training_scores", "run_window", "score_run", "scores_of"]
+__all__ = ["check_run", "during_training_scores", "run_tokenizer", "run_window", "score_run", "scores_of"]

@@ -21,7 +21,7 @@ from torch import nn
 
 from ftlab.data.benchmark_config import task_config
 from ftlab.data.benchmark_files import LocalData
-from ftlab.data.lm_eval_catalog import lm_eval_version, task_manager
+from ftlab.data.lm_eval_catalog import config_manager, lm_eval_version
 from ftlab.harness.records import default_variant, metric_records, pick
 from ftlab.reuse.rng import preserved_rng
 
@@ -39,6 +39,7 @@ class Benchmark:
     max_gen_toks: int | None = None
     headline_variant: str | None = None  # None: the config's first metric (records.default_variant)
     fix: str | None = None  # how to supply a missing few-shot split (default: name the split's key)
+    shots_key: str = "eval.num_fewshot"  # the key that sets num_fewshot (messages)
 
 
 @dataclass
@@ -86,7 +87,7 @@ def harness_lm(model: nn.Module, tokenizer, batch_size: int, max_length: int | N
 def run_harness(lm: HFLM, configs: list[dict[str, Any]], limit: int | None = None) -> dict[str, Any]:
     """``lm_eval.simple_evaluate`` with lm-eval's default seeds, samples logged."""
     with preserved_rng():
-        return lm_eval.simple_evaluate(model=lm, tasks=configs, task_manager=task_manager(), log_samples=True,
+        return lm_eval.simple_evaluate(model=lm, tasks=configs, task_manager=config_manager(), log_samples=True,
                                        limit=limit)
 
 

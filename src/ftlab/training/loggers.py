@@ -9,11 +9,14 @@ must stay free of Lightning's import time.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from ftlab.errors import fail
 from ftlab.plugins import Registry
@@ -75,6 +78,33 @@ def _tensorboard(cfg: Any, run_dir: Path):
     return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
 
 
+def mlflow_uri(cfg: Any, run_dir: Path) -> str:
+    """``logger.tracking_uri``, else a file store under the run dir: nothing leaves the machine
+    unless a server is named."""
+    return cfg.logger.tracking_uri or (Path(run_dir) / "mlruns").resolve().as_uri()
+
+
+def _mlflow(cfg: Any, run_dir: Path):
+    from lightning.pytorch.loggers import MLFlowLogger  # Lightning (heavy): only when a run builds its logger
+
+    uri = mlflow_uri(cfg, run_dir)
+    if uri.startswith("file:"):
+        # MLflow 3 refuses its file store unless asked for it (it wants a database); a run dir
+        # holding its own tracking files is what the local default is for
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    logger = MLFlowLogger(experiment_name=cfg.logger.experiment or cfg.name,
+                          run_name=cfg.logger.run_name or Path(run_dir).name, tracking_uri=uri)
+    # the resolved config as the run's params (Lightning flattens nested keys as adapter/r)
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return logger
+
+
+def _check_mlflow(logger_cfg: Any) -> None:
+    if importlib.util.find_spec("mlflow") is None:
+        fail("logger", "mlflow", "a logger whose library is installed: pip install 'ftlab[mlflow]' (mlflow-skinny)")
+
+
 register_logger(LoggerSpec("csv", _csv))
 register_logger(LoggerSpec("tensorboard", _tensorboard))
 register_logger(LoggerSpec("wandb", _wandb, _check_wandb))
+register_logger(LoggerSpec("mlflow", _mlflow, _check_mlflow))

@@ -148,7 +148,14 @@ class FtlabModule(L.LightningModule):
         return None
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
+        value = self.val_loss.compute()
+        # trackers get val_loss here, at the optimiser step it was measured after: Lightning's own
+        # logging of a validation inside an epoch stamps it with the step before (it counts the
+        # step only after the validation), so a tracker showed it at N-1 next to eval_log.csv's N
+        self.log("val_loss", value, prog_bar=True, sync_dist=False, logger=False)
+        if not self.trainer.sanity_checking:
+            for tracker in self.trainer.loggers:
+                tracker.log_metrics({"val_loss": float(value)}, step=self.trainer.global_step)
         self.val_loss.reset()
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
