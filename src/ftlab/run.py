@@ -50,7 +50,7 @@ from ftlab.io import write_json
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.attention import resolve_attention
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
-from ftlab.reuse.cached import cached_base_model, cached_mask_fn
+from ftlab.reuse.cached import cached_base_model, cached_init_fn, cached_mask_fn
 from ftlab.reuse.foundation import foundation
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
@@ -89,7 +89,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
               if runner.steps.mask is not None else None)
     dm = prepare_data(cfg, tokenizer, runner)
     control = control_metrics(cfg, model, tokenizer, dm)  # eval.control: the base before tuning
-    adapted = adapt(cfg, model, dm, sparse)
+    adapted = adapt(cfg, model, dm, sparse, runner)
     if adapted.trains:
         facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, runner=runner, ckpt=ckpt)
     else:
@@ -160,12 +160,15 @@ def control_metrics(cfg: DictConfig, model, tokenizer, dm: TaskDataModule) -> di
     return {f"control_{k}": v for k, v in final_evaluate(model, tokenizer, dm.splits, cfg).items()}
 
 
-def adapt(cfg: DictConfig, model, dm: TaskDataModule, sparse: SparseBase | None) -> AdaptedModel:
+def adapt(cfg: DictConfig, model, dm: TaskDataModule, sparse: SparseBase | None,
+          runner: StepRunner | None = None) -> AdaptedModel:
     """The adapter family (``ftlab.adapters`` registry) over the prepared base; over a sparse
-    base the masks go with it (enforced while training, kept at the merge)."""
+    base the masks go with it (enforced while training, kept at the merge). A LoRA init that is a
+    step of the plan (PiSSA, OLoRA) is looked up in / stored through ``runner``."""
     spec = get_adapter(cfg.adapter.name)
     model = prepare_for_training(model, cfg)  # k-bit preparation / gradient checkpointing
-    adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    init = {"init_store": cached_init_fn(runner)} if runner is not None and runner.steps.init is not None else {}
+    adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg, **init)
     upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
     if adapted.trains:
         check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)

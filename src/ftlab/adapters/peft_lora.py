@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from ftlab.adapters.base import AdaptedModel
+from ftlab.adapters.inits import InitSpec, init_spec, initial_state, load_initial_state
 from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets, peft_parameter_list, peft_target_list, split_targets
 from ftlab.config.schema import AdapterConfig
@@ -46,11 +50,6 @@ class LoraConfig(LowRankConfig):
     # the frozen base into A and B, and the export converts the adapter back to the original base
     init: str = "default"
 
-
-#: ``adapter.init`` -> peft's ``init_lora_weights``
-INITS = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
-#: Inits that rewrite the frozen base (W_res = W - s B0 A0)
-BASE_CHANGING_INITS = ("pissa", "olora")
 
 
 @dataclass
@@ -91,13 +90,12 @@ def validate_lora(adapter_cfg, run_cfg=None) -> None:
 
 def _check_init(adapter_cfg, run_cfg) -> None:
     init = adapter_cfg.init
-    if init not in INITS:
-        fail("adapter.init", init, f"one of {list(INITS)}")
+    spec = init_spec(init)
     if init == "default" or run_cfg is None:
         return
     if run_cfg.hardware.accelerator == "cerebras":
         fail("adapter.init", init, "default on Cerebras (ModelZoo's LoRA initialises A and B itself)")
-    if init not in BASE_CHANGING_INITS:
+    if not spec.rewrites_base:
         return
     if adapter_cfg.name == "dora":
         fail("adapter.init", init, f"default or gaussian with adapter=dora (peft cannot convert a {init} DoRA "
@@ -149,25 +147,32 @@ def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> Pe
         fan_in_fan_out=bool(linears) and all(is_transposed(model.get_submodule(n)) for n in linears),
         use_dora=use_dora,
         use_rslora=bool(getattr(adapter_cfg, "use_rslora", False)),  # masked LoRA's config has no such key
-        init_lora_weights=INITS[getattr(adapter_cfg, "init", "default")],
+        init_lora_weights=init_spec(getattr(adapter_cfg, "init", None)).peft_value,
         task_type="CAUSAL_LM",
     )
+
+
+#: ``store(compute) -> state``: the plan's cached ``init`` step (``ftlab.reuse.cached.cached_init_fn``)
+#: returning the stored :func:`~ftlab.adapters.inits.initial_state`, built by ``compute()`` on a miss
+InitStore = Callable[[Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
 
 
 class PeftLowRank(AdaptedModel):
     use_dora = False
 
-    def __init__(self, model, adapter_cfg, run_cfg):
-        from peft import get_peft_model  # heavy (~4 s of imports): only when a peft adapter is built
-
-        super().__init__(get_peft_model(model, peft_config(model, adapter_cfg, run_cfg, use_dora=self.use_dora)),
-                         adapter_cfg, run_cfg)
+    def __init__(self, model, adapter_cfg, run_cfg, init_store: InitStore | None = None):
+        """``init_store``: where an init that is a step of the plan (PiSSA, OLoRA) is looked up
+        and stored; ``None`` computes it here."""
+        config = peft_config(model, adapter_cfg, run_cfg, use_dora=self.use_dora)
+        init = init_spec(getattr(adapter_cfg, "init", None))
+        wrapped = initialised(model, config, init, init_store) if init.step else _wrap(model, config)
+        super().__init__(wrapped, adapter_cfg, run_cfg)
         self.initial = self._initial_factors()
 
     def _initial_factors(self) -> Path | None:
         """For an init that rewrote the base (PiSSA, OLoRA): the initial A and B, saved as peft's
         conversion at export needs them (``path_initial_model_for_weight_conversion``); else None."""
-        if getattr(self.adapter_cfg, "init", "default") not in BASE_CHANGING_INITS:
+        if not init_spec(getattr(self.adapter_cfg, "init", None)).rewrites_base:
             return None
         directory = Path(tempfile.mkdtemp(prefix="ftlab-initial-adapter-"))
         weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
@@ -199,6 +204,35 @@ class PeftLowRank(AdaptedModel):
         if is_quantized(self.model):
             return dequantized_merge(self.model)
         return self.model.merge_and_unload()
+
+
+def _wrap(model: nn.Module, config: PeftLoraConfig) -> nn.Module:
+    from peft import get_peft_model  # heavy (~4 s of imports): only when a peft adapter is built
+
+    return get_peft_model(model, config)
+
+
+def initialised(model: nn.Module, config: PeftLoraConfig, init: InitSpec, store: InitStore | None) -> nn.Module:
+    """``model`` wrapped by peft with the init of a step: on a miss peft's ``get_peft_model`` runs
+    the init itself (PiSSA's SVD, OLoRA's QR, rewriting the base); on a hit the model is wrapped
+    without any init and the stored state is copied in. Either way the process RNG is left where
+    it was, so what follows (dropout) draws the same stream on a hit as on a build."""
+    built: list[nn.Module] = []
+
+    def compute() -> dict[str, torch.Tensor]:
+        built.append(_wrap(model, config))
+        return initial_state(built[0])
+
+    devices = list(range(torch.cuda.device_count()))
+    with torch.random.fork_rng(devices=devices):
+        state = store(compute) if store is not None else compute()
+        if not built:  # a hit: wrap with no init, then the stored one (the config keeps peft's name for it)
+            bare = copy.copy(config)
+            bare.init_lora_weights = False
+            built.append(_wrap(model, bare))
+            built[0].peft_config["default"].init_lora_weights = init.peft_value
+    load_initial_state(built[0], state)
+    return built[0]
 
 
 class PeftLora(PeftLowRank):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
 from ftlab.fused.build import fusable
 from ftlab.reuse.keys import canonical_json, lookup, pick
@@ -42,6 +43,9 @@ def why_not_fused(cfg: Any) -> str | None:
     if not fusable(spec):
         return (f"adapter={spec.name} is not a frozen base plus a low-rank update "
                 "(fused: lora, sora; DoRA magnitudes, masked updates and full weights run alone)")
+    init = init_spec(cfg.adapter.get("init"))
+    if init.rewrites_base:
+        return f"adapter.init={init.name} rewrites the frozen base, which the group's trials share"
     c = cfg.train
     if c.accumulate_grad_batches != 1:
         return f"train.accumulate_grad_batches={c.accumulate_grad_batches}: fused trials step every micro-batch"

@@ -241,6 +241,13 @@ def weights_bytes(facts: ModelFacts, dtype: str) -> int:
     return facts.total * BYTES.get(dtype, 4)
 
 
+def init_bytes(facts: ModelFacts, cfg: Any) -> int:
+    """Bytes of a cached LoRA init that rewrites the base (PiSSA, OLoRA): each target linear's
+    residual weight in the model's dtype, and its initial A and B in fp32 (peft keeps them so)."""
+    r, width = int(_plain(cfg.adapter)["r"]), BYTES.get(str(cfg.model.dtype), 4)
+    return sum(i * o * width + 4 * r * (i + o) for i, o in target_shapes(facts, cfg))
+
+
 def mask_bytes(facts: ModelFacts) -> int:
     """Bytes of a cached mask: one bool per weight of the prunable linear layers and fused expert
     parameters (upper bound: every decoder linear and expert, as ``sparsity.modules`` selects by

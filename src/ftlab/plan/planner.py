@@ -19,6 +19,7 @@ from ftlab.plan.naming import name_runs, split_override
 from ftlab.plan.options import PlanOptions
 from ftlab.plan.params import (
     activation_mb_per_sample,
+    init_bytes,
     mask_bytes,
     memory_mode,
     model_facts,
@@ -121,6 +122,8 @@ def node_bytes(node: StageNode, run: PlannedRun) -> int:
         return weights_bytes(mf, str(run.cfg.model.dtype)) if node.iters else 0
     if node.kind == "mask":
         return mask_bytes(mf) if node.label.startswith("mask ") and node.label != "mask file" else 0
+    if node.kind == "init":
+        return init_bytes(mf, run.cfg)
     return run.state_bytes
 
 
@@ -136,6 +139,8 @@ def step_bytes(step: Step, run: PlannedRun) -> int | None:
         return mask_bytes(mf)
     if step.kind == "data":
         return tokenized_bytes(run.cfg)
+    if step.kind == "init":
+        return init_bytes(model_facts(run.cfg.model), run.cfg)
     return run.state_bytes or None  # a stage: one trainable-only state
 
 
