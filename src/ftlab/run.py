@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.base import AdaptedModel
+from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
@@ -56,6 +57,7 @@ from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
 from ftlab.signals import Interrupted
+from ftlab.sparsity.calibration import calibration_batches
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import SparseBase, sparse_base
 from ftlab.training.fsdp import ShardedStrategy
@@ -167,7 +169,12 @@ def adapt(cfg: DictConfig, model, dm: TaskDataModule, sparse: SparseBase | None,
     step of the plan (PiSSA, OLoRA) is looked up in / stored through ``runner``."""
     spec = get_adapter(cfg.adapter.name)
     model = prepare_for_training(model, cfg)  # k-bit preparation / gradient checkpointing
-    init = {"init_store": cached_init_fn(runner)} if runner is not None and runner.steps.init is not None else {}
+    init = {}
+    if runner is not None and runner.steps.init is not None:
+        init["init_store"] = cached_init_fn(runner)
+        if init_spec(cfg.adapter.get("init")).data:
+            init["init_batches"] = lambda: calibration_batches(cfg, dm.tokenizer, cfg.adapter.calibration,
+                                                               "adapter.calibration")
     adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg, **init)
     upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
     if adapted.trains:

@@ -44,8 +44,9 @@ def why_not_fused(cfg: Any) -> str | None:
         return (f"adapter={spec.name} is not a frozen base plus a low-rank update "
                 "(fused: lora, sora; DoRA magnitudes, masked updates and full weights run alone)")
     init = init_spec(cfg.adapter.get("init"))
-    if init.rewrites_base:
-        return f"adapter.init={init.name} rewrites the frozen base, which the group's trials share"
+    if init.step:
+        return (f"adapter.init={init.name} is a step of its own (it rewrites the frozen base the group's trials "
+                "share, or reads calibration data)")
     c = cfg.train
     if c.accumulate_grad_batches != 1:
         return f"train.accumulate_grad_batches={c.accumulate_grad_batches}: fused trials step every micro-batch"

@@ -69,6 +69,9 @@ CALIBRATION_KEYS = ("sparsity.calibration", "seed", "task.name", "task.num_examp
 #: the rank, and the scaling s (PiSSA/OLoRA write W - s B0 A0 into the base).
 INIT_KEYS = ("adapter.name", "adapter.init", "adapter.r", "adapter.alpha", "adapter.use_rslora",
              "adapter.target_modules", "model.target_modules")
+#: What a data-driven init (EVA, CorDA) reads besides: its batches of the task's seeded train split.
+INIT_DATA_KEYS = ("adapter.calibration", "seed", "task.name", "task.num_examples", "task.val_fraction",
+                  "task.test_fraction", "task.max_length", "task.options")
 
 #: Memory features of a fine-tuning run (a k-bit base changes the numbers; checkpointing is kept
 #: apart too, although its recomputation is exact, so that a cache hit never hides a failing mode).
@@ -342,11 +345,16 @@ def data_step(c: dict[str, Any]) -> Step | None:
 
 
 def init_step(c: dict[str, Any], parent: Step) -> Step | None:
-    """The LoRA init over the weights when its spec makes it a step (it rewrites the base): two
-    runs with the same init and weights share the rewritten base and initial factors."""
-    if not init_spec(lookup(c, "adapter.init", None)).step:
+    """The LoRA init over the weights when its spec makes it a step (it rewrites the base or reads
+    data): two runs with the same init, weights (and batches) share its product."""
+    spec = init_spec(lookup(c, "adapter.init", None))
+    if not spec.step:
         return None
-    return make_step("init", parent, pick(c, INIT_KEYS), cached=not cache_policy(c))
+    config = pick(c, INIT_KEYS + spec.config_keys + (INIT_DATA_KEYS if spec.data else ()))
+    if spec.data:
+        config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+        config.update(data_format(c))
+    return make_step("init", parent, config, cached=not cache_policy(c))
 
 
 def train_step(c: dict[str, Any], parent: Step) -> Step:
