@@ -120,7 +120,7 @@ def _check_init(adapter_cfg, run_cfg) -> None:
              f"calibration forward of {init} is not run over a k-bit base in ftlab)")
     if not spec.rewrites_base:
         return
-    if adapter_cfg.name == "dora":
+    if adapter_cfg.name == "dora" and spec.converts_back:
         fail("adapter.init", init, f"default or gaussian with adapter=dora (peft cannot convert a {init} DoRA "
              "adapter back to the original base for export)")
     if run_cfg.model.quantization:
