@@ -63,6 +63,7 @@ def targets_of(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.numerical  # ours and peft's own EVA, same batches and seed: compared exactly (same code, same order)
 def test_eva_equals_peft_initialize_lora_eva_weights_and_hits_equal_builds(tmp_path):
     cfg, base, batches = setup("eva", tmp_path, "adapter.eva_rho=2")
     states = ours_miss_then_hit(cfg, base, batches)
@@ -78,6 +79,7 @@ def test_eva_equals_peft_initialize_lora_eva_weights_and_hits_equal_builds(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.numerical  # W_res + s B0 A0 == W within 1e-5: fp32 round-off of one rank-r product on O(0.02) weights
 @pytest.mark.parametrize("method", ["ipm", "kpm"])
 def test_corda_equals_peft_preprocess_corda_and_rewrites_the_base_exactly(tmp_path, method):
     cfg, base, batches = setup("corda", tmp_path, f"adapter.corda_method={method}")

@@ -17,9 +17,11 @@ from ftlab.adapters.inits import initial_state
 from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
-from ftlab.reuse.cached import cached_init_fn
+from ftlab.plan.params import init_bytes, model_facts
+from ftlab.reuse.cached import INIT_FILE, cached_init_fn
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.steps import as_plain, run_steps
+from ftlab.reuse.store import ArtifactStore
 from ftlab.run import run
 
 PISSA = ["adapter=lora", "adapter.init=pissa", "adapter.r=4"]
@@ -44,6 +46,7 @@ def test_init_step_key_covers_what_the_factorisation_reads():
     assert steps_of("adapter=sora").init is None  # an adapter without the key
 
 
+@pytest.mark.numerical  # W_res + s B0 A0 == W within 1e-5: fp32 SVD/QR round-off on 128-wide weights of O(0.02)
 @pytest.mark.parametrize("init", ["pissa", "olora"])
 def test_hit_equals_build_equals_peft_own_and_leaves_the_rng_alone(tmp_path, init):
     cfg = compose_run(["task.num_examples=100", "adapter=lora", f"adapter.init={init}", "adapter.r=4",
@@ -96,3 +99,8 @@ def test_two_runs_with_one_init_share_the_rewritten_base(tmp_path):
     for adapter, _ in out[1:]:
         assert adapter.keys() == out[0][0].keys()
         assert all(torch.equal(adapter[k], out[0][0][k]) for k in adapter)
+    # the planner's size of the artifact: the tensors' bytes, the safetensors header on top
+    (entry,) = [e for e in ArtifactStore(tmp_path / "cache").entries() if e.info()["kind"] == "init"]
+    size = (entry.artifact / INIT_FILE).stat().st_size
+    planned = init_bytes(model_facts(compose_run(common).model), compose_run(common))
+    assert planned <= size <= planned + 16384
