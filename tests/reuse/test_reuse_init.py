@@ -12,6 +12,7 @@ import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from ftlab.adapters.inits import initial_state
 from ftlab.adapters.registry import get_adapter
@@ -83,9 +84,11 @@ def test_hit_equals_build_equals_peft_own_and_leaves_the_rng_alone(tmp_path, ini
 
 
 @pytest.mark.slow
+@pytest.mark.numerical  # merged == W_res + s B A within 1e-5: one fp32 rank-4 product on O(0.02) weights
 def test_two_runs_with_one_init_share_the_rewritten_base(tmp_path):
     """The second run hits the first's init step and trains to the same adapter; with the store off
-    the init is computed in memory and the result is the same too."""
+    the init is computed in memory and the result is the same too. The exported merged model is the
+    stored rewritten base plus the trained update."""
     common = ["task.num_examples=120", "train.max_steps=4", "train.batch_size=8", "train.eval_batch_size=32",
               "eval.generate=false", "train.log_measurements=false", "adapter.dropout=0.1", *PISSA,
               f"paths.cache_dir={tmp_path / 'cache'}"]
@@ -104,3 +107,16 @@ def test_two_runs_with_one_init_share_the_rewritten_base(tmp_path):
     size = (entry.artifact / INIT_FILE).stat().st_size
     planned = init_bytes(model_facts(compose_run(common).model), compose_run(common))
     assert planned <= size <= planned + 16384
+    # the merged model is the stored residual base + s B A of the trained factors (peft's converted
+    # adapter stacks them first: A' = [A; A0], B' = [B, -B0])
+    residual = load_file(str(entry.artifact / INIT_FILE))
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "built" / "model").state_dict()
+    adapter, scale, checked = out[0][0], compose_run(common).adapter.alpha / 4, 0
+    for name in (n for n in residual if n.endswith(".base_layer.weight")):
+        prefix = name.removesuffix(".base_layer.weight")
+        a, b = adapter[f"{prefix}.lora_A.weight"][:4], adapter[f"{prefix}.lora_B.weight"][:, :4]
+        want = residual[name] + scale * b @ a
+        torch.testing.assert_close(merged[prefix.removeprefix("base_model.model.") + ".weight"], want,
+                                   atol=1e-5, rtol=0)
+        checked += 1
+    assert checked > 0
