@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.base import AdaptedModel
+from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
@@ -50,12 +51,13 @@ from ftlab.io import write_json
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.attention import resolve_attention
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
-from ftlab.reuse.cached import cached_base_model, cached_mask_fn
+from ftlab.reuse.cached import cached_base_model, cached_init_fn, cached_mask_fn
 from ftlab.reuse.foundation import foundation
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
 from ftlab.signals import Interrupted
+from ftlab.sparsity.calibration import calibration_batches
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import SparseBase, sparse_base
 from ftlab.training.fsdp import ShardedStrategy
@@ -89,7 +91,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
               if runner.steps.mask is not None else None)
     dm = prepare_data(cfg, tokenizer, runner)
     control = control_metrics(cfg, model, tokenizer, dm)  # eval.control: the base before tuning
-    adapted = adapt(cfg, model, dm, sparse)
+    adapted = adapt(cfg, model, dm, sparse, runner)
     if adapted.trains:
         facts = fit(cfg, adapted, dm, run_dir, extra_callbacks, runner=runner, ckpt=ckpt)
     else:
@@ -160,12 +162,20 @@ def control_metrics(cfg: DictConfig, model, tokenizer, dm: TaskDataModule) -> di
     return {f"control_{k}": v for k, v in final_evaluate(model, tokenizer, dm.splits, cfg).items()}
 
 
-def adapt(cfg: DictConfig, model, dm: TaskDataModule, sparse: SparseBase | None) -> AdaptedModel:
+def adapt(cfg: DictConfig, model, dm: TaskDataModule, sparse: SparseBase | None,
+          runner: StepRunner | None = None) -> AdaptedModel:
     """The adapter family (``ftlab.adapters`` registry) over the prepared base; over a sparse
-    base the masks go with it (enforced while training, kept at the merge)."""
+    base the masks go with it (enforced while training, kept at the merge). A LoRA init that is a
+    step of the plan (PiSSA, OLoRA) is looked up in / stored through ``runner``."""
     spec = get_adapter(cfg.adapter.name)
     model = prepare_for_training(model, cfg)  # k-bit preparation / gradient checkpointing
-    adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg)
+    init = {}
+    if runner is not None and runner.steps.init is not None:
+        init["init_store"] = cached_init_fn(runner)
+        if init_spec(cfg.adapter.get("init")).data:
+            init["init_batches"] = lambda: calibration_batches(cfg, dm.tokenizer, cfg.adapter.calibration,
+                                                               "adapter.calibration")
+    adapted: AdaptedModel = spec.build(model, cfg.adapter, cfg, **init)
     upcast_trainable_(adapted.model)  # a half-precision base stays frozen; what trains is fp32
     if adapted.trains:
         check_train_batches(cfg, len(dm.train_data))  # >= 1 optimiser step (the CLI's preflight checks it too)

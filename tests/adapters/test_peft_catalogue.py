@@ -17,6 +17,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForCausalLM
 
 from conftest import FAST, compose, run_tiny
+from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
 from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
@@ -68,7 +69,8 @@ def test_options_enter_the_training_key_and_impossible_combinations_are_one_line
               "hardware.strategy=fsdp"),
              (["adapter.use_rslora=true", "hardware=cerebras"], "adapter.use_rslora=True is invalid: false on Cerebras"),
              (["adapter=sora", "adapter.use_rslora=true"], "adapter.use_rslora is not a key of SoraConfig"),
-             (["adapter.init=eva2"], "adapter.init='eva2' is invalid: one of ['default', 'gaussian', 'pissa', 'olora']"),
+             (["adapter.init=eva2"], "adapter.init='eva2' is invalid: one of ['default', 'gaussian', 'pissa', 'olora', "
+              "'corda', 'eva', 'loftq']"),
              (["adapter=dora", "adapter.init=pissa"], "adapter.init='pissa' is invalid: default or gaussian with "
               "adapter=dora"),
              (["adapter.init=olora", "sparsity=unstructured"], "adapter.init='olora' is invalid: default or gaussian "
@@ -112,12 +114,15 @@ def test_base_changing_init_starts_at_the_base_model(init):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("init", ["gaussian", "pissa", "olora"])
+@pytest.mark.parametrize("init", ["gaussian", "pissa", "olora", "corda", "eva"])
 def test_trained_init_adapter_loads_on_the_original_base_and_merged_is_base_plus_adapter(run_dir, init):
     opts = ("adapter=lora", f"adapter.init={init}", "adapter.r=4", "train.max_steps=6", "schedule.lr=1e-2")
     run_tiny(run_dir, *opts)
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
-    assert config["init_lora_weights"] in (True, "gaussian") and config["r"] == (8 if init != "gaussian" else 4)
+    if init_spec(init).converts_back:  # peft's conversion: a plain LoRA of rank 2r on the original base
+        assert config["init_lora_weights"] is True and config["r"] == 8
+    else:
+        assert config["init_lora_weights"] == init and config["r"] == 4
     cfg = compose(*FAST, *opts)
     base = build_model(cfg.model, build_tokenizer(cfg.model), seed=cfg.seed)  # the original base, not W_res
     loaded = PeftModel.from_pretrained(copy.deepcopy(base), run_dir / "adapter").eval()

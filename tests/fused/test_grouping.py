@@ -17,13 +17,15 @@ def test_jobs_sharing_base_and_data_group_others_run_alone_with_why():
         ["adapter=lora", "task.max_length=48"],  # other tokenisation: its own (single-job) group
         ["adapter=lora", "train.accumulate_grad_batches=2"],
         ["adapter=lora", "model.init_seed=5"],  # another random base
+        ["adapter=lora", "adapter.init=pissa"],  # rewrites the base the group shares
     )]
     plan = plan_groups(cfgs, group_size=8)
     assert plan.groups == [[0, 1, 2]]
     assert "adapter=dora is not a frozen base plus a low-rank update" in plan.alone[3]
     assert "no other job of the sweep shares" in plan.alone[4]
     assert plan.alone[5].startswith("train.accumulate_grad_batches=2")
-    assert set(plan.alone) == {3, 4, 5, 6}
+    assert plan.alone[7].startswith("adapter.init=pissa is a step of its own (it rewrites the frozen base")
+    assert set(plan.alone) == {3, 4, 5, 6, 7}
 
 
 def test_group_size_splits_groups_in_sweep_order():

@@ -66,7 +66,7 @@ def test_runner_builds_once_reads_back_and_records(tmp_path):
     a, b = first.records["mask"], second.records["mask"]
     assert (a["cache_hit"], b["cache_hit"]) == (False, True) and a["key"] == b["key"] == first.steps.mask.key
     assert a["digest"] == b["digest"] == ArtifactStore(tmp_path / "cache").lookup(a["key"]).digest()
-    assert second.digests() == {"base": None, "mask": a["digest"]}
+    assert second.digests() == {"base": None, "mask": a["digest"], "init": None}
     assert second.record()["mask"] == b and second.record()["stages"] == []
 
 

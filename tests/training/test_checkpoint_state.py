@@ -141,7 +141,7 @@ def test_checkpoint_holds_trainable_tensors_and_its_record(tmp_path):
     assert set(state["state_dict"]) == names and all("lora_" in n for n in names)
     assert not any(k.endswith("embed_tokens.weight") for k in state["state_dict"])  # no frozen weight
     assert meta[STATE_KEY] == state[STATE_KEY] and meta["state_bytes"] == (ckpt / STATE_FILE).stat().st_size
-    assert set(meta[STATE_KEY]["foundation"]) == {"model", "base", "mask"}
+    assert set(meta[STATE_KEY]["foundation"]) == {"model", "base", "mask", "init"}
     assert meta[STATE_KEY]["foundation"]["model"]["key"]
     assert len(state["optimizer_states"][0]["state"]) == len(names)  # AdamW moments of trainable ones only
 
@@ -249,7 +249,7 @@ def test_stage_entry_on_another_foundation_is_refused_and_locks_released(tmp_pat
     store = ArtifactStore(cache)
     (first,) = [e for e in store.entries() if json.loads((e.artifact / "meta.json").read_text())["stage_idx"] == 1]
     meta = json.loads((first.artifact / "meta.json").read_text())
-    assert set(meta[STATE_KEY]["foundation"]) == {"model", "base", "mask"}
+    assert set(meta[STATE_KEY]["foundation"]) == {"model", "base", "mask", "init"}
     assert meta["state_bytes"] == (first.artifact / STATE_FILE).stat().st_size
     from ftlab.cache import main as cache_main
 

@@ -3,19 +3,24 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from ftlab.adapters.base import AdaptedModel
+from ftlab.adapters.inits import InitSpec, init_spec
 from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets, peft_parameter_list, peft_target_list, split_targets
-from ftlab.config.schema import AdapterConfig
+from ftlab.config.fields import knob
+from ftlab.config.schema import AdapterConfig, CalibrationConfig
 from ftlab.errors import fail
 from ftlab.hardware import shards_parameters
 from ftlab.models.quantization import dequantized_merge, is_quantized
@@ -42,16 +47,20 @@ class LoraConfig(LowRankConfig):
     # LoRA+ (Hayou et al., ICML 2024): lr of the B matrices = ratio x lr, in their own AdamW group
     # (peft's create_loraplus_optimizer grouping); null = one lr for A and B
     lora_plus_ratio: float | None = None
-    # initialisation of A and B (peft's init_lora_weights): default (A Kaiming-uniform, B zero) |
-    # gaussian | pissa | olora; pissa/olora move the top singular directions (QR for olora) out of
-    # the frozen base into A and B, and the export converts the adapter back to the original base
-    init: str = "default"
-
-
-#: ``adapter.init`` -> peft's ``init_lora_weights``
-INITS = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
-#: Inits that rewrite the frozen base (W_res = W - s B0 A0)
-BASE_CHANGING_INITS = ("pissa", "olora")
+    init: str = knob("default", "initialisation of A and B (peft's init_lora_weights): default | gaussian | "
+                     "pissa | olora | corda | eva | loftq; pissa/olora/corda move principal directions out of "
+                     "the frozen base into A and B (the export converts the adapter back to the original base), "
+                     "eva/corda read adapter.calibration batches, loftq writes a quantised base (CUDA only)")
+    calibration: CalibrationConfig = knob(doc="batches of the task's train split that eva and corda read",
+                                          factory=CalibrationConfig)
+    eva_rho: float = knob(2.0, "EVA: a layer's rank may grow to r x rho when ranks are redistributed (1 = none)",
+                          ge=1)
+    eva_tau: float = knob(0.99, "EVA: cosine similarity of successive SVD components that stops the iteration",
+                          gt=0, le=1)
+    corda_method: str = knob("ipm", "CorDA: ipm (instruction-previewed: the adapter holds the principal "
+                             "directions the data excites) | kpm (knowledge-preserved: the least excited ones)")
+    loftq_bits: int = knob(4, "LoftQ: bits of the quantised base (2, 4 or 8)")
+    loftq_iter: int = knob(1, "LoftQ: alternating quantise / low-rank iterations", ge=1)
 
 
 @dataclass
@@ -89,13 +98,25 @@ def validate_lora(adapter_cfg, run_cfg=None) -> None:
 
 def _check_init(adapter_cfg, run_cfg) -> None:
     init = adapter_cfg.init
-    if init not in INITS:
-        fail("adapter.init", init, f"one of {list(INITS)}")
+    spec = init_spec(init)
+    if adapter_cfg.corda_method not in ("ipm", "kpm"):
+        fail("adapter.corda_method", adapter_cfg.corda_method, "ipm or kpm")
+    if adapter_cfg.loftq_bits not in (2, 4, 8):
+        fail("adapter.loftq_bits", adapter_cfg.loftq_bits, "2, 4 or 8 (peft's LoftQ quantisers)")
     if init == "default" or run_cfg is None:
         return
-    if init not in BASE_CHANGING_INITS:
+    if spec.needs_cuda and run_cfg.hardware.accelerator != "gpu":
+        fail("adapter.init", init, f"another init with hardware.accelerator={run_cfg.hardware.accelerator} "
+             "(peft's loftq_init quantises on a CUDA device only)")
+    if spec.data and adapter_cfg.name == "dora":
+        fail("adapter.init", init, f"default, gaussian, pissa or olora with adapter=dora (peft's {init} sets A "
+             "after DoRA's magnitudes were computed from the placeholder factors)")
+    if spec.data and run_cfg.model.quantization:
+        fail("adapter.init", init, f"a data-free init with model.quantization={run_cfg.model.quantization} (the "
+             f"calibration forward of {init} is not run over a k-bit base in ftlab)")
+    if not spec.rewrites_base:
         return
-    if adapter_cfg.name == "dora":
+    if adapter_cfg.name == "dora" and spec.converts_back:
         fail("adapter.init", init, f"default or gaussian with adapter=dora (peft cannot convert a {init} DoRA "
              "adapter back to the original base for export)")
     if run_cfg.model.quantization:
@@ -133,6 +154,7 @@ def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> Pe
     from peft import LoraConfig as PeftLoraConfig
 
     linears, experts = split_targets(model, adapter_targets(model, adapter_cfg, run_cfg))
+    init = init_spec(getattr(adapter_cfg, "init", None))  # masked LoRA's config has no such key
     return PeftLoraConfig(
         r=adapter_cfg.r,
         lora_alpha=adapter_cfg.alpha,
@@ -145,25 +167,37 @@ def peft_config(model: nn.Module, adapter_cfg, run_cfg, *, use_dora: bool) -> Pe
         fan_in_fan_out=bool(linears) and all(is_transposed(model.get_submodule(n)) for n in linears),
         use_dora=use_dora,
         use_rslora=bool(getattr(adapter_cfg, "use_rslora", False)),  # masked LoRA's config has no such key
-        init_lora_weights=INITS[getattr(adapter_cfg, "init", "default")],
+        init_lora_weights=init.peft_value,
         task_type="CAUSAL_LM",
+        **init.peft_options(adapter_cfg),
     )
+
+
+#: ``store(compute) -> state``: the plan's cached ``init`` step (``ftlab.reuse.cached.cached_init_fn``)
+#: returning the stored :func:`~ftlab.adapters.inits.initial_state`, built by ``compute()`` on a miss
+InitStore = Callable[[Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
 
 
 class PeftLowRank(AdaptedModel):
     use_dora = False
 
-    def __init__(self, model, adapter_cfg, run_cfg):
-        from peft import get_peft_model  # heavy (~4 s of imports): only when a peft adapter is built
-
-        super().__init__(get_peft_model(model, peft_config(model, adapter_cfg, run_cfg, use_dora=self.use_dora)),
-                         adapter_cfg, run_cfg)
+    def __init__(self, model, adapter_cfg, run_cfg, init_store: InitStore | None = None,
+                 init_batches: Callable[[], list] | None = None):
+        """``init_store``: where an init that is a step of the plan (PiSSA, OLoRA, CorDA, EVA) is
+        looked up and stored, ``None`` computes it here; ``init_batches``: the calibration batches
+        of a data-driven init (EVA, CorDA), read only when it is computed."""
+        config = peft_config(model, adapter_cfg, run_cfg, use_dora=self.use_dora)
+        init = init_spec(getattr(adapter_cfg, "init", None))
+        if init.data and init_batches is None:
+            raise ValueError(f"adapter.init={init.name} reads calibration batches: pass init_batches")
+        wrapped = initialised(model, config, init, init_store, init_batches) if init.step else _wrap(model, config)
+        super().__init__(wrapped, adapter_cfg, run_cfg)
         self.initial = self._initial_factors()
 
     def _initial_factors(self) -> Path | None:
         """For an init that rewrote the base (PiSSA, OLoRA): the initial A and B, saved as peft's
         conversion at export needs them (``path_initial_model_for_weight_conversion``); else None."""
-        if getattr(self.adapter_cfg, "init", "default") not in BASE_CHANGING_INITS:
+        if not init_spec(getattr(self.adapter_cfg, "init", None)).converts_back:
             return None
         directory = Path(tempfile.mkdtemp(prefix="ftlab-initial-adapter-"))
         weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
@@ -195,6 +229,41 @@ class PeftLowRank(AdaptedModel):
         if is_quantized(self.model):
             return dequantized_merge(self.model)
         return self.model.merge_and_unload()
+
+
+def _wrap(model: nn.Module, config: PeftLoraConfig) -> nn.Module:
+    from peft import get_peft_model  # heavy (~4 s of imports): only when a peft adapter is built
+
+    return get_peft_model(model, config)
+
+
+def initialised(model: nn.Module, config: PeftLoraConfig, init: InitSpec, store: InitStore | None,
+                batches: Callable[[], list] | None = None) -> nn.Module:
+    """``model`` wrapped by peft with the init of a step. On a miss peft runs the init itself
+    (PiSSA's SVD, OLoRA's QR, CorDA's ``preprocess_corda`` then ``get_peft_model``, EVA's
+    ``get_eva_state_dict``) and the spec captures its product; on a hit the model is wrapped without
+    it (:attr:`InitSpec.bare_on_hit`) and the stored product applied. Either way the process RNG
+    is left where it was, so what follows (dropout) draws the same stream on a hit as on a build."""
+    built: list[nn.Module] = []
+
+    def compute() -> dict[str, torch.Tensor]:
+        data = batches() if init.data else None
+        if init.prepare is not None:
+            init.prepare(model, config, data)
+        built.append(_wrap(model, config))
+        return init.capture(built[0], data)
+
+    devices = list(range(torch.cuda.device_count()))
+    with torch.random.fork_rng(devices=devices):
+        state = store(compute) if store is not None else compute()
+        if not built:  # a hit (the config keeps peft's name for the init: the export's conversion reads it)
+            bare = copy.copy(config)
+            if init.bare_on_hit:
+                bare.init_lora_weights = False
+            built.append(_wrap(model, bare))
+            built[0].peft_config["default"].init_lora_weights = init.peft_value
+        init.apply(built[0], state)
+    return built[0]
 
 
 class PeftLora(PeftLowRank):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
 from ftlab.fused.build import fusable
 from ftlab.hardware import get_target, shards_parameters
@@ -43,6 +44,10 @@ def why_not_fused(cfg: Any) -> str | None:
     if not fusable(spec):
         return (f"adapter={spec.name} is not a frozen base plus a low-rank update "
                 "(fused: lora, sora; DoRA magnitudes, masked updates and full weights run alone)")
+    init = init_spec(cfg.adapter.get("init"))
+    if init.step:
+        return (f"adapter.init={init.name} is a step of its own (it rewrites the frozen base the group's trials "
+                "share, or reads calibration data)")
     c = cfg.train
     if c.accumulate_grad_batches != 1:
         return f"train.accumulate_grad_batches={c.accumulate_grad_batches}: fused trials step every micro-batch"

@@ -241,6 +241,43 @@ def weights_bytes(facts: ModelFacts, dtype: str) -> int:
     return facts.total * BYTES.get(dtype, 4)
 
 
+#: AdamW's two moments per trainable value, fp32 each
+ADAM_MOMENT_BYTES = 8
+
+
+@dataclass(frozen=True)
+class OptimizerGroup:
+    """One AdamW parameter group of a run, as ``AdaptedModel.param_groups`` forms it."""
+
+    name: str
+    lr: float
+    params: int
+    state_bytes: int  # its AdamW moments
+
+
+def optimizer_groups(facts: ModelFacts, cfg: Any) -> list[OptimizerGroup]:
+    """One group at ``schedule.lr``; with ``adapter.lora_plus_ratio`` on a low-rank adapter,
+    LoRA+'s two (``ftlab.adapters.peft_lora.lora_plus_groups``): A at lr, the B matrices and any
+    per-row magnitudes (DoRA) at ratio x lr."""
+    a, lr = _plain(cfg.adapter), float(cfg.schedule.lr)
+    trainable = trainable_params(facts, cfg)
+    spec = get_adapter(a.get("name"))
+    ratio = a.get("lora_plus_ratio")
+    if ratio is None or not spec.low_rank or trainable == 0:
+        return [OptimizerGroup("main", lr, trainable, ADAM_MOMENT_BYTES * trainable)] if trainable else []
+    r = int(a["r"])
+    b = sum(r * o + (o if spec.magnitude else 0) for _, o in target_shapes(facts, cfg))
+    return [OptimizerGroup("main", lr, trainable - b, ADAM_MOMENT_BYTES * (trainable - b)),
+            OptimizerGroup("lora_plus_B", lr * float(ratio), b, ADAM_MOMENT_BYTES * b)]
+
+
+def init_bytes(facts: ModelFacts, cfg: Any) -> int:
+    """Bytes of a cached LoRA init that rewrites the base (PiSSA, OLoRA): each target linear's
+    residual weight in the model's dtype, and its initial A and B in fp32 (peft keeps them so)."""
+    r, width = int(_plain(cfg.adapter)["r"]), BYTES.get(str(cfg.model.dtype), 4)
+    return sum(i * o * width + 4 * r * (i + o) for i, o in target_shapes(facts, cfg))
+
+
 def mask_bytes(facts: ModelFacts) -> int:
     """Bytes of a cached mask: one bool per weight of the prunable linear layers and fused expert
     parameters (upper bound: every decoder linear and expert, as ``sparsity.modules`` selects by

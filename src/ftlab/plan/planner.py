@@ -19,10 +19,13 @@ from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate
 from ftlab.plan.naming import name_runs, split_override
 from ftlab.plan.options import PlanOptions
 from ftlab.plan.params import (
+    OptimizerGroup,
     activation_mb_per_sample,
+    init_bytes,
     mask_bytes,
     memory_mode,
     model_facts,
+    optimizer_groups,
     state_bytes,
     static_memory_mb,
     trainable_params,
@@ -53,6 +56,7 @@ class PlannedRun:
     checkpoints: int = 0  # checkpoints the run keeps in its run dir
     cache_bytes: int = 0  # what its cached steps (base, mask, stages) take in the store
     step_plan: RunSteps | None = None  # the run's plan of steps (the one the recipe executes)
+    groups: list[OptimizerGroup] = field(default_factory=list)  # its AdamW groups (LoRA+: B at ratio x lr)
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -122,6 +126,8 @@ def node_bytes(node: StageNode, run: PlannedRun) -> int:
         return weights_bytes(mf, str(run.cfg.model.dtype)) if node.iters else 0
     if node.kind == "mask":
         return mask_bytes(mf) if node.label.startswith("mask ") and node.label != "mask file" else 0
+    if node.kind == "init":
+        return init_bytes(mf, run.cfg)
     return run.state_bytes
 
 
@@ -137,6 +143,8 @@ def step_bytes(step: Step, run: PlannedRun) -> int | None:
         return mask_bytes(mf)
     if step.kind == "data":
         return tokenized_bytes(run.cfg)
+    if step.kind == "init":
+        return init_bytes(model_facts(run.cfg.model), run.cfg)
     return run.state_bytes or None  # a stage: one trainable-only state
 
 
@@ -232,6 +240,7 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
                          step_plan=plans[i])
         if trains[i]:
             run.state_bytes = state_bytes(trainable, cfg.adapter.name, str(cfg.model.dtype))
+            run.groups = optimizer_groups(mf, cfg)
             t = cfg.train
             run.checkpoints = checkpoint_count(run.steps, t.save_every_n_steps, epoch_steps(cfg),
                                                bool(t.save_epoch_checkpoints), t.keep_checkpoints)

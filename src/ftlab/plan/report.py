@@ -118,6 +118,16 @@ def steps_table(plan: Plan) -> list[str]:
     return lines
 
 
+def groups_table(plan: Plan) -> list[str]:
+    """Each training run's AdamW groups: lr, parameters and the AdamW moments they hold (LoRA+
+    puts the B matrices in their own group at ratio x lr)."""
+    lines = ["| # | group | lr | parameters | AdamW state |", "|---|---|---|---|---|"]
+    for r in plan.runs[:MAX_STEP_RUNS]:
+        for g in r.groups:
+            lines.append(f"| {r.index} | {g.name} | {g.lr:g} | {fmt_count(g.params)} | {fmt_bytes(g.state_bytes)} |")
+    return lines
+
+
 def short_key(key: str) -> str:
     """First 12 hex digits (+ the private-trial suffix); plan.json keeps the full key."""
     head, sep, tail = key.partition("~")
@@ -149,6 +159,8 @@ def to_markdown(plan: Plan) -> str:
     lines += run_table(plan)
     lines += ["", "## Steps", "", "Each run's plan of steps (run # as in the table above): what `python -m ftlab` "
               "executes, and what its steps store in the reuse cache.", ""] + steps_table(plan)
+    lines += ["", "## Optimiser groups", "", "AdamW parameter groups of each training run (LoRA+, "
+              "`adapter.lora_plus_ratio`: the B matrices at ratio × lr in their own group).", ""] + groups_table(plan)
     lines += ["", "## Reuse (stage tree)", "",
               f"{r['trials']} trials; {r['nodes_naive']} stage runs without reuse, {r['nodes_planned']} after merging "
               f"identical histories. Base models: {r['base_models']} distinct, {r['shared_base_models']} shared.",
@@ -210,6 +222,8 @@ def to_json(plan: Plan, extra: dict[str, dict[str, Any]] | None = None) -> dict[
             "stages": r.chain,
             "step_plan": [{"step": label, "kind": st.kind, "key": st.key, "parent": st.parent, "cached": st.cached,
                        "artifact_bytes": step_bytes(st, r)} for label, st in r.step_plan.labelled()],
+            "optimizer_groups": [{"name": g.name, "lr": g.lr, "params": g.params, "state_bytes": g.state_bytes}
+                                 for g in r.groups],
             "disk": {"state_bytes": r.state_bytes, "checkpoints": r.checkpoints,
                      "checkpoint_bytes": r.checkpoint_bytes, "cache_bytes": r.cache_bytes},
             **((extra or {}).get(r.name, {})),

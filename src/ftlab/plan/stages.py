@@ -74,6 +74,8 @@ def trial_chain(cfg: DictConfig | dict, trains: bool = True, trial: int = 0,
         s = c["sparsity"]
         label = "mask file" if steps.mask.kind == "mask_file" else f"mask {s.get('method')}@{s.get('level')}"
         add(steps.mask.key, steps.shared(steps.mask), "mask", label, _mask_iters(c, steps.mask))
+    if steps.init is not None and trains:  # a LoRA init that rewrites the base (costs no iterations)
+        add(steps.init.key, steps.shared(steps.init), "init", f"init {c['adapter']['init']} r={c['adapter']['r']}", 0)
     if not trains:
         return chain
     if steps.stages:

@@ -1,4 +1,4 @@
-"""The base model and the pruning mask as cached steps, run by :class:`ftlab.reuse.runner.StepRunner`
+"""The base model, the pruning mask and a LoRA init that rewrites the base as cached steps, run by :class:`ftlab.reuse.runner.StepRunner`
 (the one runner: lookup or build under the key's lock, publish, verify, node-local copy, record).
 Here: how each is computed, written into its artifact and read back. With ``reuse.enabled=false``
 (or under DDP) the same functions compute in memory.
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM
@@ -24,6 +25,8 @@ MODEL_DIR = "model"
 MASK_FILE = "masks.safetensors"
 #: SparseGPT's reconstructed weights of the pruned linears (other importances only select).
 WEIGHTS_FILE = "weights.safetensors"
+#: A LoRA init's state (:func:`ftlab.adapters.inits.initial_state`).
+INIT_FILE = "init.safetensors"
 
 
 def cached_base_model(cfg: Any, build: Callable[[], nn.Module], runner: StepRunner | None = None) -> nn.Module:
@@ -39,6 +42,20 @@ def cached_base_model(cfg: Any, build: Callable[[], nn.Module], runner: StepRunn
 def load_base(path, dtype: str) -> nn.Module:
     """Load a cached base the way ``pretrain_base`` leaves it: eval mode, frozen."""
     return frozen(AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype)))
+
+
+InitFn = Callable[[Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+
+
+def cached_init_fn(runner: StepRunner) -> InitFn:
+    """The plan's ``init`` step behind the store, for the adapter's builder (``init_store``): the
+    artifact is the init's state (rewritten base linears, initial A and B) in one safetensors file."""
+
+    def store(compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return runner.run(runner.steps.init, compute, lambda state, artifact: save_file(state, str(artifact / INIT_FILE)),
+                          lambda artifact: load_file(str(artifact / INIT_FILE)))
+
+    return store
 
 
 MaskFn = Callable[[Any, nn.Module, Any], Any]

@@ -1,5 +1,5 @@
 """What a training state stands on: the keys (and, where cached, the content digests) of the
-model, base and mask steps.
+model, base, mask and init steps.
 
 A checkpoint or cached stage holds only what training changed; the frozen weights under it are
 rebuilt from their own steps. That is sound only if those steps are the ones the state was
@@ -15,11 +15,11 @@ from typing import Any
 from ftlab.reuse.steps import RunSteps
 
 #: The steps under the trainable part, root first.
-KINDS = ("model", "base", "mask")
+KINDS = ("model", "base", "mask", "init")
 
 
 def foundation(steps: RunSteps, digests: dict[str, str | None] | None = None) -> dict[str, Any]:
-    """``{kind: {"key", "config", "digest"} or None}`` for model, base and mask. ``digests``: the
+    """``{kind: {"key", "config", "digest"} or None}`` for model, base, mask and init. ``digests``: the
     sha256 of a cached step's artifact (``None`` when it was computed in memory)."""
     digests = digests or {}
     out: dict[str, Any] = {}

@@ -132,8 +132,8 @@ class StepRunner:
         self.record_stages([StageRecord(1, iters, lr, "", False, round(runtime_s, 4))])
 
     def digests(self) -> dict[str, str | None]:
-        """Content digests of the cached artifacts this run stands on (base, mask)."""
-        return {kind: (self.records.get(kind) or {}).get("digest") for kind in ("base", "mask")}
+        """Content digests of the cached artifacts this run stands on (base, mask, init)."""
+        return {kind: (self.records.get(kind) or {}).get("digest") for kind in ("base", "mask", "init")}
 
     def record(self) -> dict[str, Any]:
         """What ``reuse_record.json`` holds: every step this run executed or fetched."""

@@ -1,7 +1,10 @@
 """The plan of steps of an ftlab run, the config keys each depends on (the allow-lists), and the
 caching policy: which steps go through the reuse store on this hardware (:func:`cache_policy`).
 
-    model ─> base (continued pre-training, cached) ─> mask (cached) ─> train root ─> stage 1 ─> stage 2 ...
+    model ─> base (continued pre-training, cached) ─> mask (cached) ─> init (cached) ─> train root ─> stage 1 ...
+
+(``init``: only for a LoRA init that is a step, :class:`ftlab.adapters.inits.InitSpec`: PiSSA and
+OLoRA rewrite the frozen base.)
 
 :func:`run_steps` computes the plan once per run (:class:`ftlab.reuse.runner.StepRunner` holds
 it); the recipe executes it through that one runner (base and mask directly, stages through
@@ -33,6 +36,7 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 
 import ftlab
+from ftlab.adapters.inits import init_spec
 from ftlab.reuse.keys import lookup, pick, step_key
 from ftlab.reuse.manifest import file_sha256
 from ftlab.sparsity.importance import ImportanceSpec, effective_importance, importance_spec
@@ -42,7 +46,7 @@ from ftlab.training.schedules import is_staged
 
 #: Format version per step kind: bump when the artifact layout or the producing code changes
 #: results for the same config. (mask 3: masks cover fused MoE experts and Conv1D layers.)
-VERSIONS = {"model": 1, "base": 1, "mask": 3, "mask_file": 1, "train": 1, "stage": 1, "data": 1}
+VERSIONS = {"model": 1, "base": 1, "mask": 3, "mask_file": 1, "train": 1, "stage": 1, "data": 1, "init": 1}
 
 MODEL_KEYS = ("model.name_or_path", "model.arch", "model.config", "model.dtype", "model.tokenizer",
               "model.attn_implementation")
@@ -62,6 +66,14 @@ MASK_KEYS = ("sparsity.method", "sparsity.level", "sparsity.group", "sparsity.n"
 #: reads: batches of the task's train split.
 CALIBRATION_KEYS = ("sparsity.calibration", "seed", "task.name", "task.num_examples", "task.val_fraction",
                     "task.test_fraction", "task.max_length", "task.options")
+
+#: What a LoRA init that is a step reads (besides its parent's weights): which linears it factorises,
+#: the rank, and the scaling s (PiSSA/OLoRA write W - s B0 A0 into the base).
+INIT_KEYS = ("adapter.name", "adapter.init", "adapter.r", "adapter.alpha", "adapter.use_rslora",
+             "adapter.target_modules", "model.target_modules")
+#: What a data-driven init (EVA, CorDA) reads besides: its batches of the task's seeded train split.
+INIT_DATA_KEYS = ("adapter.calibration", "seed", "task.name", "task.num_examples", "task.val_fraction",
+                  "task.test_fraction", "task.max_length", "task.options")
 
 #: Memory features of a fine-tuning run (a k-bit base changes the numbers; checkpointing is kept
 #: apart too, although its recomputation is exact, so that a cache hit never hides a failing mode).
@@ -116,7 +128,7 @@ DERIVED = (
 
 #: Step kinds whose product is stored (the others are built in memory, read from a file, or are
 #: the private root of a trial's training).
-CACHEABLE = ("base", "mask", "stage", "data")
+CACHEABLE = ("base", "mask", "stage", "data", "init")
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,7 @@ class RunSteps:
     stages: list[Step]
     why_not_cached: str = ""  # why the cacheable steps are not cached ("" when they are)
     data: Step | None = None  # the tokenized train/val data (task=instruct, ftlab.data.tokenized)
+    init: Step | None = None  # a LoRA init that rewrites the frozen base (PiSSA, OLoRA), over the weights
 
     @property
     def weights(self) -> Step:
@@ -146,12 +159,13 @@ class RunSteps:
 
     def all(self) -> list[Step]:
         """Every step, root first (the data step, a root of its own, first of all)."""
-        return [s for s in (self.data, self.model, self.base, self.mask, self.train) if s is not None] + list(
-            self.stages)
+        return [s for s in (self.data, self.model, self.base, self.mask, self.init, self.train)
+                if s is not None] + list(self.stages)
 
     def labelled(self) -> list[tuple[str, Step]]:
         """Every step with the name the planner and ``python -m ftlab.cache`` print (``stage 2``)."""
-        out = [(s.kind, s) for s in (self.data, self.model, self.base, self.mask, self.train) if s is not None]
+        out = [(s.kind, s) for s in (self.data, self.model, self.base, self.mask, self.init, self.train)
+               if s is not None]
         return out + [(f"stage {i}", s) for i, s in enumerate(self.stages, start=1)]
 
     def cached_text(self, step: Step) -> str:
@@ -371,6 +385,19 @@ def data_step(c: dict[str, Any]) -> Step | None:
     return make_step("data", None, config, cached=not cache_policy(c))
 
 
+def init_step(c: dict[str, Any], parent: Step) -> Step | None:
+    """The LoRA init over the weights when its spec makes it a step (it rewrites the base or reads
+    data): two runs with the same init, weights (and batches) share its product."""
+    spec = init_spec(lookup(c, "adapter.init", None))
+    if not spec.step:
+        return None
+    config = pick(c, INIT_KEYS + spec.config_keys + (INIT_DATA_KEYS if spec.data else ()))
+    if spec.data:
+        config["derived.task_file"] = fingerprint(lookup(c, "task.path", None))
+        config.update(data_format(c))
+    return make_step("init", parent, config, cached=not cache_policy(c))
+
+
 def train_step(c: dict[str, Any], parent: Step) -> Step:
     config = pick(c, TRAIN_KEYS)
     config["derived.task_file"] = content_fingerprint(lookup(c, "task.path", None))
@@ -398,8 +425,9 @@ def run_steps(c: dict[str, Any]) -> RunSteps:
     model = model_step(c)
     base = base_step(c, model)
     mask = mask_step(c, base or model)
-    train = train_step(c, mask or base or model)
-    return RunSteps(model, base, mask, train, stage_steps(c, train), cache_policy(c), data_step(c))
+    init = init_step(c, mask or base or model)
+    train = train_step(c, init or mask or base or model)
+    return RunSteps(model, base, mask, train, stage_steps(c, train), cache_policy(c), data_step(c), init)
 
 
 def as_plain(cfg: Any) -> dict[str, Any]:

@@ -17,12 +17,14 @@ from ftlab.data.tasks import build_task
 from ftlab.errors import ConfigError
 
 
-def calibration_batches(cfg: Any, tokenizer) -> list[dict[str, torch.Tensor]]:
-    cal = cfg.sparsity.calibration
+def calibration_batches(cfg: Any, tokenizer, cal: Any = None, key: str = "sparsity.calibration") -> list[dict[str, torch.Tensor]]:
+    """``cal``/``key``: another ``batches``/``batch_size`` section than the pruning's (a LoRA init's
+    ``adapter.calibration``), named so in the error line."""
+    cal = cal if cal is not None else cfg.sparsity.calibration
     train = build_task(cfg.task).splits(cfg.seed).train
     want = cal.batches * cal.batch_size
     if len(train) < want:
-        raise ConfigError("sparsity.calibration.batches", cal.batches,
+        raise ConfigError(f"{key}.batches", cal.batches,
                           f"at most {len(train) // cal.batch_size} batches of {cal.batch_size}: the task's "
                           f"train split has {len(train)} examples")
     enc = [encode_example(tokenizer, e.prompt, e.answer, cfg.task.max_length) for e in train[:want]]
