@@ -56,8 +56,8 @@ def dir_bytes(path: Path) -> int:
 
 
 def measure(adapter: str, hidden: int, root: Path) -> dict:
+    from ftlab.artifacts.store import ArtifactStore
     from ftlab.config.compose import compose_run
-    from ftlab.reuse.store import ArtifactStore
     from ftlab.run import run
 
     cache, run_dir = root / f"cache-{adapter}", root / f"run-{adapter}"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from ftlab.artifacts.keys import canonical_json, lookup, step_key
 from ftlab.reuse import steps as S
-from ftlab.reuse.keys import canonical_json, lookup, step_key
 
 STAGES = "schedule.stages=[{iters:5,lr:1e-3},{iters:5,lr:5e-4}]"
 

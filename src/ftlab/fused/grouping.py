@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftlab.adapters.registry import get_adapter
+from ftlab.artifacts.keys import canonical_json, lookup, pick
 from ftlab.fused.build import fusable
-from ftlab.reuse.keys import canonical_json, lookup, pick
 from ftlab.reuse.steps import BATCHING_KEYS, HARDWARE_KEYS, MEMORY_KEYS, as_plain, run_steps
 
 #: The task and how its examples become tokens (one tokenisation, one padding/packing layout).

@@ -20,8 +20,6 @@ Functions take the run config as a plain dict (``OmegaConf.to_container(cfg, res
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,8 +31,8 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 
 import ftlab
-from ftlab.reuse.keys import lookup, pick, step_key
-from ftlab.reuse.manifest import file_sha256
+from ftlab.artifacts.keys import lookup, pick, step_key
+from ftlab.artifacts.manifest import fingerprint
 from ftlab.sparsity.importance import ImportanceSpec, effective_importance, importance_spec
 from ftlab.training.schedules import is_staged
 
@@ -193,31 +191,6 @@ def make_step(kind: str, parent: Step | None, config: dict[str, Any], cached: bo
     version = VERSIONS[kind]
     pkey = parent.key if parent else None
     return Step(kind, step_key(kind, pkey, config, version), pkey, config, version, cached and kind in CACHEABLE)
-
-
-# -- fingerprints of things outside the config ---------------------------------------------
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(Path(path))
-
-
-def fingerprint(path: str | None) -> dict[str, Any] | None:
-    """Identity of a data/mask file (content hash) or a local model directory (names, sizes and
-    modification times of its files: hashing gigabytes of weights per run costs too much)."""
-    if not path:
-        return None
-    p = Path(path)
-    if p.is_file():
-        st = p.stat()
-        return {"sha256": _file_sha256(str(p.resolve()), st.st_size, st.st_mtime_ns), "size": st.st_size}
-    if p.is_dir():
-        files = []
-        for f in sorted(p.rglob("*")):
-            if f.is_file():
-                st = f.stat()
-                files.append([f.relative_to(p).as_posix(), st.st_size, st.st_mtime_ns])
-        return {"dir": hashlib.sha256(repr(files).encode()).hexdigest()}
-    return {"missing": str(path)}
 
 
 def _or(value: Any, fallback: Any) -> Any:

@@ -1,7 +1,9 @@
-"""Checksums of an artifact's files, so a truncated or corrupted entry never counts as a hit."""
+"""Checksums of an artifact's files, so a truncated or corrupted entry never counts as a hit, and
+:func:`fingerprint`: the identity of a file or directory outside the config that a step key covers."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -49,3 +51,27 @@ def check_manifest(root: Path, manifest: dict[str, Any], *, checksums: bool = Tr
         elif checksums and file_sha256(path) != info.get("sha256"):
             problems.append(f"{rel}: checksum mismatch")
     return problems
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
+def fingerprint(path: str | None) -> dict[str, Any] | None:
+    """Identity of a data/mask file (content hash) or a local model directory (names, sizes and
+    modification times of its files: hashing gigabytes of weights per run costs too much)."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        return {"sha256": _file_sha256(str(p.resolve()), st.st_size, st.st_mtime_ns), "size": st.st_size}
+    if p.is_dir():
+        files = []
+        for f in sorted(p.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                files.append([f.relative_to(p).as_posix(), st.st_size, st.st_mtime_ns])
+        return {"dir": hashlib.sha256(repr(files).encode()).hexdigest()}
+    return {"missing": str(path)}
