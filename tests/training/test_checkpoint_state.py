@@ -19,8 +19,8 @@ from ftlab.artifacts.manifest import build_manifest
 from ftlab.artifacts.store import ArtifactStore
 from ftlab.callbacks.checkpoints import META_FILE, STATE_FILE, checkpoints_newest_first
 from ftlab.errors import ConfigError, FtlabError
-from ftlab.reuse.foundation import config_diff, foundation_mismatch
 from ftlab.run import run
+from ftlab.training.foundation import config_diff, foundation_mismatch
 from ftlab.training.state import (
     STATE_FORMAT,
     STATE_KEY,

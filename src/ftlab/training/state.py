@@ -4,7 +4,7 @@ let it be loaded onto a rebuilt frozen model.
 A state holds the tensors training changes (``requires_grad`` parameters: adapter A/B, gates, DoRA
 magnitudes; every weight for ``adapter=full``), the optimiser, scheduler, loop, data-position and
 RNG state, and :data:`STATE_KEY`: the format, the foundation (keys of the model/base/mask steps,
-:mod:`ftlab.reuse.foundation`) and the name and shape of every trainable tensor. The frozen part
+:mod:`ftlab.training.foundation`) and the name and shape of every trainable tensor. The frozen part
 is rebuilt by the recipe from its own steps; a state is refused (one line) when what it
 records does not match the run. Every load is ``weights_only=True``: plain tensors and
 containers, never an arbitrary pickled object.
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ftlab.errors import FtlabError
-from ftlab.reuse.foundation import foundation_mismatch
+from ftlab.training.foundation import foundation_mismatch
 
 log = logging.getLogger("ftlab")
 
