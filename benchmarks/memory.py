@@ -108,8 +108,8 @@ def measure(setting: str, args: argparse.Namespace, overrides: list[str]) -> dic
 
 def analytic(overrides: list[str], seq: int, batch: int) -> dict[str, float]:
     """The planner's activation estimate for both settings (MiB per step)."""
+    from ftlab.adapters.params import activation_mb_per_sample, model_facts
     from ftlab.config.compose import compose_run
-    from ftlab.plan.params import activation_mb_per_sample, model_facts
 
     cfg = compose_run(overrides)
     facts = model_facts(cfg.model)

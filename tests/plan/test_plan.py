@@ -7,12 +7,12 @@ import json
 import pytest
 
 from conftest import cli
+from ftlab.adapters.params import model_facts, trainable_params
 from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.plan.estimate import RunFacts, estimate_memory, estimate_time, fit_line
 from ftlab.plan.naming import fmt_value, swept_keys, tag
 from ftlab.plan.options import PlanOptions, parse_planner_args
-from ftlab.plan.params import model_facts, trainable_params
 from ftlab.plan.planner import make_plan
 from ftlab.plan.priors import Prior
 from ftlab.plan.stages import reuse_numbers, stage_tree

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from ftlab.config.benchmark_checks import check_evaluation
 from ftlab.errors import FtlabError
+from ftlab.harness.benchmark_checks import check_evaluation
 from ftlab.launchers.preflight import preflight
 
 
