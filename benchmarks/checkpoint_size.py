@@ -57,7 +57,7 @@ def dir_bytes(path: Path) -> int:
 
 def measure(adapter: str, hidden: int, root: Path) -> dict:
     from ftlab.artifacts.store import ArtifactStore
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
     from ftlab.run import run
 
     cache, run_dir = root / f"cache-{adapter}", root / f"run-{adapter}"
@@ -85,7 +85,7 @@ def fmt_bytes(n: float) -> str:
 
 def projection(model: str = "llama3_8b", adapter: str = "lora", r: int = 16) -> dict:
     from ftlab.adapters.params import model_facts, state_bytes, trainable_params, weights_bytes
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
 
     cfg = compose_run([f"model={model}", f"adapter={adapter}", f"adapter.r={r}"])
     facts = model_facts(cfg.model)  # meta device: nothing allocated, nothing downloaded

@@ -150,7 +150,7 @@ def check_export(run: Path, overrides: list[str]) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
     from ftlab.run import prepare_model
 
     merged = AutoModelForCausalLM.from_pretrained(str(run / "model"), dtype=torch.float32).eval()
@@ -174,7 +174,7 @@ def check_bf16_base(run: Path, overrides: list[str]) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
     from ftlab.run import prepare_model
 
     dtypes = sorted({str(v.dtype) for v in adapter(run).values()})

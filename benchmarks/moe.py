@@ -26,8 +26,8 @@ import torch
 
 from ftlab.adapters.params import model_facts, static_memory_mb, trainable_params
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.pipeline import attach_masks, prepare_masks
 
 ATTENTION = "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj]"

@@ -131,7 +131,7 @@ def cmd_ls(store, args) -> int:
 
 def run_plan(overrides: list[str]):
     """The plan of steps of the run these overrides compose (what ``python -m ftlab`` executes)."""
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
     from ftlab.reuse.steps import as_plain, run_steps
 
     cfg = compose_run(overrides)

@@ -52,6 +52,7 @@ from ftlab.launchers.slurm import resume_setting
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.attention import resolve_attention
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
+from ftlab.preflight.fsdp_rules import check_fsdp
 from ftlab.reuse.cached import cached_base_model, cached_mask_fn
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
@@ -61,7 +62,6 @@ from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import SparseBase, sparse_base
 from ftlab.training.foundation import foundation
 from ftlab.training.fsdp import ShardedStrategy
-from ftlab.training.fsdp_rules import check_fsdp
 from ftlab.training.module import FtlabModule
 from ftlab.training.packing_check import check_packing
 from ftlab.training.progress import header, peak_memory_mb

@@ -7,7 +7,7 @@ import pytest
 from conftest import compose
 from ftlab.errors import FtlabError
 from ftlab.harness.benchmark_checks import check_evaluation
-from ftlab.launchers.preflight import preflight
+from ftlab.preflight.launch import preflight
 
 
 @pytest.mark.parametrize("overrides, needle", [

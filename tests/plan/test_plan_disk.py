@@ -10,10 +10,10 @@ from ftlab.adapters.params import (
     trainable_params,
     weights_bytes,
 )
-from ftlab.config.compose import compose_run
 from ftlab.plan.options import PlanOptions
 from ftlab.plan.planner import checkpoint_count, epoch_steps, make_plan
 from ftlab.plan.report import to_json, to_markdown
+from ftlab.preflight.compose import compose_run
 
 TINY = ["task.num_examples=100", "train.batch_size=8", "train.save_adapter=false", "eval.generate=false"]
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.config.compose import compose_run
+from ftlab.preflight.compose import compose_run
 from ftlab.run import run
 
 pytestmark = pytest.mark.slow

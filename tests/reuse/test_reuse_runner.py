@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.config.compose import compose_run
 from ftlab.plan.stages import trial_chain
-from ftlab.reuse.checks import uses_cache
+from ftlab.preflight.compose import compose_run
+from ftlab.preflight.reuse_checks import uses_cache
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import reuse_applies
 from ftlab.reuse.steps import as_plain, cache_policy, run_steps

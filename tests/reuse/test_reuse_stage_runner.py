@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.config.compose import compose_run
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
 

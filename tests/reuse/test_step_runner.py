@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.config.compose import compose_run
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.steps import as_plain
 

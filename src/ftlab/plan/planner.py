@@ -20,7 +20,6 @@ from ftlab.adapters.params import (
     weights_bytes,
 )
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run, expand_sweep
 from ftlab.data.epochs import planned_steps, planned_steps_per_epoch
 from ftlab.data.packing import pack_length
 from ftlab.data.tokenized import tokenized_bytes
@@ -30,6 +29,7 @@ from ftlab.plan.options import PlanOptions
 from ftlab.plan.priors import Prior, find_priors
 from ftlab.plan.search import search_numbers, sweeper_search
 from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree, trial_chain
+from ftlab.preflight.compose import compose_run, expand_sweep
 from ftlab.reuse.steps import RunSteps, Step, as_plain, run_steps
 
 PLAN_VERSION = 1

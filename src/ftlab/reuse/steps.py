@@ -8,7 +8,7 @@ it); the recipe executes it through that one runner (base and mask directly, sta
 :class:`ftlab.reuse.stages.StageRun`, which uses the runner's store primitives), the planner
 prints it (``python -m ftlab.plan``: :mod:`ftlab.plan.stages`, :mod:`ftlab.plan.report`),
 ``python -m ftlab.cache ls --run`` describes its entries, and composition checks read it
-(:mod:`ftlab.reuse.checks`). :func:`cache_policy` is the only caching decision.
+(:mod:`ftlab.preflight.reuse_checks`). :func:`cache_policy` is the only caching decision.
 
 Every list here is explicit. A key that is in no list and not in :data:`EXCLUDED` is caught by
 ``tests/reuse/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
