@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if proc.returncode != 0:
         report(False, "train", f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
         return 1
-    from ftlab.callbacks.checkpoints import STATE_FILE, checkpoints_newest_first
-    from ftlab.training.state import STATE_KEY
+    from ftlab.training.state import STATE_FILE, STATE_KEY, checkpoints_newest_first
 
     ckpts = checkpoints_newest_first(fsdp)
     state = torch.load(ckpts[0] / STATE_FILE, map_location="cpu", weights_only=True)

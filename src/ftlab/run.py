@@ -36,10 +36,8 @@ from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
 from ftlab.callbacks.best_state import BestState
-from ftlab.callbacks.checkpoints import checkpoint_step, read_meta
 from ftlab.callbacks.eval_log import EvalLog
 from ftlab.callbacks.history import empty_history, fill_final_val_loss
-from ftlab.callbacks.resume import note_rebuilt_base, resume_checkpoint
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.callbacks.stop_on_signal import StopOnSignal
 from ftlab.data.checks import check_train_batches, data_facts
@@ -65,8 +63,9 @@ from ftlab.training.fsdp import ShardedStrategy
 from ftlab.training.module import FtlabModule
 from ftlab.training.packing_check import check_packing
 from ftlab.training.progress import header, peak_memory_mb
+from ftlab.training.resume import note_rebuilt_base, resume_checkpoint
 from ftlab.training.schedules import total_steps
-from ftlab.training.state import check_resumable
+from ftlab.training.state import check_resumable, checkpoint_step, read_meta
 from ftlab.training.trainer import build_logger, build_trainer
 
 log = logging.getLogger("ftlab")

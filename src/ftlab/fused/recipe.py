@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab.callbacks.resume import resume_checkpoint
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.epochs import train_steps
@@ -46,6 +45,7 @@ from ftlab.run import (
     write_config_and_seed,
 )
 from ftlab.training.foundation import foundation
+from ftlab.training.resume import resume_checkpoint
 
 log = logging.getLogger("ftlab")
 

@@ -11,10 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ftlab.callbacks.checkpoints import STATE_FILE, checkpoints_newest_first, read_meta
 from ftlab.errors import ConfigError
 from ftlab.training.foundation import foundation_mismatch
-from ftlab.training.state import STATE_KEY, state_problem
+from ftlab.training.state import STATE_FILE, STATE_KEY, checkpoints_newest_first, read_meta, state_problem
 
 log = logging.getLogger("ftlab")
 
