@@ -51,7 +51,7 @@ class Trainee:
 
     def __init__(self, name: str, overrides: list[str], base, tokenizer, batch: dict, device: str):
         from ftlab.adapters.registry import get_adapter
-        from ftlab.config.compose import compose_run
+        from ftlab.preflight.compose import compose_run
         from ftlab.training.module import FtlabModule
 
         cfg = compose_run([f"adapter={name}", *overrides])
@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args, overrides = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ftlab.config.compose import compose_run
     from ftlab.data.datamodule import TaskDataModule
     from ftlab.data.encoding import collate
     from ftlab.models import build_model, build_tokenizer
+    from ftlab.preflight.compose import compose_run
 
     cfg = compose_run(["eval.generate=false", *overrides])
     tokenizer = build_tokenizer(cfg.model)

@@ -19,7 +19,7 @@ previous format (every frozen weight in the state) would have written: the measu
 the frozen weights.
 
 Then the projection for ``model=llama3_8b adapter=lora adapter.r=16`` from the meta device (no
-weights allocated): the planner's byte model (:func:`ftlab.plan.params.state_bytes`), the same
+weights allocated): the planner's byte model (:func:`ftlab.adapters.params.state_bytes`), the same
 model checked against the measured tiny runs above.
 """
 
@@ -56,8 +56,8 @@ def dir_bytes(path: Path) -> int:
 
 
 def measure(adapter: str, hidden: int, root: Path) -> dict:
-    from ftlab.config.compose import compose_run
-    from ftlab.reuse.store import ArtifactStore
+    from ftlab.artifacts.store import ArtifactStore
+    from ftlab.preflight.compose import compose_run
     from ftlab.run import run
 
     cache, run_dir = root / f"cache-{adapter}", root / f"run-{adapter}"
@@ -84,8 +84,8 @@ def fmt_bytes(n: float) -> str:
 
 
 def projection(model: str = "llama3_8b", adapter: str = "lora", r: int = 16) -> dict:
-    from ftlab.config.compose import compose_run
-    from ftlab.plan.params import model_facts, state_bytes, trainable_params, weights_bytes
+    from ftlab.adapters.params import model_facts, state_bytes, trainable_params, weights_bytes
+    from ftlab.preflight.compose import compose_run
 
     cfg = compose_run([f"model={model}", f"adapter={adapter}", f"adapter.r={r}"])
     facts = model_facts(cfg.model)  # meta device: nothing allocated, nothing downloaded
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="keep the run dirs here (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = p.parse_args(argv)
-    from ftlab.plan.params import state_bytes
+    from ftlab.adapters.params import state_bytes
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="ftlab-ckpt-size-") as tmp:

@@ -50,9 +50,9 @@ def overrides(data: Path, cache: Path) -> list[str]:
 
 def child(mode: str, data: str, cache: str) -> None:
     """One RSS measurement in this (fresh) process: ``base`` imports only."""
-    from ftlab.config.compose import compose_run
     from ftlab.data.datamodule import TaskDataModule
     from ftlab.models import build_tokenizer
+    from ftlab.preflight.compose import compose_run
     from ftlab.reuse.runner import StepRunner
 
     cfg = compose_run(overrides(Path(data), Path(cache)))
@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(*args.child)
         return
-    from ftlab.config.compose import compose_run
     from ftlab.data.tasks import build_task
     from ftlab.data.tokenized import tokenized_data
     from ftlab.models import build_tokenizer
+    from ftlab.preflight.compose import compose_run
     from ftlab.reuse.runner import StepRunner
 
     with tempfile.TemporaryDirectory(prefix="ftlab-data-bench-") as tmp:

@@ -24,11 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from ftlab.config.compose import compose_run  # noqa: E402
 from ftlab.data.benchmark_files import resolve  # noqa: E402
 from ftlab.harness.eval_cache import cached_scores  # noqa: E402
 from ftlab.harness.score import Benchmark, score_benchmarks  # noqa: E402
 from ftlab.models import build_model, build_tokenizer  # noqa: E402
+from ftlab.preflight.compose import compose_run  # noqa: E402
 from real_task_files import piqa_rows, write_jsonl  # noqa: E402
 
 JOB_SEEDS = [None, 1, 2, 3, 4, 5, 6, 7, 7]  # None: the control; the last two jobs train the same tensors

@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if proc.returncode != 0:
         report(False, "train", f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
         return 1
-    from ftlab.callbacks.checkpoints import STATE_FILE, checkpoints_newest_first
-    from ftlab.training.state import STATE_KEY
+    from ftlab.training.state import STATE_FILE, STATE_KEY, checkpoints_newest_first
 
     ckpts = checkpoints_newest_first(fsdp)
     state = torch.load(ckpts[0] / STATE_FILE, map_location="cpu", weights_only=True)
@@ -150,7 +149,7 @@ def check_export(run: Path, overrides: list[str]) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
     from ftlab.run import prepare_model
 
     merged = AutoModelForCausalLM.from_pretrained(str(run / "model"), dtype=torch.float32).eval()
@@ -174,7 +173,7 @@ def check_bf16_base(run: Path, overrides: list[str]) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
     from ftlab.run import prepare_model
 
     dtypes = sorted({str(v.dtype) for v in adapter(run).values()})

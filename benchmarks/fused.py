@@ -79,10 +79,10 @@ def sweep(args: argparse.Namespace) -> None:
 def step(args: argparse.Namespace) -> None:
     import torch
 
-    from ftlab.config.compose import compose_run
     from ftlab.fused.build import adapt_trial, install
     from ftlab.fused.coordinator import FusedStep
     from ftlab.models import build_model, build_tokenizer
+    from ftlab.preflight.compose import compose_run
 
     dev = torch.device(args.device)
     model = (["model=qwen2_5_0_5b", "model.name_or_path=null"] if not args.small

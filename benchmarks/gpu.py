@@ -47,13 +47,13 @@ from torch.utils.data import DataLoader
 from ftlab.adapters.registry import get_adapter
 from ftlab.callbacks.history import TrainingHistory
 from ftlab.callbacks.loss_log import LossLog
-from ftlab.config.compose import compose_run
 from ftlab.data.encoding import IGNORE_INDEX, Encoded, collate
 from ftlab.data.packing import collate_packed, model_inputs, pack_rows
 from ftlab.models import build_model
 from ftlab.plan.measure import cpu_peak_bytes
 from ftlab.plan.options import PlanOptions
 from ftlab.plan.planner import make_plan
+from ftlab.preflight.compose import compose_run
 from ftlab.training.module import FtlabModule
 from ftlab.training.schedules import lr_multiplier
 from ftlab.training.trainer import build_trainer

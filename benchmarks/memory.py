@@ -68,9 +68,9 @@ def measure(setting: str, args: argparse.Namespace, overrides: list[str]) -> dic
     import torch
 
     from ftlab.adapters.registry import get_adapter
-    from ftlab.config.compose import compose_run
     from ftlab.models import build_model, build_tokenizer
     from ftlab.models.memory import prepare_for_training, upcast_trainable_
+    from ftlab.preflight.compose import compose_run
 
     torch.manual_seed(0)
     cfg = compose_run([*overrides, *SETTINGS[setting]])
@@ -108,8 +108,8 @@ def measure(setting: str, args: argparse.Namespace, overrides: list[str]) -> dic
 
 def analytic(overrides: list[str], seq: int, batch: int) -> dict[str, float]:
     """The planner's activation estimate for both settings (MiB per step)."""
-    from ftlab.config.compose import compose_run
-    from ftlab.plan.params import activation_mb_per_sample, model_facts
+    from ftlab.adapters.params import activation_mb_per_sample, model_facts
+    from ftlab.preflight.compose import compose_run
 
     cfg = compose_run(overrides)
     facts = model_facts(cfg.model)

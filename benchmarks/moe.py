@@ -11,7 +11,7 @@ adapted before experts were first-class), and trained on the same fixed batch wi
 interleaved (each round times ``--steps`` steps of both in turn) and the median over rounds is
 reported, with the ratio experts / attention-only measured in the same run.
 
-Memory: ``ftlab.plan.params`` on ``model=mixtral_8x7b`` (built on the meta device, no weights):
+Memory: ``ftlab.adapters.params`` on ``model=mixtral_8x7b`` (built on the meta device, no weights):
 trainable parameters and weights + AdamW state in bfloat16, experts adapted vs attention only.
 """
 
@@ -24,10 +24,10 @@ import time
 
 import torch
 
+from ftlab.adapters.params import model_facts, static_memory_mb, trainable_params
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
-from ftlab.plan.params import model_facts, static_memory_mb, trainable_params
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.pipeline import attach_masks, prepare_masks
 
 ATTENTION = "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj]"

@@ -34,11 +34,11 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
 
-from ftlab.config.compose import compose_run
 from ftlab.data.datamodule import ResumableSampler, TaskDataModule
 from ftlab.data.encoding import collate
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.build import model_config
+from ftlab.preflight.compose import compose_run
 from ftlab.run import run
 from ftlab.training.schedules import lr_multiplier
 

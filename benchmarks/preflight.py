@@ -15,9 +15,9 @@ import argparse
 import tempfile
 import time
 
-from ftlab.config.compose import compose_config, expand_sweep, preflight
 from ftlab.data.checks import _facts
 from ftlab.errors import FtlabError
+from ftlab.preflight.compose import compose_config, expand_sweep, preflight
 
 CASES = {
     "default run": ([], False),

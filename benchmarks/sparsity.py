@@ -58,10 +58,10 @@ def _adapted(name: str, cfg, tok, masks):
 
 
 def step_times(steps: int, rounds: int) -> dict[str, dict[str, list[float]]]:
-    from ftlab.config.compose import compose_run
     from ftlab.data.encoding import collate, encode_example
     from ftlab.data.tasks import build_task
     from ftlab.models import build_model, build_tokenizer
+    from ftlab.preflight.compose import compose_run
     from ftlab.sparsity.compute import compute_masks
 
     cfg = compose_run(TINY)
@@ -114,8 +114,8 @@ def _reset_hwm() -> None:
 
 def child_global(kind: str, layers: int, repeats: int) -> dict:
     """One measurement (``abs`` | ``ftlab`` | ``naive``) in this fresh process."""
-    from ftlab.config.compose import compose_run
     from ftlab.models import build_model
+    from ftlab.preflight.compose import compose_run
     from ftlab.sparsity.compute import compute_masks
     from ftlab.sparsity.selection import select_modules
 
@@ -182,9 +182,9 @@ def dense_hessians(model, linears: dict, batches: list) -> dict:
 def quality(base_steps: int, level: float) -> None:
     import copy
 
-    from ftlab.config.compose import compose_run
     from ftlab.data.tasks import build_task
     from ftlab.inference import loss_on
+    from ftlab.preflight.compose import compose_run
     from ftlab.run import prepare_model
     from ftlab.sparsity.calibration import calibration_batches
     from ftlab.sparsity.compute import compute_pruned
@@ -227,8 +227,8 @@ IMPORTANCE_TIMES = [("magnitude", "uniform"), ("random", "uniform"), ("gradient"
 
 
 def importance_times(layers: int, threads: int) -> None:
-    from ftlab.config.compose import compose_run
     from ftlab.models import build_model, build_tokenizer
+    from ftlab.preflight.compose import compose_run
     from ftlab.sparsity.compute import compute_pruned
     from ftlab.sparsity.selection import select_modules
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ftlab.config.reference import render
+from ftlab.preflight.reference import render
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 

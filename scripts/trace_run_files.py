@@ -20,7 +20,7 @@ SRC = str(ROOT / "src" / "ftlab")
 
 
 def main(argv: list[str]) -> int:
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
     from ftlab.run import run
 
     overrides = argv or ["+experiment=quickstart"]

@@ -34,7 +34,7 @@ FAST = [
 
 
 def compose(*overrides: str):
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
 
     return compose_run(list(overrides))
 

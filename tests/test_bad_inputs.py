@@ -29,10 +29,10 @@ import pytest
 import torch
 
 from conftest import ROOT, cli
-from ftlab.config.compose import compose_config, expand_sweep
 from ftlab.data.checks import _facts
 from ftlab.errors import FtlabError, report_error
-from ftlab.launchers.preflight import preflight
+from ftlab.preflight.compose import compose_config, expand_sweep
+from ftlab.preflight.launch import preflight
 from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
 
 
@@ -274,7 +274,7 @@ def _files(root: Path) -> None:
 
 def _unwritable_dir() -> Path | None:
     """A directory where creating a file fails although ``os.access`` may say yes (root): /sys."""
-    from ftlab.config.environment import unwritable_reason
+    from ftlab.preflight.environment import unwritable_reason
 
     for cand in (Path("/sys"), Path("/proc")):
         if cand.is_dir() and unwritable_reason(cand / "x") is not None:

@@ -9,15 +9,15 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT
+from ftlab.artifacts.store import ArtifactStore
 from ftlab.cache import default_cache_dir
 from ftlab.cache import main as cache_main
-from ftlab.reuse.store import ArtifactStore
 
 KEY = "a" * 64
 
 _KILLED_BUILDER = """
 import os, signal, sys
-from ftlab.reuse.store import ArtifactStore
+from ftlab.artifacts.store import ArtifactStore
 store = ArtifactStore(sys.argv[1])
 lock = store.lock(sys.argv[2])
 assert lock.try_acquire()

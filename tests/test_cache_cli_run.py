@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ftlab.cache import main
-from ftlab.config.compose import compose_run
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.runner import StepRunner
 
 RUN = ["+experiment=stage_reuse_demo", "sparsity=unstructured"]

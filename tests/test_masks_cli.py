@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
 from ftlab.masks import main
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.masks import sparsity_of

@@ -13,9 +13,9 @@ from hydra.core.config_store import ConfigStore
 from safetensors.torch import load_file
 
 from conftest import FAST, ROOT, cli
-from ftlab.config.store import store_options
 from ftlab.errors import ConfigError, FtlabError
 from ftlab.plugins import Registry, import_object, is_import_path, load_entry_points
+from ftlab.preflight.store import store_options
 
 PLUGIN = ROOT / "examples" / "plugin"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, ROOT, cli
+from ftlab.artifacts.locks import BOOT_ID, HOST
 from ftlab.errors import ConfigError
-from ftlab.reuse.locks import BOOT_ID, HOST
 from ftlab.runlock import LOCK_NAME, lock_run_dir, release_run_dirs
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.apply import apply_masks_
 from ftlab.sparsity.compute import compute_masks, spec_of
 from ftlab.sparsity.io import save_masks

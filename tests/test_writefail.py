@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, ROOT, cli, read_csv
-from ftlab.callbacks.checkpoints import META_FILE, STATE_FILE, checkpoints_newest_first
 from ftlab.errors import WriteError
 from ftlab.io import CsvAppender
+from ftlab.training.state import META_FILE, STATE_FILE, checkpoints_newest_first
 from ftlab.writefail import write_failure
 
 RUN = [*FAST, "train.max_steps=40", "train.save_every_n_steps=4", "eval.enabled=false",

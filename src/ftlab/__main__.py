@@ -10,11 +10,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from ftlab.config.compose import config_dir, translate_hydra_error
-from ftlab.config.store import register_configs
 from ftlab.console import configure_run_console
 from ftlab.errors import FtlabError, report_error
-from ftlab.launchers.preflight import base_config, output_dir, preflight
+from ftlab.preflight.compose import config_dir, translate_hydra_error
+from ftlab.preflight.launch import base_config, output_dir, preflight
+from ftlab.preflight.store import register_configs
 from ftlab.rundir import discard_if_empty
 from ftlab.runlock import job_lock, lock_run_dir, release_run_dirs
 from ftlab.signals import Interrupted, job_guard

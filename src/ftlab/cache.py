@@ -26,9 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ftlab.artifacts.store import ArtifactStore
 from ftlab.config.schema import PathsConfig
 from ftlab.errors import ConfigError, FtlabError, report_error
-from ftlab.reuse.store import ArtifactStore
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -131,7 +131,7 @@ def cmd_ls(store, args) -> int:
 
 def run_plan(overrides: list[str]):
     """The plan of steps of the run these overrides compose (what ``python -m ftlab`` executes)."""
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
     from ftlab.reuse.steps import as_plain, run_steps
 
     cfg = compose_run(overrides)

@@ -36,15 +36,15 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.benchmark_checks import asks_benchmarks
-from ftlab.config.compose import compose_config, compose_run
 from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
 from ftlab.errors import ConfigError, FtlabError, report_error
+from ftlab.harness.benchmark_checks import asks_benchmarks
 from ftlab.harness.checks import check_benchmarks, model_window
 from ftlab.harness.data import run_split_files, run_task_benchmark, whole_file_files
 from ftlab.harness.run_scores import run_window, score_run, scores_of
 from ftlab.harness.selection import configured_benchmarks
 from ftlab.models import build_tokenizer
+from ftlab.preflight.compose import compose_config, compose_run
 from ftlab.sparsity.pipeline import prepare_masks
 
 WEIGHTS = ("auto", "merged", "adapter", "base")

@@ -15,8 +15,8 @@ from typing import Any
 
 from torchmetrics.aggregation import MeanMetric
 
-from ftlab.config.benchmark_checks import asks_benchmarks, uses_harness
 from ftlab.data.tasks import Example
+from ftlab.harness.benchmark_checks import asks_benchmarks, uses_harness
 from ftlab.inference import generate_answers, loss_on
 from ftlab.scoring import choice_accuracy, final_number_match
 

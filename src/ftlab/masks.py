@@ -26,10 +26,10 @@ from typing import Any
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from ftlab.config.compose import compose_config, compose_run
 from ftlab.console import help_requested
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.io import CsvAppender
+from ftlab.preflight.compose import compose_config, compose_run
 from ftlab.sparsity import stats
 from ftlab.sparsity.check import check_targets
 from ftlab.sparsity.compute import compute_pruned_for_levels, importance_of, layouts_for, spec_of

@@ -37,7 +37,6 @@ from ftlab.adapters.registry import get_adapter
 from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
 from ftlab.callbacks.best_state import BestState
-from ftlab.callbacks.checkpoints import checkpoint_step, read_meta
 from ftlab.callbacks.eval_log import EvalLog
 from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
@@ -48,11 +47,12 @@ from ftlab.data.epochs import train_steps
 from ftlab.data.packing import padding_fraction
 from ftlab.evaluation import final_evaluate, training_scorer
 from ftlab.io import write_json
+from ftlab.launchers.slurm import resume_setting
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.attention import resolve_attention
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
+from ftlab.preflight.fsdp_rules import check_fsdp
 from ftlab.reuse.cached import cached_base_model, cached_init_fn, cached_mask_fn
-from ftlab.reuse.foundation import foundation
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
@@ -60,14 +60,14 @@ from ftlab.signals import Interrupted
 from ftlab.sparsity.calibration import calibration_batches
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import SparseBase, sparse_base
+from ftlab.training.foundation import foundation
 from ftlab.training.fsdp import ShardedStrategy
-from ftlab.training.fsdp_rules import check_fsdp
 from ftlab.training.module import FtlabModule
 from ftlab.training.packing_check import check_packing
 from ftlab.training.progress import header, peak_memory_mb
 from ftlab.training.resume import note_rebuilt_base, resume_checkpoint
 from ftlab.training.schedules import total_steps
-from ftlab.training.state import check_resumable
+from ftlab.training.state import check_resumable, checkpoint_step, read_meta
 from ftlab.training.trainer import build_logger, build_trainer
 
 log = logging.getLogger("ftlab")
@@ -80,7 +80,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, extra_callbacks: list | No
     run_dir.mkdir(parents=True, exist_ok=True)
     runner = StepRunner(cfg)  # the plan of steps (computed once) and the runner of its cached steps
     # checked before anything is written or built: a refused checkpoint leaves the run dir as it was
-    ckpt = resume_checkpoint(cfg, run_dir, foundation(runner.steps))
+    ckpt = resume_checkpoint(resume_setting(cfg.resume), run_dir, foundation(runner.steps))
     write_config_and_seed(cfg, run_dir)
 
     tokenizer, model = prepare_model(cfg, runner)  # model step (+ the cached base pre-training)

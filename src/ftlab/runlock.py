@@ -2,7 +2,7 @@
 process ends.
 
 Two processes writing into one run dir interleave ``loss_log.csv`` rows and checkpoints and both
-exit 0. The lock is the reuse cache's :class:`ftlab.reuse.locks.KeyLock` (``O_EXCL`` file with the
+exit 0. The lock is the reuse cache's :class:`ftlab.artifacts.locks.KeyLock` (``O_EXCL`` file with the
 owner's host, PID and boot id, a heartbeat that keeps it fresh), used without waiting: a second
 process is refused in one line naming the owner. A lock whose owner is gone (same machine, PID no
 longer running; or, from another machine, a heartbeat older than ``STALE_S``) is taken over, so a
@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ftlab.artifacts.locks import BOOT_ID, HOST, KeyLock, read_state
 from ftlab.errors import ConfigError
-from ftlab.reuse.locks import BOOT_ID, HOST, KeyLock, read_state
 
 LOCK_NAME = ".ftlab-run.lock"
 HEARTBEAT_S = 5.0

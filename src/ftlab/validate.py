@@ -34,10 +34,10 @@ from ftlab.sparsity.check import check_fit, check_targets, validate_weights
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.selection import canonical_name
 from ftlab.sparsity.semi import compare_speed, to_semi_structured_, unsupported_reason
+from ftlab.training.state import STATE_FILE
 
 KEYS = ("checkpoint", "mask", "report", "speed", "batch", "seq")
 SPEEDS = ("2:4",)
-STATE_FILE = "state.ckpt"
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:

@@ -9,11 +9,11 @@ import pytest
 
 from conftest import compose
 from ftlab.adapters import all_adapters, get_adapter
+from ftlab.adapters.params import model_facts, param_bytes, trainable_params
 from ftlab.adapters.registry import AdapterSpec
-from ftlab.config.validate import validate_model_memory, validate_stage_thresholds
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
-from ftlab.plan.params import model_facts, param_bytes, trainable_params
+from ftlab.preflight.validate import validate_model_memory, validate_stage_thresholds
 
 NAMES = sorted(a.name for a in all_adapters())
 #: overrides that make an adapter composable (masked LoRA needs a sparse base)

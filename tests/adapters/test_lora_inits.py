@@ -17,9 +17,9 @@ from peft.tuners.lora.corda import preprocess_corda
 from ftlab.adapters.inits import init_spec, initial_state
 from ftlab.adapters.peft_lora import peft_config
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.cached import cached_init_fn
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.steps import as_plain, run_steps

@@ -14,11 +14,11 @@ from transformers import AutoModelForCausalLM
 
 from conftest import FAST, compose, run_tiny
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import check_supported
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.steps import as_plain, run_steps
 
 TUNERS = {"loha": "{r: 4, alpha: 8}", "lokr": "{r: 4}", "vera": "{r: 16}", "oft": "{r: 0, oft_block_size: 4}",

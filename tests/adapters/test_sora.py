@@ -15,9 +15,9 @@ from torch import nn
 
 from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.sora import GATE_GROUP, GatedDoraLinear, GatedLoraLinear
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.training.module import FtlabModule
 from tolerance import assert_close
 

@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from conftest import read_csv
-from ftlab.callbacks import find_latest_checkpoint
-from ftlab.callbacks.checkpoints import META_FILE, STATE_FILE
-from ftlab.config.compose import compose_run
+from ftlab.preflight.compose import compose_run
 from ftlab.run import run
+from ftlab.training.state import META_FILE, STATE_FILE, find_latest_checkpoint
 
 pytestmark = pytest.mark.slow
 

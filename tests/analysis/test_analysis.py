@@ -13,7 +13,7 @@ from conftest import cli
 from ftlab.analysis import analyze
 from ftlab.analysis.runs import flatten, load_runs
 from ftlab.analysis.tables import task_metric, varying_keys
-from ftlab.config.compose import compose_run
+from ftlab.preflight.compose import compose_run
 
 TINY = ["task.num_examples=80", "task.eval_examples=4", "train.max_steps=6", "train.batch_size=4",
         "train.log_every_n_steps=2", "train.save_merged_model=false", "train.save_adapter=false",

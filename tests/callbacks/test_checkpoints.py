@@ -9,16 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.callbacks.checkpoints import (
+from ftlab.callbacks.checkpoints import PeriodicCheckpoint
+from ftlab.callbacks.loss_log import LossLog
+from ftlab.training.state import (
     META_FILE,
     STATE_FILE,
-    PeriodicCheckpoint,
+    STATE_FORMAT,
+    STATE_KEY,
     checkpoint_step,
     checkpoints_newest_first,
     find_latest_checkpoint,
+    safe_load,
+    trainable_shapes,
 )
-from ftlab.callbacks.loss_log import LossLog
-from ftlab.training.state import STATE_FORMAT, STATE_KEY, safe_load, trainable_shapes
 from tiny_training import tiny_fit, tiny_parts
 
 # 80 examples -> 64 train -> 8 batches of 8 per epoch

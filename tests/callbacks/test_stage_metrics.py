@@ -8,10 +8,11 @@ import lightning as L
 import pytest
 
 from conftest import read_csv
-from ftlab.callbacks.checkpoints import STATE_FILE, PeriodicCheckpoint
+from ftlab.callbacks.checkpoints import PeriodicCheckpoint
 from ftlab.callbacks.stage_metrics import COLUMNS, FILE, StageMetrics, metric_key
 from ftlab.evaluation import exact_match
 from ftlab.inference import loss_on
+from ftlab.training.state import STATE_FILE
 from tiny_training import tiny_fit, tiny_parts
 
 STAGES = ["adapter=sora", "adapter.gate_init=normal", "schedule=stages",

@@ -17,7 +17,7 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes(group: str, option: str) -> None:
     """Composition against the schemas (real-data tasks are validated once given a file)."""
-    from ftlab.config.compose import compose_config
+    from ftlab.preflight.compose import compose_config
 
     cfg = compose_config([f"{group}={option}"])
     assert cfg[group].name == option
@@ -25,7 +25,7 @@ def test_every_option_composes(group: str, option: str) -> None:
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes(experiment: str) -> None:
-    from ftlab.config.compose import compose_config
+    from ftlab.preflight.compose import compose_config
 
     cfg = compose_config([f"+experiment={experiment}"])
     assert cfg.name

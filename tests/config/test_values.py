@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from ftlab.config.fields import Bounds, knob
 from ftlab.config.values import check_node
 from ftlab.errors import ConfigError, FtlabError
-from ftlab.launchers.preflight import preflight
+from ftlab.preflight.launch import preflight
 
 CASES = [
     # (id, overrides, substrings of the one line)

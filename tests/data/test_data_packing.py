@@ -183,7 +183,7 @@ def test_packing_pads_under_five_percent_on_capitalization() -> None:
 
 
 def test_packing_and_group_by_length_are_refused_together() -> None:
-    from ftlab.config.validate import validate_config
+    from ftlab.preflight.validate import validate_config
 
     with pytest.raises(ConfigError, match="train.group_by_length"):
         validate_config(compose("train.packing=true", "train.group_by_length=true"))

@@ -8,10 +8,11 @@ import lightning as L
 import pytest
 
 from conftest import compose
-from ftlab.callbacks.checkpoints import STATE_FILE, PeriodicCheckpoint
+from ftlab.callbacks.checkpoints import PeriodicCheckpoint
 from ftlab.data.datamodule import ResumableSampler, TaskDataModule
 from ftlab.data.encoding import IGNORE_INDEX
 from ftlab.models import build_tokenizer
+from ftlab.training.state import STATE_FILE
 from tiny_training import SMALL, tiny_fit, tiny_parts
 
 BS = 8  # SMALL: 64 train examples, 8 per batch

@@ -14,7 +14,7 @@ from ftlab.data.checks import data_facts
 from ftlab.data.epochs import epoch_items, planned_steps, steps_per_epoch, train_steps
 from ftlab.data.packing import pack_rows
 from ftlab.errors import FtlabError
-from ftlab.launchers.preflight import preflight
+from ftlab.preflight.launch import preflight
 
 EPOCHS = ("train.max_epochs=2", "train.max_steps=null")
 

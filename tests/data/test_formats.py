@@ -18,8 +18,8 @@ from ftlab.data.checks import data_facts
 from ftlab.data.encoding import IGNORE_INDEX, encode
 from ftlab.data.tasks import build_task, split_examples
 from ftlab.errors import FtlabError
-from ftlab.launchers.preflight import preflight
 from ftlab.models import build_tokenizer
+from ftlab.preflight.launch import preflight
 from ftlab.run import summary_line
 
 EOS = 1

@@ -12,7 +12,7 @@ import pytest
 from conftest import compose, run_tiny
 from ftlab.data.tasks import build_task
 from ftlab.errors import FtlabError
-from ftlab.launchers.preflight import preflight
+from ftlab.preflight.launch import preflight
 from ftlab.reuse.runner import StepRunner
 
 

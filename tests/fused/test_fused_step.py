@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run
 from ftlab.data.encoding import IGNORE_INDEX, Encoded, collate
 from ftlab.errors import ConfigError
 from ftlab.fused.batch import concat_batches, trial_losses
 from ftlab.fused.build import adapt_trial, adapted_layers, check_fusable, install, lend_back, restore, slot_of
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 
 TRIALS = [  # (overrides, adapter seed, dropout seed, rows, width)
     (["adapter=lora", "adapter.r=4", "adapter.alpha=8"], 1, 101, 3, 14),

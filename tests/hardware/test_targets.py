@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError, fail
 from ftlab.fused.grouping import why_not_fused
 from ftlab.hardware import HardwareSpec, all_targets, get_target, register_target, shards_parameters
-from ftlab.launchers.preflight import _local_job_checks
+from ftlab.preflight.compose import compose_run
+from ftlab.preflight.launch import _local_job_checks
 
 
 def _no_dora(run_cfg) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from ftlab.errors import FtlabError
 from ftlab.evaluate import main
-from ftlab.launchers.preflight import preflight
+from ftlab.preflight.launch import preflight
 from real_task_files import arc_rows, gsm8k_rows, piqa_rows, write_jsonl
 
 

@@ -26,10 +26,10 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from ftlab.config.compose import compose_run
 from ftlab.launchers.cerebras_names import modelzoo_param_names
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import cszoo_params, pruned_weight_names
+from ftlab.preflight.compose import compose_run
 
 PYTHON = os.environ.get("FTLAB_MODELZOO_PYTHON")
 TINY_MIXTRAL = ["model=mixtral_8x7b", "model.name=tiny_mixtral", "model.tokenizer=byte", "model.name_or_path=null",

@@ -8,7 +8,6 @@ import fnmatch
 
 import pytest
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import (
     CS_CHECKPOINT_FORMAT,
@@ -23,6 +22,7 @@ from ftlab.launchers.cerebras_names import (
     param_globs,
 )
 from ftlab.launchers.cerebras_params import pruned_weight_names
+from ftlab.preflight.compose import compose_run
 
 # (arch, HF name inside a decoder layer, ModelZoo names inside the layer, where it is written).
 DENSE = [

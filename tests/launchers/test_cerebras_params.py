@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import param_globs
 from ftlab.launchers.cerebras_options import CerebrasOptions
@@ -19,6 +18,7 @@ from ftlab.launchers.cerebras_params import (
     lora_target_names,
     schedulers,
 )
+from ftlab.preflight.compose import compose_run
 from ftlab.training.schedules import lr_at
 
 DATA = CerebrasOptions(train_data_dir="/data/train", val_data_dir="/data/val", checkpoint_path="/cb/base.mdl")

@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from conftest import ROOT, cli
-from ftlab.config.compose import compose_run
 from ftlab.data.tasks import build_task
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_job import write_job_files
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import check_supported, cszoo_params
 from ftlab.launchers.cerebras_steps import READ_HOOK, job_plan
+from ftlab.preflight.compose import compose_run
 
 FIXTURE_BIN = ROOT / "tests" / "fixtures" / "bin"
 FAST = ["train.max_steps=20", "train.log_every_n_steps=5", "train.save_every_n_steps=10"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import (
@@ -16,6 +15,7 @@ from ftlab.launchers.cerebras_params import (
     gmp_levels,
     gmp_schedule,
 )
+from ftlab.preflight.compose import compose_run
 
 OPTS = CerebrasOptions(train_data_dir="/d/train", checkpoint_path="/cb/base.mdl")
 GMP = CerebrasOptions(train_data_dir="/d/train", checkpoint_path="/cb/base.mdl", sparsity_algorithm="gmp",

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, run_tiny
-from ftlab.config.compose import compose_config
-from ftlab.config.validate import validate_config
 from ftlab.errors import ConfigError, FtlabError
 from ftlab.launchers.slurm import check_cluster, restart_count, resume_setting
+from ftlab.preflight.compose import compose_config
+from ftlab.preflight.validate import validate_config
 
 
 def test_requeued_job_resumes_automatically():

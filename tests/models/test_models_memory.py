@@ -13,12 +13,12 @@ from torch import nn
 
 from conftest import compose, run_tiny
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.model_checks import meta_architecture
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models import quantization as Q
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.models.structure import decoder_blocks
+from ftlab.preflight.model_checks import meta_architecture
 from ftlab.sparsity.selection import select_modules
 from tolerance import assert_close
 

@@ -14,9 +14,9 @@ import sentencepiece as spm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import compose, run_tiny
-from ftlab.config.model_checks import check_model_dir
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.model_checks import check_model_dir
 
 BYTE_IDS = 259  # ByT5's 3 specials + 256 bytes
 

@@ -7,15 +7,15 @@ import json
 import pytest
 
 from conftest import cli
-from ftlab.config.compose import compose_run
+from ftlab.adapters.params import model_facts, trainable_params
 from ftlab.errors import ConfigError
 from ftlab.plan.estimate import RunFacts, estimate_memory, estimate_time, fit_line
 from ftlab.plan.naming import fmt_value, swept_keys, tag
 from ftlab.plan.options import PlanOptions, parse_planner_args
-from ftlab.plan.params import model_facts, trainable_params
 from ftlab.plan.planner import make_plan
 from ftlab.plan.priors import Prior
 from ftlab.plan.stages import reuse_numbers, stage_tree
+from ftlab.preflight.compose import compose_run
 
 TINY = ["task.num_examples=80", "task.eval_examples=4", "train.max_steps=10", "train.batch_size=4",
         "train.log_every_n_steps=5", "train.save_merged_model=false", "train.save_adapter=false",
@@ -197,7 +197,7 @@ def test_planner_options_fail_with_one_line():
                                      ("adapter.rank=4", "adapter.rank")])
 def test_bad_input_fails_like_a_run(tmp_path, bad, key):
     from ftlab.errors import FtlabError
-    from ftlab.launchers.preflight import preflight
+    from ftlab.preflight.launch import preflight
 
     out = tmp_path / "plan"
     plan = cli("ftlab.plan", bad, f"plan.dir={out}")

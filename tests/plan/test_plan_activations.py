@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import compose
+from ftlab.adapters.params import activation_mb_per_sample, model_facts
 from ftlab.adapters.registry import get_adapter
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.plan.measure import cpu_peak_bytes
-from ftlab.plan.params import activation_mb_per_sample, model_facts
 
 TOLERANCE = 0.25
 

@@ -3,11 +3,17 @@ cache bytes per run and for the sweep (each shared entry once)."""
 
 from __future__ import annotations
 
-from ftlab.config.compose import compose_run
+from ftlab.adapters.params import (
+    STATE_OVERHEAD_BYTES,
+    model_facts,
+    state_bytes,
+    trainable_params,
+    weights_bytes,
+)
 from ftlab.plan.options import PlanOptions
-from ftlab.plan.params import STATE_OVERHEAD_BYTES, model_facts, state_bytes, trainable_params, weights_bytes
 from ftlab.plan.planner import checkpoint_count, epoch_steps, make_plan
 from ftlab.plan.report import to_json, to_markdown
+from ftlab.preflight.compose import compose_run
 
 TINY = ["task.num_examples=100", "train.batch_size=8", "train.save_adapter=false", "eval.generate=false"]
 

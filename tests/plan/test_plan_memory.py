@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from conftest import compose
-from ftlab.errors import ConfigError
-from ftlab.plan.estimate import RunFacts, memory_match
-from ftlab.plan.params import (
+from ftlab.adapters.params import (
     KBIT_BYTES,
     activation_mb_per_sample,
     memory_mode,
@@ -20,6 +18,8 @@ from ftlab.plan.params import (
     trainable_params,
     weight_bytes,
 )
+from ftlab.errors import ConfigError
+from ftlab.plan.estimate import RunFacts, memory_match
 from ftlab.plan.priors import Prior
 
 
@@ -28,7 +28,7 @@ def test_checkpointing_keeps_block_inputs_only() -> None:
     full = activation_mb_per_sample(facts, 2048, "bfloat16")
     ckpt = activation_mb_per_sample(facts, 2048, "bfloat16", checkpointing=True)
     s, h, i, L = 2048, 4096, 14336, 32
-    block = s * (7 * h + 4 * i) * 2  # bf16 values a block keeps per token (ftlab.plan.params)
+    block = s * (7 * h + 4 * i) * 2  # bf16 values a block keeps per token (ftlab.adapters.params)
     logits = 3 * s * facts.vocab * 4
     assert facts.intermediate == i
     assert full == pytest.approx((L * block + logits) / 2**20)

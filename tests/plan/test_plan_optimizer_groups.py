@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from ftlab.adapters.params import ADAM_MOMENT_BYTES, model_facts, optimizer_groups
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
 from ftlab.plan.options import PlanOptions
-from ftlab.plan.params import ADAM_MOMENT_BYTES, model_facts, optimizer_groups
 from ftlab.plan.planner import make_plan
 from ftlab.plan.report import to_json, to_markdown
+from ftlab.preflight.compose import compose_run
 
 TINY = ["task.num_examples=100", "schedule.lr=1e-3"]
 

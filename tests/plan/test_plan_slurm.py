@@ -14,9 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, cli
-from ftlab.config.compose import compose_run
 from ftlab.plan.options import SlurmOptions
 from ftlab.plan.slurm import fmt_time, time_limit_min
+from ftlab.preflight.compose import compose_run
 
 TINY = ["task.num_examples=60", "task.eval_examples=4", "train.max_steps=3", "train.batch_size=4",
         "train.log_every_n_steps=1", "train.save_merged_model=false", "train.save_adapter=false",

@@ -3,10 +3,10 @@ caching decisions), with the bytes its cache entries take."""
 
 from __future__ import annotations
 
-from ftlab.config.compose import compose_run
 from ftlab.plan.options import PlanOptions
 from ftlab.plan.planner import make_plan
 from ftlab.plan.report import steps_table, to_json
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.runner import StepRunner
 
 STAGES = ["+experiment=stage_reuse_demo", "sparsity=unstructured"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftlab.config.compose import compose_run
-from ftlab.reuse.store import ArtifactStore
+from ftlab.artifacts.store import ArtifactStore
+from ftlab.preflight.compose import compose_run
 from ftlab.run import run
 
 pytestmark = pytest.mark.slow

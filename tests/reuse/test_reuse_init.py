@@ -15,14 +15,14 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from ftlab.adapters.inits import initial_state
+from ftlab.adapters.params import init_bytes, model_facts
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run
+from ftlab.artifacts.store import ArtifactStore
 from ftlab.models import build_model, build_tokenizer
-from ftlab.plan.params import init_bytes, model_facts
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.cached import INIT_FILE, cached_init_fn
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.steps import as_plain, run_steps
-from ftlab.reuse.store import ArtifactStore
 from ftlab.run import run
 
 PISSA = ["adapter=lora", "adapter.init=pissa", "adapter.r=4"]

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
+from ftlab.artifacts.keys import canonical_json, lookup, step_key
 from ftlab.reuse import steps as S
-from ftlab.reuse.keys import canonical_json, lookup, step_key
 
 STAGES = "schedule.stages=[{iters:5,lr:1e-3},{iters:5,lr:5e-4}]"
 
 
 def plain(*overrides: str) -> dict[str, Any]:
-    from ftlab.config.compose import compose_run
+    from ftlab.preflight.compose import compose_run
 
     return S.as_plain(compose_run(["schedule=stages", STAGES, *overrides]))
 

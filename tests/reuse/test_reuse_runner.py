@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftlab.config.compose import compose_run
+from ftlab.artifacts.store import ArtifactStore
 from ftlab.plan.stages import trial_chain
-from ftlab.reuse.checks import uses_cache
+from ftlab.preflight.compose import compose_run
+from ftlab.preflight.reuse_checks import uses_cache
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import reuse_applies
 from ftlab.reuse.steps import as_plain, cache_policy, run_steps
-from ftlab.reuse.store import ArtifactStore
 
 STAGES = ["schedule=stages", "schedule.stages=[{iters:2,lr:1e-3},{iters:2,lr:5e-4}]"]
 SPARSE_BASE = ["base.enabled=true", "sparsity=unstructured"]

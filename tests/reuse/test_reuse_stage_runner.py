@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftlab.config.compose import compose_run
+from ftlab.artifacts.store import ArtifactStore
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
-from ftlab.reuse.store import ArtifactStore
 
 STAGES = ["+experiment=stage_reuse_demo"]
 

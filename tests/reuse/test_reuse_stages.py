@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import cli
-from ftlab.config.compose import compose_run
+from ftlab.artifacts.store import ArtifactStore
 from ftlab.errors import ConfigError
-from ftlab.reuse.store import ArtifactStore
+from ftlab.preflight.compose import compose_run
 from ftlab.run import run
 
 TINY = ["schedule=stages", "task.num_examples=120", "train.batch_size=8", "train.eval_batch_size=32",

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
+from ftlab.artifacts.store import ArtifactStore
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.steps import as_plain
-from ftlab.reuse.store import ArtifactStore
 
 SPARSE_BASE = ["base.enabled=true", "sparsity=unstructured"]
 WAIT_S = 60  # an upper bound for events that take milliseconds; a broken lock fails, not hangs

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError, FtlabError
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.io import save_masks
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ import torch
 from peft import PeftModel
 
 from conftest import compose, read_csv, run_tiny
+from ftlab.adapters.params import model_facts, trainable_params
 from ftlab.adapters.registry import get_adapter
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.structure import expert_parameters
-from ftlab.plan.params import model_facts, trainable_params
 from ftlab.sparsity.calibration import calibration_batches
 from ftlab.sparsity.check import check_targets
 from ftlab.sparsity.compute import (

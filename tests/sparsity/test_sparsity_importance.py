@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
+from ftlab.artifacts.keys import lookup
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse import steps as S
-from ftlab.reuse.keys import lookup
 from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.importance import (
     ImportanceSpec,

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.check import check_targets, validate_weights
 from ftlab.sparsity.compute import compute_masks, spec_of
 from ftlab.sparsity.io import load_masks, save_masks, sidecar_path

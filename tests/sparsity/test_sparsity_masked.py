@@ -9,8 +9,8 @@ from peft import PeftModel
 
 from ftlab.adapters.masked import MaskedLora
 from ftlab.adapters.masked_layer import MaskedLoraLinear
-from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.apply import apply_masks_
 from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.pipeline import attach_masks

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity import scores as S
 from ftlab.sparsity.calibration import calibration_batches
 from ftlab.sparsity.compute import (

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ftlab.config.compose import compose_run
+from ftlab.preflight.compose import compose_run
 from ftlab.run import run
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.pipeline import dropped_update

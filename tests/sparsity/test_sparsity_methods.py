@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse import steps as S
 from ftlab.sparsity.compute import compute_masks, spec_of
 from ftlab.sparsity.masks import lowest_k_masks, prune_count, structured_ok

@@ -8,10 +8,10 @@ import csv
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError, FtlabError
 from ftlab.masks import main
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.compute import compute_pruned, decoder_layers
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.owl import outlier_ratio, owl_levels

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.cached import WEIGHTS_FILE, cached_mask_fn
 from ftlab.reuse.runner import StepRunner
 from ftlab.sparsity import scores as S

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.apply import apply_masks_
 from ftlab.sparsity.compute import MaskSpec, compute_masks, decoder_layers, masks_from_scores
 from ftlab.sparsity.structures import Structure, find_structures

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from ftlab.adapters.registry import all_adapters
-from ftlab.config.compose import compose_run
 from ftlab.models import build_model, build_tokenizer
+from ftlab.preflight.compose import compose_run
 from ftlab.run import run
 from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.io import save_masks

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import torch
 
-from ftlab.config.compose import compose_run
+from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.compute import masks_from_scores, spec_of
 
 

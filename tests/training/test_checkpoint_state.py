@@ -15,16 +15,18 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import FAST, cli, compose
-from ftlab.callbacks.checkpoints import META_FILE, STATE_FILE, checkpoints_newest_first
+from ftlab.artifacts.manifest import build_manifest
+from ftlab.artifacts.store import ArtifactStore
 from ftlab.errors import ConfigError, FtlabError
-from ftlab.reuse.foundation import config_diff, foundation_mismatch
-from ftlab.reuse.manifest import build_manifest
-from ftlab.reuse.store import ArtifactStore
 from ftlab.run import run
+from ftlab.training.foundation import config_diff, foundation_mismatch
 from ftlab.training.state import (
+    META_FILE,
+    STATE_FILE,
     STATE_FORMAT,
     STATE_KEY,
     check_state_dict,
+    checkpoints_newest_first,
     state_info,
     state_mismatch,
     state_problem,

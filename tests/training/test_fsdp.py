@@ -16,11 +16,17 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import cli, compose
-from ftlab.callbacks.checkpoints import STATE_FILE, checkpoints_newest_first
 from ftlab.errors import ConfigError
+from ftlab.preflight.fsdp_rules import check_fsdp_config, fsdp_problem
 from ftlab.training.fsdp import gather_trainable, plain_parts, rebuild_, unwrap_, wrap_policy
-from ftlab.training.fsdp_rules import check_fsdp_config, fsdp_problem
-from ftlab.training.state import STATE_KEY, snapshot_trainable, state_info, trainable_shapes
+from ftlab.training.state import (
+    STATE_FILE,
+    STATE_KEY,
+    checkpoints_newest_first,
+    snapshot_trainable,
+    state_info,
+    trainable_shapes,
+)
 
 CPU_FSDP = ["hardware=fsdp", "hardware.accelerator=cpu", "hardware.precision=32-true"]
 

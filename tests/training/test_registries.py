@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 
-from ftlab.config.compose import compose_run
 from ftlab.errors import ConfigError
+from ftlab.preflight.compose import compose_run
 from ftlab.reuse.steps import as_plain, run_steps
 from ftlab.training.loggers import LoggerSpec, get_logger, register_logger
 from ftlab.training.schedules import ScheduleSpec, get_schedule, is_staged, lr_at, register_schedule

@@ -13,7 +13,6 @@ _EXPORTS = {
     "LossLog": "ftlab.callbacks.loss_log",
     "PeriodicCheckpoint": "ftlab.callbacks.checkpoints",
     "TrainingHistory": "ftlab.callbacks.history",
-    "find_latest_checkpoint": "ftlab.callbacks.checkpoints",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,57 +8,14 @@ is written to a temporary name and renamed, so a crash never leaves a half check
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from ftlab.training.state import STATE_KEY, safe_load, state_info
+from ftlab.training.state import META_FILE, STATE_FILE, STATE_KEY, state_info
 from ftlab.writefail import write_failure
-
-STATE_FILE = "state.ckpt"
-META_FILE = "meta.json"
-_NAME = re.compile(r"^checkpoint-epoch(\d+)(?:-step(\d+))?$")
-
-
-def read_meta(state_file: Path) -> dict[str, Any]:
-    """The ``meta.json`` next to a state file (``{}`` when there is none or it is unreadable)."""
-    try:
-        data = json.loads((Path(state_file).parent / META_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def checkpoints_newest_first(run_dir: Path) -> list[Path]:
-    """Checkpoint dirs with a state file and a readable ``meta.json``, highest global step first
-    (epoch-end first on a tie). Whether a state is intact is :func:`state_problem`'s question."""
-    root = Path(run_dir) / "checkpoints"
-    found = []
-    for d in root.glob("checkpoint-epoch*") if root.is_dir() else []:
-        if not (_NAME.match(d.name) and (d / STATE_FILE).is_file()):
-            continue
-        info = read_meta(d / STATE_FILE)
-        if "global_step" in info:
-            found.append(((int(info["global_step"]), bool(info.get("epoch_end", False))), d))
-    return [d for _, d in sorted(found, key=lambda kd: kd[0], reverse=True)]
-
-
-def find_latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint with the highest global step (epoch-end wins a tie)."""
-    found = checkpoints_newest_first(run_dir)
-    return found[0] if found else None
-
-
-def checkpoint_step(state_file: Path) -> int:
-    """Global step of a checkpoint: from its ``meta.json`` when it has one (no need to load the
-    whole state), else from the state itself (memory-mapped, ``weights_only``)."""
-    meta = read_meta(state_file)
-    if "global_step" in meta:
-        return int(meta["global_step"])
-    return int(safe_load(Path(state_file), mmap=True)["global_step"])
 
 
 def save_state(trainer: L.Trainer, path: Path) -> dict[str, Any]:

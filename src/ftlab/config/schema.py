@@ -5,7 +5,7 @@ value of the wrong type is rejected by OmegaConf at composition time. Range chec
 cannot express per field (rank >= 1, lr > 0, a finite number, a non-empty list) are declared on
 the field itself with :func:`ftlab.config.fields.knob` (its ``doc`` is the field's entry in
 ``docs/config.md``) and checked by :func:`ftlab.config.values.check_values`; checks that relate
-several fields live in :mod:`ftlab.config.validate`.
+several fields live in :mod:`ftlab.preflight.validate`.
 
 Adapter schemas are registered by the adapter modules themselves (see
 :mod:`ftlab.adapters.registry`), so adding an adapter never touches this file.

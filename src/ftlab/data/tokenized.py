@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.artifacts.manifest import content_fingerprint
 from ftlab.data.checks import data_facts
 from ftlab.data.encoding import Encoded, encode
 from ftlab.data.task_base import Splits
 from ftlab.errors import FtlabError
-from ftlab.reuse.steps import content_fingerprint
 
 SPLITS = ("train", "val")
 

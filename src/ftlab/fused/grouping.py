@@ -18,9 +18,9 @@ from typing import Any
 
 from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
+from ftlab.artifacts.keys import canonical_json, lookup, pick
 from ftlab.fused.build import fusable
 from ftlab.hardware import get_target, shards_parameters
-from ftlab.reuse.keys import canonical_json, lookup, pick
 from ftlab.reuse.steps import BATCHING_KEYS, HARDWARE_KEYS, MEMORY_KEYS, as_plain, run_steps
 
 #: The task and how its examples become tokens (one tokenisation, one padding/packing layout).

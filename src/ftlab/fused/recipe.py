@@ -31,8 +31,8 @@ from ftlab.data.epochs import train_steps
 from ftlab.fused.build import TrialAdapter, adapt_trial, install
 from ftlab.fused.coordinator import FusedStep
 from ftlab.fused.module import FusedTrialModule
+from ftlab.launchers.slurm import resume_setting
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
-from ftlab.reuse.foundation import foundation
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.run import (
@@ -44,6 +44,7 @@ from ftlab.run import (
     summary_line,
     write_config_and_seed,
 )
+from ftlab.training.foundation import foundation
 from ftlab.training.resume import resume_checkpoint
 
 log = logging.getLogger("ftlab")
@@ -73,7 +74,7 @@ def prepare_trial(cfg: DictConfig, run_dir: Path, shared: torch.nn.Module, token
     """A solo run's phases up to its adapter, in its order, on the group's base."""
     run_dir.mkdir(parents=True, exist_ok=True)
     runner = StepRunner(cfg)
-    ckpt = resume_checkpoint(cfg, run_dir, foundation(runner.steps))
+    ckpt = resume_checkpoint(resume_setting(cfg.resume), run_dir, foundation(runner.steps))
     write_config_and_seed(cfg, run_dir)
     dm = prepare_data(cfg, tokenizer)
     control = control_metrics(cfg, shared, tokenizer, dm)

@@ -1,6 +1,6 @@
 """Evaluation as a cached step: lm-eval's scores of one model on one benchmark, computed once.
 
-Key (``ftlab.reuse.keys.step_key``, kind ``eval``): the content digest of the evaluated weights
+Key (``ftlab.artifacts.keys.step_key``, kind ``eval``): the content digest of the evaluated weights
 (sha256 over every parameter and buffer of the model as it is scored: names, dtypes, shapes,
 bytes), the lm-eval task, the sha256 of every data file it reads, the number of shots, the
 generation budget, ``limit``, the headline variant and the lm-eval version. Two models that are
@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ftlab.artifacts.keys import step_key
+from ftlab.artifacts.manifest import file_sha256
+from ftlab.artifacts.store import ArtifactStore
 from ftlab.data.lm_eval_catalog import lm_eval_version
 from ftlab.harness.score import Benchmark, HarnessScore, score_benchmarks
-from ftlab.reuse.keys import step_key
-from ftlab.reuse.manifest import file_sha256
-from ftlab.reuse.store import ArtifactStore
 
 log = logging.getLogger("ftlab")
 KIND, VERSION, SCORES = "eval", 1, "scores.json"

@@ -23,7 +23,7 @@ from ftlab.data.benchmark_config import task_config
 from ftlab.data.benchmark_files import LocalData
 from ftlab.data.lm_eval_catalog import config_manager, lm_eval_version
 from ftlab.harness.records import default_variant, metric_records, pick
-from ftlab.reuse.rng import preserved_rng
+from ftlab.training.rng import preserved_rng
 
 log = logging.getLogger("ftlab")
 

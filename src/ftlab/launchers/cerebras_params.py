@@ -42,6 +42,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ftlab.adapters.params import model_facts, trainable_params
 from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.targets import requested_targets
 from ftlab.errors import ConfigError
@@ -57,7 +58,6 @@ from ftlab.launchers.cerebras_steps import JobPlan, check_base, global_batch
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.build import model_config
 from ftlab.models.structure import decoder_linears, leaf_names
-from ftlab.plan.params import model_facts, trainable_params
 from ftlab.sparsity.importance import effective_importance
 from ftlab.sparsity.methods import all_methods, get_method
 from ftlab.sparsity.selection import select_modules

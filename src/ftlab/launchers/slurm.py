@@ -77,7 +77,7 @@ def check_resources(launcher: Any, hardware: Any, where: str = "") -> None:
 
 
 def validate_launcher(cfg: Any) -> None:
-    """Validator (``ftlab.config.validate.VALIDATORS``): a config composed with its ``hydra`` node
+    """Validator (``ftlab.preflight.validate.VALIDATORS``): a config composed with its ``hydra`` node
     and ``hydra/launcher=slurm`` must ask SLURM for the job's own device layout."""
     launcher = OmegaConf.select(cfg, "hydra.launcher", default=None) if "hydra" in cfg else None
     if is_slurm_launcher(launcher):

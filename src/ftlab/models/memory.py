@@ -43,7 +43,7 @@ def validate_attention(cfg: Any) -> None:
 
 
 def validate_model(cfg: Any, quantizable: Sequence[str]) -> None:
-    """Config checks of the model's memory features (registered in ``ftlab.config.validate``);
+    """Config checks of the model's memory features (registered in ``ftlab.preflight.validate``);
     ``quantizable``: the adapters that train beside a k-bit base."""
     validate_attention(cfg)
     validate_quantization(cfg, quantizable)

@@ -26,7 +26,7 @@ WEIGHTS = {"hardware": 8, "model": 4, "adapter": 2, "task": 1}
 @dataclass(frozen=True)
 class RunFacts(RunSetup):
     total_params: int
-    memory_mode: str = ""  # ftlab.plan.params.memory_mode: dtype, quantisation, checkpointing
+    memory_mode: str = ""  # ftlab.adapters.params.memory_mode: dtype, quantisation, checkpointing
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``hydra/launcher=fused`` in a plan: the groups the launcher will form, how many trials of a
 group fit one device, and the memory of a group against its trials run one after another.
 
-Memory of a group = one base (weights, :func:`ftlab.plan.params.static_memory_mb` with nothing
+Memory of a group = one base (weights, :func:`ftlab.adapters.params.static_memory_mb` with nothing
 trainable) + per trial its share: trainable tensors with gradients and AdamW moments, and the
 activations of its micro-batch (the planner's per-sample estimate x ``train.batch_size``). K per
 device is the largest number of trials, taken in sweep order, whose shares fit beside the base
@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ftlab.adapters.params import model_facts, static_memory_mb
 from ftlab.fused.grouping import plan_groups
-from ftlab.plan.params import model_facts, static_memory_mb
 
 LAUNCHER = "hydra/launcher=fused"
 

@@ -9,16 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab.adapters.registry import get_adapter
-from ftlab.config.compose import compose_run, expand_sweep
-from ftlab.data.epochs import planned_steps, planned_steps_per_epoch
-from ftlab.data.packing import pack_length
-from ftlab.data.tokenized import tokenized_bytes
-from ftlab.hardware import shards_parameters
-from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
-from ftlab.plan.naming import name_runs, split_override
-from ftlab.plan.options import PlanOptions
-from ftlab.plan.params import (
+from ftlab.adapters.params import (
     OptimizerGroup,
     activation_mb_per_sample,
     init_bytes,
@@ -31,9 +22,18 @@ from ftlab.plan.params import (
     trainable_params,
     weights_bytes,
 )
+from ftlab.adapters.registry import get_adapter
+from ftlab.data.epochs import planned_steps, planned_steps_per_epoch
+from ftlab.data.packing import pack_length
+from ftlab.data.tokenized import tokenized_bytes
+from ftlab.hardware import shards_parameters
+from ftlab.plan.estimate import MemoryEstimate, RunFacts, TimeEstimate, estimate_memory, estimate_time
+from ftlab.plan.naming import name_runs, split_override
+from ftlab.plan.options import PlanOptions
 from ftlab.plan.priors import Prior, find_priors
 from ftlab.plan.search import search_numbers, sweeper_search
 from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree, trial_chain
+from ftlab.preflight.compose import compose_run, expand_sweep
 from ftlab.reuse.steps import RunSteps, Step, as_plain, run_steps
 
 PLAN_VERSION = 1

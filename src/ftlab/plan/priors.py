@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from ftlab.adapters.params import memory_mode
 from ftlab.analysis.runs import RunRecord, load_runs
-from ftlab.plan.params import memory_mode
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Prior(RunSetup):
     tokens_per_sample: float | None
     total_params: int | None
     peak_memory_mb: float | None
-    memory_mode: str = ""  # ftlab.plan.params.memory_mode of the run
+    memory_mode: str = ""  # ftlab.adapters.params.memory_mode of the run
 
     @property
     def sec_per_step(self) -> float:

@@ -9,8 +9,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.config.compose import compose_config
 from ftlab.plan.stages import StageNode, StageTree
+from ftlab.preflight.compose import compose_config
 from ftlab.search.halving import predict
 from ftlab.search.options import search_options
 from ftlab.search.space import select_trials

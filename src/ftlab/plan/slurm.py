@@ -16,11 +16,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ftlab.config.compose import compose_run
 from ftlab.hardware import get_target
-from ftlab.launchers.preflight import check_launch
 from ftlab.plan.options import SlurmOptions
 from ftlab.plan.planner import Plan, PlannedRun
+from ftlab.preflight.compose import compose_run
+from ftlab.preflight.launch import check_launch
 
 RUNS_SUBDIR = "runs"
 SCRIPT = "job.sbatch"

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ftlab.reuse.locks import KeyLock
-from ftlab.reuse.rng import preserved_rng
+from ftlab.artifacts.locks import KeyLock
+from ftlab.artifacts.store import ArtifactStore, BuildResult, Entry, Staging
 from ftlab.reuse.steps import RunSteps, Step, as_plain, cache_dir, run_steps
-from ftlab.reuse.store import ArtifactStore, BuildResult, Entry, Staging
+from ftlab.training.rng import preserved_rng
 
 T = TypeVar("T")
 

@@ -27,18 +27,18 @@ from typing import Any
 import lightning as L
 from torch.optim.lr_scheduler import LambdaLR
 
-from ftlab.callbacks.checkpoints import STATE_FILE, save_state
+from ftlab.artifacts.keys import canonical_json, lookup
+from ftlab.artifacts.locks import KeyLock
+from ftlab.artifacts.store import Entry, Staging
+from ftlab.callbacks.checkpoints import save_state
 from ftlab.callbacks.loss_log import COLUMNS as LOSS_COLUMNS
 from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
 from ftlab.io import write_csv
-from ftlab.reuse.keys import canonical_json, lookup
-from ftlab.reuse.locks import KeyLock
 from ftlab.reuse.runner import StageRecord, StepRunner
 from ftlab.reuse.steps import RunSteps, run_steps, world_size  # noqa: F401 (re-export)
-from ftlab.reuse.store import Entry, Staging
 from ftlab.training.schedules import stage_table
+from ftlab.training.state import META_FILE, STATE_FILE
 
-META_FILE = "meta.json"
 LOG_DIR = "logs"  # the run's logs at the stage's end (what a longer trial continues from)
 FINAL_LOG_DIR = "final_logs"  # the same after the producing fit ended there (epoch-end rows)
 LOSS_LOG = "loss_log.csv"

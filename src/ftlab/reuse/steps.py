@@ -11,7 +11,7 @@ it); the recipe executes it through that one runner (base and mask directly, sta
 :class:`ftlab.reuse.stages.StageRun`, which uses the runner's store primitives), the planner
 prints it (``python -m ftlab.plan``: :mod:`ftlab.plan.stages`, :mod:`ftlab.plan.report`),
 ``python -m ftlab.cache ls --run`` describes its entries, and composition checks read it
-(:mod:`ftlab.reuse.checks`). :func:`cache_policy` is the only caching decision.
+(:mod:`ftlab.preflight.reuse_checks`). :func:`cache_policy` is the only caching decision.
 
 Every list here is explicit. A key that is in no list and not in :data:`EXCLUDED` is caught by
 ``tests/reuse/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
@@ -23,8 +23,6 @@ Functions take the run config as a plain dict (``OmegaConf.to_container(cfg, res
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,8 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import ftlab
 from ftlab.adapters.inits import init_spec
-from ftlab.reuse.keys import lookup, pick, step_key
-from ftlab.reuse.manifest import file_sha256
+from ftlab.artifacts.keys import lookup, pick, step_key
+from ftlab.artifacts.manifest import content_fingerprint, fingerprint, tokenizer_fingerprint
 from ftlab.sparsity.importance import ImportanceSpec, effective_importance, importance_spec
 from ftlab.sparsity.methods import find_method
 from ftlab.sparsity.structures import get_structure
@@ -210,57 +208,6 @@ def make_step(kind: str, parent: Step | None, config: dict[str, Any], cached: bo
     version = VERSIONS[kind]
     pkey = parent.key if parent else None
     return Step(kind, step_key(kind, pkey, config, version), pkey, config, version, cached and kind in CACHEABLE)
-
-
-# -- fingerprints of things outside the config ---------------------------------------------
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(Path(path))
-
-
-def fingerprint(path: str | None) -> dict[str, Any] | None:
-    """Identity of a data/mask file (content hash) or a local model directory (names, sizes and
-    modification times of its files: hashing gigabytes of weights per run costs too much)."""
-    if not path:
-        return None
-    p = Path(path)
-    if p.is_file():
-        st = p.stat()
-        return {"sha256": _file_sha256(str(p.resolve()), st.st_size, st.st_mtime_ns), "size": st.st_size}
-    if p.is_dir():
-        files = []
-        for f in sorted(p.rglob("*")):
-            if f.is_file():
-                st = f.stat()
-                files.append([f.relative_to(p).as_posix(), st.st_size, st.st_mtime_ns])
-        return {"dir": hashlib.sha256(repr(files).encode()).hexdigest()}
-    return {"missing": str(path)}
-
-
-#: Files of a model directory that hold weights, not the tokenizer: a tokenizer's identity skips them.
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".index.json")
-
-
-def content_fingerprint(path: str | None, skip: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """Identity of data by content: a file as :func:`fingerprint`; a directory (a
-    ``datasets.save_to_disk`` set, a tokenizer's files) by each file's path and sha256, except
-    names ending in ``skip``. Unlike a model directory's fingerprint, a copy of the same data
-    elsewhere (new modification times) keeps its identity, and an edit that keeps sizes and times
-    does not. The hashes are cached per (path, size, mtime), so a sweep reads each file once."""
-    if not path or not Path(path).is_dir():
-        return fingerprint(path)
-    p = Path(path)
-    files = []
-    for f in sorted(p.rglob("*")):
-        if f.is_file() and not f.name.endswith(skip):
-            st = f.stat()
-            files.append([f.relative_to(p).as_posix(), _file_sha256(str(f.resolve()), st.st_size, st.st_mtime_ns)])
-    return {"dir_sha256": hashlib.sha256(repr(files).encode()).hexdigest()}
-
-
-def tokenizer_fingerprint(path: str | None) -> dict[str, Any] | None:
-    """A model directory's tokenizer by the content of its files other than weights."""
-    return content_fingerprint(path, WEIGHT_SUFFIXES)
 
 
 def _or(value: Any, fallback: Any) -> Any:

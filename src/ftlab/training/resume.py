@@ -11,20 +11,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ftlab.callbacks.checkpoints import STATE_FILE, checkpoints_newest_first, read_meta
 from ftlab.errors import ConfigError
-from ftlab.launchers.slurm import resume_setting
-from ftlab.reuse.foundation import foundation_mismatch
-from ftlab.training.state import STATE_KEY, state_problem
+from ftlab.training.foundation import foundation_mismatch
+from ftlab.training.state import STATE_FILE, STATE_KEY, checkpoints_newest_first, read_meta, state_problem
 
 log = logging.getLogger("ftlab")
 
 
-def resume_checkpoint(cfg: Any, run_dir: Path, found: dict[str, Any] | None = None) -> Path | None:
+def resume_checkpoint(resume: str | None, run_dir: Path, found: dict[str, Any] | None = None) -> Path | None:
     """The state file to resume from (``None``: start at step 0), checked before anything runs:
     intact (``resume=auto`` falls back past an incomplete newest checkpoint, saying so), no pickled
-    objects, and standing on this run's model/base/mask keys (``found``)."""
-    resume = resume_setting(cfg.resume)  # a requeued SLURM job resumes from its job dir ("auto")
+    objects, and standing on this run's model/base/mask keys (``found``). ``resume``: the run's
+    effective setting, from the launcher (a requeued SLURM job resumes from its job dir: ``auto``)."""
     if resume is None:
         return None
     if resume == "auto":
@@ -32,13 +30,13 @@ def resume_checkpoint(cfg: Any, run_dir: Path, found: dict[str, Any] | None = No
         if path is None:
             return None
     else:
-        path = Path(cfg.resume)
+        path = Path(resume)
         path = path / STATE_FILE if path.is_dir() else path
         if not path.is_file():
-            raise ConfigError("resume", cfg.resume, "null, 'auto' or a checkpoint dir containing state.ckpt")
+            raise ConfigError("resume", resume, "null, 'auto' or a checkpoint dir containing state.ckpt")
         problem = state_problem(path, read_meta(path))
         if problem is not None:
-            raise ConfigError("resume", cfg.resume, f"an intact checkpoint of plain tensors ({problem[1]})")
+            raise ConfigError("resume", resume, f"an intact checkpoint of plain tensors ({problem[1]})")
     recorded = read_meta(path).get(STATE_KEY, {}).get("foundation")
     why = foundation_mismatch(recorded, found) if recorded is not None and found is not None else None
     if why is not None:

@@ -2,11 +2,20 @@
 
 Lightning's checkpoint holds weights, optimiser, scheduler and loop state but not the global
 RNGs; without them a resumed run draws different dropout masks than an uninterrupted one.
+
+Cached steps must not move the caller's random streams either: base pre-training, mask
+computation and lm-eval scoring draw from the global generators (and Lightning's
+``seed_everything`` sets environment variables). On a cache hit they do not run at all, so
+whatever follows them (adapter initialisation, dropout) would see a different stream on a hit
+than on a build. :func:`preserved_rng` runs them without moving anything.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,6 +39,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore python, numpy and torch (CPU and CUDA) generators and Lightning's seed variables."""
+    state = rng_state()
+    env = {k: os.environ.get(k) for k in _ENV}
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def every_rank(state: dict[str, Any]) -> list[dict[str, Any]] | None:

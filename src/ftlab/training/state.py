@@ -1,10 +1,17 @@
-"""Trainable-only training state: what a checkpoint or a cached stage holds, and the checks that
-let it be loaded onto a rebuilt frozen model.
+"""The checkpoint format, in one place: what a checkpoint or a cached stage holds, where its files
+are, how it is read, and the checks that let it be loaded onto a rebuilt frozen model.
+
+A checkpoint is a directory ``checkpoints/checkpoint-epoch{X}[-step{Y}]/`` (a cached stage: the
+store entry's artifact dir) with :data:`STATE_FILE` (the state) and :data:`META_FILE` (global step,
+epoch, the state's size and its :data:`STATE_KEY` record), so a resume picks and checks one
+without loading it (:func:`checkpoints_newest_first`, :func:`state_problem`). Writing goes through
+Lightning (:func:`ftlab.callbacks.checkpoints.save_state`, which records :func:`state_info`);
+which checkpoint a run resumes from is :mod:`ftlab.training.resume`'s question.
 
 A state holds the tensors training changes (``requires_grad`` parameters: adapter A/B, gates, DoRA
 magnitudes; every weight for ``adapter=full``), the optimiser, scheduler, loop, data-position and
 RNG state, and :data:`STATE_KEY`: the format, the foundation (keys of the model/base/mask steps,
-:mod:`ftlab.reuse.foundation`) and the name and shape of every trainable tensor. The frozen part
+:mod:`ftlab.training.foundation`) and the name and shape of every trainable tensor. The frozen part
 is rebuilt by the recipe from its own steps; a state is refused (one line) when what it
 records does not match the run. Every load is ``weights_only=True``: plain tensors and
 containers, never an arbitrary pickled object.
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +33,57 @@ import torch
 from torch import nn
 
 from ftlab.errors import FtlabError
-from ftlab.reuse.foundation import foundation_mismatch
+from ftlab.training.foundation import foundation_mismatch
 
 log = logging.getLogger("ftlab")
 
 STATE_FORMAT = 2
 #: The checkpoint entry (and the ``meta.json`` keys) describing a trainable-only state.
 STATE_KEY = "ftlab_state"
+
+
+# -- the checkpoint directory: ``state.ckpt`` (the state) and ``meta.json`` (what it is) ----------
+STATE_FILE = "state.ckpt"
+META_FILE = "meta.json"
+_NAME = re.compile(r"^checkpoint-epoch(\d+)(?:-step(\d+))?$")
+
+
+def read_meta(state_file: Path) -> dict[str, Any]:
+    """The ``meta.json`` next to a state file (``{}`` when there is none or it is unreadable)."""
+    try:
+        data = json.loads((Path(state_file).parent / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """Checkpoint dirs with a state file and a readable ``meta.json``, highest global step first
+    (epoch-end first on a tie). Whether a state is intact is :func:`state_problem`'s question."""
+    root = Path(run_dir) / "checkpoints"
+    found = []
+    for d in root.glob("checkpoint-epoch*") if root.is_dir() else []:
+        if not (_NAME.match(d.name) and (d / STATE_FILE).is_file()):
+            continue
+        info = read_meta(d / STATE_FILE)
+        if "global_step" in info:
+            found.append(((int(info["global_step"]), bool(info.get("epoch_end", False))), d))
+    return [d for _, d in sorted(found, key=lambda kd: kd[0], reverse=True)]
+
+
+def find_latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the highest global step (epoch-end wins a tie)."""
+    found = checkpoints_newest_first(run_dir)
+    return found[0] if found else None
+
+
+def checkpoint_step(state_file: Path) -> int:
+    """Global step of a checkpoint: from its ``meta.json`` when it has one (no need to load the
+    whole state), else from the state itself (memory-mapped, ``weights_only``)."""
+    meta = read_meta(state_file)
+    if "global_step" in meta:
+        return int(meta["global_step"])
+    return int(safe_load(Path(state_file), mmap=True)["global_step"])
 
 
 #: attribute holding a module's trainable record taken before sharding (:func:`snapshot_trainable`)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from ftlab.adapters.registry import all_adapters, get_adapter
-from ftlab.config.environment import check_hardware
 from ftlab.errors import ConfigError
 from ftlab.hardware import shards_parameters
+from ftlab.preflight.environment import check_hardware
 
 
 def fsdp_problem(cfg: Any) -> tuple[str, Any, str] | None:

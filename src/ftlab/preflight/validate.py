@@ -14,8 +14,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ftlab.adapters.registry import all_adapters, get_adapter
-from ftlab.config.environment import check_resume
-from ftlab.config.model_checks import check_model
 from ftlab.config.schema import SparsityConfig
 from ftlab.config.values import check_values
 from ftlab.data.real_tasks import validate_real_task
@@ -24,7 +22,9 @@ from ftlab.errors import UnknownKeyError, fail
 from ftlab.hardware import get_target
 from ftlab.launchers.slurm import validate_launcher as check_slurm_launcher
 from ftlab.models.memory import validate_model as check_model_memory
-from ftlab.reuse.checks import validate_cache_dir as check_cache_dir
+from ftlab.preflight.environment import check_resume
+from ftlab.preflight.model_checks import check_model
+from ftlab.preflight.reuse_checks import validate_cache_dir as check_cache_dir
 from ftlab.sparsity.config import validate_sparsity as check_sparsity
 from ftlab.training.loggers import get_logger
 from ftlab.training.schedules import get_schedule

@@ -1,12 +1,12 @@
-"""Composition-time checks of the reuse settings (registered in ``ftlab.config.validate``)."""
+"""Composition-time checks of the reuse settings (registered in ``ftlab.preflight.validate``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ftlab.config.environment import unwritable_reason  # creates a probe file: root ignores modes
 from ftlab.errors import fail
+from ftlab.preflight.environment import unwritable_reason  # creates a probe file: root ignores modes
 from ftlab.reuse.steps import as_plain, run_steps
 
 

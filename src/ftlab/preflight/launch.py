@@ -15,19 +15,19 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.registry import get_adapter
-from ftlab.config.benchmark_checks import check_evaluation
-from ftlab.config.compose import checked, compose_config, compose_run, expand_sweep, translate_hydra_error
-from ftlab.config.environment import check_hardware, check_logger, check_writable
-from ftlab.config.model_checks import check_model_dir
 from ftlab.data.checks import check_data
 from ftlab.data.real_tasks import REAL_TASKS, checked_rows
 from ftlab.errors import ConfigError
 from ftlab.hardware import get_target
+from ftlab.harness.benchmark_checks import check_evaluation
 from ftlab.launchers.cerebras_job import check_executable
 from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
 from ftlab.launchers.cerebras_params import check_supported
 from ftlab.launchers.slurm import check_cluster, check_resources, is_slurm_launcher
-from ftlab.training.fsdp_rules import check_fsdp_config
+from ftlab.preflight.compose import checked, compose_config, compose_run, expand_sweep, translate_hydra_error
+from ftlab.preflight.environment import check_hardware, check_logger, check_writable
+from ftlab.preflight.fsdp_rules import check_fsdp_config
+from ftlab.preflight.model_checks import check_model_dir
 
 
 def base_overrides(overrides: list[str]) -> list[str]:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from transformers import BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
 
-from ftlab.config.model_checks import weight_shapes
 from ftlab.errors import FtlabError
-from ftlab.launchers.preflight import preflight
+from ftlab.preflight.launch import preflight
+from ftlab.preflight.model_checks import weight_shapes
 from real_task_files import gsm8k_rows, write_jsonl
 
 TINY = dict(vocab_size=259, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)

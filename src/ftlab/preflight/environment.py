@@ -23,6 +23,7 @@ import torch
 
 from ftlab.errors import fail
 from ftlab.hardware import get_target
+from ftlab.training.state import META_FILE, STATE_FILE
 
 #: where wandb looks for its key: the env var, then ``~/.netrc`` (or ``$NETRC``) for its host
 WANDB_DEFAULT_HOST = "https://api.wandb.ai"
@@ -119,7 +120,6 @@ def check_logger(cfg: Any) -> None:
 def check_resume(cfg: Any) -> None:
     """``resume=PATH`` names a checkpoint: a dir with ``state.ckpt`` or that file, a torch archive.
     (``auto`` finds its checkpoint in the run dir at start; the checkpoint module owns that.)"""
-    from ftlab.callbacks.checkpoints import META_FILE, STATE_FILE  # Lightning (heavy): resume check only
 
     r = cfg.resume
     if r is None or r == "auto":

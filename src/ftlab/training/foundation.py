@@ -10,9 +10,10 @@ the difference, in one line. Pure functions over plain dicts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ftlab.reuse.steps import RunSteps
+if TYPE_CHECKING:  # the plan of steps is built above training; only its model/base/mask are read
+    from ftlab.reuse.steps import RunSteps
 
 #: The steps under the trainable part, root first.
 KINDS = ("model", "base", "mask", "init")

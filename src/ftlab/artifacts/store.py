@@ -6,7 +6,7 @@ Layout under the store root::
     entries/<key>/config.json      kind, parent key, format version and the config the key hashes
     entries/<key>/manifest.json    size and sha256 of every file above (written last)
     entries/<key>/last_used        touched on every hit (gc's LRU order)
-    locks/<key>.lock               the build lock of a key (:mod:`ftlab.reuse.locks`)
+    locks/<key>.lock               the build lock of a key (:mod:`ftlab.artifacts.locks`)
     tmp/<key>.<token>/             builds in progress; published by one ``rename``
     trash/                         entries being deleted (renamed away first, then removed)
 
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlab.artifacts.keys import canonical_json
+from ftlab.artifacts.locks import HOST, KeyLock, read_state
+from ftlab.artifacts.manifest import build_manifest, check_manifest
 from ftlab.io import write_json
-from ftlab.reuse.keys import canonical_json
-from ftlab.reuse.locks import HOST, KeyLock, read_state
-from ftlab.reuse.manifest import build_manifest, check_manifest
 
 ARTIFACT = "artifact"
 CONFIG_FILE = "config.json"

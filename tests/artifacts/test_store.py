@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ftlab.artifacts.store import ArtifactStore
 from ftlab.cache import main as cache_main
 from ftlab.cache import parse_size
 from ftlab.errors import ConfigError
-from ftlab.reuse.store import ArtifactStore
 
 
 def key(n: int) -> str:

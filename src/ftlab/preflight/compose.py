@@ -1,7 +1,7 @@
 """Compose run configs outside ``@hydra.main``: composition, validation, sweep expansion.
 
 ``python -m ftlab`` composes and validates every job of a sweep *before* Hydra launches any of
-them (:func:`ftlab.launchers.preflight.preflight`), so a bad value in the third job of a sweep fails
+them (:func:`ftlab.preflight.launch.preflight`), so a bad value in the third job of a sweep fails
 the whole command up front with one line. The planner uses the same expansion to list a sweep's
 jobs without running them.
 """
@@ -19,9 +19,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from ftlab.config.store import register_configs
-from ftlab.config.validate import validate_config
 from ftlab.errors import ConfigError, FtlabError, UnknownKeyError
+from ftlab.preflight.store import register_configs
+from ftlab.preflight.validate import validate_config
 
 
 def config_dir() -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from ftlab.config.benchmark_checks import check_evaluation
 from ftlab.errors import FtlabError
-from ftlab.launchers.preflight import preflight
+from ftlab.harness.benchmark_checks import check_evaluation
+from ftlab.preflight.launch import preflight
 
 
 @pytest.mark.parametrize("overrides, needle", [

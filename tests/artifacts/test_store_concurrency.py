@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.reuse import locks
-from ftlab.reuse.locks import KeyLock, LockTimeout, read_state
-from ftlab.reuse.store import ArtifactStore
+from ftlab.artifacts import locks
+from ftlab.artifacts.locks import KeyLock, LockTimeout, read_state
+from ftlab.artifacts.store import ArtifactStore
 
 KEY = "ab" * 32
 
@@ -27,7 +27,7 @@ KEY = "ab" * 32
 JOB = r"""
 import json, os, sys, time
 from pathlib import Path
-from ftlab.reuse.store import ArtifactStore
+from ftlab.artifacts.store import ArtifactStore
 root, go, log, mode, key = sys.argv[1:6]
 lookups = Path(log).with_name("lookups.log")
 _lookup = ArtifactStore.lookup
@@ -138,7 +138,7 @@ def test_builder_killed_mid_write_leaves_no_hit_and_the_next_job_rebuilds(tmp_pa
 
 
 class FakeClock:
-    """The waiter's clock (``ftlab.reuse.locks`` reads ``time.monotonic`` and sleeps with
+    """The waiter's clock (``ftlab.artifacts.locks`` reads ``time.monotonic`` and sleeps with
     ``time.sleep``): sleeping advances it at once, so waits are counted, not waited."""
 
     def __init__(self):

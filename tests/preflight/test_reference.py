@@ -9,7 +9,7 @@ import typing
 from conftest import ROOT
 from ftlab.config import schema
 from ftlab.config.fields import rules
-from ftlab.config.reference import render
+from ftlab.preflight.reference import render
 
 
 def test_config_page_is_current():
