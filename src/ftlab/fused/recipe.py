@@ -27,7 +27,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
-from ftlab.data.epochs import train_steps
 from ftlab.fused.build import TrialAdapter, adapt_trial, install
 from ftlab.fused.coordinator import FusedStep
 from ftlab.fused.module import FusedTrialModule
@@ -101,8 +100,7 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str,
     def train(k: int) -> None:
         t = trials[k]
         try:
-            module = FusedTrialModule(t.adapter.adapted, t.cfg, fused, k,
-                                      max_steps=train_steps(t.cfg, len(t.dm.train_items)))
+            module = FusedTrialModule(t.adapter.adapted, t.cfg, fused, k, train_items=len(t.dm.train_items))
             try:
                 facts = fit(trainer_config(t.cfg), t.adapter.adapted, t.dm, t.run_dir, runner=t.runner,
                             ckpt=t.ckpt, module=module)

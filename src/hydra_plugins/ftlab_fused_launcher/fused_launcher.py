@@ -70,18 +70,14 @@ class FusedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from ftlab.fused.grouping import plan_groups  # Lightning + transformers: only once jobs launch
+        from ftlab.launchers.sweep_jobs import sweep_job_config
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        jobs = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            jobs.append((idx, list(overrides), sweep_config))
+        jobs = [(idx, list(overrides), sweep_job_config(self.hydra_context, self.config, overrides, idx))
+                for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
         plan = plan_groups([task_config(j[2]) for j in jobs], self.group_size or len(jobs))
         log.info(f"Launching {len(jobs)} jobs: {len(plan.groups)} fused group(s), {len(plan.alone)} alone")
         runs: dict[int, JobReturn] = {}
@@ -98,8 +94,9 @@ class FusedLauncher(Launcher):
 
     def _group(self, members: list[tuple[int, list[str], DictConfig]]) -> list[JobReturn]:
         from ftlab.fused.recipe import run_group
+        from ftlab.launchers.sweep_jobs import job_dir as job_dir_of
 
-        dirs = [Path(str(sc.hydra.sweep.dir)).absolute() / str(sc.hydra.sweep.subdir) for _, _, sc in members]
+        dirs = [job_dir_of(sc) for _, _, sc in members]
         cfgs = [task_config(sc) for _, _, sc in members]
         results: list[Any] = []
 
