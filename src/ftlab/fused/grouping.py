@@ -16,8 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from ftlab.adapters.registry import get_adapter
 from ftlab.fused.build import fusable
+from ftlab.models.build import meta_model
+from ftlab.models.noise import base_noise, describe
 from ftlab.reuse.keys import canonical_json, lookup, pick
 from ftlab.reuse.steps import BATCHING_KEYS, HARDWARE_KEYS, MEMORY_KEYS, as_plain, run_steps
 
@@ -54,7 +58,20 @@ def why_not_fused(cfg: Any) -> str | None:
     h = cfg.hardware
     if h.devices * h.num_nodes > 1 or h.accelerator == "cerebras" or h.strategy == "fsdp":
         return f"hardware={h.name}: fused groups run in one single-device process"
+    noise = shared_base_noise(cfg.model)
+    if noise:
+        return (f"the base model draws its own noise in training ({describe(noise)}): one forward over every "
+                "trial's rows cannot give each trial its solo run's draws (fused: set them to 0, e.g. "
+                f"model.config.{next(iter(noise))}=0.0)")
     return None
+
+
+def shared_base_noise(model_cfg: Any) -> dict[str, float]:
+    """The base's own training-mode noise (:mod:`ftlab.models.noise`), read from the
+    architecture on the meta device; empty when it cannot be built here (the group's recipe
+    checks the built base again)."""
+    model = meta_model(OmegaConf.to_yaml(model_cfg, resolve=True))
+    return base_noise(model) if model is not None else {}
 
 
 def shared_key(cfg: Any) -> str:

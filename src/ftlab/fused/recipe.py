@@ -27,10 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
+from ftlab.errors import ConfigError
 from ftlab.fused.build import TrialAdapter, adapt_trial, install
 from ftlab.fused.coordinator import FusedStep
 from ftlab.fused.module import FusedTrialModule
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
+from ftlab.models.noise import base_noise, describe
 from ftlab.reuse.foundation import foundation
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
@@ -88,6 +90,7 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str,
     ``reuse_record.json`` (the group runs inside one Hydra job, whose identity is the first's)."""
     lead = cfgs[0]
     tokenizer, shared = prepare_model(lead, StepRunner(lead))
+    check_no_base_noise(shared)
     shared = prepare_for_training(shared, lead)
     trials = [prepare_trial(cfg, Path(d), shared, tokenizer) for cfg, d in zip(cfgs, run_dirs)]
     state = install(shared, [t.adapter for t in trials])
@@ -123,6 +126,15 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str,
         th.join()
     log.info("fused group of %d trials: %d fused steps", len(trials), fused.steps)
     return results
+
+
+def check_no_base_noise(shared: torch.nn.Module) -> None:
+    """One line, before any trial is prepared, if the shared base draws noise of its own in
+    training (the launcher runs such jobs alone; this guards every other caller)."""
+    noise = base_noise(shared)
+    if noise:
+        raise ConfigError("model.config", describe(noise), "0 for fused trials: one forward of the shared base "
+                          "over every trial's rows cannot give each trial the draws of its solo run")
 
 
 def exportable(trial: Trial):
