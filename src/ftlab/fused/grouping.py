@@ -13,6 +13,7 @@ A job that cannot be fused gets one line saying why and runs as it would under t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ DATA_KEYS = ("task.name", "task.path", "task.num_examples", "task.val_fraction",
              "task.max_length", "task.options", "model.tokenizer")
 #: Process-wide settings of one forward (precision, deterministic kernels) and its layout.
 SHARED_KEYS = (*HARDWARE_KEYS, *MEMORY_KEYS, *BATCHING_KEYS, "train.deterministic")
+#: why the last job of a split group runs alone
+LEFTOVER = "the last job of its group (group_size reached)"
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,11 @@ def shared_key(cfg: Any) -> str:
     return canonical_json(parts)
 
 
-def plan_groups(cfgs: list[Any], group_size: int) -> Plan:
-    """Jobs in sweep order, grouped by :func:`shared_key` into groups of up to ``group_size``."""
+def plan_groups(cfgs: list[Any], group_size: int,
+                limit: Callable[[list[int]], tuple[int, str]] | None = None) -> Plan:
+    """Jobs in sweep order, grouped by :func:`shared_key` into groups of up to ``group_size``;
+    ``limit(members)`` (of the jobs sharing one key), when given, sets that size instead and the
+    reason a job left over runs alone (the planner's K per device: ``ftlab.plan.fused``)."""
     alone: dict[int, str] = {}
     by_key: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):
@@ -98,11 +104,12 @@ def plan_groups(cfgs: list[Any], group_size: int) -> Plan:
             by_key.setdefault(shared_key(cfg), []).append(i)
     groups: list[list[int]] = []
     for members in by_key.values():
-        for start in range(0, len(members), group_size):
-            chunk = members[start:start + group_size]
+        size, leftover = limit(members) if limit is not None else (group_size, LEFTOVER)
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
             if len(chunk) > 1:
                 groups.append(chunk)
             else:
                 alone[chunk[0]] = ("no other job of the sweep shares its model, base, data and hardware settings"
-                                   if len(members) == 1 else "the last job of its group (group_size reached)")
+                                   if len(members) == 1 else leftover)
     return Plan(groups, dict(sorted(alone.items())))
