@@ -8,9 +8,10 @@
 Each trial thread calls :func:`ftlab.run.fit` with its own config, run dir, callbacks and trainer;
 only its LightningModule differs (:class:`~ftlab.fused.module.FusedTrialModule`). A trial that
 ends (its steps done, diverged, failed) leaves the fused step at once and writes its outputs
-while the others train on. The data of each trial is tokenised per trial (the group's members
-share the task and its tokenisation settings: a cached tokenized-data step, once there, is what
-they would read once).
+while the others train on. Each trial's data comes from its own runner as in a solo run: for
+``task=instruct`` the cached tokenized-data step (``ftlab.data.tokenized``), which trials of one
+seed share (the first builds it, the others read the memory-mapped arrays); other tasks tokenise
+their (seeded) split in memory.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def prepare_trial(cfg: DictConfig, run_dir: Path, shared: torch.nn.Module, token
     runner = StepRunner(cfg)
     ckpt = resume_checkpoint(cfg, run_dir, foundation(runner.steps))
     write_config_and_seed(cfg, run_dir)
-    dm = prepare_data(cfg, tokenizer)
+    dm = prepare_data(cfg, tokenizer, runner)  # task=instruct: the cached data step, as in a solo run
     control = control_metrics(cfg, shared, tokenizer, dm)
     adapter = adapt_trial(shared, cfg.adapter, cfg)
     upcast_trainable_(adapter.adapted.model)
