@@ -125,6 +125,7 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str,
         th.start()
     for th in threads:
         th.join()
+    fused.close()
     log.info("fused group of %d trials: %d fused steps", len(trials), fused.steps)
     return results
 
