@@ -43,7 +43,6 @@ from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.callbacks.stop_on_signal import StopOnSignal
 from ftlab.data.checks import check_train_batches, data_facts
 from ftlab.data.datamodule import TaskDataModule
-from ftlab.data.epochs import train_steps
 from ftlab.data.packing import padding_fraction
 from ftlab.evaluation import final_evaluate, training_scorer
 from ftlab.io import write_json
@@ -66,7 +65,6 @@ from ftlab.training.module import FtlabModule
 from ftlab.training.packing_check import check_packing
 from ftlab.training.progress import header, peak_memory_mb
 from ftlab.training.resume import note_rebuilt_base, resume_checkpoint
-from ftlab.training.schedules import total_steps
 from ftlab.training.state import check_resumable, checkpoint_step, read_meta
 from ftlab.training.trainer import build_logger, build_trainer
 
@@ -188,8 +186,8 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     """Train with the run's callbacks, from ``ckpt`` (:func:`resume_checkpoint`) when given, or
     from the deepest cached stage of ``schedule=stages``; returns throughput facts for ``metrics.json``.
     ``module``: a trial of a fused group brings its own (``ftlab.fused``); else the run's FtlabModule."""
-    steps = total_steps(cfg.schedule, train_steps(cfg, len(dm.train_items)))  # train.max_epochs: x steps/epoch
-    module = module if module is not None else FtlabModule(adapted, cfg, max_steps=steps)
+    module = module if module is not None else FtlabModule(adapted, cfg, train_items=len(dm.train_items))
+    steps = module.max_steps  # train.max_epochs: x steps/epoch; stages: their total
     runner = runner or StepRunner(cfg)
     module.foundation = foundation(runner.steps, runner.digests())  # recorded in every state this fit writes
     callbacks = run_callbacks(cfg, adapted, run_dir, extra_callbacks)

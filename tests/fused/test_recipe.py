@@ -12,14 +12,15 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import compose
 from ftlab.fused.module import TrialDiverged
-from ftlab.fused.recipe import run_group
-from ftlab.run import run
+from ftlab.fused.recipe import prepare_trial, run_group
+from ftlab.run import prepare_model, run
 
 SMALL = ["task.num_examples=80", "task.max_length=32", "train.batch_size=8", "train.eval_batch_size=16",
          "task.eval_examples=4", "task.max_new_tokens=4", "train.log_every_n_steps=1", "model.init_seed=0",
@@ -84,3 +85,16 @@ def test_killed_fused_group_resumes_to_the_uninterrupted_result(tmp_path):
     for k in range(2):
         assert json.loads((killed[k] / "metrics.json").read_text())["resumed_from_step"] == 3
         same_run(killed[k], whole[k])
+
+
+def test_trials_of_one_seed_read_the_cached_tokenized_data_once(tmp_path):
+    """task=instruct: the group's trials take their data from their runners as solo runs do; the
+    first builds the tokenized-data step, the next of the same seed reads it (memory-mapped)."""
+    rows = [{"instruction": f"Upper-case w{i}", "input": "", "output": f"W{i}"} for i in range(40)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfgs = [compose("task=instruct", f"task.path={tmp_path / 'a.jsonl'}", "train.batch_size=4", "model.init_seed=0",
+                    f"paths.cache_dir={tmp_path / 'cache'}", f"adapter.r={r}") for r in (4, 8)]
+    tokenizer, shared = prepare_model(cfgs[0])
+    trials = [prepare_trial(cfg, tmp_path / str(k), shared, tokenizer) for k, cfg in enumerate(cfgs)]
+    assert [t.runner.records["data"]["cache_hit"] for t in trials] == [False, True]
+    assert isinstance(trials[1].dm.train_data.ids, np.memmap)

@@ -52,13 +52,15 @@ def _concat_packed(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
 
 def trial_losses(logits: torch.Tensor, labels: torch.Tensor, rows: list[int]) -> list[torch.Tensor | None]:
     """Per trial: the causal-LM loss of its own rows (``None`` for a trial without rows)."""
+    present = [n for n in rows if n]
+    # split: one gradient block per trial, concatenated once in the backward (a slice per trial
+    # would write each into a zero tensor of all trials' logits)
+    parts = iter(zip(logits.split(present), labels.split(present)))
     out: list[torch.Tensor | None] = []
-    start = 0
     for n in rows:
         if n == 0:
             out.append(None)
             continue
-        part = logits[start:start + n]
-        out.append(ForCausalLMLoss(part, labels[start:start + n], vocab_size=part.shape[-1]))
-        start += n
+        part, lab = next(parts)
+        out.append(ForCausalLMLoss(part, lab, vocab_size=part.shape[-1]))
     return out

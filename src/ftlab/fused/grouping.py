@@ -13,14 +13,19 @@ A job that cannot be fused gets one line saying why and runs as it would under t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
 from ftlab.artifacts.keys import canonical_json, lookup, pick
 from ftlab.fused.build import fusable
 from ftlab.hardware import get_target, shards_parameters
+from ftlab.models.build import meta_model
+from ftlab.models.noise import base_noise, describe
 from ftlab.reuse.steps import BATCHING_KEYS, HARDWARE_KEYS, MEMORY_KEYS, as_plain, run_steps
 
 #: The task and how its examples become tokens (one tokenisation, one padding/packing layout).
@@ -28,6 +33,8 @@ DATA_KEYS = ("task.name", "task.path", "task.num_examples", "task.val_fraction",
              "task.max_length", "task.options", "model.tokenizer")
 #: Process-wide settings of one forward (precision, deterministic kernels) and its layout.
 SHARED_KEYS = (*HARDWARE_KEYS, *MEMORY_KEYS, *BATCHING_KEYS, "train.deterministic")
+#: why the last job of a split group runs alone
+LEFTOVER = "the last job of its group (group_size reached)"
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,20 @@ def why_not_fused(cfg: Any) -> str | None:
     h = cfg.hardware
     if h.devices * h.num_nodes > 1 or not get_target(h.accelerator).fuses or shards_parameters(h):
         return f"hardware={h.name}: fused groups run in one single-device process"
+    noise = shared_base_noise(cfg.model)
+    if noise:
+        return (f"the base model draws its own noise in training ({describe(noise)}): one forward over every "
+                "trial's rows cannot give each trial its solo run's draws (fused: set them to 0, e.g. "
+                f"model.config.{next(iter(noise))}=0.0)")
     return None
+
+
+def shared_base_noise(model_cfg: Any) -> dict[str, float]:
+    """The base's own training-mode noise (:mod:`ftlab.models.noise`), read from the
+    architecture on the meta device; empty when it cannot be built here (the group's recipe
+    checks the built base again)."""
+    model = meta_model(OmegaConf.to_yaml(model_cfg, resolve=True))
+    return base_noise(model) if model is not None else {}
 
 
 def shared_key(cfg: Any) -> str:
@@ -75,8 +95,11 @@ def shared_key(cfg: Any) -> str:
     return canonical_json(parts)
 
 
-def plan_groups(cfgs: list[Any], group_size: int) -> Plan:
-    """Jobs in sweep order, grouped by :func:`shared_key` into groups of up to ``group_size``."""
+def plan_groups(cfgs: list[Any], group_size: int,
+                limit: Callable[[list[int]], tuple[int, str]] | None = None) -> Plan:
+    """Jobs in sweep order, grouped by :func:`shared_key` into groups of up to ``group_size``;
+    ``limit(members)`` (of the jobs sharing one key), when given, sets that size instead and the
+    reason a job left over runs alone (the planner's K per device: ``ftlab.plan.fused``)."""
     alone: dict[int, str] = {}
     by_key: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):
@@ -87,11 +110,12 @@ def plan_groups(cfgs: list[Any], group_size: int) -> Plan:
             by_key.setdefault(shared_key(cfg), []).append(i)
     groups: list[list[int]] = []
     for members in by_key.values():
-        for start in range(0, len(members), group_size):
-            chunk = members[start:start + group_size]
+        size, leftover = limit(members) if limit is not None else (group_size, LEFTOVER)
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
             if len(chunk) > 1:
                 groups.append(chunk)
             else:
                 alone[chunk[0]] = ("no other job of the sweep shares its model, base, data and hardware settings"
-                                   if len(members) == 1 else "the last job of its group (group_size reached)")
+                                   if len(members) == 1 else leftover)
     return Plan(groups, dict(sorted(alone.items())))

@@ -120,17 +120,16 @@ class FusedLowRankLinear(nn.Module):
         if x.shape[0] != sum(rows):
             raise RuntimeError(f"fused layer got {x.shape[0]} rows, the trials hold {rows}")
         result = self.base_layer(x)  # the frozen product, once for every trial
-        pieces, start = [], 0
-        for k, n in enumerate(rows):
-            if n == 0:
-                continue
-            base = result[start:start + n]
+        present = [k for k, n in enumerate(rows) if n]
+        # split, not one slice per trial: a slice's backward writes its gradient into a zero
+        # tensor of the whole batch's shape (K of them per layer, summed), split's backward
+        # concatenates the K row blocks once
+        sizes = [rows[k] for k in present]
+        xs, bases = x.split(sizes), result.split(sizes)
+        pieces = []
+        for k, x_k, base in zip(present, xs, bases):
             slot = self.slots[str(k)] if str(k) in self.slots else None
-            if slot is None:
-                pieces.append(base)
-            else:
-                pieces.append(self._trial_rows(slot, k, base, x[start:start + n]))
-            start += n
+            pieces.append(base if slot is None else self._trial_rows(slot, k, base, x_k))
         return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
     def _trial_rows(self, slot: LowRankSlot, k: int, base: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

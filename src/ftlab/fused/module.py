@@ -28,8 +28,8 @@ class TrialDiverged(FtlabError):
 
 class FusedTrialModule(FtlabModule):
     def __init__(self, adapted: AdaptedModel, cfg: Any, fused: FusedStep, trial: int, *,
-                 max_steps: int | None = None):
-        super().__init__(adapted, cfg, max_steps=max_steps)
+                 train_items: int | None = None):
+        super().__init__(adapted, cfg, train_items=train_items)
         self.automatic_optimization = False
         self.fused, self.trial = fused, trial
         self.clip_val = cfg.train.gradient_clip_val

@@ -8,9 +8,10 @@
 Each trial thread calls :func:`ftlab.run.fit` with its own config, run dir, callbacks and trainer;
 only its LightningModule differs (:class:`~ftlab.fused.module.FusedTrialModule`). A trial that
 ends (its steps done, diverged, failed) leaves the fused step at once and writes its outputs
-while the others train on. The data of each trial is tokenised per trial (the group's members
-share the task and its tokenisation settings: a cached tokenized-data step, once there, is what
-they would read once).
+while the others train on. Each trial's data comes from its own runner as in a solo run: for
+``task=instruct`` the cached tokenized-data step (``ftlab.data.tokenized``), which trials of one
+seed share (the first builds it, the others read the memory-mapped arrays); other tasks tokenise
+their (seeded) split in memory.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
-from ftlab.data.epochs import train_steps
+from ftlab.errors import ConfigError
 from ftlab.fused.build import TrialAdapter, adapt_trial, install
 from ftlab.fused.coordinator import FusedStep
 from ftlab.fused.module import FusedTrialModule
 from ftlab.launchers.slurm import resume_setting
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
+from ftlab.models.noise import base_noise, describe
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.run import (
@@ -76,7 +78,7 @@ def prepare_trial(cfg: DictConfig, run_dir: Path, shared: torch.nn.Module, token
     runner = StepRunner(cfg)
     ckpt = resume_checkpoint(resume_setting(cfg.resume), run_dir, foundation(runner.steps))
     write_config_and_seed(cfg, run_dir)
-    dm = prepare_data(cfg, tokenizer)
+    dm = prepare_data(cfg, tokenizer, runner)  # task=instruct: the cached data step, as in a solo run
     control = control_metrics(cfg, shared, tokenizer, dm)
     adapter = adapt_trial(shared, cfg.adapter, cfg)
     upcast_trainable_(adapter.adapted.model)
@@ -90,6 +92,7 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str,
     ``reuse_record.json`` (the group runs inside one Hydra job, whose identity is the first's)."""
     lead = cfgs[0]
     tokenizer, shared = prepare_model(lead, StepRunner(lead))
+    check_no_base_noise(shared)
     shared = prepare_for_training(shared, lead)
     trials = [prepare_trial(cfg, Path(d), shared, tokenizer) for cfg, d in zip(cfgs, run_dirs)]
     state = install(shared, [t.adapter for t in trials])
@@ -102,8 +105,7 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str,
     def train(k: int) -> None:
         t = trials[k]
         try:
-            module = FusedTrialModule(t.adapter.adapted, t.cfg, fused, k,
-                                      max_steps=train_steps(t.cfg, len(t.dm.train_items)))
+            module = FusedTrialModule(t.adapter.adapted, t.cfg, fused, k, train_items=len(t.dm.train_items))
             try:
                 facts = fit(trainer_config(t.cfg), t.adapter.adapted, t.dm, t.run_dir, runner=t.runner,
                             ckpt=t.ckpt, module=module)
@@ -124,8 +126,18 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str,
         th.start()
     for th in threads:
         th.join()
+    fused.close()
     log.info("fused group of %d trials: %d fused steps", len(trials), fused.steps)
     return results
+
+
+def check_no_base_noise(shared: torch.nn.Module) -> None:
+    """One line, before any trial is prepared, if the shared base draws noise of its own in
+    training (the launcher runs such jobs alone; this guards every other caller)."""
+    noise = base_noise(shared)
+    if noise:
+        raise ConfigError("model.config", describe(noise), "0 for fused trials: one forward of the shared base "
+                          "over every trial's rows cannot give each trial the draws of its solo run")
 
 
 def exportable(trial: Trial):

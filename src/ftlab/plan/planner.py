@@ -218,17 +218,7 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
         facts = run_facts(cfg)
         mf = model_facts(cfg.model)
         trainable = trainable_params(mf, cfg)
-        static = static_memory_mb(mf, trainable, str(cfg.model.dtype), facts.devices,
-                                  quantization=cfg.model.quantization, full=get_adapter(cfg.adapter.name).full_weights,
-                                  sharded=shards_parameters(cfg.hardware))
-        packed = bool(cfg.train.packing)  # a sample is then a row of pack_length tokens
-        seq = pack_length(cfg.train, cfg.task) if packed else int(cfg.task.max_length)
-        act = activation_mb_per_sample(mf, seq, activation_dtype(cfg),
-                                       checkpointing=bool(cfg.train.gradient_checkpointing),
-                                       attention=str(cfg.model.attn_implementation), packed=packed)
-        mem_gb = cfg.hardware.memory_gb
-        memory = estimate_memory(facts, priors, static, act, None if mem_gb is None else float(mem_gb) * 1024,
-                                 options.safety_factor)
+        memory = run_memory(cfg, facts, priors, options.safety_factor)
         if shards_parameters(cfg.hardware) and facts.devices > 1:
             memory.sharding = (f"FSDP: weights, gradients and optimiser state / {facts.devices} devices "
                                f"+ 2 gathered decoder blocks of {mf.block_params / 1e6:.4g}M parameters")
@@ -252,6 +242,21 @@ def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | 
     if search is not None:
         plan.search = search_numbers(runs, tree, search, node_seconds)
     return plan
+
+
+def run_memory(cfg: DictConfig, facts: RunFacts, priors: list[Prior], safety_factor: float) -> MemoryEstimate:
+    """A run's peak memory per device as ``fixed + per_sample x batch``: weights and optimiser
+    state from the meta-device model, activations analytic, both refitted on prior runs' peaks."""
+    mf = model_facts(cfg.model)
+    static = static_memory_mb(mf, trainable_params(mf, cfg), str(cfg.model.dtype), facts.devices,
+                              quantization=cfg.model.quantization, full=get_adapter(cfg.adapter.name).full_weights,
+                              sharded=shards_parameters(cfg.hardware))
+    packed = bool(cfg.train.packing)  # a sample is then a row of pack_length tokens
+    seq = pack_length(cfg.train, cfg.task) if packed else int(cfg.task.max_length)
+    act = activation_mb_per_sample(mf, seq, activation_dtype(cfg), checkpointing=bool(cfg.train.gradient_checkpointing),
+                                   attention=str(cfg.model.attn_implementation), packed=packed)
+    mem_gb = cfg.hardware.memory_gb
+    return estimate_memory(facts, priors, static, act, None if mem_gb is None else float(mem_gb) * 1024, safety_factor)
 
 
 def _as_trained(facts: RunFacts, cfgs: list[DictConfig], i: int) -> RunFacts:

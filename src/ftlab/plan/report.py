@@ -172,7 +172,7 @@ def to_markdown(plan: Plan) -> str:
     if plan.search is not None:
         lines += search_markdown(plan.search)
     if launcher_requested(plan.overrides):
-        lines += fused_markdown(plan.runs, plan.overrides)
+        lines += fused_markdown(plan.runs, plan.overrides, plan.priors)
     lines += ["## Totals", ""]
     if len(t["runs_without_basis"]) == len(plan.runs):
         lines += ["No run has a time basis (no finished prior run on this hardware): device-hours unknown. "

@@ -60,7 +60,7 @@ def validate_train_length(cfg) -> None:
         fail("train.max_epochs", epochs, "null for schedule=stages (its stages count their own iters)")
     target = get_target(cfg.hardware.accelerator)
     if not target.counts_epochs:
-        fail("train.max_epochs", epochs, f"null on hardware={cfg.hardware.name} (its {target.label or target.name} "
+        fail("train.max_epochs", epochs, f"null with hardware.accelerator={cfg.hardware.accelerator} (its {target.label or target.name} "
              "job is counted in train.max_steps)")
 
 

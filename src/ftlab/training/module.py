@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
 from ftlab.adapters.base import AdaptedModel
+from ftlab.data.epochs import train_steps
 from ftlab.data.packing import examples_in, has_local_layers, model_inputs
 from ftlab.training.device_values import DeviceScalars
 from ftlab.training.rng import every_rank, own_rank, rng_state, set_rng_state
@@ -33,13 +34,20 @@ def gpu_memory_mb() -> float:
 
 class FtlabModule(L.LightningModule):
     def __init__(self, adapted: AdaptedModel, cfg: Any, *, lr: float | None = None,
-                 schedule: Any = None, max_steps: int | None = None):
+                 schedule: Any = None, max_steps: int | None = None, train_items: int | None = None):
+        """``max_steps``: this fit's optimiser steps (a base pre-training's own count); else
+        ``train_items`` (train items per epoch) sets them from the run's config
+        (``train.max_steps``, or ``train.max_epochs`` x steps per epoch); else ``train.max_steps``.
+        A stage schedule's stages set the total in every case. The module is the one place the
+        step count of a fit is computed: the recipe builds its Trainer with :attr:`max_steps`."""
         super().__init__()
         self.adapted = adapted
         self.model = adapted.model
         self.cfg = cfg
         self.schedule = schedule if schedule is not None else cfg.schedule
-        self.max_steps = total_steps(self.schedule, max_steps or cfg.train.max_steps)
+        if max_steps is None:
+            max_steps = train_steps(cfg, train_items) if train_items is not None else int(cfg.train.max_steps)
+        self.max_steps = total_steps(self.schedule, max_steps)
         self.base_lr = float(lr if lr is not None else self.schedule.lr)
         self.stages = stage_table(self.schedule)
         self._stage_index: int | None = None

@@ -56,11 +56,12 @@ class CerebrasLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
-        from omegaconf import open_dict
 
         from ftlab.launchers.cerebras_job import check_executable
         from ftlab.launchers.cerebras_params import base_mask, check_supported, cszoo_params
         from ftlab.launchers.cerebras_steps import job_plan
+        from ftlab.launchers.sweep_jobs import job_dir as job_dir_of
+        from ftlab.launchers.sweep_jobs import sweep_job_config
 
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
@@ -69,14 +70,11 @@ class CerebrasLauncher(Launcher):
         # 1. compose, check and translate every job before launching any
         jobs = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
+            sweep_config = sweep_job_config(self.hydra_context, self.config, overrides, idx)
             check_supported(sweep_config, opts)
             # Hydra's run_job puts the job in abspath(<sweep.dir>/<sweep.subdir>); the plan needs it now.
             sweep_dir = Path(os.path.abspath(str(sweep_config.hydra.sweep.dir)))
-            job_dir = sweep_dir / str(sweep_config.hydra.sweep.subdir)
+            job_dir = job_dir_of(sweep_config)
             plan = job_plan(sweep_config, opts, job_dir, sweep_dir, base_mask(sweep_config, opts))
             params = cszoo_params(sweep_config, opts, self._num_csx(sweep_config), plan)
             jobs.append((idx, overrides, sweep_config, params, plan, job_dir))

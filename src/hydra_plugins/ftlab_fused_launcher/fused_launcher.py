@@ -1,8 +1,9 @@
 """``hydra/launcher=fused``: the jobs of a sweep that share a frozen base train together.
 
-Every job is composed as the basic launcher composes it; :func:`ftlab.fused.grouping.plan_groups`
+Every job is composed as the basic launcher composes it; :func:`ftlab.plan.fused.launcher_plan`
 puts the jobs that share the model, base, data and hardware settings into groups of up to
-``group_size`` (null: every job that can share), and each group runs in this process through
+``group_size``, capped by the planner's K per device (null: K, or every job that can share where
+the hardware names no memory), and each group runs in this process through
 :func:`ftlab.fused.recipe.run_group` (one base in memory, one forward for all trials). A job that
 cannot be fused runs exactly as under the basic launcher, after one line saying why.
 
@@ -39,7 +40,9 @@ TARGET = "hydra_plugins.ftlab_fused_launcher.fused_launcher.FusedLauncher"
 @dataclass
 class FusedLauncherConf:
     _target_: str = TARGET
-    #: trials per fused group; null = every job that can share (check with python -m ftlab.plan)
+    #: trials per fused group; null = as many as the planner's K per device (every job that can
+    #: share where the hardware names no memory); a larger value is clipped to K with one line
+    #: (check with python -m ftlab.plan)
     group_size: int | None = None
 
 
@@ -69,20 +72,18 @@ class FusedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from ftlab.fused.grouping import plan_groups  # Lightning + transformers: only once jobs launch
+        from ftlab.launchers.sweep_jobs import sweep_job_config
+        from ftlab.plan.fused import launcher_plan  # Lightning + transformers: only once jobs launch
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        jobs = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            jobs.append((idx, list(overrides), sweep_config))
-        plan = plan_groups([task_config(j[2]) for j in jobs], self.group_size or len(jobs))
+        jobs = [(idx, list(overrides), sweep_job_config(self.hydra_context, self.config, overrides, idx))
+                for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
+        plan, notes = launcher_plan([task_config(j[2]) for j in jobs], self.group_size)
+        for note in notes:
+            log.info(note)
         log.info(f"Launching {len(jobs)} jobs: {len(plan.groups)} fused group(s), {len(plan.alone)} alone")
         runs: dict[int, JobReturn] = {}
         for members in plan.groups:
@@ -98,8 +99,9 @@ class FusedLauncher(Launcher):
 
     def _group(self, members: list[tuple[int, list[str], DictConfig]]) -> list[JobReturn]:
         from ftlab.fused.recipe import run_group
+        from ftlab.launchers.sweep_jobs import job_dir as job_dir_of
 
-        dirs = [Path(str(sc.hydra.sweep.dir)).absolute() / str(sc.hydra.sweep.subdir) for _, _, sc in members]
+        dirs = [job_dir_of(sc) for _, _, sc in members]
         cfgs = [task_config(sc) for _, _, sc in members]
         results: list[Any] = []
 
