@@ -125,7 +125,7 @@ def child_global(kind: str, layers: int, repeats: int) -> dict:
                        "model.config.num_key_value_heads=8"])
     with torch.no_grad():
         model = build_model(cfg.model, None, seed=0)
-    weights = [lin.weight for lin in select_modules(model, list(cfg.sparsity.modules)).values()]
+    weights = [lin.weight for lin in select_modules(model, cfg.sparsity.modules).values()]
     n = sum(w.numel() for w in weights)
     weight_bytes = sum(w.numel() * w.element_size() for w in weights)
     def once():
@@ -196,7 +196,7 @@ def quality(base_steps: int, level: float) -> None:
     cfg = compose_run(common)
     tok, model = prepare_model(cfg)
     val = build_task(cfg.task).splits(cfg.seed).val
-    linears = select_modules(model, list(cfg.sparsity.modules))
+    linears = select_modules(model, cfg.sparsity.modules)
     H = dense_hessians(model, linears, calibration_batches(cfg, tok))
     dense_loss = loss_on(model, tok, val, cfg.task.max_length, 32)
     print(f"[pruning quality] tiny_llama (4 layers) pre-trained {base_steps} steps on the task corpus; level {level}; "
@@ -239,7 +239,7 @@ def importance_times(layers: int, threads: int) -> None:
     tok = build_tokenizer(cfg.model)
     with torch.no_grad():
         model = build_model(cfg.model, tok, seed=0)
-    n = sum(lin.weight.numel() for lin in select_modules(model, list(cfg.sparsity.modules)).values())
+    n = sum(lin.weight.numel() for lin in select_modules(model, cfg.sparsity.modules).values())
     total = sum(p.numel() for p in model.parameters())
     print(f"[importance time] Llama hidden 1024, intermediate 4096, {layers} layers: {total / 1e6:.1f}M parameters, "
           f"{n / 1e6:.1f}M pruned; calibration {cfg.sparsity.calibration.batches} x "

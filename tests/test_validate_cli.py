@@ -126,3 +126,26 @@ def test_bad_input_exit_2(sparse, tmp_path, capsys, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0]
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_dir_loaded_through_transformers_prints_no_progress_bar(tmp_path) -> None:
+    """A merged MoE dir (experts saved per expert) is read through transformers' loader; its
+    "Loading weights" bar stays off the console, as in a run (FTLAB_VERBOSE=1 brings it back)."""
+    cfg = compose_run(["model=tiny_mixtral", "sparsity=unstructured", "sparsity.level=0.5"])
+    tok = build_tokenizer(cfg.model)
+    model = build_model(cfg.model, tok, seed=0)
+    masks = compute_masks(cfg, model, tok)
+    apply_masks_(model, masks)
+    model.save_pretrained(str(tmp_path / "moe"))
+    mask = save_masks(masks, tmp_path / "mask.safetensors",
+                      describe(masks, model="tiny_mixtral", method="unstructured", importance="magnitude",
+                               target=0.5, spec=spec_of(cfg.sparsity)))
+    args = [sys.executable, "-m", "ftlab.validate", f"checkpoint={tmp_path / 'moe'}", f"mask={mask}",
+            f"report={tmp_path / 'report.json'}"]
+    quiet = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "FTLAB_VERBOSE": "0"})
+    assert quiet.returncode == 0 and "validation passed" in quiet.stdout, quiet.stderr
+    assert quiet.stderr == ""
+    loud = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "FTLAB_VERBOSE": "1"})
+    assert loud.returncode == 0 and "Loading weights" in loud.stderr  # the bar the quiet run left out

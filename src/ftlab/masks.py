@@ -74,7 +74,7 @@ def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model
     masks = pruned.masks
     meta = stats.describe(masks, model=model_name, method=sp.method, importance=importance_of(sp), target=spec.target,
                     spec=spec, layouts=layouts, levels=pruned.levels,
-                    extra={"modules": list(sp.modules), "seed": cfg.seed if sp.seed is None else sp.seed,
+                    extra={"modules": None if sp.modules is None else list(sp.modules), "seed": cfg.seed if sp.seed is None else sp.seed,
                            "calibration": OmegaConf.to_container(sp.calibration)}, transposed=transposed)
     check_targets(masks, meta, "sparsity.level", level)  # a mask that misses its target is not written
     directory.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
         raise ConfigError("sparsity.mask_path", sp.mask_path, "null (this command computes masks)")
     levels = levels_of(sp)
     tokenizer, model = prepare_model(cfg)
-    layouts = layouts_for(model, select_modules(model, list(sp.modules)), spec_of(sp))
+    layouts = layouts_for(model, select_modules(model, sp.modules), spec_of(sp))
     all_masks = compute_pruned_for_levels(cfg, model, tokenizer, levels)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-masks-", dir=out_dir.parent))

@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from ftlab.console import help_requested
+from ftlab.console import help_requested, quiet_progress_bars, verbose
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.io import write_json
 from ftlab.sparsity.check import check_fit, check_targets, validate_weights
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if help_requested(argv, __doc__):
         return
+    quiet_progress_bars(verbose())  # a merged MoE dir loads through transformers, whose bar is not ftlab's line
     try:
         args = parse_args(argv)
         report = validate(args["checkpoint"], args["mask"], args["report"])

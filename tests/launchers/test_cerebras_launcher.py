@@ -117,8 +117,10 @@ def test_failing_cszoo_fails_the_sweep_with_its_message(tmp_path: Path):
     sweep = tmp_path / "sweep"
     proc = cli("ftlab", "--multirun", "hardware=cerebras", *FAST, "hydra.launcher.train_data_dir=/d",
                "hydra.launcher.checkpoint_path=/c.mdl", f"hydra.sweep.dir={sweep}", env=fake_env(FAKE_CSZOO_FAIL="1"))
-    assert proc.returncode != 0
-    assert "cszoo exited 1" in proc.stderr and "compile failed" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ftlab: error:")]
+    assert len(lines) == 1 and "cszoo exited 1" in lines[0] and "compile failed" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr  # not Hydra's report
     assert json.loads((sweep / "0" / "metrics.json").read_text())["cszoo_returncode"] == 1
 
 

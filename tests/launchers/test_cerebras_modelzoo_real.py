@@ -32,6 +32,10 @@ from ftlab.launchers.cerebras_params import cszoo_params, pruned_weight_names
 from ftlab.preflight.compose import compose_run
 
 PYTHON = os.environ.get("FTLAB_MODELZOO_PYTHON")
+#: run by PYTHON in the ModelZoo environment: ModelZoo's checks, its CLI, HF models and checkpoint facts
+CHECK = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
+#: the environment of every ModelZoo subprocess (ModelZoo importable)
+ZOO_ENV = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
 TINY_MIXTRAL = ["model=mixtral_8x7b", "model.name=tiny_mixtral", "model.tokenizer=byte", "model.name_or_path=null",
                 "model.config.hidden_size=128", "model.config.intermediate_size=256", "model.config.num_hidden_layers=2",
                 "model.config.num_attention_heads=4", "model.config.num_key_value_heads=2",
@@ -72,9 +76,8 @@ def test_yamls_pass_the_real_modelzoo(tmp_path: Path):
     control["trainer"]["init"]["model"].update({"mixed_precision": True, "fp16_type": "cbfloat16"})
     (out / "zz-control-old-layout.yaml").write_text(yaml.safe_dump(control))
 
-    env = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
-    proc = subprocess.run([PYTHON, str(ROOT / "tests" / "fixtures" / "modelzoo_check.py"), str(out)],
-                          capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run([PYTHON, CHECK, str(out)],
+                          capture_output=True, text=True, env=ZOO_ENV, timeout=1800)
     rows = {r["file"]: r for r in map(json.loads, (ln for ln in proc.stdout.splitlines() if ln.startswith("{")))}
     assert len(rows) == len(PRESETS) * len(VARIANTS) + 1, proc.stderr[-3000:]
     control_row = rows.pop("zz-control-old-layout.yaml")
@@ -109,14 +112,12 @@ def test_real_preprocessing_gives_ftlabs_tokens_and_answer_only_loss(tmp_path: P
     for path, text in plan.files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    env = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
-    check = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
     tok = build_tokenizer(cfg.model)
     examples = build_task(cfg.task).splits(int(cfg.seed))
     for step, split in zip(plan.steps, ("train", "val")):
-        subprocess.run([PYTHON, check, "cli", *step.args], env=env, capture_output=True, check=True, timeout=900)
+        subprocess.run([PYTHON, CHECK, "cli", *step.args], env=ZOO_ENV, capture_output=True, check=True, timeout=900)
         (h5,) = sorted(step.output.glob("*.h5"))
-        dump = subprocess.run([PYTHON, check, "h5", str(h5)], env=env, capture_output=True, text=True, check=True)
+        dump = subprocess.run([PYTHON, CHECK, "h5", str(h5)], env=ZOO_ENV, capture_output=True, text=True, check=True)
         rows = [json.loads(line) for line in dump.stdout.splitlines()]
         wanted = [encode_example(tok, e.prompt, e.answer, int(cfg.task.max_length)) for e in getattr(examples, split)]
         assert len(rows) == len(wanted)  # nothing dropped
@@ -156,32 +157,18 @@ def test_real_conversion_matches_the_model_block_and_loads_strictly(tmp_path: Pa
     field ftlab writes, and the weights load into ModelZoo's model built from ftlab's YAML with no
     missing or unexpected key."""
     from ftlab.launchers.cerebras_steps import job_plan
-    from ftlab.models.build import model_config
 
-    env = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
-    check = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
-    hf = tmp_path / "hf"
-    cfg = compose_run(["hardware=cerebras", *PRESETS[preset], f"model.name_or_path={hf}"])
-    from ftlab.models import build_tokenizer
-
-    c = model_config(cfg.model, build_tokenizer(cfg.model))
-    keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings", "rms_norm_eps",
-            "sliding_window", "num_local_experts", "num_experts_per_tok"]
-    hf_config = {k: getattr(c, k) for k in keys if hasattr(c, k)}
-    hf_config["rope_theta"] = float((getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0))
-    subprocess.run([PYTHON, check, "hf", cfg.model.arch, str(hf), json.dumps(hf_config)], env=env, check=True,
-                   capture_output=True, timeout=600)
+    cfg = compose_run(["hardware=cerebras", *_hf_model(preset, tmp_path / "hf")])
     opts = CerebrasOptions(train_data_dir=str(tmp_path))
     plan = job_plan(cfg, opts, tmp_path / "sweep" / "0", tmp_path / "sweep")
     conv = plan.steps[-1]
-    proc = subprocess.run([PYTHON, check, "cli", *conv.args], env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([PYTHON, CHECK, "cli", *conv.args], env=ZOO_ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0 and Path(plan.checkpoint).is_file(), proc.stderr[-3000:]
     converted = yaml.safe_load((conv.output / "config_to_cs-2.9.yaml").read_text())["model"]
     params = cszoo_params(cfg, opts, None, plan)
     _subset(params["trainer"]["init"]["model"], converted, "model")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = subprocess.run([PYTHON, check, "load", str(tmp_path / "params.yaml"), plan.checkpoint], env=env,
+    out = subprocess.run([PYTHON, CHECK, "load", str(tmp_path / "params.yaml"), plan.checkpoint], env=ZOO_ENV,
                          capture_output=True, text=True, timeout=900)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["missing"] == [] and result["unexpected"] == [] and result["n_loaded"] > 0, result
@@ -207,8 +194,7 @@ def _modelzoo_env(root: Path) -> Path:
     bin_dir = root / "bin"
     bin_dir.mkdir(parents=True)
     path = os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")
-    check = ROOT / "tests" / "fixtures" / "modelzoo_check.py"
-    (bin_dir / "cszoo").write_text(f'#!/bin/bash\nPYTHONPATH={path} exec {PYTHON} {check} cli "$@"\n')
+    (bin_dir / "cszoo").write_text(f'#!/bin/bash\nPYTHONPATH={path} exec {PYTHON} {CHECK} cli "$@"\n')
     (bin_dir / "python").write_text(f'#!/bin/bash\nPYTHONPATH={path} exec {PYTHON} "$@"\n')
     for exe in bin_dir.iterdir():
         exe.chmod(0o755)
@@ -216,7 +202,7 @@ def _modelzoo_env(root: Path) -> Path:
     return root
 
 
-def _hf_model(preset: str, folder: Path, env: dict) -> list[str]:
+def _hf_model(preset: str, folder: Path) -> list[str]:
     """A random HF model of the preset saved for conversion; returns the preset's overrides with it."""
     from ftlab.models import build_tokenizer
     from ftlab.models.build import model_config
@@ -228,8 +214,7 @@ def _hf_model(preset: str, folder: Path, env: dict) -> list[str]:
             "sliding_window", "num_local_experts", "num_experts_per_tok"]
     hf_config = {k: getattr(c, k) for k in keys if hasattr(c, k)}
     hf_config["rope_theta"] = float((getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0))
-    check = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
-    subprocess.run([PYTHON, check, "hf", cfg.model.arch, str(folder), json.dumps(hf_config)], env=env, check=True,
+    subprocess.run([PYTHON, CHECK, "hf", cfg.model.arch, str(folder), json.dumps(hf_config)], env=ZOO_ENV, check=True,
                    capture_output=True, timeout=600)
     return [*PRESETS[preset], f"model.name_or_path={folder}"]
 
@@ -243,10 +228,8 @@ def test_real_cszoo_fit_trains_every_variant_on_the_cpu_backend(tmp_path: Path):
     zeros in it; masked LoRA's optimiser state holds the LoRA tensors only."""
     from conftest import cli, read_csv
 
-    env = {**os.environ, "PYTHONPATH": os.environ.get("FTLAB_MODELZOO_PYTHONPATH", "")}
     venv = _modelzoo_env(tmp_path / "modelzoo_env")
-    models = {p: _hf_model(p, tmp_path / f"hf_{p}", env) for p in {p for p, _ in FIT_VARIANTS.values()}}
-    check = str(ROOT / "tests" / "fixtures" / "modelzoo_check.py")
+    models = {p: _hf_model(p, tmp_path / f"hf_{p}") for p in {p for p, _ in FIT_VARIANTS.values()}}
     results = {}
     for variant, (preset, overrides) in FIT_VARIANTS.items():
         sweep = tmp_path / variant
@@ -268,9 +251,9 @@ def test_real_cszoo_fit_trains_every_variant_on_the_cpu_backend(tmp_path: Path):
         cfg = compose_run(["hardware=cerebras", *models[preset], *overrides[:3]])
         globs = sorted({f"*{mz}" for n in pruned_weight_names(cfg) for mz in modelzoo_param_names(cfg.model.arch, n)})
         masked = job / "cszoo_masked_base" / "masked_base.mdl"
-        facts = subprocess.run([PYTHON, check, "ckpt", str(ckpt), json.dumps(globs or ["-"]),
+        facts = subprocess.run([PYTHON, CHECK, "ckpt", str(ckpt), json.dumps(globs or ["-"]),
                                 *([str(masked)] if masked.is_file() else [])],
-                               env=env, capture_output=True, text=True, check=True, timeout=600)
+                               env=ZOO_ENV, capture_output=True, text=True, check=True, timeout=600)
         results[variant] = json.loads(facts.stdout.strip().splitlines()[-1])
         results[variant]["losses"] = losses
         print(variant, json.dumps({k: v for k, v in results[variant].items() if k != "zeros"}))

@@ -41,7 +41,7 @@ def adapted_model(*overrides: str):
     adapted = get_adapter(cfg.adapter.name).build(model, cfg.adapter, cfg)
     upcast_trainable_(adapted.model)
     if cfg.adapter.name == "masked":
-        targets = select_modules(model, list(cfg.sparsity.modules))
+        targets = select_modules(model, cfg.sparsity.modules)
         g = torch.Generator().manual_seed(1)
         adapted.set_masks({n: torch.rand(lin.weight.shape, generator=g) >= 0.5 for n, lin in targets.items()})
     return cfg, adapted

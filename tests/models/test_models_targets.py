@@ -195,7 +195,7 @@ def test_adapter_trains_and_merges(preset: str, adapter: str) -> None:
 def test_masked_lora_keeps_a_half_mask_after_merge(preset: str) -> None:
     cfg, model = tiny(preset, "adapter=masked", "sparsity=random", "sparsity.level=0.5")
     params = dict(model.named_parameters())
-    names = list(dict.fromkeys(v.param_name for v in select_modules(model, list(cfg.sparsity.modules)).values()))
+    names = list(dict.fromkeys(v.param_name for v in select_modules(model, cfg.sparsity.modules).values()))
     g = torch.Generator().manual_seed(1)  # masks of the parameters' own shapes (3-D for fused experts)
     masks = {name: torch.rand(params[name].shape, generator=g) >= 0.5 for name in names}
     with torch.no_grad():

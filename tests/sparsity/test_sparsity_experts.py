@@ -13,6 +13,7 @@ import pytest
 import torch
 from peft import PeftModel
 
+from adapted_steps import train_then_logits
 from conftest import compose, read_csv, run_tiny
 from ftlab.adapters.params import model_facts, trainable_params
 from ftlab.adapters.registry import get_adapter
@@ -71,7 +72,7 @@ def test_every_expert_is_pruned_as_its_own_matrix(overrides: tuple[str, ...]) ->
     units = expert_units(pruned.masks, model)
     assert len(units) == 4 * len(experts)
     sp = cfg.sparsity
-    layouts = layouts_for(model, select_modules(model, list(sp.modules)), spec_of(sp))
+    layouts = layouts_for(model, select_modules(model, sp.modules), spec_of(sp))
     meta = describe(pruned.masks, model=cfg.model.name, method=sp.method, importance=importance_of(sp),
                     target=spec_of(sp).target, spec=spec_of(sp), layouts=layouts, levels=pruned.levels)
     check_targets(pruned.masks, meta, "sparsity.level", 0.5)  # per unit: per expert
@@ -125,15 +126,8 @@ def test_masked_lora_on_experts_keeps_zeros_and_round_trips(preset: str, tmp_pat
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     adapted = attach_masks(get_adapter("masked").build(model, cfg.adapter, cfg), pruned, cfg)
     assert adapted.trainable_params() == trainable_params(model_facts(cfg.model), cfg)  # planner = peft
-    opt = torch.optim.AdamW(adapted.param_groups(1e-2, 0.0)[0]["params"], lr=1e-2)
     ids = torch.randint(3, 200, (2, 16), generator=torch.Generator().manual_seed(0))
-    for _ in range(2):
-        adapted.model(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    adapted.model.eval()
-    with torch.no_grad():
-        expected = adapted.model(input_ids=ids).logits
+    expected = train_then_logits(adapted, ids)
     adapted.save_adapter(tmp_path / "adapter")
     merged = adapted.merged_model()
     params = dict(merged.named_parameters())

@@ -84,8 +84,9 @@ class SparsityConfig:
                           "(ftlab.sparsity.structures: channel | head)")
     mode: str = knob("sparse_to_dense", "sparse_to_dense | sparse_to_sparse")
     mask_path: str | None = knob(None, "a mask file (.safetensors or .pt) instead of computing one")
-    modules: list[str] = knob(doc="fnmatch patterns over module names; default: linear layers inside decoder "
-                              "blocks", factory=lambda: ["*.layers.*"])
+    modules: list[str] | None = knob(None, "fnmatch patterns over module names; null = every linear layer and "
+                                     "expert inside the decoder blocks, whatever the architecture names them "
+                                     "(model.layers.*, transformer.h.*, ...)", nonempty=True)
     calibration: CalibrationConfig = knob(doc="calibration data of data-aware importances", factory=CalibrationConfig)
     seed: int | None = knob(None, "random masks; null = the run's seed")
     allocation: str = knob("uniform", "per-layer levels: uniform | owl")

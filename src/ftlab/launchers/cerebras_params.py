@@ -330,7 +330,7 @@ def pruned_weight_names(cfg: Any) -> list[str]:
     """The weights ftlab's sparsity config would prune, read off the architecture on the meta device."""
     model = build_model(cfg.model, _tokenizer_or_none(cfg.model), device="meta")
     # parameter names: a fused expert parameter is one weight here, not one entry per expert
-    return sorted({v.param_name for v in select_modules(model, list(cfg.sparsity.modules)).values()})
+    return sorted({v.param_name for v in select_modules(model, cfg.sparsity.modules).values()})
 
 
 def _tokenizer_or_none(model_cfg: Any):

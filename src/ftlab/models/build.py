@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ByT5To
 from ftlab.errors import ConfigError
 from ftlab.models.attention import resolve_attention
 from ftlab.models.dtypes import torch_dtype
+from ftlab.models.inputs import check_token_ids_suffice
 from ftlab.models.quantization import load_quantized, quantize_built
 from ftlab.models.structure import leaf_names, linear_names
 from ftlab.models.vocab import match_vocabulary
@@ -63,6 +64,7 @@ def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | N
     the weights are loaded from it; otherwise the model is built from ``model_cfg.config`` with
     seeded random weights. ``model.quantization`` loads the weights as a k-bit base. The attention
     implementation is ``model.attn_implementation`` where the class has it (``ftlab.models.attention``);
+    a model type whose forward needs more than token ids is refused (``ftlab.models.inputs``);
     a loaded model's embedding rows must serve ``tokenizer`` (``ftlab.models.vocab``).
     """
     dtype = torch_dtype(model_cfg.dtype)
@@ -74,6 +76,7 @@ def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | N
                 "model.name_or_path", path, "a local HF model directory (no downloads on this machine)"
             )
         config = AutoConfig.from_pretrained(path)
+        check_token_ids_suffice(config.model_type, f"{path}/config.json model_type")
         attn = resolve_attention(config, model_cfg.attn_implementation, say=device != "meta")
         if device == "meta":
             with torch.device("meta"):
@@ -83,6 +86,7 @@ def build_model(model_cfg, tokenizer=None, *, device: str = "cpu", seed: int | N
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
         return match_vocabulary(model, tokenizer, model_cfg) if tokenizer is not None else model
+    check_token_ids_suffice(model_cfg.arch)
     config = model_config(model_cfg, tokenizer)
     attn = resolve_attention(config, model_cfg.attn_implementation, say=device != "meta")
     ctx = torch.device("meta") if device == "meta" else contextlib.nullcontext()

@@ -143,7 +143,7 @@ def compute_pruned_for_levels(cfg: Any, model: nn.Module, tokenizer, levels: lis
     sp = cfg.sparsity
     importance = importance_spec(sp)
     specs = [spec_of(sp, level) for level in levels]
-    selected = select_modules(model, list(sp.modules))
+    selected = select_modules(model, sp.modules)
     structures = structures_for(model, list(selected), specs[0])
     targets = _with_structures(model, selected, structures)
     calibrated = importance.calibrated or sp.allocation == "owl"

@@ -77,7 +77,7 @@ def _structural_checks(cfg: Any) -> None:
     if sp.method == "none":
         return
     spec = spec_of(sp)
-    targets = select_modules(model, list(sp.modules))
+    targets = select_modules(model, sp.modules)
     layouts_for(model, targets, spec)  # raises for structure=head on a module without heads
     if get_method(sp.method).needs_n_m:
         for name, lin in targets.items():
@@ -153,8 +153,8 @@ def validate_sparsity(cfg: Any) -> None:
     for key in ("batches", "batch_size"):
         if getattr(sp.calibration, key) < 1:
             fail(f"sparsity.calibration.{key}", getattr(sp.calibration, key), "an integer >= 1")
-    if not sp.modules:
-        fail("sparsity.modules", list(sp.modules), "a non-empty list of fnmatch patterns over module names")
+    if sp.modules is not None and not sp.modules:
+        fail("sparsity.modules", list(sp.modules), "null or a non-empty list of fnmatch patterns over module names")
     if sp.mask_path:
         path = Path(sp.mask_path)
         if path.suffix not in (".safetensors", ".pt"):

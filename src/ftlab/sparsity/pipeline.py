@@ -237,7 +237,7 @@ def save_run_mask(adapted: SparseAdapted, cfg: Any, run_dir: Path, model: nn.Mod
     layouts = None
     method = find_method(sp.method)
     if method is not None and method.finds_structures:
-        layouts = layouts_for(model, select_modules(model, list(sp.modules)), spec_of(sp))
+        layouts = layouts_for(model, select_modules(model, sp.modules), spec_of(sp))
     transposed = set(transposed_parameters(model))
     meta = describe(adapted.masks, model=cfg.model.name, method=sp.method, importance=importance_of(sp),
                     target=target, spec=spec_of(sp), layouts=layouts, levels=adapted.levels,

@@ -103,10 +103,13 @@ def transposed_parameters(model: nn.Module) -> list[str]:
     return found + [p for p in expert_parameters(model) if is_transposed(model.get_submodule(p.rsplit(".", 1)[0]))]
 
 
-def prunable_linears(model: nn.Module, patterns: list[str]) -> dict[str, WeightView]:
+def prunable_linears(model: nn.Module, patterns: list[str] | None) -> dict[str, WeightView]:
     """``{unit name: view}`` of the linear layers (``nn.Linear``, ``Conv1D``) whose module name, and
     of the experts of the fused expert parameters whose module or parameter name, matches one of
-    ``patterns`` (``*.mlp.*`` selects every expert of every block).
+    ``patterns`` (``*.mlp.*`` selects every expert of every block). ``None`` (the default of
+    ``sparsity.modules``) selects every linear and expert inside the decoder blocks, found by
+    structure (:func:`ftlab.models.structure.decoder_blocks`) rather than by a name pattern, which
+    would hold for one family's layout only (``model.layers.*`` vs GPT-2's ``transformer.h.*``).
 
     Embeddings, norms, the LM head and MoE routers are never returned, whatever the patterns say:
     pruning them is not what the sparse-fine-tuning studies measure, the LM head is often tied to
@@ -114,15 +117,16 @@ def prunable_linears(model: nn.Module, patterns: list[str]) -> dict[str, WeightV
     """
     never = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
     never |= {id(model.get_submodule(n)) for n in router_names(model)}
+    in_blocks = set(decoder_linears(model)) if patterns is None else set()
     found: dict[str, WeightView] = {}
     for name, module in model.named_modules():
         if not isinstance(module, LINEAR_TYPES) or id(module) in never:
             continue
-        if any(fnmatch(name, p) for p in patterns):
+        if name in in_blocks if patterns is None else any(fnmatch(name, p) for p in patterns):
             found[f"{name}.weight"] = WeightView(f"{name}.weight", module.weight, module, None, is_transposed(module))
     for param_name in expert_parameters(model):
         owner = param_name.rsplit(".", 1)[0]
-        if not any(fnmatch(owner, p) or fnmatch(param_name, p) for p in patterns):
+        if patterns is not None and not any(fnmatch(owner, p) or fnmatch(param_name, p) for p in patterns):
             continue
         module = model.get_submodule(owner)
         param = model.get_parameter(param_name)
@@ -131,11 +135,12 @@ def prunable_linears(model: nn.Module, patterns: list[str]) -> dict[str, WeightV
     return found
 
 
-def select_modules(model: nn.Module, patterns: list[str]) -> dict[str, WeightView]:
+def select_modules(model: nn.Module, patterns: list[str] | None) -> dict[str, WeightView]:
     """:func:`prunable_linears`, failing with one line when nothing matches."""
-    found = prunable_linears(model, list(patterns))
+    patterns = None if patterns is None else list(patterns)
+    found = prunable_linears(model, patterns)
     if not found:
-        raise ConfigError("sparsity.modules", list(patterns),
+        raise ConfigError("sparsity.modules", patterns,
                           "fnmatch patterns matching at least one linear layer or expert of the decoder blocks; "
                           f"this model's linear layers: {layer_patterns(decoder_linears(model))}"
                           + (f", experts: {layer_patterns(expert_parameters(model))}" if expert_parameters(model)

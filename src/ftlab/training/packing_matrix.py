@@ -24,6 +24,7 @@ from ftlab.data.encoding import Encoded
 from ftlab.data.packing import collate_packed, has_local_layers, model_inputs
 from ftlab.errors import ConfigError
 from ftlab.models.attention import resolve_attention
+from ftlab.models.inputs import check_token_ids_suffice
 from ftlab.training.packing_check import check_packing, example_tokens, token_nll
 
 #: attention window of every tiny config that has one: shorter than the examples
@@ -49,24 +50,79 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_
 #: sizes of a composite model's vision tower (the language model gets :data:`TINY`)
 TINY_VISION = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=28,
                    patch_size=14, depth=1, embed_dim=32, num_heads=2)
+#: sizes of any other sub-model (audio towers, a byte model's patcher/encoder/decoder/global models),
+#: each given only to a sub-config that has the key
+TINY_SUB = dict(hidden_size=32, hidden_size_global=32, intermediate_size=64, num_hidden_layers=1, num_blocks=1,
+                num_attention_heads=2, num_key_value_heads=2, head_dim=16, ext_pw_out_channel=32,
+                depthwise_separable_out_channel=32, nemo_conv_channels=32, encoder_layers=1, encoder_attention_heads=2,
+                encoder_ffn_dim=64, d_model=32, adapter_in_dim=32, adapter_out_dim=32, adapter_input_size=32)
 #: window settings, given only to architectures whose config has the key (on any other config an
 #: unknown key would be stored and read as a window the model does not have)
 WINDOWED = dict(sliding_window=WINDOW, attention_chunk_size=WINDOW, window_size=WINDOW,
                 use_sliding_window=True, max_window_layers=1)
+#: Dots-3's sliding-window MLA layers' own sizes
+SWA_MLA = dict(swa_num_attention_heads=2, swa_num_key_value_heads=2, swa_q_lora_rank=16, swa_kv_lora_rank=16,
+               swa_head_dim=16, swa_qk_nope_head_dim=8, swa_v_head_dim=16)
+#: an :data:`OVERRIDES` value that removes the key from the tiny config (the architecture has no such setting)
+DROP = object()
+#: MoE routing groups, given only to configs that have the keys: the defaults' 8 groups do not
+#: divide :data:`TINY`'s four experts
+GROUPED = dict(n_group=1, topk_group=1)
 #: model types whose tiny config needs other sizes than :data:`TINY` (transformers validates them)
 OVERRIDES: dict[str, dict] = {
-    "bamba": dict(mamba_n_heads=4, mamba_d_head=16),
-    "granitemoehybrid": dict(mamba_n_heads=4, mamba_d_head=16),
     "mamba2": dict(num_heads=4, head_dim=16, n_groups=1),
     "plbart": dict(encoder_attention_heads=2, decoder_attention_heads=2),
     "gpt_neo": dict(attention_types=[[["global", "local"], 1]]),
+    # hybrids: put one attention layer among the two tiny layers (the defaults' patterns start with
+    # linear/recurrent layers, and a model without attention has no sequence length to read)
+    "bamba": dict(mamba_n_heads=4, mamba_d_head=16, attn_layer_indices=[1]),
+    "jamba": dict(attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1),
+    "recurrent_gemma": dict(block_types=["recurrent", "attention"], attention_window_size=WINDOW),
+    "granitemoehybrid": dict(mamba_n_heads=4, mamba_d_head=16, layer_types=["mamba", "attention"]),
+    "dory": dict(num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"], n_input_layers=1, n_recurrent_layers=0,
+                 n_output_layers=1),
+    "dots1": dict(n_shared_experts=1),
+    # per-layer input embeddings: a full-size vocabulary of their own
+    "gemma4_text": dict(vocab_size_per_layer_input=VOCAB, hidden_size_per_layer_input=8),
+    "gemma4": dict(vocab_size_per_layer_input=VOCAB, hidden_size_per_layer_input=8),
+    "gemma3n_text": dict(num_kv_shared_layers=0, vocab_size_per_layer_input=VOCAB, hidden_size_per_layer_input=8),
+    "zaya": dict(num_experts_per_tok=1),
+    "xlstm": dict(v_head_dim=DROP, head_dim=DROP, num_heads=2, chunk_size=8, qk_dim_factor=1.0),
+    # its token-id check reads a decoder view of the config whose depth cannot be set
+    "prophetnet": dict(num_hidden_layers=DROP, num_encoder_layers=2, num_decoder_layers=2, pad_token_id=DROP,
+                       bos_token_id=DROP, eos_token_id=DROP),
+    "reformer": dict(is_decoder=True, axial_pos_embds_dim=[16, 16], axial_pos_shape=[8, 32],
+                     local_attn_chunk_length=8, lsh_attn_chunk_length=8),
+    # byte model: hash n-gram embeddings of half a million rows
+    "blt": dict(encoder_hash_byte_group_vocab=64, local_attention_window_len=WINDOW),
+    "axk1": dict(head_dim=8),
+    "bailing_hybrid": dict(n_group=1, topk_group=1),  # its config names the groups num_expert_group
+    # sliding layers' MLA sizes, set by swa_* arguments (full size by default)
+    "dots3_note": SWA_MLA,
+    "dots3_note_text": SWA_MLA,
+    # MLA: the rotary embedding's size is head_dim, which must be the rotary part of a query head
+    "longcat_flash": dict(head_dim=8),
+    # sliding layers have twice the kv heads, which must divide the query heads
+    "mimo_v2_flash": dict(num_attention_heads=4, num_key_value_heads=2),
+    "lfm2_moe": dict(layer_types=["conv", "full_attention"]),
+    "qwen4_exp": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
+                      indexer_compress_ratio=4),
+    "qwen4_exp_text": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
+                           indexer_compress_ratio=4),
+    "cohere_compass_text": dict(rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+    "dbrx": dict(attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
+                 ffn_config=dict(hidden_size=32, ffn_hidden_size=64, moe_num_experts=4, moe_top_k=2),
+                 d_model=32, n_heads=2, n_layers=2),
+    "xlnet": dict(max_position_embeddings=DROP, d_head=16),
 }
 
 
 @dataclasses.dataclass
 class Outcome:
-    """One architecture's row: ``packs`` (exact to :data:`EXACT`), ``refused`` (ftlab's one line),
-    ``not built`` (no tiny model here, with why), or ``WRONG`` (the third outcome: a bug)."""
+    """One architecture's row: ``packs`` (exact to :data:`EXACT`), ``refused`` (ftlab's one line
+    refusing packing), ``unsupported`` (ftlab's one line refusing the model type: its forward needs
+    more than token ids, ``ftlab.models.inputs``), ``not built`` (no tiny model here, with why), or
+    ``WRONG`` (the third outcome: a bug)."""
 
     model_type: str
     status: str
@@ -75,22 +131,63 @@ class Outcome:
     difference: float | None = None
 
 
+#: a per-layer list of the default config is shrunk to the tiny depth only if it has at most this
+#: many distinct entries (layer kinds; longer lists such as layer indices need an override)
+MAX_LAYER_KINDS = 3
+
+
+def per_layer_lists(text: dict) -> dict:
+    """The default config's per-layer lists (as long as its depth, not sized by :data:`TINY`) with
+    every distinct entry kept once, in order of first appearance, cycled to the tiny depth, and that
+    depth (two layers, or one per kind where a list has more kinds): a hybrid's two tiny layers then
+    hold an attention layer besides its linear/recurrent one, and a MoE's a sparse block besides its
+    dense one, where keeping the first two entries would leave out either."""
+    depth = text.get("num_hidden_layers")
+    if not isinstance(depth, int):
+        return {}
+    kinds = {}
+    for key, value in text.items():
+        if key in TINY or not isinstance(value, list) or len(value) != depth:
+            continue
+        distinct = [v for i, v in enumerate(value) if v not in value[:i]]
+        if len(distinct) <= MAX_LAYER_KINDS:
+            kinds[key] = distinct
+    if not kinds:
+        return {}
+    n = max(TINY["num_hidden_layers"], *map(len, kinds.values()))
+    return {"num_hidden_layers": n, **{k: [u[i % len(u)] for i in range(n)] for k, u in kinds.items()}}
+
+
+def _sub_config(fields: dict, sizes: dict) -> dict:
+    """A sub-model's config dict at ``sizes``, without the default's per-layer settings (lists and
+    ``per_layer_config`` keyed by layer index), which belong to the full depth."""
+    return {**{k: v for k, v in fields.items() if k != "layer_types" and not k.startswith("per_layer")}, **sizes}
+
+
 def tiny_config(model_type: str, head_dim: bool = True):
-    """A tiny config of ``model_type``: :data:`TINY`, the :data:`WINDOWED` keys its config has and
-    its :data:`OVERRIDES` (a composite model's language model gets them, its vision tower
-    :data:`TINY_VISION`); ``head_dim=False`` leaves the head size to the architecture (MLA and
-    partial-rotary models derive theirs from other sizes)."""
+    """A tiny config of ``model_type``: :data:`TINY`, the :data:`WINDOWED` and :data:`GROUPED` keys
+    its config has, its per-layer lists shrunk (:func:`per_layer_lists`) and its :data:`OVERRIDES`
+    (a composite model's language model gets them, its vision tower :data:`TINY_VISION`, any other
+    sub-model the :data:`TINY_SUB` keys it has); ``head_dim=False`` leaves the head size to the
+    architecture (MLA and partial-rotary models derive theirs from other sizes)."""
     fields = AutoConfig.for_model(model_type).to_dict()
     text = fields.get("text_config") if isinstance(fields.get("text_config"), dict) else fields
-    windows = {k: v for k, v in WINDOWED.items() if k in text}
-    sizes = {**TINY, **windows, **OVERRIDES.get(model_type, {})}
+    windows = {k: v for k, v in {**WINDOWED, **GROUPED}.items() if k in text}
+    sizes = {**TINY, **windows, **per_layer_lists(text), **OVERRIDES.get(model_type, {})}
     if not head_dim:
         sizes.pop("head_dim", None)
-    if text is not fields:  # per-layer lists of the full-size default are recomputed for two layers
-        kept = {k: v for k, v in text.items() if k != "layer_types" and not k.startswith("per_layer")}
-        sizes["text_config"] = {**kept, **sizes}
+    sizes = {k: v for k, v in sizes.items() if v is not DROP}
+    if text is not fields:
+        sizes["text_config"] = _sub_config(text, sizes)
     if isinstance(fields.get("vision_config"), dict):
-        sizes["vision_config"] = {**fields["vision_config"], **TINY_VISION}
+        vision = fields["vision_config"]
+        adapter = {k: v for k, v in TINY_SUB.items() if k.startswith("adapter_") and k in vision}
+        sizes["vision_config"] = _sub_config(vision, {**TINY_VISION, **adapter})
+    for key, sub in fields.items():
+        if (key.endswith("_config") and key not in ("text_config", "vision_config") and not key.startswith("per_layer")
+                and isinstance(sub, dict)):
+            own = sizes.get(key) or {}  # an override's sizes of this sub-model win
+            sizes[key] = _sub_config(sub, {**{k: v for k, v in TINY_SUB.items() if k in sub}, **own})
     return AutoConfig.for_model(model_type, **sizes)
 
 
@@ -150,6 +247,10 @@ def packed_difference(model: torch.nn.Module, seed: int = 1) -> float:
 
 def outcome(model_type: str) -> Outcome:
     """Build ``model_type`` tiny and classify it (see :class:`Outcome`)."""
+    try:
+        check_token_ids_suffice(model_type)
+    except ConfigError as err:
+        return Outcome(model_type, "unsupported", str(err))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, attn = build_tiny(model_type)
@@ -186,15 +287,18 @@ def _cell(o: Outcome) -> str:
             kind = o.detail.split("forward fails on a packed row (", 1)[1].split(":", 1)[0]
             return f"refused: its forward fails on a packed row ({kind})"
         return "refused: its per-token losses change when packed"
+    if o.status == "unsupported":
+        return "model refused: needs " + o.detail.split(" needs ", 1)[1]
     return f"{o.status}: {o.detail}".replace("|", "/")
 
 
 def render_table(outcomes: list[Outcome]) -> str:
     """The README's table (between :data:`TABLE_BEGIN` and :data:`TABLE_END`), one row per model type."""
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("packs", "refused", "not built")}
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("packs", "refused", "unsupported", "not built")}
     lines = [TABLE_BEGIN, "",
              f"{len(outcomes)} causal-LM model types: {counts['packs']} pack exactly, {counts['refused']} "
-             f"refuse `train.packing=true` in one line, {counts['not built']} have no tiny CPU build.", "",
+             f"refuse `train.packing=true` in one line, {counts['unsupported']} are refused as models in one "
+             f"line (their forward needs more than token ids), {counts['not built']} have no tiny CPU build.", "",
              "| model type | attention | `train.packing=true` |", "|---|---|---|"]
     lines += [f"| `{o.model_type}` | {o.attention or '-'} | {_cell(o)} |" for o in outcomes]
     return "\n".join([*lines, "", TABLE_END])

@@ -12,6 +12,7 @@ cannot run stops the sweep with one line and nothing half-launched.
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab.errors import FtlabError
+from ftlab.errors import FtlabError, report_error
 from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ class CerebrasLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         verb = "Writing (dry run)" if opts.dry_run else "Launching"
         log.info(f"{verb} {len(jobs)} Cerebras jobs with {opts.executable}")
-        # 2. run them (cszoo blocks until its appliance job ends)
+        # 2. run them (cszoo blocks until its appliance job ends); a failed job's FtlabError is kept
+        # and reported once all ran, as ftlab's one line (raised inside Hydra's run_job it would
+        # end the sweep in Hydra's traceback)
+        self._failures: list[FtlabError] = []
         runs = []
         for idx, overrides, sweep_config, params, plan, job_dir in jobs:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
@@ -92,6 +96,10 @@ class CerebrasLauncher(Launcher):
                                 config=sweep_config, job_dir_key="hydra.sweep.dir",
                                 job_subdir_key="hydra.sweep.subdir"))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if self._failures:
+            first = self._failures[0]
+            more = f" ({len(self._failures)} of {len(jobs)} Cerebras jobs failed)" if len(self._failures) > 1 else ""
+            sys.exit(report_error(FtlabError(f"{first}{more}")))
         return runs
 
     def _job(self, params: dict, plan, planned_dir: Path, sweep_config: DictConfig):
@@ -103,11 +111,15 @@ class CerebrasLauncher(Launcher):
             from ftlab.launchers.cerebras_job import run_job as run_cszoo
 
             job_dir = Path(HydraConfig.get().runtime.output_dir)
-            if job_dir != planned_dir:  # the data paths in params point into planned_dir
-                raise FtlabError(f"Cerebras job dir {job_dir} is not the planned {planned_dir}")
-            job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            metrics = run_cszoo(cfg, params, opts, job_dir, num_csx, plan)
+            try:
+                if job_dir != planned_dir:  # the data paths in params point into planned_dir
+                    raise FtlabError(f"Cerebras job dir {job_dir} is not the planned {planned_dir}")
+                job_dir.mkdir(parents=True, exist_ok=True)
+                (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                metrics = run_cszoo(cfg, params, opts, job_dir, num_csx, plan)
+            except FtlabError as err:
+                self._failures.append(err)
+                return None
             return None if metrics is None else metrics.get("final_train_loss")
 
         return cerebras_job
