@@ -45,7 +45,7 @@ def test_an_outside_target_composes_and_its_flags_are_read_everywhere():
         compose_run(["hardware.precision=fp8"])  # an in-process target's precision is Lightning's
     with pytest.raises(ConfigError, match=r"adapter='dora' is invalid: lora or full on h23_sim"):
         compose_run([*sim, "adapter=dora"])  # the target's own validate
-    with pytest.raises(ConfigError, match=r"train.max_epochs=1 is invalid: null on hardware=h23_sim \(its simulator"):
+    with pytest.raises(ConfigError, match=r"train.max_epochs=1 is invalid: null with hardware.accelerator=h23_sim \(its simulator"):
         compose_run([*sim, "train.max_epochs=1", "train.max_steps=null"])
     assert why_not_fused(cfg) == "hardware=h23_sim: fused groups run in one single-device process"
     with pytest.raises(ConfigError, match="hardware='h23_sim' is invalid: a local hardware option for a single run; "
