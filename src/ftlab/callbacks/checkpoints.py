@@ -30,7 +30,9 @@ def save_state(trainer: L.Trainer, path: Path) -> dict[str, Any]:
         raise failure from err
     module = trainer.lightning_module
     meta: dict[str, Any] = {STATE_KEY: state_info(module, getattr(module, "foundation", None))}
-    if Path(path).is_file():  # the rank that wrote it
+    # rank 0 wrote it; another rank must not look: rank 0 may be renaming the directory already
+    # (a rank that saw the file and then stat-ed it after the rename crashed the run at its barrier)
+    if trainer.is_global_zero and Path(path).is_file():
         meta["state_bytes"] = Path(path).stat().st_size
     return meta
 
