@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from ftlab.data.real_tasks import REAL_TASKS  # noqa: E402
+from ftlab.data.tasks import harness_task  # noqa: E402
 from ftlab.harness.data import run_task_benchmark, whole_file_files  # noqa: E402
 from ftlab.harness.score import score_benchmarks  # noqa: E402
 from ftlab.models import build_model, build_tokenizer  # noqa: E402
@@ -54,7 +54,7 @@ def main() -> None:
         tok = build_tokenizer(cfg.model)
         model = build_model(cfg.model, tok, seed=0).eval()
         bench = run_task_benchmark(cfg, whole_file_files(cfg.task, Path(tmp) / "files"))
-        examples = REAL_TASKS[args.task](cfg.task).load_file(path)
+        examples = harness_task(args.task)(cfg.task).load_file(path)
         times: dict[str, list[float]] = {"ftlab": [], "lm-eval": []}
         for _ in range(args.rounds):
             t0 = time.perf_counter()

@@ -36,7 +36,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftlab.adapters.registry import get_adapter
-from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
+from ftlab.data.tasks import harness_task, harness_task_names, validate_real_task
 from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.harness.benchmark_checks import asks_benchmarks
 from ftlab.harness.checks import check_benchmarks, model_window
@@ -212,7 +212,7 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
         whole_file = any(o.startswith("task.path=") for o in args.overrides)
     else:
         if name is None and not any(o.startswith(("eval.suite=", "eval.benchmarks=")) for o in rest):
-            raise ConfigError("task", None, f"task=NAME for a model dir, one of {sorted(REAL_TASKS)} "
+            raise ConfigError("task", None, f"task=NAME for a model dir, one of {harness_task_names()} "
                                             f"(or eval.suite=NAME / eval.benchmarks=[...])")
         cfg = compose_run([*([f"task={name}"] if name else []), *rest])
         whole_file = True
@@ -220,8 +220,9 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
         cfg.train.eval_batch_size = args.batch_size
     if name is None and asks_benchmarks(cfg) and any(o.startswith(("eval.", "+eval.")) for o in rest):
         return evaluate_benchmarks(args, target, cfg, is_run)
-    if cfg.task.name not in REAL_TASKS:
-        raise ConfigError("task", cfg.task.name, f"one of {sorted(REAL_TASKS)} (the benchmarks lm-eval scores)")
+    task = harness_task(cfg.task.name)
+    if task is None:
+        raise ConfigError("task", cfg.task.name, f"one of {harness_task_names()} (the benchmarks lm-eval scores)")
     validate_real_task(cfg)
     with tempfile.TemporaryDirectory(prefix="ftlab-evaluate-") as tmp:
         # the data and the settings first: a bad file or budget fails before any model is loaded
@@ -237,7 +238,7 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
             "task": cfg.task.name, "data": {"file": str(Path(cfg.task.path).resolve()),
                                             "rows": "all" if whole_file else "the run's test split",
                                             "seed": None if whole_file else cfg.seed},
-            REAL_TASKS[cfg.task.name].headline_key: score.headline["value"], "eval_benchmark": score.summary(),
+            task.harness.headline_key: score.headline["value"], "eval_benchmark": score.summary(),
             **({"eval_cache": events} if events else {})}
 
 

@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 
 from conftest import compose
 from ftlab.data.benchmark_files import resolve
-from ftlab.data.real_tasks import REAL_TASKS
+from ftlab.data.tasks import harness_task
 from ftlab.harness.data import run_task_benchmark, whole_file_files
 from ftlab.harness.score import Benchmark, harness_options, score_benchmarks
 from ftlab.models import build_model, build_tokenizer
@@ -269,7 +269,7 @@ def test_training_prompts_are_lm_evals_requests(tiny, tmp_path):
     for task, rows in cases.items():
         path = write_jsonl(tmp_path / f"{task}.jsonl", rows)
         train = write_jsonl(tmp_path / f"{task}_train.jsonl", gsm8k_rows(6, seed=9)) if task == "gsm8k" else None
-        examples = REAL_TASKS[task](OmegaConf.create({"options": {}})).load_file(path)
+        examples = harness_task(task)(OmegaConf.create({"options": {}})).load_file(path)
         if task == "gsm8k":
             got = ours_by_name(model, tok, "gsm8k", {"test": str(path), "train": str(train)}, max_gen_toks=1).samples
         else:  # the run task's path: BoolQ's release rows (answer: bool) in the layout lm-eval reads
@@ -279,7 +279,7 @@ def test_training_prompts_are_lm_evals_requests(tiny, tmp_path):
         if task == "gsm8k":
             shots_text, _, query = first["arguments"][0][0].rpartition("\n\n")
             assert query == ex.prompt
-            shots = REAL_TASKS[task](OmegaConf.create({"options": {}})).load_file(train)
+            shots = harness_task(task)(OmegaConf.create({"options": {}})).load_file(train)
             assert set(shots_text.split("\n\n")) <= {s.prompt + s.answer for s in shots}
         else:
             assert [tuple(a[:2]) for a in first["arguments"]] == [(ex.prompt, c) for c in ex.choices]
@@ -290,7 +290,7 @@ def test_lm_eval_scores_the_continuation_ftlab_trains_on(tiny, tmp_path):
     from the byte tokenizer in between): they equal ftlab's own per-choice computation."""
     model, tok, _ = tiny
     path = write_jsonl(tmp_path / "hs.jsonl", hellaswag_rows(6, seed=8))
-    examples = REAL_TASKS["hellaswag"](OmegaConf.create({"options": {}})).load_file(path)
+    examples = harness_task("hellaswag")(OmegaConf.create({"options": {}})).load_file(path)
     ours = choice_log_likelihoods(model, tok, examples, max_length=4096, batch_size=4)
     theirs = {s["doc_id"]: [r[0] for r in s["filtered_resps"]]
               for s in ours_by_name(model, tok, "hellaswag", str(path)).samples}

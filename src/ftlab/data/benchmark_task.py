@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
-
-from lm_eval.api.task import ConfigurableTask
+from typing import TYPE_CHECKING, Any
 
 from ftlab.data.benchmark_files import resolve
-from ftlab.data.lm_eval_catalog import SPLIT_KEYS, task_yaml
-from ftlab.data.task_base import Example, Task
+from ftlab.data.task_base import Example, Task, register_task
 from ftlab.errors import ConfigError, FtlabError
+
+if TYPE_CHECKING:
+    from lm_eval.api.task import ConfigurableTask
 
 TRAIN = "train"
 RENDERED = ("multiple_choice", "generate_until")
@@ -28,6 +28,11 @@ RENDERED = ("multiple_choice", "generate_until")
 
 def lm_eval_task(name: str, value: Any, key: str, cache_dir: Path) -> ConfigurableTask:
     """lm-eval's task ``name`` whose only split (``train``) is every file ``value`` names."""
+    # lm-eval's import takes seconds: only runs that render rows pay, not every task lookup
+    from lm_eval.api.task import ConfigurableTask
+
+    from ftlab.data.lm_eval_catalog import SPLIT_KEYS, task_yaml
+
     cfg = task_yaml(name, key="task.options.benchmark")
     if cfg.get("output_type") not in RENDERED:
         raise ConfigError("task.options.benchmark", name, f"a task whose lm-eval output_type is one of "
@@ -60,6 +65,7 @@ def rendered(task: ConfigurableTask, doc: dict) -> Example:
 class BenchmarkTask(Task):
     name = "benchmark"
     metric = "exact_match"
+    multiple_choice = True  # when its lm-eval task is (accuracy then scores its choices)
     option_keys = ("benchmark",)
 
     def load_file(self, path: Path) -> list[Example]:
@@ -80,5 +86,7 @@ class BenchmarkTask(Task):
                                                  "datasets save_to_disk dir")
         return self.load_file(Path(self.cfg.path))
 
+
+register_task(BenchmarkTask.name, BenchmarkTask)
 
 __all__ = ["BenchmarkTask", "lm_eval_task", "rendered"]

@@ -25,8 +25,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.task_base import Example, Task, numbered_jsonl, register_task
-from ftlab.errors import FtlabError, fail
+from ftlab.data.task_base import Example, HarnessBenchmark, Task, numbered_jsonl, register_task
+from ftlab.errors import FtlabError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FINAL_ANSWER_MARK = "####"
@@ -91,14 +91,10 @@ def hellaswag_preprocess(text: str) -> str:
 
 
 class RealTask(Task):
-    """A published benchmark read from a local file: ``required`` fields, ``parse(where, row)``."""
+    """A published benchmark read from a local file: ``required`` fields, ``parse(where, row)``, and
+    its :class:`HarnessBenchmark` facts in ``harness`` (lm-eval's task, the headline key and variant)."""
 
     required: tuple[str, ...] = ()
-    #: lm-eval's task that gives the final numbers, the metrics.json key of its headline and the
-    #: variant reported there (``task.options.length_normalize`` picks ``acc_norm`` where it applies)
-    benchmark: str = ""
-    headline_key: str = "eval_accuracy"
-    headline_variant: str = "acc"
 
     @staticmethod
     def parse(where: str, row: dict) -> Example:  # each task: one row -> one Example
@@ -106,23 +102,22 @@ class RealTask(Task):
 
     @staticmethod
     def harness_row(row: dict) -> dict:
-        """A row in the layout lm-eval's config of :attr:`benchmark` reads (its HF mirror's)."""
+        """A row in the layout lm-eval's config of the task's ``harness.lm_eval_task`` reads (its HF mirror's)."""
         return row
 
     def load_file(self, path: Path) -> list[Example]:
         return [self.parse(w, r) for w, r in read_rows(path, self.required)]
 
-
-def checked_rows(name: str, path: Path) -> list[dict]:
-    """The rows of ``path`` as published, each validated by task ``name``'s parser (so a bad row
-    fails here with its file, line and field), with numpy values turned into plain JSON types, in
-    the layout lm-eval's config of the task reads."""
-    task = REAL_TASKS[name]
-    out = []
-    for where, row in read_rows(path, task.required):
-        task.parse(where, row)
-        out.append(task.harness_row({k: _plain(v) for k, v in row.items()}))
-    return out
+    @classmethod
+    def harness_rows(cls, path: Path) -> list[dict]:
+        """The rows of ``path`` as published, each validated by the task's parser (so a bad row fails
+        here with its file, line and field), with numpy values turned into plain JSON types, in the
+        layout lm-eval's config of the task reads."""
+        out = []
+        for where, row in read_rows(path, cls.required):
+            cls.parse(where, row)
+            out.append(cls.harness_row({k: _plain(v) for k, v in row.items()}))
+        return out
 
 
 def _plain(value: Any) -> Any:
@@ -167,7 +162,8 @@ def boolq_superglue_row(row: dict) -> dict:
 
 class BoolQ(RealTask):
     name = "boolq"
-    benchmark = "boolq"
+    harness = HarnessBenchmark("boolq", metrics=("accuracy", "exact_match"))
+    multiple_choice = True
     harness_row = staticmethod(boolq_superglue_row)
     metric = "accuracy"
     option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
@@ -198,7 +194,8 @@ def hellaswag_example(where: str, row: dict) -> Example:
 
 class HellaSwag(RealTask):
     name = "hellaswag"
-    benchmark = "hellaswag"
+    harness = HarnessBenchmark("hellaswag", metrics=("accuracy",))
+    multiple_choice = True
     metric = "accuracy"
     option_keys = ("length_normalize",)  # accuracy: divide each choice's log-likelihood by its length
     required = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
@@ -246,55 +243,13 @@ def gsm8k_example(where: str, row: dict) -> Example:
 
 class GSM8K(RealTask):
     name = "gsm8k"
-    benchmark = "gsm8k"
-    headline_key = "eval_exact_match"
-    headline_variant = "exact_match,strict-match"
+    harness = HarnessBenchmark("gsm8k", headline_key="eval_exact_match", headline_variant="exact_match,strict-match",
+                               metrics=("final_number", "exact_match"))
     metric = "final_number"
     option_keys = ("num_fewshot", "fewshot_path")  # the final lm-eval scoring's shots
     required = ("question", "answer")
     parse = staticmethod(gsm8k_example)
 
 
-REAL_TASKS = {t.name: t for t in (BoolQ, HellaSwag, GSM8K)}
-#: metrics each real task can be scored with (the first is the task's own)
-TASK_METRICS = {"boolq": ("accuracy", "exact_match"), "hellaswag": ("accuracy",),
-                "gsm8k": ("final_number", "exact_match")}
-
-for _cls in REAL_TASKS.values():
+for _cls in (BoolQ, HellaSwag, GSM8K):
     register_task(_cls.name, _cls)
-
-
-def benchmark_task(cfg: Any) -> Task:
-    """``task=benchmark``: any lm-eval task's rows rendered by lm-eval (:mod:`ftlab.data.benchmark_task`)."""
-    from ftlab.data.benchmark_task import BenchmarkTask  # lm-eval's import takes seconds: only its runs pay
-
-    return BenchmarkTask(cfg)
-
-
-register_task("benchmark", benchmark_task)
-
-
-#: tasks whose examples carry choices (the only ones ``accuracy`` can score); ``benchmark``'s do when
-#: its lm-eval task is multiple-choice
-MULTIPLE_CHOICE = ("boolq", "hellaswag", "benchmark")
-
-
-def validate_real_task(cfg: Any) -> None:
-    """At composition: a real task needs its file, and a metric that fits its answers."""
-    t = cfg.task
-    if t.metric == "accuracy" and t.name not in MULTIPLE_CHOICE:
-        fail("task.metric", t.metric, f"a generation metric for task {t.name} "
-             f"('accuracy' scores multiple-choice tasks: {list(MULTIPLE_CHOICE)})")
-    if t.name not in REAL_TASKS:
-        return
-    if not t.path:
-        fail("task.path", t.path, f"a local JSONL or parquet file in the published {t.name} format")
-    if t.metric not in TASK_METRICS[t.name]:
-        fail("task.metric", t.metric, f"one of {list(TASK_METRICS[t.name])} for task {t.name}")
-    options = t.options or {}
-    shots = options.get("num_fewshot")
-    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
-        fail("task.options.num_fewshot", shots, "null (lm-eval's default) or an integer >= 0")
-    extra = options.get("fewshot_path")
-    if extra is not None and not Path(extra).is_file():
-        fail("task.options.fewshot_path", extra, f"null or an existing {t.name} train file (JSONL or parquet)")

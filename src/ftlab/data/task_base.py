@@ -1,9 +1,11 @@
 """What every task is made of: examples, splits, the :class:`Task` base, JSONL reading and the
 task registry.
 
-A leaf under :mod:`ftlab.data.tasks` (the synthetic tasks and the lookup) and
-:mod:`ftlab.data.real_tasks` (real datasets): both register their tasks here, and
-:mod:`ftlab.data.tasks` imports the real tasks so that every lookup sees them.
+A leaf under :mod:`ftlab.data.tasks` (the synthetic tasks and the lookup),
+:mod:`ftlab.data.real_tasks` (real datasets) and the other task modules: all register their tasks
+here, and :mod:`ftlab.data.tasks` imports them so that every lookup sees them. A task class's
+attributes are its spec (``harness``, ``multiple_choice``, ``option_keys``...): callers read those
+flags, never a list of task names.
 """
 
 from __future__ import annotations
@@ -39,6 +41,22 @@ class Example:
 
 
 @dataclass(frozen=True)
+class HarnessBenchmark:
+    """The benchmark facts of a task whose final numbers lm-eval gives (a :class:`Task`'s
+    ``harness``): the harness, the preflight and ``python -m ftlab.evaluate`` read them from the
+    task's registered spec, so a benchmark task is one module (plus its ``conf/task`` YAML)."""
+
+    #: lm-eval's task whose installed config scores the run's test split (prompts, metrics, shots)
+    lm_eval_task: str
+    #: the ``metrics.json`` key of the headline value
+    headline_key: str = "eval_accuracy"
+    #: lm-eval's variant reported there (``task.options.length_normalize`` picks ``acc_norm`` for ``acc``)
+    headline_variant: str = "acc"
+    #: ftlab's own metrics (``task.metric``) that can score the task's answers during training
+    metrics: tuple[str, ...] = ("accuracy", "exact_match")
+
+
+@dataclass(frozen=True)
 class Splits:
     train: list[Example]
     val: list[Example]
@@ -62,6 +80,10 @@ class Task:
     reads_format = False
     #: capability: ``task.path`` may be a directory (``datasets.save_to_disk``)
     reads_directories = False
+    #: capability: examples carry ``choices`` (the only ones ``task.metric=accuracy`` can score)
+    multiple_choice = False
+    #: capability: a published benchmark whose final numbers come from lm-eval (None: ftlab scores it)
+    harness: HarnessBenchmark | None = None
 
     def check_options(self) -> None:
         """Raise :class:`ConfigError` for an option the task does not read or cannot use."""
@@ -160,7 +182,14 @@ _TASKS: dict[str, Callable[[Any], Task]] = {}
 
 
 def register_task(name: str, factory: Callable[[Any], Task]) -> None:
+    """Add task ``name``; ``factory`` is a :class:`Task` subclass, whose class attributes (``harness``,
+    ``multiple_choice``, ``option_keys``...) are the task's spec, read before any task is built."""
     _TASKS[name] = factory
+
+
+def task_flag(name: str, flag: str, default: Any = None) -> Any:
+    """Capability ``flag`` of registered task ``name`` (``default`` for a name not registered)."""
+    return getattr(registered_tasks().get(name), flag, default)
 
 
 def registered_tasks() -> dict[str, Callable[[Any], Task]]:

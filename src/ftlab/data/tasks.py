@@ -12,11 +12,14 @@ so their tasks are registered before any lookup).
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
-from ftlab.data import instruct, real_tasks  # noqa: F401  (register the file-based tasks)
+from ftlab.data import benchmark_task, instruct  # noqa: F401  (register the file-based tasks)
+from ftlab.data.real_tasks import RealTask
 from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names callers import from here)
     Example,
+    HarnessBenchmark,
     Splits,
     Task,
     numbered_jsonl,
@@ -25,8 +28,9 @@ from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names caller
     register_task,
     registered_tasks,
     split_examples,
+    task_flag,
 )
-from ftlab.errors import ConfigError
+from ftlab.errors import ConfigError, fail
 
 
 def _word(rng: random.Random, lo: int, hi: int) -> str:
@@ -120,3 +124,49 @@ def build_task(cfg: Any) -> Task:
     if cfg.name not in tasks:
         raise ConfigError("task.name", cfg.name, f"one of {task_names()}")
     return tasks[cfg.name](cfg)
+
+
+def harness_task(name: str) -> type[RealTask] | None:
+    """The registered task ``name`` when its spec says lm-eval gives its final numbers (``harness``
+    set on a :class:`RealTask`, which can check and rewrite its rows for lm-eval); None otherwise."""
+    factory = registered_tasks().get(name)
+    if isinstance(factory, type) and issubclass(factory, RealTask) and factory.harness is not None:
+        return factory
+    return None
+
+
+def harness_task_names() -> list[str]:
+    """The registered tasks lm-eval scores (``task=NAME`` of ``python -m ftlab.evaluate``)."""
+    return [name for name in task_names() if harness_task(name) is not None]
+
+
+def checked_rows(name: str, path: Path) -> list[dict]:
+    """The rows of harness task ``name``'s file ``path``, checked and in lm-eval's layout
+    (:meth:`RealTask.harness_rows`)."""
+    task = harness_task(name)
+    if task is None:
+        raise ConfigError("task", name, f"one of {harness_task_names()} (the benchmarks lm-eval scores)")
+    return task.harness_rows(Path(path))
+
+
+def validate_real_task(cfg: Any) -> None:
+    """At composition: a metric that fits the task's answers; a harness task needs its file."""
+    t = cfg.task
+    if t.metric == "accuracy" and not task_flag(t.name, "multiple_choice", False):
+        choices = [n for n in task_names() if task_flag(n, "multiple_choice", False)]
+        fail("task.metric", t.metric, f"a generation metric for task {t.name} "
+             f"('accuracy' scores multiple-choice tasks: {choices})")
+    task = harness_task(t.name)
+    if task is None:
+        return
+    if not t.path:
+        fail("task.path", t.path, f"a local JSONL or parquet file in the published {t.name} format")
+    if t.metric not in task.harness.metrics:
+        fail("task.metric", t.metric, f"one of {list(task.harness.metrics)} for task {t.name}")
+    options = t.options or {}
+    shots = options.get("num_fewshot")
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
+        fail("task.options.num_fewshot", shots, "null (lm-eval's default) or an integer >= 0")
+    extra = options.get("fewshot_path")
+    if extra is not None and not Path(extra).is_file():
+        fail("task.options.fewshot_path", extra, f"null or an existing {t.name} train file (JSONL or parquet)")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftlab.data.real_tasks import REAL_TASKS
+from ftlab.data.tasks import harness_task
 from ftlab.errors import ConfigError
 
 
 def uses_harness(cfg: Any) -> bool:
     """Final numbers of the run's own published benchmark task come from lm-eval (``eval.harness``)."""
-    return bool(cfg.eval.harness and cfg.eval.generate and cfg.task.name in REAL_TASKS)
+    return bool(cfg.eval.harness and cfg.eval.generate and harness_task(cfg.task.name) is not None)
 
 
 def asks_benchmarks(cfg: Any) -> bool:

@@ -7,7 +7,8 @@ lm-eval's ``datasets`` loader reads.
 
 Every row is validated by the task's parser first, so a bad file fails with one line naming the
 file, the line and the field before lm-eval sees it; rows are written in the layout lm-eval's
-installed config reads (``RealTask.harness_row``).
+installed config reads (``RealTask.harness_row``); lm-eval's task and the headline are the
+task spec's ``harness`` facts.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any
 
 from ftlab.data.benchmark_config import write_jsonl
 from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
-from ftlab.data.real_tasks import REAL_TASKS, checked_rows
-from ftlab.data.tasks import split_examples
+from ftlab.data.tasks import checked_rows, harness_task, split_examples
 from ftlab.errors import ConfigError
 from ftlab.harness.score import Benchmark
 
@@ -64,7 +64,7 @@ def whole_file_files(task_cfg: Any, directory: Path) -> LocalData:
 def headline_variant(task_cfg: Any) -> str:
     """The task's reported variant; ``task.options.length_normalize`` reports ``acc_norm`` (HellaSwag's
     ``conf/task/hellaswag.yaml`` sets it), as the fast scorer does."""
-    task = REAL_TASKS[task_cfg.name]
+    task = harness_task(task_cfg.name).harness
     if (task_cfg.options or {}).get("length_normalize", False) and task.headline_variant == "acc":
         return "acc_norm"
     return task.headline_variant
@@ -73,7 +73,7 @@ def headline_variant(task_cfg: Any) -> str:
 def run_task_benchmark(cfg: Any, data: LocalData) -> Benchmark:
     """The run's own task as a :class:`Benchmark` with the run config's settings."""
     t = cfg.task
-    return Benchmark(REAL_TASKS[t.name].benchmark, data, key="task.path", fix=f"set {FEWSHOT_KEY}=FILE",
+    return Benchmark(harness_task(t.name).harness.lm_eval_task, data, key="task.path", fix=f"set {FEWSHOT_KEY}=FILE",
                      num_fewshot=(t.options or {}).get("num_fewshot"), max_gen_toks=t.max_new_tokens,
                      headline_variant=headline_variant(t), shots_key="task.options.num_fewshot")
 

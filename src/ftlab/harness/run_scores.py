@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
-from ftlab.data.real_tasks import REAL_TASKS
+from ftlab.data.tasks import harness_task
 from ftlab.harness.checks import check_benchmarks, model_window
 from ftlab.harness.data import run_split_files, run_task_benchmark
 from ftlab.harness.eval_cache import cached_scores
@@ -37,7 +37,7 @@ def score_run(model: nn.Module, tokenizer, cfg: Any, own_task: bool) -> dict[str
     out: dict[str, Any] = {"eval_cache": events} if cfg.eval.get("cache", True) else {}
     if own is not None:
         score = scores[own.name]
-        out[REAL_TASKS[cfg.task.name].headline_key] = score.headline["value"]
+        out[harness_task(cfg.task.name).harness.headline_key] = score.headline["value"]
         out["eval_benchmark"] = score.summary()
     if benchmarks:
         out["benchmarks"] = {b.name: scores[b.name].summary() for b in benchmarks}

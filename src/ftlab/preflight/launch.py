@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.registry import get_adapter
 from ftlab.data.checks import check_data
-from ftlab.data.real_tasks import REAL_TASKS, checked_rows
+from ftlab.data.tasks import checked_rows, harness_task
 from ftlab.errors import ConfigError
 from ftlab.hardware import get_target
 from ftlab.harness.benchmark_checks import check_evaluation
@@ -137,7 +137,7 @@ def check_side_files(cfg: DictConfig) -> None:
     """Files a run reads only after training (the few-shot pool of a harness task) are opened and
     every row validated now: a broken one would otherwise end the run after the training."""
     t = cfg.task
-    if t.name not in REAL_TASKS or not cfg.eval.enabled:
+    if harness_task(t.name) is None or not cfg.eval.enabled:
         return
     from ftlab.harness.data import fewshot_path  # loads datasets (~2 s): harness tasks only
 

@@ -16,8 +16,7 @@ from omegaconf import OmegaConf
 from ftlab.adapters.registry import all_adapters, get_adapter
 from ftlab.config.schema import SparsityConfig
 from ftlab.config.values import check_values
-from ftlab.data.real_tasks import validate_real_task
-from ftlab.data.tasks import build_task, task_names
+from ftlab.data.tasks import build_task, task_names, validate_real_task
 from ftlab.errors import UnknownKeyError, fail
 from ftlab.hardware import get_target
 from ftlab.launchers.slurm import validate_launcher as check_slurm_launcher
