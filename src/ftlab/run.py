@@ -61,6 +61,7 @@ from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import SparseBase, sparse_base
 from ftlab.training.foundation import foundation
 from ftlab.training.fsdp import ShardedStrategy
+from ftlab.training.loggers import get_logger
 from ftlab.training.module import FtlabModule
 from ftlab.training.packing_check import check_packing
 from ftlab.training.progress import header, peak_memory_mb
@@ -224,10 +225,9 @@ def fit(cfg: DictConfig, adapted: AdaptedModel, dm: TaskDataModule, run_dir: Pat
     # examples and real tokens this rank trained on (counted per batch; packed rows hold several)
     samples = module.examples * trainer.world_size
     tokens = module.real_tokens * trainer.world_size
-    if cfg.logger.name == "wandb" and rank_zero():
-        import wandb  # optional dependency: logger=wandb only
-
-        wandb.finish()
+    finish = get_logger(cfg.logger.name).finish
+    if finish is not None and rank_zero():
+        finish()
     return {
         "train_time_s": train_time,
         "train_steps": trainer.global_step,

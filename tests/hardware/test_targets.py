@@ -9,8 +9,10 @@ import pytest
 from ftlab.errors import ConfigError, fail
 from ftlab.fused.grouping import why_not_fused
 from ftlab.hardware import HardwareSpec, all_targets, get_target, register_target, shards_parameters
+from ftlab.models import memory
 from ftlab.preflight.compose import compose_run
 from ftlab.preflight.launch import _local_job_checks
+from ftlab.training.trainer import strategy as trainer_strategy
 
 
 def _no_dora(run_cfg) -> None:
@@ -62,3 +64,28 @@ def test_a_targets_sharding_strategy_is_refused_where_whole_tensors_are_needed()
                                           r"hardware.strategy=h23_shard"):
         compose_run([*npu, "adapter.lora_plus_ratio=2"])
     assert why_not_fused(cfg) == "hardware=cpu: fused groups run in one single-device process"
+
+
+#: an in-process CUDA target under another name than ``gpu``
+CUDA_NPU = register_target(HardwareSpec("h23_cuda", cuda=True, sharding_strategies=("h23_shard",), label="CUDA NPU"))
+
+
+def test_flags_not_names_decide_sharding_cuda_and_cpu_kernels(monkeypatch):
+    npu = ["hardware.accelerator=h23_npu", "hardware.strategy=h23_shard"]
+    with pytest.raises(ConfigError, match=r"adapter='peft' is invalid: lora or dora with hardware.strategy=h23_shard"):
+        compose_run([*npu, "adapter=peft"])  # the target's sharding strategy, not the word "fsdp"
+    assert trainer_strategy(compose_run(["hardware.accelerator=h23_npu", "hardware.strategy=fsdp"])) == "fsdp"
+    loftq = ["adapter.init=loftq", "adapter.loftq_bits=4"]
+    with pytest.raises(ConfigError, match=r"adapter.init='loftq' is invalid: another init with "
+                                          r"hardware.accelerator=h23_npu"):
+        compose_run([*loftq, "hardware.accelerator=h23_npu"])
+    assert compose_run([*loftq, "hardware.accelerator=h23_cuda"]).adapter.init == "loftq"  # cuda=True: accepted
+    assert get_target("cpu").host_cpu and not any(get_target(n).host_cpu for n in ("gpu", "auto", "cerebras"))
+    monkeypatch.setattr(memory, "is_flash_attn_2_available", lambda: True)  # as on a machine with flash-attn
+    cfg = compose_run(["hardware.accelerator=h23_cuda"])
+    cfg.model.attn_implementation = "flash_attention_2"
+    memory.validate_attention(cfg, host_cpu=get_target("h23_cuda").host_cpu)  # a CUDA target: accepted
+    cfg.hardware.accelerator = "cpu"
+    with pytest.raises(ConfigError, match=r"model.attn_implementation='flash_attention_2' is invalid: sdpa or eager "
+                                          r"with hardware.accelerator=cpu"):
+        memory.validate_attention(cfg, host_cpu=get_target("cpu").host_cpu)

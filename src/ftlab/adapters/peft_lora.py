@@ -17,12 +17,12 @@ from torch import nn
 
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.inits import InitSpec, init_spec
-from ftlab.adapters.registry import AdapterSpec, register_adapter
+from ftlab.adapters.registry import AdapterSpec, get_adapter, register_adapter
 from ftlab.adapters.targets import adapter_targets, peft_parameter_list, peft_target_list, split_targets
 from ftlab.config.fields import knob
 from ftlab.config.schema import AdapterConfig, CalibrationConfig
 from ftlab.errors import fail
-from ftlab.hardware import shards_parameters
+from ftlab.hardware import get_target, shards_parameters
 from ftlab.models.quantization import dequantized_merge, is_quantized
 from ftlab.models.structure import is_transposed
 
@@ -105,10 +105,11 @@ def _check_init(adapter_cfg, run_cfg) -> None:
         fail("adapter.loftq_bits", adapter_cfg.loftq_bits, "2, 4 or 8 (peft's LoftQ quantisers)")
     if init == "default" or run_cfg is None:
         return
-    if spec.needs_cuda and run_cfg.hardware.accelerator != "gpu":
+    if spec.needs_cuda and not get_target(run_cfg.hardware.accelerator).cuda:
         fail("adapter.init", init, f"another init with hardware.accelerator={run_cfg.hardware.accelerator} "
              "(peft's loftq_init quantises on a CUDA device only)")
-    if spec.data and adapter_cfg.name == "dora":
+    magnitude = get_adapter(adapter_cfg.name).magnitude  # DoRA's magnitudes
+    if spec.data and magnitude:
         fail("adapter.init", init, f"default, gaussian, pissa or olora with adapter=dora (peft's {init} sets A "
              "after DoRA's magnitudes were computed from the placeholder factors)")
     if spec.data and run_cfg.model.quantization:
@@ -116,7 +117,7 @@ def _check_init(adapter_cfg, run_cfg) -> None:
              f"calibration forward of {init} is not run over a k-bit base in ftlab)")
     if not spec.rewrites_base:
         return
-    if adapter_cfg.name == "dora" and spec.converts_back:
+    if magnitude and spec.converts_back:
         fail("adapter.init", init, f"default or gaussian with adapter=dora (peft cannot convert a {init} DoRA "
              "adapter back to the original base for export)")
     if run_cfg.model.quantization:

@@ -24,6 +24,7 @@ from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets, peft_target_list
 from ftlab.config.schema import AdapterConfig
 from ftlab.errors import fail
+from ftlab.hardware import shards_parameters
 from ftlab.models.build import build_model
 
 
@@ -80,9 +81,9 @@ def validate_peft(adapter_cfg, run_cfg=None) -> None:
     if run_cfg.sparsity.method != "none" or run_cfg.sparsity.mask_path:
         fail("adapter", "peft", "lora, dora, masked, full or sora with a sparse base (a merged peft tuner's "
              "update is dense and would fill the pruned weights)")
-    if run_cfg.hardware.strategy == "fsdp":
-        fail("adapter", "peft", "lora or dora with hardware.strategy=fsdp (ftlab shards only the LoRA family's "
-             "layers)")
+    if shards_parameters(run_cfg.hardware):
+        fail("adapter", "peft", f"lora or dora with hardware.strategy={run_cfg.hardware.strategy} (ftlab shards "
+             "only the LoRA family's layers)")
 
 
 class PeftTuner(AdaptedModel):

@@ -14,6 +14,7 @@ import lightning as L
 
 from ftlab.callbacks.stage_metrics import StageMetrics
 from ftlab.io import CsvAppender
+from ftlab.training.schedules import is_staged
 
 FILE = "sparsity_log.csv"
 COLUMNS = ["epoch", "step", "overall_sparsity"]
@@ -48,6 +49,6 @@ class SparsityLog(L.Callback):
 def gated_callbacks(cfg: Any, run_dir: Path) -> list[L.Callback]:
     """What a gated adapter adds to a run: the sparsity log, and per-stage records under stages."""
     callbacks: list[L.Callback] = [SparsityLog(run_dir, cfg.train.log_every_n_steps)]
-    if cfg.schedule.name == "stages":
+    if is_staged(cfg.schedule):
         callbacks.append(StageMetrics(run_dir, cfg))
     return callbacks

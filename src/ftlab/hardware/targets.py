@@ -34,6 +34,9 @@ class HardwareSpec:
     #: its devices are CUDA devices: a machine running it must have ``hardware.devices`` of them, and
     #: a SLURM job must be granted them
     cuda: bool = False
+    #: its devices are this host's CPU cores: CUDA-only kernels (``model.attn_implementation=
+    #: flash_attention_2``) are refused at composition
+    host_cpu: bool = False
     #: ``hardware.strategy`` values that shard weights, gradients and optimiser state over the ranks
     #: (FSDP-like): the planner divides memory by the devices, and features that need whole
     #: tensors refuse them
@@ -88,7 +91,7 @@ def shards_parameters(hardware_cfg: Any) -> bool:
 
 
 _LIGHTNING = dict(sharding_strategies=("fsdp",))
-CPU = register_target(HardwareSpec("cpu", label="CPU", doc="Lightning on CPU (devices > 1: DDP over gloo)",
+CPU = register_target(HardwareSpec("cpu", host_cpu=True, label="CPU", doc="Lightning on CPU (devices > 1: DDP over gloo)",
                                    **_LIGHTNING))
 GPU = register_target(HardwareSpec("gpu", cuda=True, label="GPU", doc="Lightning on CUDA devices", **_LIGHTNING))
 AUTO = register_target(HardwareSpec("auto", label="auto", doc="Lightning picks the accelerator", **_LIGHTNING))

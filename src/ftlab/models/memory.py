@@ -30,7 +30,9 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 CHECKPOINT_KWARGS = {"use_reentrant": False}
 
 
-def validate_attention(cfg: Any) -> None:
+def validate_attention(cfg: Any, host_cpu: bool = False) -> None:
+    """``host_cpu``: the hardware target's flag (its devices are CPU cores), passed in by the caller
+    because hardware targets sit on a floor above the models."""
     impl = cfg.model.attn_implementation
     if impl not in ATTN_IMPLEMENTATIONS:
         fail("model.attn_implementation", impl, f"one of {list(ATTN_IMPLEMENTATIONS)}")
@@ -38,14 +40,15 @@ def validate_attention(cfg: Any) -> None:
         if not is_flash_attn_2_available():
             fail("model.attn_implementation", impl, "sdpa or eager here: flash_attention_2 needs the flash-attn "
                  "package and a CUDA GPU (pip install flash-attn on the GPU machine)")
-        if cfg.hardware.accelerator == "cpu":
-            fail("model.attn_implementation", impl, "sdpa or eager with hardware.accelerator=cpu")
+        if host_cpu:
+            fail("model.attn_implementation", impl, f"sdpa or eager with hardware.accelerator={cfg.hardware.accelerator}")
 
 
-def validate_model(cfg: Any, quantizable: Sequence[str]) -> None:
+def validate_model(cfg: Any, quantizable: Sequence[str], host_cpu: bool = False) -> None:
     """Config checks of the model's memory features (registered in ``ftlab.preflight.validate``);
-    ``quantizable``: the adapters that train beside a k-bit base."""
-    validate_attention(cfg)
+    ``quantizable``: the adapters that train beside a k-bit base; ``host_cpu``: the hardware
+    target's flag of the same name."""
+    validate_attention(cfg, host_cpu)
     validate_quantization(cfg, quantizable)
 
 

@@ -35,6 +35,7 @@ from ftlab.plan.search import search_numbers, sweeper_search
 from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree, trial_chain
 from ftlab.preflight.compose import compose_run, expand_sweep
 from ftlab.reuse.steps import RunSteps, Step, as_plain, run_steps
+from ftlab.training.schedules import is_staged
 
 PLAN_VERSION = 1
 
@@ -81,7 +82,7 @@ class Plan:
 
 
 def _train_steps(cfg: DictConfig) -> int:
-    if cfg.schedule.name == "stages" and cfg.schedule.stages:
+    if is_staged(cfg.schedule) and cfg.schedule.stages:
         return sum(int(s.iters) for s in cfg.schedule.stages)
     return planned_steps(cfg)
 

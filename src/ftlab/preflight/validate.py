@@ -26,7 +26,7 @@ from ftlab.preflight.model_checks import check_model
 from ftlab.preflight.reuse_checks import validate_cache_dir as check_cache_dir
 from ftlab.sparsity.config import validate_sparsity as check_sparsity
 from ftlab.training.loggers import get_logger
-from ftlab.training.schedules import get_schedule
+from ftlab.training.schedules import get_schedule, is_staged
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
@@ -55,8 +55,8 @@ def validate_train_length(cfg) -> None:
     if t.max_steps is not None:
         fail("train.max_steps", t.max_steps, f"null when train.max_epochs={epochs} is set (exactly one of them: "
                                              "add train.max_steps=null)")
-    if cfg.schedule.name == "stages":
-        fail("train.max_epochs", epochs, "null for schedule=stages (its stages count their own iters)")
+    if is_staged(cfg.schedule):
+        fail("train.max_epochs", epochs, f"null for schedule={cfg.schedule.name} (its stages count their own iters)")
     target = get_target(cfg.hardware.accelerator)
     if not target.counts_epochs:
         fail("train.max_epochs", epochs, f"null with hardware.accelerator={cfg.hardware.accelerator} (its {target.label or target.name} "
@@ -128,7 +128,7 @@ def validate_sparsity(cfg) -> None:
 def validate_stage_thresholds(cfg) -> None:
     """A per-stage ``sparse_lambda_2`` only means something for a gated adapter."""
     s = cfg.schedule
-    if s.name != "stages" or not s.stages or get_adapter(cfg.adapter.name).gated:
+    if not is_staged(s) or not s.stages or get_adapter(cfg.adapter.name).gated:
         return
     gated = "/".join(a.name for a in all_adapters() if a.gated)
     for i, st in enumerate(s.stages):
@@ -174,7 +174,8 @@ def validate_cache_dir(cfg) -> None:
 
 
 def validate_model_memory(cfg) -> None:
-    check_model_memory(cfg, [a.name for a in all_adapters() if a.supports_quantized_base])
+    check_model_memory(cfg, [a.name for a in all_adapters() if a.supports_quantized_base],
+                       host_cpu=get_target(cfg.hardware.accelerator).host_cpu)
 
 
 def validate_launcher(cfg) -> None:

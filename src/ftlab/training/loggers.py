@@ -31,6 +31,8 @@ class LoggerSpec:
     build: Callable[[Any, Path], Any]
     #: validate(logger_cfg) raises ConfigError: checks of its own keys
     validate: Callable[[Any], None] | None = None
+    #: finish() on rank 0 after the fit: what the logger's library must close (wandb's run)
+    finish: Callable[[], None] | None = None
 
 
 _LOGGERS: Registry[LoggerSpec] = Registry("logger", "logger.name", LoggerSpec, "ftlab.loggers")
@@ -106,5 +108,11 @@ def _check_mlflow(logger_cfg: Any) -> None:
 
 register_logger(LoggerSpec("csv", _csv))
 register_logger(LoggerSpec("tensorboard", _tensorboard))
-register_logger(LoggerSpec("wandb", _wandb, _check_wandb))
+def _finish_wandb() -> None:
+    import wandb  # optional dependency: logger=wandb only
+
+    wandb.finish()
+
+
+register_logger(LoggerSpec("wandb", _wandb, _check_wandb, finish=_finish_wandb))
 register_logger(LoggerSpec("mlflow", _mlflow, _check_mlflow))

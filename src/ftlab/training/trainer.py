@@ -10,6 +10,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 
 from ftlab.errors import ConfigError
+from ftlab.hardware import shards_parameters
 from ftlab.training.fsdp import fsdp_strategy
 from ftlab.training.loggers import get_logger
 from ftlab.training.progress import StepProgressBar
@@ -21,10 +22,11 @@ def build_logger(cfg: Any, run_dir: Path):
 
 
 def strategy(cfg: Any, model: Any = None) -> Any:
-    """Lightning's strategy name, or for ``fsdp`` ftlab's FSDP strategy wrapping ``model``'s
+    """Lightning's strategy name, or for a strategy the hardware target shards parameters with
+    (its spec's ``sharding_strategies``: ``fsdp``) ftlab's FSDP strategy wrapping ``model``'s
     decoder blocks (:mod:`ftlab.training.fsdp`)."""
     h = cfg.hardware
-    if h.strategy == "fsdp":
+    if shards_parameters(h):
         return fsdp_strategy(cfg, model)
     if h.strategy != "auto":
         return h.strategy
@@ -48,7 +50,7 @@ def build_trainer(cfg: Any, *, max_steps: int, callbacks: list, logger=False, ru
     except (MisconfigurationException, ValueError, ImportError) as err:  # Lightning's refusals of h
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError("hardware", f"{h.name} (accelerator={h.accelerator}, devices={h.devices}, "
-                          f"strategy={h.strategy if h.strategy == 'fsdp' else strategy(cfg)}, precision={h.precision})",
+                          f"strategy={h.strategy if shards_parameters(h) else strategy(cfg)}, precision={h.precision})",
                           f"settings Lightning accepts on this machine: {first[:200]}") from err
 
 
