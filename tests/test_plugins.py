@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 from hydra.core.config_store import ConfigStore
@@ -28,6 +29,36 @@ def test_import_path_resolves_or_fails_in_one_line():
         import_object("ftlab.plugins:NOPE", "sparsity.importance")
     with pytest.raises(ValueError, match="unknown entry-point group"):
         load_entry_points("ftlab.nope")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    weight: float = 1.0
+
+
+#: what a researcher's module names by import path (``key=test_plugins:SPEC``)
+SPEC = _Spec("anything", weight=2.0)
+NOT_A_SPEC = 3
+
+
+def test_registry_resolves_import_paths_only_where_it_accepts_them():
+    paths = Registry("thing", "x.thing", _Spec, "ftlab.masks", import_paths=True, also=" (or none)")
+    builtin = paths.register(_Spec("plain"))
+    assert paths.get("plain") is builtin and paths.resolve("other") is None
+    spec = paths.get("test_plugins:SPEC")  # registered under its path, its fields kept
+    assert (spec.name, spec.weight) == ("test_plugins:SPEC", 2.0) and paths.resolve(spec.name) is spec
+    assert spec in paths.all()
+    with pytest.raises(ConfigError, match=r"^x.thing='other' is invalid: one of \['plain', 'test_plugins:SPEC'\] "
+                                          r"\(or none\), or an import path module:_Spec$"):
+        paths.get("other")
+    with pytest.raises(ConfigError, match="x.thing='test_plugins:NOT_A_SPEC' is invalid: an import path whose "
+                                          "object is a _Spec"):
+        paths.get("test_plugins:NOT_A_SPEC")
+    names_only = Registry("thing", "x.thing", _Spec, "ftlab.masks")
+    assert names_only.resolve("test_plugins:SPEC") is None
+    with pytest.raises(ConfigError, match=r"x.thing='test_plugins:SPEC' is invalid: one of \[\]$"):
+        names_only.get("test_plugins:SPEC")
 
 
 def test_plugin_yaml_options_are_stored_and_may_not_shadow_builtins(tmp_path):

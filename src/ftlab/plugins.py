@@ -21,6 +21,7 @@ Groups and what each entry point names:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -83,11 +84,22 @@ class Registry(Generic[S]):
     """``name -> spec`` of one extension point, with the specs installed packages declare under
     its entry-point group. Every registry (adapters, importance scores, schedules, loggers) is one
     of these, so registration, plugin loading and the one-line error for an unknown name behave
-    the same everywhere."""
+    the same everywhere; a module exposes its registry's :meth:`register`, :meth:`all` and
+    :meth:`get` (or :meth:`resolve`) under its own names instead of wrapping them.
 
-    def __init__(self, what: str, key: str, spec_type: type, group: str):
+    ``import_paths``: a config option may also name a spec by import path (``pkg.mod:SPEC``, for a
+    quick experiment without a package); :meth:`resolve` accepts those. ``builtin_modules``:
+    modules in higher packages that register built-in specs (a launcher's own hardware target),
+    imported on the first lookup so that no lower package has to import them. ``also``: what
+    else the config key accepts, for the one-line error."""
+
+    def __init__(self, what: str, key: str, spec_type: type, group: str, *, import_paths: bool = False,
+                 builtin_modules: tuple[str, ...] = (), also: str = ""):
         self.what, self.key, self.spec_type, self.group = what, key, spec_type, group
+        self.import_paths, self.builtin_modules = import_paths, builtin_modules
+        self.also = also + (f", or an import path module:{spec_type.__name__}" if import_paths else "")
         self._specs: dict[str, S] = {}
+        self._builtins_loaded = False
 
     def register(self, spec: S) -> S:
         """Add ``spec`` under ``spec.name`` (the same object twice is a no-op; two objects, an error)."""
@@ -98,6 +110,10 @@ class Registry(Generic[S]):
         return spec
 
     def _load_plugins(self) -> None:
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            for module in self.builtin_modules:
+                importlib.import_module(module)
         for name, spec in load_entry_points(self.group):
             if not isinstance(spec, self.spec_type):
                 raise ConfigError(self.key, name, f"an entry point ({self.group}) naming a {self.spec_type.__name__}")
@@ -111,10 +127,21 @@ class Registry(Generic[S]):
         self._load_plugins()
         return self._specs.get(name)
 
-    def get(self, name: str, also: str = "") -> S:
-        """The spec of ``name``; one line on :attr:`key` naming the registered ones otherwise
-        (``also`` adds what else is accepted)."""
-        spec = self.find(name)
+    def get(self, name: str) -> S:
+        """The spec of ``name``; one line on :attr:`key` naming the registered ones otherwise."""
+        spec = self.resolve(name) if self.import_paths else self.find(name)
         if spec is None:
-            raise ConfigError(self.key, name, f"one of {sorted(self._specs)}{also}")
+            raise ConfigError(self.key, name, f"one of {sorted(self._specs)}{self.also}")
         return spec
+
+    def resolve(self, name: str) -> S | None:
+        """The spec of a registered name, or (``import_paths``) of an import path ``pkg.module:SPEC``,
+        registered under that path on first use so that later lookups and messages see it; None
+        for an unknown registered name. An import path that does not name a spec fails in one line."""
+        found = self.find(name)
+        if found is not None or not (self.import_paths and is_import_path(name)):
+            return found
+        spec = import_object(name, self.key)
+        if not isinstance(spec, self.spec_type):
+            raise ConfigError(self.key, name, f"an import path whose object is a {self.spec_type.__name__}")
+        return self.register(dataclasses.replace(spec, name=name))

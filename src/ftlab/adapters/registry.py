@@ -58,14 +58,11 @@ class AdapterSpec:
 _REGISTRY: Registry[AdapterSpec] = Registry("adapter", "adapter", AdapterSpec, "ftlab.adapters")
 
 
-def register_adapter(spec: AdapterSpec) -> AdapterSpec:
-    return _REGISTRY.register(spec)
+register_adapter = _REGISTRY.register
 
 
-def all_adapters() -> list[AdapterSpec]:
-    """Built-in families and those of installed packages (entry point group ``ftlab.adapters``)."""
-    return _REGISTRY.all()
+#: built-in families and those of installed packages (entry point group ``ftlab.adapters``)
+all_adapters = _REGISTRY.all
 
 
-def get_adapter(name: str) -> AdapterSpec:
-    return _REGISTRY.get(name)
+get_adapter = _REGISTRY.get

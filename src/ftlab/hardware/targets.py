@@ -10,7 +10,6 @@ built-in one. Adding one = one spec plus one YAML option under ``conf/hardware/`
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,30 +57,11 @@ class HardwareSpec:
 BUILTIN_MODULES = ("ftlab.launchers.cerebras_target",)
 
 _REGISTRY: Registry[HardwareSpec] = Registry("hardware target", "hardware.accelerator", HardwareSpec,
-                                             "ftlab.hardware")
-_builtins_loaded: list[bool] = []
-
-
-def _load_builtins() -> None:
-    if not _builtins_loaded:
-        _builtins_loaded.append(True)
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
-
-
-def register_target(spec: HardwareSpec) -> HardwareSpec:
-    return _REGISTRY.register(spec)
-
-
-def all_targets() -> list[HardwareSpec]:
-    _load_builtins()
-    return _REGISTRY.all()
-
-
-def get_target(name: str) -> HardwareSpec:
-    """The spec of ``hardware.accelerator``; one line naming the registered targets otherwise."""
-    _load_builtins()
-    return _REGISTRY.get(name)
+                                             "ftlab.hardware", builtin_modules=BUILTIN_MODULES)
+register_target = _REGISTRY.register
+all_targets = _REGISTRY.all
+#: the spec of ``hardware.accelerator``; one line naming the registered targets otherwise
+get_target = _REGISTRY.get
 
 
 def shards_parameters(hardware_cfg: Any) -> bool:

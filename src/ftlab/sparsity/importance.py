@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 
-from ftlab.errors import ConfigError
-from ftlab.plugins import Registry, import_object, is_import_path
+from ftlab.plugins import Registry
 from ftlab.sparsity.methods import NO_METHOD, find_method
 
 
@@ -83,30 +82,17 @@ class ImportanceSpec:
 
 
 _REGISTRY: Registry[ImportanceSpec] = Registry("importance", "sparsity.importance", ImportanceSpec,
-                                               "ftlab.importance")
+                                               "ftlab.importance", import_paths=True)
 
 
-def register_importance(spec: ImportanceSpec) -> ImportanceSpec:
-    return _REGISTRY.register(spec)
+register_importance = _REGISTRY.register
+#: built-in and installed scores (import paths are listed once they have been used)
+all_importances = _REGISTRY.all
 
 
-def all_importances() -> list[ImportanceSpec]:
-    """Built-in and installed scores (import paths are listed once they have been used)."""
-    return _REGISTRY.all()
-
-
-def get_importance(name: str) -> ImportanceSpec:
-    """The spec of a registered name, or of an import path ``pkg.module:SPEC`` (registered under
-    that path on first use); one line on ``sparsity.importance`` otherwise."""
-    found = _REGISTRY.find(name)
-    if found is not None:
-        return found
-    if is_import_path(name):
-        spec = import_object(name, "sparsity.importance")
-        if not isinstance(spec, ImportanceSpec):
-            raise ConfigError("sparsity.importance", name, "an import path naming an ImportanceSpec")
-        return register_importance(ImportanceSpec(**{**spec.__dict__, "name": name}))
-    return _REGISTRY.get(name, ", or an import path module:ImportanceSpec")
+#: the spec of a registered name, or of an import path ``pkg.module:SPEC`` (registered under that
+#: path on first use); one line on ``sparsity.importance`` otherwise
+get_importance = _REGISTRY.get
 
 
 def effective_importance(sparsity: Mapping[str, Any] | Any) -> str:

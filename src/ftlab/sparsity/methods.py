@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ftlab.errors import ConfigError
-from ftlab.plugins import Registry, import_object, is_import_path
+from ftlab.plugins import Registry
 from ftlab.sparsity.masks import GROUPS, nm_mask, structure_masks, unstructured_masks
 
 #: ``sparsity.method`` of a dense base (no mask); not a registered method.
@@ -67,16 +67,16 @@ class MaskMethodSpec:
             raise ValueError(f"mask method {self.name!r}: groups must be a non-empty subset of {GROUPS}")
 
 
-_REGISTRY: Registry[MaskMethodSpec] = Registry("mask method", "sparsity.method", MaskMethodSpec, "ftlab.masks")
+_REGISTRY: Registry[MaskMethodSpec] = Registry("mask method", "sparsity.method", MaskMethodSpec, "ftlab.masks",
+                                                import_paths=True, also=f" (or {NO_METHOD})")
+register_method = _REGISTRY.register
+#: the spec of a registered name, or of an import path ``pkg.module:SPEC`` (registered under that
+#: path on first use); one line on ``sparsity.method`` otherwise
+get_method = _REGISTRY.get
 
 
-def register_method(spec: MaskMethodSpec) -> MaskMethodSpec:
-    return _REGISTRY.register(spec)
-
-
-def all_methods() -> list[MaskMethodSpec]:
-    """Built-in and installed mask methods (import paths are listed once they have been used)."""
-    return _REGISTRY.all()
+#: built-in and installed mask methods (import paths are listed once they have been used)
+all_methods = _REGISTRY.all
 
 
 def find_method(name: Any) -> MaskMethodSpec | None:
@@ -84,24 +84,7 @@ def find_method(name: Any) -> MaskMethodSpec | None:
     (for code that describes a config that may be dense; :func:`get_method` refuses instead)."""
     if not isinstance(name, str) or name == NO_METHOD:
         return None
-    found = _REGISTRY.find(name)
-    if found is None and is_import_path(name):
-        return get_method(name)
-    return found
-
-
-def get_method(name: str) -> MaskMethodSpec:
-    """The spec of a registered name, or of an import path ``pkg.module:SPEC`` (registered under
-    that path on first use); one line on ``sparsity.method`` otherwise."""
-    found = _REGISTRY.find(name)
-    if found is not None:
-        return found
-    if is_import_path(name):
-        spec = import_object(name, "sparsity.method")
-        if not isinstance(spec, MaskMethodSpec):
-            raise ConfigError("sparsity.method", name, "an import path naming a MaskMethodSpec")
-        return register_method(MaskMethodSpec(**{**spec.__dict__, "name": name}))
-    return _REGISTRY.get(name, f" (or {NO_METHOD}), or an import path module:MaskMethodSpec")
+    return _REGISTRY.resolve(name)
 
 
 # -- built-in methods ---------------------------------------------------------------------------

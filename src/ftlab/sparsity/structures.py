@@ -71,17 +71,10 @@ class StructureSpec:
 _REGISTRY: Registry[StructureSpec] = Registry("structure", "sparsity.structure", StructureSpec, "ftlab.structures")
 
 
-def register_structure(spec: StructureSpec) -> StructureSpec:
-    return _REGISTRY.register(spec)
-
-
-def all_structures() -> list[StructureSpec]:
-    return _REGISTRY.all()
-
-
-def get_structure(name: str) -> StructureSpec:
-    """The spec of a registered structure; one line on ``sparsity.structure`` naming them otherwise."""
-    return _REGISTRY.get(name)
+register_structure = _REGISTRY.register
+all_structures = _REGISTRY.all
+#: the spec of a registered structure; one line on ``sparsity.structure`` naming them otherwise
+get_structure = _REGISTRY.get
 
 
 HEAD = register_structure(StructureSpec(

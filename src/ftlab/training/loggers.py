@@ -38,17 +38,10 @@ class LoggerSpec:
 _LOGGERS: Registry[LoggerSpec] = Registry("logger", "logger.name", LoggerSpec, "ftlab.loggers")
 
 
-def register_logger(spec: LoggerSpec) -> LoggerSpec:
-    return _LOGGERS.register(spec)
-
-
-def all_loggers() -> list[LoggerSpec]:
-    return _LOGGERS.all()
-
-
-def get_logger(name: str) -> LoggerSpec:
-    """The spec of ``logger.name``; one line naming the registered loggers otherwise."""
-    return _LOGGERS.get(name)
+register_logger = _LOGGERS.register
+all_loggers = _LOGGERS.all
+#: the spec of ``logger.name``; one line naming the registered loggers otherwise
+get_logger = _LOGGERS.get
 
 
 def _csv(cfg: Any, run_dir: Path):

@@ -28,23 +28,18 @@ class ScheduleSpec:
     staged: bool = False
     doc: str = ""
 
+    def __post_init__(self):
+        if (self.decay is None) != self.staged:
+            raise ValueError(f"schedule {self.name!r}: a decay function, or staged=True")
+
 
 _SCHEDULES: Registry[ScheduleSpec] = Registry("schedule", "schedule.name", ScheduleSpec, "ftlab.schedules")
 
 
-def register_schedule(spec: ScheduleSpec) -> ScheduleSpec:
-    if (spec.decay is None) != spec.staged:
-        raise ValueError(f"schedule {spec.name!r}: a decay function, or staged=True")
-    return _SCHEDULES.register(spec)
-
-
-def all_schedules() -> list[ScheduleSpec]:
-    return _SCHEDULES.all()
-
-
-def get_schedule(name: str) -> ScheduleSpec:
-    """The spec of ``schedule.name``; one line naming the registered schedules otherwise."""
-    return _SCHEDULES.get(name)
+register_schedule = _SCHEDULES.register
+all_schedules = _SCHEDULES.all
+#: the spec of ``schedule.name``; one line naming the registered schedules otherwise
+get_schedule = _SCHEDULES.get
 
 
 def is_staged(schedule_cfg: Any) -> bool:
