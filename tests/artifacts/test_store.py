@@ -131,7 +131,7 @@ def test_gc_removes_builds_abandoned_by_crashed_jobs(tmp_path):
     staging = store.stage(key(20))  # a builder that died before publishing (no lock held)
     (staging.artifact / "partial").write_bytes(b"p")
     assert cache_main(["--cache-dir", str(tmp_path / "cache"), "gc"]) == 0
-    assert not staging.dir.exists()
+    assert not staging.root.exists()
 
 
 def test_cache_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

@@ -49,8 +49,9 @@ def _check_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """A published, verified entry."""
+class KeyDir:
+    """A key and the directory holding its artifact: published (:class:`Entry`) or being built
+    (:class:`Staging`); both hand out the artifact's files at the same place."""
 
     key: str
     root: Path
@@ -58,6 +59,10 @@ class Entry:
     @property
     def artifact(self) -> Path:
         return self.root / ARTIFACT
+
+
+class Entry(KeyDir):
+    """A published, verified entry."""
 
     def info(self) -> dict[str, Any]:
         return json.loads((self.root / CONFIG_FILE).read_text())
@@ -80,16 +85,9 @@ class Entry:
             return (self.root / CONFIG_FILE).stat().st_mtime
 
 
-@dataclass
-class Staging:
-    """A build in progress: write the artifact's files under :attr:`artifact`."""
-
-    key: str
-    dir: Path
-
-    @property
-    def artifact(self) -> Path:
-        return self.dir / ARTIFACT
+class Staging(KeyDir):
+    """A build in progress: write the artifact's files under :attr:`artifact` (renamed into place
+    as an :class:`Entry` when published)."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +162,7 @@ class ArtifactStore:
         return Staging(key, d)
 
     def discard(self, staging: Staging) -> None:
-        shutil.rmtree(staging.dir, ignore_errors=True)
+        shutil.rmtree(staging.root, ignore_errors=True)
 
     def publish(self, staging: Staging, *, kind: str, parent: str | None, config: dict[str, Any],
                 version: int, meta: dict[str, Any] | None = None) -> Entry:
@@ -175,9 +173,9 @@ class ArtifactStore:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": HOST, "pid": os.getpid(),
                 "meta": meta or {}}
         canonical_json(info)  # refuse what cannot be stored faithfully before writing anything
-        (staging.dir / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
-        manifest = build_manifest(staging.dir)
-        write_json(staging.dir / MANIFEST_FILE, manifest)
+        (staging.root / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+        manifest = build_manifest(staging.root)
+        write_json(staging.root / MANIFEST_FILE, manifest)
         target = self.entry_dir(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
@@ -186,7 +184,7 @@ class ArtifactStore:
                 return Entry(key, target)
             self._trash(target)
         try:
-            staging.dir.rename(target)
+            staging.root.rename(target)
         except OSError:
             if self.problems(key):  # not a concurrent publish of the same key: a real failure
                 raise
