@@ -39,6 +39,15 @@ def compose(*overrides: str):
     return compose_run(list(overrides))
 
 
+def assert_refused(overrides: list[str], message: str) -> None:
+    """Composing ``overrides`` ends in one :class:`ConfigError` line starting with ``message``."""
+    from ftlab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        compose(*overrides)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+
+
 def run_tiny(run_dir: Path, *overrides: str, callbacks: list | None = None):
     """Compose ``FAST + overrides`` and run it into ``run_dir``; returns (cfg, task metric)."""
     from ftlab.run import run

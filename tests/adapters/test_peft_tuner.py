@@ -12,7 +12,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from conftest import FAST, compose, run_tiny
+from conftest import FAST, assert_refused, compose, run_tiny
 from ftlab.adapters.registry import get_adapter
 from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_options import CerebrasOptions
@@ -54,9 +54,7 @@ def test_settings_enter_the_training_key_and_bad_ones_are_one_line():
              (["sparsity=unstructured"], "adapter='peft' is invalid: lora, dora, masked, full or sora with a sparse"),
              (["hardware=fsdp"], "adapter='peft' is invalid: lora or dora with hardware.strategy=fsdp")]
     for overrides, message in cases:
-        with pytest.raises(ConfigError) as err:
-            compose_run(["adapter=peft", *overrides])
-        assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+        assert_refused(["adapter=peft", *overrides], message)
     cerebras = compose_run(["adapter=peft", "hardware=cerebras"])
     with pytest.raises(ConfigError, match="adapter='peft' is invalid: one of .* on Cerebras: ModelZoo trains every "
                                           "weight or LoRA factors of linear layers"):
