@@ -22,14 +22,10 @@ from ftlab.training.packing_matrix import (
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 #: model types without a tiny CPU build, and why (a substring of the error): Gemma-3n's vision tower
-#: needs timm (which needs torchvision, not a dependency of ftlab); ProphetNet's config refuses the
-#: depth its own token-id check sets; xLSTM's native chunkwise kernel fails at any tiny size tried.
-#: None is a packing result. The set must match exactly, so a transformers release that adds or
-#: fixes one shows here.
+#: needs timm (which needs torchvision, not a dependency of ftlab). None is a packing result. The set
+#: must match exactly, so a transformers release that adds or fixes one shows here.
 NOT_BUILT = {
     'gemma3n': 'ImportError: `pip install timm`',
-    'prophetnet': 'NotImplementedError: This model does not support the setting of',
-    'xlstm': 'an unpacked forward fails at tiny sizes (RuntimeError: The expanded size of the tensor',
 }
 #: model types ftlab refuses as models (``ftlab.models.inputs``): their forward needs more than token ids
 UNSUPPORTED = {"xmod", "musicgen", "musicgen_melody", "gemma4_assistant", "gemma4_unified_assistant"}
@@ -69,6 +65,8 @@ def test_every_architecture_packs_exactly_or_refuses_in_one_line(outcomes) -> No
     assert all(outcomes[t].status == "packs" for t in WINDOWED), {t: outcomes[t].detail for t in WINDOWED}
     assert outcomes["bloom"].status == "refused"  # ALiBi from a 2-D padding mask
     assert outcomes["mpt"].status == "packs"  # ALiBi is relative: exact under the block mask
+    # built at sizes their configs and kernels accept (packing_matrix.OVERRIDES), both are refused in one line
+    assert outcomes["prophetnet"].status == outcomes["xlstm"].status == "refused"
     assert all(outcomes[t].status == "refused" for t in HYBRIDS), {t: outcomes[t].detail for t in HYBRIDS}
 
 
