@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 
-from ftlab.errors import ConfigError
+from ftlab.errors import ConfigError, fail
 from ftlab.preflight.compose import compose_run
+from ftlab.preflight.environment import check_logger
 from ftlab.reuse.steps import as_plain, run_steps
 from ftlab.training.loggers import LoggerSpec, get_logger, register_logger
 from ftlab.training.schedules import ScheduleSpec, get_schedule, is_staged, lr_at, register_schedule
@@ -52,3 +53,24 @@ def test_a_registered_logger_is_built_by_the_trainer(tmp_path):
     logger = build_logger(cfg, tmp_path)
     assert built == [tmp_path] and logger.name == "test_logs"
     assert isinstance(get_logger("csv").build(cfg, tmp_path), CSVLogger)
+
+
+def test_the_launch_preflight_runs_a_loggers_own_machine_checks(tmp_path):
+    calls = []
+
+    def machine(logger_cfg):
+        calls.append(logger_cfg.name)
+        fail("logger.token", None, "a token for the test service")
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    register_logger(LoggerSpec("test_store", lambda cfg, run_dir: None,
+                               local_store=lambda lg: ("logger.store", str(blocker / "sub"), "the test store")))
+    register_logger(LoggerSpec("test_online", lambda cfg, run_dir: None, check_machine=machine))
+    with pytest.raises(ConfigError, match=r"logger.store='.*a_file/sub' is invalid: a writable directory for "
+                                          r"the test store"):
+        check_logger(compose_run(["logger.name=test_store"]))
+    with pytest.raises(ConfigError, match=r"logger.token=None is invalid: a token for the test service"):
+        check_logger(compose_run(["logger.name=test_online"]))
+    assert calls == ["test_online"]
+    check_logger(compose_run([]))  # csv: nothing outside the run dir, no credentials

@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-import netrc
 import os
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import torch
 
 from ftlab.errors import fail
 from ftlab.hardware import get_target
+from ftlab.training.loggers import get_logger
 from ftlab.training.state import META_FILE, STATE_FILE
-
-#: where wandb looks for its key: the env var, then ``~/.netrc`` (or ``$NETRC``) for its host
-WANDB_DEFAULT_HOST = "https://api.wandb.ai"
 
 
 def unwritable_reason(path: Path) -> str | None:
@@ -89,29 +84,15 @@ def _lightning_accepts(cfg: Any) -> None:
 # -- logger ----------------------------------------------------------------------------------
 
 
-def wandb_key_source(env: dict[str, str] | None = None) -> str | None:
-    """Where wandb would find an API key (``None``: nowhere), without importing wandb."""
-    env = dict(os.environ) if env is None else env
-    if env.get("WANDB_API_KEY"):
-        return "WANDB_API_KEY"
-    host = urlparse(env.get("WANDB_BASE_URL") or WANDB_DEFAULT_HOST).hostname
-    rc = Path(env.get("NETRC") or Path.home() / ".netrc")
-    try:
-        if rc.is_file() and netrc.netrc(str(rc)).authenticators(host):
-            return str(rc)
-    except (netrc.NetrcParseError, OSError):
-        return None
-    return None
-
-
 def check_logger(cfg: Any) -> None:
-    lg = cfg.logger
-    uri = lg.get("tracking_uri")
-    if lg.name == "mlflow" and uri and str(uri).startswith("file:"):  # a local store: created on first write
-        check_writable("logger.tracking_uri", url2pathname(urlparse(str(uri)).path), "MLflow's file store")
-    if lg.name == "wandb" and lg.mode == "online" and wandb_key_source() is None:
-        fail("logger.mode", "online", "'offline' or 'disabled' here: wandb online needs an API key (set "
-             "WANDB_API_KEY or run `wandb login`, which writes ~/.netrc)")
+    """What the logger's spec says it needs from this machine: a local store outside the run dir it
+    can write (``local_store``), and its own checks (``check_machine``: credentials...)."""
+    spec = get_logger(cfg.logger.name)
+    store = spec.local_store(cfg.logger) if spec.local_store is not None else None
+    if store is not None:
+        check_writable(*store)
+    if spec.check_machine is not None:
+        spec.check_machine(cfg.logger)
 
 
 # -- resume ----------------------------------------------------------------------------------

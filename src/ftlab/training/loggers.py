@@ -10,11 +10,14 @@ must stay free of Lightning's import time.
 from __future__ import annotations
 
 import importlib.util
+import netrc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from omegaconf import OmegaConf
 
@@ -22,6 +25,8 @@ from ftlab.errors import fail
 from ftlab.plugins import Registry
 
 WANDB_MODES = ("offline", "online", "disabled")
+#: where wandb looks for its key: the env var, then ``~/.netrc`` (or ``$NETRC``) for its host
+WANDB_DEFAULT_HOST = "https://api.wandb.ai"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,12 @@ class LoggerSpec:
     validate: Callable[[Any], None] | None = None
     #: finish() on rank 0 after the fit: what the logger's library must close (wandb's run)
     finish: Callable[[], None] | None = None
+    #: local_store(logger_cfg) -> (key, directory, what) of a store outside the run dir the logger
+    #: writes to, or None: the launch preflight checks that this machine can write it
+    local_store: Callable[[Any], tuple[str, str, str] | None] | None = None
+    #: check_machine(logger_cfg) raises ConfigError: what else the logger needs from the machine a
+    #: run starts on (credentials of an online service), checked by the launch preflight
+    check_machine: Callable[[Any], None] | None = None
 
 
 _LOGGERS: Registry[LoggerSpec] = Registry("logger", "logger.name", LoggerSpec, "ftlab.loggers")
@@ -62,6 +73,27 @@ def _wandb(cfg: Any, run_dir: Path):
 def _check_wandb(logger_cfg: Any) -> None:
     if logger_cfg.mode not in WANDB_MODES:
         fail("logger.mode", logger_cfg.mode, f"one of {list(WANDB_MODES)}")
+
+
+def wandb_key_source(env: dict[str, str] | None = None) -> str | None:
+    """Where wandb would find an API key (``None``: nowhere), without importing wandb."""
+    env = dict(os.environ) if env is None else env
+    if env.get("WANDB_API_KEY"):
+        return "WANDB_API_KEY"
+    host = urlparse(env.get("WANDB_BASE_URL") or WANDB_DEFAULT_HOST).hostname
+    rc = Path(env.get("NETRC") or Path.home() / ".netrc")
+    try:
+        if rc.is_file() and netrc.netrc(str(rc)).authenticators(host):
+            return str(rc)
+    except (netrc.NetrcParseError, OSError):
+        return None
+    return None
+
+
+def _wandb_key(logger_cfg: Any) -> None:
+    if logger_cfg.mode == "online" and wandb_key_source() is None:
+        fail("logger.mode", "online", "'offline' or 'disabled' here: wandb online needs an API key (set "
+             "WANDB_API_KEY or run `wandb login`, which writes ~/.netrc)")
 
 
 def _tensorboard(cfg: Any, run_dir: Path):
@@ -94,6 +126,14 @@ def _mlflow(cfg: Any, run_dir: Path):
     return logger
 
 
+def _mlflow_store(logger_cfg: Any) -> tuple[str, str, str] | None:
+    """A ``file:`` tracking URI is a local store, created on first write (a server is not checked)."""
+    uri = logger_cfg.get("tracking_uri")
+    if uri and str(uri).startswith("file:"):
+        return "logger.tracking_uri", url2pathname(urlparse(str(uri)).path), "MLflow's file store"
+    return None
+
+
 def _check_mlflow(logger_cfg: Any) -> None:
     if importlib.util.find_spec("mlflow") is None:
         fail("logger", "mlflow", "a logger whose library is installed: pip install 'ftlab[mlflow]' (mlflow-skinny)")
@@ -107,5 +147,5 @@ def _finish_wandb() -> None:
     wandb.finish()
 
 
-register_logger(LoggerSpec("wandb", _wandb, _check_wandb, finish=_finish_wandb))
-register_logger(LoggerSpec("mlflow", _mlflow, _check_mlflow))
+register_logger(LoggerSpec("wandb", _wandb, _check_wandb, finish=_finish_wandb, check_machine=_wandb_key))
+register_logger(LoggerSpec("mlflow", _mlflow, _check_mlflow, local_store=_mlflow_store))
