@@ -1,26 +1,37 @@
-"""The plan of steps of an ftlab run, the config keys each depends on (the allow-lists), and the
-caching policy: which steps go through the reuse store on this hardware (:func:`cache_policy`).
+"""The plan of steps of an ftlab run, what each step's key covers (one :class:`StepSpec` per step
+kind), and the caching policy: which steps go through the reuse store on this hardware
+(:func:`cache_policy`).
 
     model ─> base (continued pre-training, cached) ─> mask (cached) ─> init (cached) ─> train root ─> stage 1 ...
 
 (``init``: only for a LoRA init that is a step, :class:`ftlab.adapters.inits.InitSpec`: PiSSA and
 OLoRA rewrite the frozen base.)
 
-:func:`run_steps` computes the plan once per run (:class:`ftlab.reuse.runner.StepRunner` holds
-it); the recipe executes it through that one runner (base and mask directly, stages through
+A step's key covers what its spec names: ``reads``, schema fields written as typed references
+(``MODEL.name_or_path``: :mod:`ftlab.config.refs` checks each against its dataclass when this
+module is imported, so a renamed field fails here, not as a key that silently reads ``None``);
+``capability_reads(c)``, the keys a registered spec of the run names (the importance score's, the
+mask method's and its structure's, the LoRA init's ``config_keys``; the calibration settings of a
+``calibrated`` score, OWL's with OWL), checked against the schema when the key is computed; and
+``derive(c)``, values the code derives, entered under a ``derived.`` name (effective seeds, a data
+file's content), with ``derives_from`` naming the fields they come from. :func:`step_config` is
+the one function that turns a spec and a run config into a step's config; :func:`plan_step`
+chains its key to the parent's. A config key that no spec reads, derives from or
+:data:`EXCLUDED` lists is caught by ``tests/reuse/test_reuse_keys.py``, which walks the whole
+composed config; ``tests/reuse/test_step_keys_golden.py`` holds the keys of 53 composed configs,
+so no refactoring moves a key (bump :data:`VERSIONS` where a key must change).
+
+:func:`run_steps` computes the plan once per run: the composition checks
+(:mod:`ftlab.preflight.reuse_checks`) compute it and hand it to the run
+(:mod:`ftlab.reuse.handover`), whose :class:`ftlab.reuse.runner.StepRunner` holds it; the recipe
+executes it through that one runner (base and mask directly, stages through
 :class:`ftlab.reuse.stages.StageRun`, which uses the runner's store primitives), the planner
-prints it (``python -m ftlab.plan``: :mod:`ftlab.plan.stages`, :mod:`ftlab.plan.report`),
-``python -m ftlab.cache ls --run`` describes its entries, and composition checks read it
-(:mod:`ftlab.preflight.reuse_checks`). :func:`cache_policy` is the only caching decision.
+prints it (``python -m ftlab.plan``: :mod:`ftlab.plan.stages`, :mod:`ftlab.plan.report`) and
+``python -m ftlab.cache ls --run`` describes its entries. :func:`cache_policy` is the only caching
+decision.
 
-Every list here is explicit. A key that is in no list and not in :data:`EXCLUDED` is caught by
-``tests/reuse/test_reuse_keys.py``, which walks the whole composed config: a new config key must be
-classified before it can silently produce stale hits. Values the code derives (the effective
-seeds, a data file's content) enter a key under a ``derived.`` name.
-
-Functions take the run config as a plain dict (``OmegaConf.to_container(cfg, resolve=True)``).
+Functions take the run config as a plain dict (:func:`as_plain`, once per run: the runner's).
 """
-
 from __future__ import annotations
 
 import os
