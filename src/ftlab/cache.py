@@ -132,10 +132,11 @@ def cmd_ls(store, args) -> int:
 def run_plan(overrides: list[str]):
     """The plan of steps of the run these overrides compose (what ``python -m ftlab`` executes)."""
     from ftlab.preflight.compose import compose_run
-    from ftlab.reuse.steps import as_plain, run_steps
+    from ftlab.reuse.handover import plan_for_run
+    from ftlab.reuse.steps import as_plain
 
     cfg = compose_run(overrides)
-    return cfg, run_steps(as_plain(cfg))
+    return cfg, plan_for_run(as_plain(cfg))  # the plan the composition checks computed
 
 
 def cmd_ls_run(store, args, steps) -> int:

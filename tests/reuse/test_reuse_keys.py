@@ -8,8 +8,13 @@ from typing import Any
 
 import pytest
 
+from ftlab.adapters.inits import init_names, init_spec
 from ftlab.artifacts.keys import canonical_json, lookup, step_key
+from ftlab.config.refs import check_key
 from ftlab.reuse import steps as S
+from ftlab.sparsity.importance import all_importances
+from ftlab.sparsity.methods import all_methods
+from ftlab.sparsity.structures import all_structures
 
 STAGES = "schedule.stages=[{iters:5,lr:1e-3},{iters:5,lr:5e-4}]"
 
@@ -89,8 +94,8 @@ def test_key_depends_on_kind_parent_version_and_config():
 def test_every_config_key_is_classified(base_cfg):
     """A new config key must be put on an allow-list or on EXCLUDED/DERIVED before it can give
     stale hits (omitted by mistake) or needless misses."""
-    covered = (S.MODEL_KEYS + S.BASE_KEYS + S.MASK_KEYS + S.CALIBRATION_KEYS + S.TRAIN_KEYS + S.EXCLUDED
-               + S.DERIVED)
+    covered = (*(k for spec in S.SPECS for k in spec.reads), *S.CALIBRATION_KEYS, *S.OWL_KEYS, *S.EXCLUDED,
+               *S.DERIVED)
     configs = [base_cfg, plain("adapter=dora"), plain("adapter=full"), plain("logger=wandb")]
     for c in configs:
         for path in leaves(c):
@@ -169,3 +174,24 @@ def test_stage_keys_chain_to_their_parent():
     assert k4 == k1  # a stage's name is a label
     rs = S.run_steps(c1)
     assert rs.stages[0].parent == rs.train.key and rs.stages[1].parent == rs.stages[0].key
+
+
+def test_every_spec_names_schema_fields_and_each_registered_capability_key_is_checked():
+    """The specs' keys are typed references (a misspelt one fails at import); the keys registered
+    specs name as strings (importance, mask method, structure, LoRA init) pass the schema check,
+    and a misspelt one stops the key computation naming it."""
+    schemas = S._adapter_schemas()
+    for spec in S.SPECS:
+        for key in (*spec.reads, *spec.derives_from):
+            assert check_key(key, schemas) == key
+    registered = [*all_importances(), *all_methods(), *all_structures(), *map(init_spec, init_names())]
+    assert any(r.config_keys for r in registered)
+    for r in registered:
+        for key in r.config_keys:
+            assert check_key(key, schemas) == key, r.name
+    c = plain("sparsity=unstructured")
+    typo = S.StepSpec("mask", capability_reads=lambda c: ("sparsity.sparsegtp",))
+    with pytest.raises(ValueError, match="sparsegtp"):
+        S.step_config(typo, c)
+    with pytest.raises(AttributeError, match="itres"):
+        S.stage_config({"itres": 5, "lr": 1e-3})

@@ -26,13 +26,22 @@ from ftlab.fused.build import fusable
 from ftlab.hardware import get_target, shards_parameters
 from ftlab.models.build import meta_model
 from ftlab.models.noise import base_noise, describe
-from ftlab.reuse.steps import BATCHING_KEYS, HARDWARE_KEYS, MEMORY_KEYS, as_plain, run_steps
+from ftlab.reuse.steps import (
+    BATCHING_KEYS,
+    HARDWARE_KEYS,
+    MEMORY_KEYS,
+    MODEL,
+    TASK,
+    TRAIN,
+    as_plain,
+    run_steps,
+)
 
 #: The task and how its examples become tokens (one tokenisation, one padding/packing layout).
-DATA_KEYS = ("task.name", "task.path", "task.num_examples", "task.val_fraction", "task.test_fraction",
-             "task.max_length", "task.options", "model.tokenizer")
+DATA_KEYS = (TASK.name, TASK.path, TASK.num_examples, TASK.val_fraction, TASK.test_fraction, TASK.max_length,
+             TASK.options, MODEL.tokenizer)
 #: Process-wide settings of one forward (precision, deterministic kernels) and its layout.
-SHARED_KEYS = (*HARDWARE_KEYS, *MEMORY_KEYS, *BATCHING_KEYS, "train.deterministic")
+SHARED_KEYS = (*HARDWARE_KEYS, *MEMORY_KEYS, *BATCHING_KEYS, TRAIN.deterministic)
 #: why the last job of a split group runs alone
 LEFTOVER = "the last job of its group (group_size reached)"
 
@@ -88,7 +97,7 @@ def shared_key(cfg: Any) -> str:
     c = as_plain(cfg)
     steps = run_steps(c)
     model = dict(steps.model.config)
-    if lookup(c, "model.name_or_path", None):
+    if lookup(c, MODEL.name_or_path, None):
         model.pop("derived.init_seed", None)  # read from files: the seed builds nothing
     parts = {"model": model, "base": steps.base.key if steps.base else None,
              "data": pick(c, DATA_KEYS), "shared": pick(c, SHARED_KEYS)}

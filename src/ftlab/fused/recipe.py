@@ -72,10 +72,12 @@ def trainer_config(cfg: DictConfig) -> DictConfig:
     return out
 
 
-def prepare_trial(cfg: DictConfig, run_dir: Path, shared: torch.nn.Module, tokenizer) -> Trial:
-    """A solo run's phases up to its adapter, in its order, on the group's base."""
+def prepare_trial(cfg: DictConfig, run_dir: Path, shared: torch.nn.Module, tokenizer,
+                  runner: StepRunner | None = None) -> Trial:
+    """A solo run's phases up to its adapter, in its order, on the group's base. ``runner``: the
+    trial's, when the group made it already (the lead's prepared the shared base)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    runner = StepRunner(cfg)
+    runner = runner or StepRunner(cfg)
     ckpt = resume_checkpoint(resume_setting(cfg.resume), run_dir, foundation(runner.steps))
     write_config_and_seed(cfg, run_dir)
     dm = prepare_data(cfg, tokenizer, runner)  # task=instruct: the cached data step, as in a solo run
@@ -91,10 +93,12 @@ def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str,
     exception that ended it. ``jobs``: per trial its Hydra ``job_num`` and ``overrides`` for its
     ``reuse_record.json`` (the group runs inside one Hydra job, whose identity is the first's)."""
     lead = cfgs[0]
-    tokenizer, shared = prepare_model(lead, StepRunner(lead))
+    runners = [StepRunner(cfg) for cfg in cfgs]  # each trial's plan, computed once
+    tokenizer, shared = prepare_model(lead, runners[0])
     check_no_base_noise(shared)
     shared = prepare_for_training(shared, lead)
-    trials = [prepare_trial(cfg, Path(d), shared, tokenizer) for cfg, d in zip(cfgs, run_dirs)]
+    trials = [prepare_trial(cfg, Path(d), shared, tokenizer, runner)
+              for cfg, d, runner in zip(cfgs, run_dirs, runners)]
     state = install(shared, [t.adapter for t in trials])
     state.rng = [t.rng for t in trials]
     shared.train()

@@ -34,7 +34,8 @@ from ftlab.plan.priors import Prior, find_priors
 from ftlab.plan.search import search_numbers, sweeper_search
 from ftlab.plan.stages import StageNode, StageTree, reuse_numbers, stage_tree, trial_chain
 from ftlab.preflight.compose import compose_run, expand_sweep
-from ftlab.reuse.steps import RunSteps, Step, as_plain, run_steps
+from ftlab.reuse.handover import plan_for_run
+from ftlab.reuse.steps import RunSteps, Step, as_plain
 from ftlab.training.schedules import is_staged
 
 PLAN_VERSION = 1
@@ -193,26 +194,36 @@ def node_seconds(node: StageNode, run: PlannedRun) -> float | None:
     return node.iters * sec * (calib.batch_size * cfg.task.max_length) / train_work
 
 
-def build_runs(overrides: list[str], options: PlanOptions) -> tuple[list[list[str]], list[DictConfig], list[bool]]:
+def composed(job: list[str]) -> tuple[DictConfig, RunSteps]:
+    """A job composed and checked, with its plan of steps (the one its composition checks computed,
+    :mod:`ftlab.reuse.handover`)."""
+    cfg = compose_run(job)
+    return cfg, plan_for_run(as_plain(cfg))
+
+
+def build_runs(overrides: list[str], options: PlanOptions
+               ) -> tuple[list[list[str]], list[DictConfig], list[bool], list[RunSteps]]:
+    """Every job of the sweep (and its controls), each composed once and planned once."""
     jobs = expand_sweep(overrides)
-    cfgs = [compose_run(job) for job in jobs]
+    both = [composed(job) for job in jobs]
+    cfgs, plans = [cfg for cfg, _ in both], [steps for _, steps in both]
     controls_of: dict[str, list[str]] = {}
     if options.controls:
-        for job, cfg in zip(jobs, cfgs):
-            key = trial_chain(cfg, trains=False)[0].key  # the base model (trial 0: its shared key)
+        for job, cfg, steps in zip(jobs, cfgs, plans):
+            key = trial_chain(cfg, trains=False, steps=steps)[0].key  # the base model (trial 0: its shared key)
             controls_of.setdefault(key, control_overrides(job))
     ctrl_jobs = list(controls_of.values())
-    ctrl_cfgs = [compose_run(job) for job in ctrl_jobs]
-    return jobs + ctrl_jobs, cfgs + ctrl_cfgs, [False] * len(jobs) + [True] * len(ctrl_jobs)
+    ctrl = [composed(job) for job in ctrl_jobs]
+    return (jobs + ctrl_jobs, cfgs + [c for c, _ in ctrl], [False] * len(jobs) + [True] * len(ctrl_jobs),
+            plans + [s for _, s in ctrl])
 
 
 def make_plan(overrides: list[str], options: PlanOptions, priors: list[Prior] | None = None) -> Plan:
-    jobs, cfgs, is_control = build_runs(overrides, options)
+    jobs, cfgs, is_control, plans = build_runs(overrides, options)
     n_jobs = is_control.count(False)
     names = name_runs(jobs[:n_jobs], cfgs[:n_jobs], list(zip(jobs[n_jobs:], cfgs[n_jobs:])))
     priors = find_priors(options.prior_dirs) if priors is None else priors
     trains = [not c and get_adapter(cfg.adapter.name).trains for c, cfg in zip(is_control, cfgs)]
-    plans = [run_steps(as_plain(cfg)) for cfg in cfgs]  # each run's plan of steps, computed once
     tree = stage_tree(cfgs, trains, plans)
     runs = []
     for i, (job, cfg, ctrl, name) in enumerate(zip(jobs, cfgs, is_control, names)):

@@ -7,13 +7,15 @@ from typing import Any
 
 from ftlab.errors import fail
 from ftlab.preflight.environment import unwritable_reason  # creates a probe file: root ignores modes
-from ftlab.reuse.steps import as_plain, run_steps
+from ftlab.reuse.handover import plan_for_checks
+from ftlab.reuse.steps import as_plain
 
 
 def uses_cache(cfg: Any) -> bool:
     """Whether the run's plan of steps has a step that goes through the store (training stages,
-    a pre-trained base or a computed mask, each under :func:`ftlab.reuse.steps.cache_policy`)."""
-    return run_steps(as_plain(cfg)).uses_cache
+    a pre-trained base or a computed mask, each under :func:`ftlab.reuse.steps.cache_policy`). The
+    plan is kept for the run of this config (:mod:`ftlab.reuse.handover`)."""
+    return plan_for_checks(as_plain(cfg)).uses_cache
 
 
 def validate_cache_dir(cfg: Any) -> None:

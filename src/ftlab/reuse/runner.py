@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from ftlab.artifacts.locks import KeyLock
 from ftlab.artifacts.store import ArtifactStore, BuildResult, Entry, Staging
-from ftlab.reuse.steps import RunSteps, Step, as_plain, cache_dir, run_steps
+from ftlab.reuse.handover import plan_for_run
+from ftlab.reuse.steps import RunSteps, Step, as_plain, cache_dir
 from ftlab.training.rng import preserved_rng
 
 T = TypeVar("T")
@@ -48,12 +49,14 @@ class StageRecord:
 
 
 class StepRunner:
-    """Executes the steps of one run's plan (:func:`ftlab.reuse.steps.run_steps`, computed once
-    here) and records what happened to each."""
+    """Executes the steps of one run's plan (:func:`ftlab.reuse.steps.run_steps`: the one the
+    composition checks computed for this config, :mod:`ftlab.reuse.handover`, else computed here)
+    and records what happened to each. The run config is converted to its plain form here, once
+    per run: whoever needs the plan or the plain config gets them from the runner."""
 
     def __init__(self, cfg: Any, steps: RunSteps | None = None):
         self.c = as_plain(cfg)
-        self.steps = steps if steps is not None else run_steps(self.c)
+        self.steps = steps if steps is not None else plan_for_run(self.c)
         self.store = ArtifactStore(cache_dir(self.c)) if self.steps.uses_cache else None
         local = (self.c.get("paths") or {}).get("local_cache_dir")
         self.local = ArtifactStore(local) if local and self.store is not None else None
