@@ -23,7 +23,7 @@ import torch
 
 from ftlab.errors import fail
 from ftlab.hardware import get_target
-from ftlab.training.state import META_FILE, STATE_FILE
+from ftlab.training.state import META_FILE, STATE_FILE, format_problem, read_meta
 
 #: where wandb looks for its key: the env var, then ``~/.netrc`` (or ``$NETRC``) for its host
 WANDB_DEFAULT_HOST = "https://api.wandb.ai"
@@ -140,3 +140,6 @@ def check_resume(cfg: Any) -> None:
             int(json.loads(meta.read_text())["global_step"])
         except (ValueError, KeyError, TypeError) as err:
             fail("resume", r, f"{allowed}; its {META_FILE} has no readable global_step ({err})")
+        newer = format_problem(read_meta(path), path)
+        if newer is not None:
+            fail("resume", r, f"{allowed} that this ftlab can read ({newer})")
