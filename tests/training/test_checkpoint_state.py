@@ -32,6 +32,8 @@ from ftlab.training.state import (
     format_problem,
     load_state,
     migrate_state,
+    read_state,
+    snapshot_trainable,
     state_info,
     state_mismatch,
     state_problem,
@@ -101,7 +103,12 @@ def format_1(m: nn.Module, rng: bool = True) -> dict:
     return state
 
 
-def test_format_1_is_migrated_in_memory_to_the_current_format_with_one_line(caplog):
+def save(path: Path, state: dict) -> Path:
+    torch.save(state, path)
+    return path
+
+
+def test_format_1_is_migrated_in_memory_to_the_current_format_with_one_line(caplog, tmp_path):
     m = Tiny()
     old = format_1(m)
     with caplog.at_level("INFO", logger="ftlab"):
@@ -122,6 +129,12 @@ def test_format_1_is_migrated_in_memory_to_the_current_format_with_one_line(capl
         migrate_state({"state_dict": {**m.state_dict(), "bogus": torch.zeros(1)}}, m, "ck")
     with pytest.raises(FtlabError, match="ck cannot be resumed: it lacks the trainable tensor 'lora_A'"):
         load_state({"state_dict": {"frozen.weight": m.frozen.weight}}, m, None, "ck")
+    # under FSDP the module's own names are gone (flat shards): the record taken before wrapping answers
+    wrapped = Tiny()
+    snapshot_trainable(wrapped)
+    wrapped.lora_A = nn.Parameter(torch.zeros(0))  # what a rank's shard looks like
+    migrated = read_state(save(tmp_path / "old.ckpt", format_1(m)), wrapped)
+    assert migrated[STATE_KEY]["trainable"] == {"lora_A": [2, 8]} and list(migrated["state_dict"]) == ["lora_A"]
 
 
 def test_a_newer_format_is_refused_in_one_line_naming_the_file_and_the_readable_formats(tmp_path):
