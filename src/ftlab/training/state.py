@@ -112,6 +112,7 @@ def checkpoint_step(state_file: Path) -> int:
     return int(safe_load(Path(state_file), mmap=True)["global_step"])
 
 
+# -- the record: what trains, and the steps the frozen part comes from -----------------------------
 #: attribute holding a module's trainable record taken before sharding (:func:`snapshot_trainable`)
 SNAPSHOT_ATTR = "_ftlab_trainable_snapshot"
 
@@ -140,6 +141,7 @@ def trainable_shapes(module: nn.Module) -> dict[str, list[int]]:
 
 
 def trainable_only(state_dict: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """The entries of ``state_dict`` that train: the frozen part is rebuilt from the run's steps."""
     names = trainable_shapes(module)
     return {k: v for k, v in state_dict.items() if k in names}
 
@@ -153,6 +155,7 @@ def state_info(module: nn.Module, found: dict[str, Any] | None) -> dict[str, Any
     return {"format": STATE_FORMAT, "foundation": plain, "trainable": trainable_shapes(module), "frozen_params": frozen}
 
 
+# -- checks: before the fit from ``meta.json``, at the load from the state -----------------------
 def state_mismatch(info: dict[str, Any], module: nn.Module, found: dict[str, Any] | None) -> str | None:
     """Why a state recording ``info`` cannot be loaded into ``module`` standing on ``found``."""
     if info.get("format") != STATE_FORMAT:
@@ -226,6 +229,7 @@ def state_problem(state_file: Path, meta: dict[str, Any] | None) -> tuple[str, s
 
 
 
+# -- loading: an older format migrated, a newer one refused, the state checked against the run --
 def _format_line(fmt: Any) -> str:
     readable = ", ".join(str(f) for f in READABLE_FORMATS)
     return f"its state format is {fmt!r}; this ftlab reads format {readable} (1 is migrated on load)"
