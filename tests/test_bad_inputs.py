@@ -221,6 +221,8 @@ CASES = [
     C("resume-truncated", "resume={tmp}/truncated-ckpt", expect=("resume", "truncated-ckpt",
                                                                  "complete torch checkpoint"), **F),
     C("resume-bad-meta", "resume={tmp}/bad-meta-ckpt", expect=("resume", "bad-meta-ckpt", "global_step"), **F),
+    C("resume-newer-format", "resume={tmp}/newer-ckpt", expect=("resume", "newer-ckpt/state.ckpt",
+                                                                "its state format is 99; this ftlab reads format 1, 2"), **F),
 ]
 
 
@@ -270,6 +272,10 @@ def _files(root: Path) -> None:
     torch.save({"global_step": 3}, bad_meta / "state.ckpt")
     assert zipfile.is_zipfile(bad_meta / "state.ckpt")
     (bad_meta / "meta.json").write_text('{"step": 3}')
+    newer = root / "newer-ckpt"  # written by a later ftlab
+    newer.mkdir()
+    torch.save({"global_step": 3, "state_dict": {}, "ftlab_state": {"format": 99}}, newer / "state.ckpt")
+    (newer / "meta.json").write_text('{"global_step": 3, "ftlab_state": {"format": 99}}')
 
 
 def _unwritable_dir() -> Path | None:

@@ -20,13 +20,20 @@ from ftlab.artifacts.store import ArtifactStore
 from ftlab.errors import ConfigError, FtlabError
 from ftlab.run import run
 from ftlab.training.foundation import config_diff, foundation_mismatch
+from ftlab.training.resume import resume_checkpoint
 from ftlab.training.state import (
     META_FILE,
+    RNG_KEY,
     STATE_FILE,
     STATE_FORMAT,
     STATE_KEY,
     check_state_dict,
     checkpoints_newest_first,
+    format_problem,
+    load_state,
+    migrate_state,
+    read_state,
+    snapshot_trainable,
     state_info,
     state_mismatch,
     state_problem,
@@ -85,6 +92,67 @@ def test_trainable_only_keeps_what_trains_and_checks_shapes():
     assert "shape [2, 8], this run's is [4, 8]" in state_mismatch(info, Tiny(rank=4), fnd())
     assert state_mismatch(info, m, fnd(model="m2")).startswith("model key")
     assert "format 1" in state_mismatch({**info, "format": 1}, m, None)
+    assert "its state format is 3" in state_mismatch({**info, "format": 3}, m, None)
+
+
+def format_1(m: nn.Module, rng: bool = True) -> dict:
+    """A state as format 1 wrote it: Lightning's checkpoint with every weight and no record."""
+    state = {"state_dict": dict(m.state_dict()), "global_step": 3, "optimizer_states": []}
+    if rng:
+        state[RNG_KEY] = {"torch": torch.get_rng_state()}
+    return state
+
+
+def save(path: Path, state: dict) -> Path:
+    torch.save(state, path)
+    return path
+
+
+def test_format_1_is_migrated_in_memory_to_the_current_format_with_one_line(caplog, tmp_path):
+    m = Tiny()
+    old = format_1(m)
+    with caplog.at_level("INFO", logger="ftlab"):
+        new = migrate_state(old, m, "ck/state.ckpt")
+    assert list(new["state_dict"]) == ["lora_A"] and torch.equal(new["state_dict"]["lora_A"], m.lora_A)
+    assert new[STATE_KEY]["format"] == STATE_FORMAT and new[STATE_KEY]["trainable"] == {"lora_A": [2, 8]}
+    assert new[STATE_KEY]["foundation"] is None and state_mismatch(new[STATE_KEY], m, fnd()) is None
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("ck/state.ckpt: migrated a format-1 state") and "kept its 1 trainable tensors" in line
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ftlab"):
+        assert migrate_state(new, m, "ck/state.ckpt") is new  # current: untouched, nothing logged
+        rng, losses = load_state(format_1(m, rng=False), m, fnd(), "ck/state.ckpt")
+    assert rng is None and losses == []
+    assert [r.getMessage().endswith("random draws differ from an uninterrupted run's") for r in caplog.records] == [True]
+    # a format-1 state of another model (a key this model has not) and one lacking what trains
+    with pytest.raises(FtlabError, match="ck cannot be resumed: it holds 'bogus', which this run's model has not"):
+        migrate_state({"state_dict": {**m.state_dict(), "bogus": torch.zeros(1)}}, m, "ck")
+    with pytest.raises(FtlabError, match="ck cannot be resumed: it lacks the trainable tensor 'lora_A'"):
+        load_state({"state_dict": {"frozen.weight": m.frozen.weight}}, m, None, "ck")
+    # under FSDP the module's own names are gone (flat shards): the record taken before wrapping answers
+    wrapped = Tiny()
+    snapshot_trainable(wrapped)
+    wrapped.lora_A = nn.Parameter(torch.zeros(0))  # what a rank's shard looks like
+    migrated = read_state(save(tmp_path / "old.ckpt", format_1(m)), wrapped)
+    assert migrated[STATE_KEY]["trainable"] == {"lora_A": [2, 8]} and list(migrated["state_dict"]) == ["lora_A"]
+
+
+def test_a_newer_format_is_refused_in_one_line_naming_the_file_and_the_readable_formats(tmp_path):
+    m = Tiny()
+    newer = {"state_dict": trainable_only(m.state_dict(), m), STATE_KEY: {**state_info(m, None), "format": 3}}
+    with pytest.raises(FtlabError, match=r"^ck/state.ckpt cannot be resumed: its state format is 3; this ftlab "
+                                         r"reads format 1, 2 \(1 is migrated on load\)$"):
+        migrate_state(newer, m, "ck/state.ckpt")
+    ck = tmp_path / "checkpoints" / "checkpoint-epoch0-step3"
+    ck.mkdir(parents=True)
+    torch.save(newer, ck / STATE_FILE)
+    (ck / META_FILE).write_text(json.dumps({"global_step": 3, "epoch": 0, STATE_KEY: newer[STATE_KEY]}))
+    assert format_problem({STATE_KEY: state_info(m, None)}, ck) is None and format_problem({}, ck) is None
+    for resume in (str(ck), "auto"):
+        with pytest.raises(ConfigError) as err:
+            resume_checkpoint(resume, tmp_path)
+        assert f"{ck / STATE_FILE}: its state format is 3; this ftlab reads format 1, 2" in str(err.value)
+        assert "\n" not in str(err.value)
 
 
 def test_state_problem_truncated_pickled_and_intact(tmp_path):
@@ -178,7 +246,11 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
 
 
 @pytest.mark.slow
-def test_format_1_checkpoint_with_every_weight_still_resumes(tmp_path, caplog):
+@pytest.mark.parametrize("with_meta", [True, False], ids=["meta-auto", "no-meta-by-path"])
+def test_format_1_checkpoint_with_every_weight_is_migrated_and_resumes_exactly(tmp_path, caplog, with_meta):
+    """A checkpoint as format 1 wrote it (Lightning's full state: every frozen weight, no record;
+    ``meta.json`` with step and epoch only, or none: a state file kept by hand) resumes bit for bit
+    like the uninterrupted run."""
     from ftlab.adapters.registry import get_adapter
     from ftlab.run import prepare_model
     from ftlab.training.module import FtlabModule
@@ -194,10 +266,15 @@ def test_format_1_checkpoint_with_every_weight_still_resumes(tmp_path, caplog):
     del state[STATE_KEY]
     torch.save(state, keep / STATE_FILE)
     meta = json.loads((keep / META_FILE).read_text())
-    (keep / META_FILE).write_text(json.dumps({k: meta[k] for k in ("global_step", "epoch", "epoch_end")}))
+    if with_meta:
+        (keep / META_FILE).write_text(json.dumps({k: meta[k] for k in ("global_step", "epoch", "epoch_end")}))
+    else:
+        (keep / META_FILE).unlink()
     with caplog.at_level("INFO", logger="ftlab"):
-        resumed = go(tmp_path / "r", "resume=auto")
-    assert any("format-1 state" in r.getMessage() for r in caplog.records)
+        resumed = go(tmp_path / "r", "resume=auto" if with_meta else f"resume={keep}")
+    lines = [r.getMessage() for r in caplog.records if "migrated a format-1 state" in r.getMessage()]
+    assert len(lines) == 1 and f"kept its {len(meta[STATE_KEY]['trainable'])} trainable tensors" in lines[0]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["resumed_from_step"] == 3
     assert same(full, resumed)
 
 

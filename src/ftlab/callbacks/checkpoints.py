@@ -1,40 +1,15 @@
-"""Resumable checkpoints: ``checkpoints/checkpoint-epoch{X}-step{Y}/`` every N steps and
-``checkpoints/checkpoint-epoch{X}/`` at each epoch end. Each dir holds ``state.ckpt`` (the
-trainable-only state of :mod:`ftlab.training.state`: trainable tensors, optimiser, scheduler,
-loops, data position, RNG) and ``meta.json`` (step, the state's size and its record: format,
-foundation keys, trainable shapes), so a resume can check a checkpoint without loading it. A dir
-is written to a temporary name and renamed, so a crash never leaves a half checkpoint behind."""
+"""Resumable checkpoints: when to save. A step checkpoint ``checkpoint-epoch{X}-step{Y}`` every N
+steps (and at a stop mid-epoch), an epoch checkpoint ``checkpoint-epoch{X}`` at each epoch end,
+under ``<run>/checkpoints/``. What a checkpoint holds and how it is written (atomically, the
+newest ``keep`` kept) is the checkpoint format's: :mod:`ftlab.training.state`."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 
-from ftlab.training.state import META_FILE, STATE_FILE, STATE_KEY, state_info
-from ftlab.writefail import write_failure
-
-
-def save_state(trainer: L.Trainer, path: Path) -> dict[str, Any]:
-    """Write the trainer's state to ``path``; returns the ``meta.json`` entries describing it
-    (its size, so a truncated copy is recognised, and the record of :mod:`ftlab.training.state`)."""
-    try:
-        trainer.save_checkpoint(path, weights_only=False)  # weights_only=False: optimiser etc. included
-    except (OSError, RuntimeError) as err:
-        failure = write_failure(err, path)
-        if failure is None:
-            raise
-        raise failure from err
-    module = trainer.lightning_module
-    meta: dict[str, Any] = {STATE_KEY: state_info(module, getattr(module, "foundation", None))}
-    # rank 0 wrote it; another rank must not look: rank 0 may be renaming the directory already
-    # (a rank that saw the file and then stat-ed it after the rename crashed the run at its barrier)
-    if trainer.is_global_zero and Path(path).is_file():
-        meta["state_bytes"] = Path(path).stat().st_size
-    return meta
+from ftlab.training.state import write_checkpoint
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -45,51 +20,18 @@ class PeriodicCheckpoint(L.Callback):
         self._last_saved_step = -1
         self._trained_this_epoch = False
 
-    def _save(self, trainer, name: str, epoch_end: bool) -> None:
-        final = self.root / name
-        tmp = self.root / f".tmp-{name}"
-        try:
-            if trainer.is_global_zero:
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-            trainer.strategy.barrier()
-            state_meta = save_state(trainer, tmp / STATE_FILE)
-            if trainer.is_global_zero:
-                meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "epoch_end": epoch_end,
-                        **state_meta}
-                (tmp / META_FILE).write_text(json.dumps(meta))
-        except BaseException as err:  # a full disk mid-write: the half checkpoint goes, complete ones stay
-            shutil.rmtree(tmp, ignore_errors=True)
-            failure = write_failure(err, tmp / META_FILE)
-            if failure is not None and failure is not err:
-                raise failure from err
-            raise
-        if trainer.is_global_zero:
-            if final.exists():  # re-saved under the same name: the complete old one goes only now
-                old = self.root / f".old-{name}"
-                final.rename(old)
-                tmp.rename(final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(final)
-            self._prune()
-        trainer.strategy.barrier()
+    def _save(self, trainer, name: str, epoch_end: bool) -> Path:
+        return write_checkpoint(trainer, self.root, name, keep=self.keep, epoch_end=epoch_end)
+
+    def _step_name(self, trainer) -> str:
+        return f"checkpoint-epoch{trainer.current_epoch}-step{trainer.global_step}"
 
     def save_step(self, trainer) -> Path:
         """A step checkpoint of the current state now (an interrupted run's last one)."""
-        name = f"checkpoint-epoch{trainer.current_epoch}-step{trainer.global_step}"
         if trainer.global_step != self._last_saved_step:
             self._last_saved_step = trainer.global_step
-            self._save(trainer, name, epoch_end=False)
-        return self.root / name
-
-    def _prune(self) -> None:
-        if not self.keep:
-            return
-        dirs = sorted((d for d in self.root.glob("checkpoint-epoch*") if (d / META_FILE).is_file()),
-                      key=lambda d: json.loads((d / META_FILE).read_text())["global_step"])
-        for d in dirs[:-self.keep]:
-            shutil.rmtree(d, ignore_errors=True)
+            self._save(trainer, self._step_name(trainer), epoch_end=False)
+        return self.root / self._step_name(trainer)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._trained_this_epoch = False
@@ -99,7 +41,7 @@ class PeriodicCheckpoint(L.Callback):
         step = trainer.global_step
         if self.every and step and step % self.every == 0 and step != self._last_saved_step:
             self._last_saved_step = step
-            self._save(trainer, f"checkpoint-epoch{trainer.current_epoch}-step{step}", epoch_end=False)
+            self._save(trainer, self._step_name(trainer), epoch_end=False)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Lightning also ends the epoch when max_steps stops training mid-epoch: that is not an
@@ -112,5 +54,4 @@ class PeriodicCheckpoint(L.Callback):
             self._save(trainer, f"checkpoint-epoch{trainer.current_epoch}", epoch_end=True)
         elif self.every and trainer.global_step != self._last_saved_step:
             self._last_saved_step = trainer.global_step
-            self._save(trainer, f"checkpoint-epoch{trainer.current_epoch}-step{trainer.global_step}",
-                       epoch_end=False)
+            self._save(trainer, self._step_name(trainer), epoch_end=False)

@@ -20,6 +20,7 @@ from ftlab.adapters.base import AdaptedModel
 from ftlab.errors import FtlabError
 from ftlab.fused.coordinator import FusedStep
 from ftlab.training.module import FtlabModule
+from ftlab.training.state import RNG_KEY
 
 
 class TrialDiverged(FtlabError):
@@ -64,8 +65,8 @@ class FusedTrialModule(FtlabModule):
         super().on_save_checkpoint(checkpoint)
         own = self.fused.rng(self.trial)
         if own is not None:
-            checkpoint["ftlab_rng"]["torch"] = own
+            checkpoint[RNG_KEY]["torch"] = own
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        self._restored_fused_rng = (checkpoint.get("ftlab_rng") or {}).get("torch")
+        self._restored_fused_rng = (checkpoint.get(RNG_KEY) or {}).get("torch")

@@ -21,7 +21,7 @@ import torch
 from ftlab.errors import fail
 from ftlab.hardware import get_target
 from ftlab.training.loggers import get_logger
-from ftlab.training.state import META_FILE, STATE_FILE
+from ftlab.training.state import META_FILE, STATE_FILE, format_problem, read_meta
 
 
 def unwritable_reason(path: Path) -> str | None:
@@ -121,3 +121,6 @@ def check_resume(cfg: Any) -> None:
             int(json.loads(meta.read_text())["global_step"])
         except (ValueError, KeyError, TypeError) as err:
             fail("resume", r, f"{allowed}; its {META_FILE} has no readable global_step ({err})")
+        newer = format_problem(read_meta(path), path)
+        if newer is not None:
+            fail("resume", r, f"{allowed} that this ftlab can read ({newer})")

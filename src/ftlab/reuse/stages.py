@@ -18,7 +18,6 @@ trial's files look the same whether its prefix was trained here or fetched.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import time
 from pathlib import Path
@@ -30,14 +29,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from ftlab.artifacts.keys import canonical_json, lookup
 from ftlab.artifacts.locks import KeyLock
 from ftlab.artifacts.store import Entry, Staging
-from ftlab.callbacks.checkpoints import save_state
 from ftlab.callbacks.loss_log import COLUMNS as LOSS_COLUMNS
 from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
 from ftlab.io import write_csv
 from ftlab.reuse.runner import StageRecord, StepRunner
 from ftlab.reuse.steps import RunSteps, run_steps, world_size  # noqa: F401 (re-export)
 from ftlab.training.schedules import stage_table
-from ftlab.training.state import META_FILE, STATE_FILE
+from ftlab.training.state import read_meta, save_state, state_path
 
 LOG_DIR = "logs"  # the run's logs at the stage's end (what a longer trial continues from)
 FINAL_LOG_DIR = "final_logs"  # the same after the producing fit ended there (epoch-end rows)
@@ -106,7 +104,7 @@ class StageRun:
 
     @property
     def resume_path(self) -> Path | None:
-        return self.resume_entry.artifact / STATE_FILE if self.resume_entry else None
+        return state_path(self.resume_entry.artifact) if self.resume_entry else None
 
     # -- planning -------------------------------------------------------------------------
     def _deepest_hit(self) -> tuple[int, Entry | None]:
@@ -166,7 +164,7 @@ class StageRun:
         art = self.resume_entry.artifact
         final = self.start_step == self.stages[-1].end and (art / FINAL_LOG_DIR).is_dir()
         src = art / (FINAL_LOG_DIR if final else LOG_DIR)
-        meta = json.loads((art / META_FILE).read_text())
+        meta = read_meta(state_path(art))
         for name in PREFIX_LOGS:
             path = src / name
             if not path.is_file():
@@ -189,11 +187,8 @@ class StageRun:
         """Write stage ``i``'s state and the logs so far into a staging dir (not yet visible)."""
         staging = self.runner.staging(self.steps[i])
         self.staged[i] = staging
-        state_meta = save_state(trainer, staging.artifact / STATE_FILE)  # trainable-only
+        save_state(trainer, staging.artifact, stage_idx=i + 1, eval_signature=eval_signature(self.c))  # + meta.json
         self._copy_logs(staging.artifact / LOG_DIR)
-        meta = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "stage_idx": i + 1,
-                "eval_signature": eval_signature(self.c), **state_meta}
-        (staging.artifact / META_FILE).write_text(json.dumps(meta))
 
     def seal(self, i: int, final_logs: bool = False) -> None:
         """Publish a captured stage and release its lock; ``final_logs`` adds the logs as they

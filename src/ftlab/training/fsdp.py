@@ -62,7 +62,7 @@ from torch.distributed.fsdp.api import FullOptimStateDictConfig
 from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
 
 from ftlab.models.structure import decoder_layer_classes
-from ftlab.training.state import safe_load, snapshot_trainable, trainable_shapes
+from ftlab.training.state import read_state, snapshot_trainable, trainable_shapes
 
 
 def _trainable_leaf(module: nn.Module) -> bool:
@@ -129,10 +129,11 @@ class ShardedStrategy(FSDPStrategy):
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
         """Every rank reads the (trainable-only) state file, loads the tensors into its shards and
         the optimiser state (re-keyed by name for FSDP); the rest goes to Lightning's hooks. A
-        plain-tensor load (``weights_only``), as every ftlab state is."""
+        plain-tensor load (``weights_only``), as every ftlab state is; an older format is migrated
+        first (a format-1 state's frozen weights are dropped before anything is loaded)."""
 
         path = self.broadcast(checkpoint_path)
-        checkpoint = safe_load(path)
+        checkpoint = read_state(path, self.lightning_module)
         with self._full_state(rank0_only=False):
             self.model.load_state_dict(checkpoint.pop("state_dict"), strict=False)
             if self.lightning_module.trainer.state.fn == TrainerFn.FITTING:

@@ -23,9 +23,9 @@ from ftlab.adapters.base import AdaptedModel
 from ftlab.data.epochs import train_steps
 from ftlab.data.packing import examples_in, has_local_layers, model_inputs
 from ftlab.training.device_values import DeviceScalars
-from ftlab.training.rng import every_rank, own_rank, rng_state, set_rng_state
+from ftlab.training.rng import set_rng_state
 from ftlab.training.schedules import lr_at, lr_multiplier, stage_at, stage_table, total_steps
-from ftlab.training.state import STATE_KEY, check_loaded, state_info, trainable_only
+from ftlab.training.state import assemble_state, load_state
 
 
 def gpu_memory_mb() -> float:
@@ -98,21 +98,17 @@ class FtlabModule(L.LightningModule):
         self._epoch_losses = DeviceScalars()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = trainable_only(checkpoint["state_dict"], self)
-        checkpoint[STATE_KEY] = state_info(self, self.foundation)
-        checkpoint["ftlab_rng"] = rng_state()
-        ranks = every_rank(checkpoint["ftlab_rng"])
-        if ranks is not None:
-            checkpoint["ftlab_rng_ranks"] = ranks
-        checkpoint["ftlab_epoch_losses"] = list(self.epoch_losses)
+        assemble_state(checkpoint, self, self.epoch_losses)  # the checkpoint format's (training.state)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # before Lightning loads the (non-strict) state dict: refuse what would not restore it
+        # before Lightning loads the (non-strict) state dict: migrate an older state, refuse what
+        # would not restore this run's trainable part
         trainer = self._trainer
-        check_loaded(checkpoint, self, self.foundation, str(getattr(trainer, "ckpt_path", None) or "checkpoint"))
-        self._restored_rng = own_rank(checkpoint.get("ftlab_rng_ranks"), checkpoint.get("ftlab_rng"))
+        rng, losses = load_state(checkpoint, self, self.foundation,
+                                 str(getattr(trainer, "ckpt_path", None) or "checkpoint"))
+        self._restored_rng = rng
         # a run resumed mid-epoch continues the epoch's loss average where the checkpoint left it
-        self._epoch_losses = DeviceScalars(checkpoint.get("ftlab_epoch_losses", []))
+        self._epoch_losses = DeviceScalars(losses)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         # still on the host: counting here costs no device sync

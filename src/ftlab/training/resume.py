@@ -13,7 +13,15 @@ from typing import Any
 
 from ftlab.errors import ConfigError
 from ftlab.training.foundation import foundation_mismatch
-from ftlab.training.state import STATE_FILE, STATE_KEY, checkpoints_newest_first, read_meta, state_problem
+from ftlab.training.state import (
+    STATE_FILE,
+    STATE_KEY,
+    checkpoints_newest_first,
+    format_problem,
+    read_meta,
+    state_path,
+    state_problem,
+)
 
 log = logging.getLogger("ftlab")
 
@@ -31,12 +39,15 @@ def resume_checkpoint(resume: str | None, run_dir: Path, found: dict[str, Any] |
             return None
     else:
         path = Path(resume)
-        path = path / STATE_FILE if path.is_dir() else path
+        path = state_path(path) if path.is_dir() else path
         if not path.is_file():
-            raise ConfigError("resume", resume, "null, 'auto' or a checkpoint dir containing state.ckpt")
+            raise ConfigError("resume", resume, f"null, 'auto' or a checkpoint dir containing {STATE_FILE}")
         problem = state_problem(path, read_meta(path))
         if problem is not None:
             raise ConfigError("resume", resume, f"an intact checkpoint of plain tensors ({problem[1]})")
+    newer = format_problem(read_meta(path), path)
+    if newer is not None:
+        raise ConfigError("resume", resume, f"a checkpoint this ftlab can read ({newer})")
     recorded = read_meta(path).get(STATE_KEY, {}).get("foundation")
     why = foundation_mismatch(recorded, found) if recorded is not None and found is not None else None
     if why is not None:
@@ -51,13 +62,13 @@ def newest_intact(run_dir: Path) -> Path | None:
     candidates = checkpoints_newest_first(run_dir)
     skipped: list[tuple[Path, str]] = []
     for d in candidates:
-        problem = state_problem(d / STATE_FILE, read_meta(d / STATE_FILE))
+        problem = state_problem(state_path(d), read_meta(state_path(d)))
         if problem is None:
             if skipped:
                 names = ", ".join(p.name for p, _ in skipped)
                 log.warning("resume=auto: skipping incomplete %s (%s); resuming from %s instead", names,
                             skipped[0][1], d.name)
-            return d / STATE_FILE
+            return state_path(d)
         kind, why = problem
         if kind == "unsafe":
             raise ConfigError("resume", str(d), f"a checkpoint of plain tensors ({why})")
