@@ -29,8 +29,8 @@ import pytest
 import torch
 
 from conftest import ROOT, cli
+from ftlab.core.errors import FtlabError, report_error
 from ftlab.data.checks import _facts
-from ftlab.errors import FtlabError, report_error
 from ftlab.preflight.compose import compose_config, expand_sweep
 from ftlab.preflight.launch import preflight
 from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
@@ -406,7 +406,7 @@ def test_cli_bad_input_exit_2_one_line_nothing_left(args: list[str], needle: str
 _LATE_FAILURE = """
 import sys
 import ftlab.run
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 
 def run(cfg, *a, **k):  # what only the run can find out (e.g. weights that do not load)
     raise ConfigError("model.name_or_path", "weights", "loadable weights")

@@ -20,8 +20,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Bottom to top. A unit is a subpackage of ftlab or a top-level module (``ftlab`` itself: its
 #: ``__init__``). A unit imports only units on lower floors.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("leaves", ("errors", "io", "console", "signals", "rundir")),
-    ("ground", ("ftlab", "plugins", "writefail", "config", "artifacts", "models")),
+    ("leaves", ("core", "rundir")),
+    ("ground", ("ftlab", "config", "artifacts", "models")),
     ("hardware targets", ("hardware",)),
     ("data", ("data",)),
     ("inference", ("inference",)),

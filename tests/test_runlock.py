@@ -17,7 +17,7 @@ import pytest
 
 from conftest import FAST, ROOT, cli
 from ftlab.artifacts.locks import BOOT_ID, HOST
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.runlock import LOCK_NAME, lock_run_dir, release_run_dirs
 
 

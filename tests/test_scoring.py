@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bigram_model import bigram_model, byte_tokenizer, nll, scale
+from ftlab.core.errors import FtlabError
 from ftlab.data.tasks import Example
-from ftlab.errors import FtlabError
 from ftlab.scoring import choice_accuracy, choice_ids, choice_log_likelihoods, final_number_match
 from tolerance import nll_rounding
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ftlab.analysis import analyze
 from ftlab.analysis.benchmarks import benchmark_table, to_markdown
-from ftlab.errors import FtlabError, report_error
+from ftlab.core.errors import FtlabError, report_error
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

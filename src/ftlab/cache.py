@@ -28,7 +28,7 @@ from typing import Any
 
 from ftlab.artifacts.store import ArtifactStore
 from ftlab.config.schema import PathsConfig
-from ftlab.errors import ConfigError, FtlabError, report_error
+from ftlab.core.errors import ConfigError, FtlabError, report_error
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 

@@ -36,8 +36,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftlab.adapters.registry import get_adapter
+from ftlab.core.errors import ConfigError, FtlabError, report_error
 from ftlab.data.real_tasks import REAL_TASKS, validate_real_task
-from ftlab.errors import ConfigError, FtlabError, report_error
 from ftlab.harness.benchmark_checks import asks_benchmarks
 from ftlab.harness.checks import check_benchmarks, model_window
 from ftlab.harness.data import run_split_files, run_task_benchmark, whole_file_files

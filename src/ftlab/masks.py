@@ -26,9 +26,9 @@ from typing import Any
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from ftlab.console import help_requested
-from ftlab.errors import ConfigError, FtlabError, report_error
-from ftlab.io import CsvAppender
+from ftlab.core.console import help_requested
+from ftlab.core.errors import ConfigError, FtlabError, report_error
+from ftlab.core.io import CsvAppender
 from ftlab.preflight.compose import compose_config, compose_run
 from ftlab.sparsity import stats
 from ftlab.sparsity.check import check_targets

@@ -41,11 +41,12 @@ from ftlab.callbacks.eval_log import EvalLog
 from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.callbacks.stop_on_signal import StopOnSignal
+from ftlab.core.io import write_json
+from ftlab.core.signals import Interrupted
 from ftlab.data.checks import check_train_batches, data_facts
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.packing import padding_fraction
 from ftlab.evaluation import final_evaluate, training_scorer
-from ftlab.io import write_json
 from ftlab.launchers.slurm import resume_setting
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.attention import resolve_attention
@@ -55,7 +56,6 @@ from ftlab.reuse.cached import cached_base_model, cached_init_fn, cached_mask_fn
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
-from ftlab.signals import Interrupted
 from ftlab.sparsity.calibration import calibration_batches
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import SparseBase, sparse_base

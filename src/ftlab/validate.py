@@ -27,9 +27,9 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from ftlab.console import help_requested, quiet_progress_bars, verbose
-from ftlab.errors import ConfigError, FtlabError, report_error
-from ftlab.io import write_json
+from ftlab.core.console import help_requested, quiet_progress_bars, verbose
+from ftlab.core.errors import ConfigError, FtlabError, report_error
+from ftlab.core.io import write_json
 from ftlab.sparsity.check import check_fit, check_targets, validate_weights
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.selection import canonical_name

@@ -17,7 +17,7 @@ from peft.tuners.lora.corda import preprocess_corda
 from ftlab.adapters.inits import init_spec, initial_state
 from ftlab.adapters.peft_lora import peft_config
 from ftlab.adapters.registry import get_adapter
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
 from ftlab.reuse.cached import cached_init_fn

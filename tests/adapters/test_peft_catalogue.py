@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 from conftest import FAST, compose, run_tiny
 from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
 from ftlab.reuse.steps import as_plain, run_steps

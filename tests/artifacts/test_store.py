@@ -13,7 +13,7 @@ import pytest
 from ftlab.artifacts.store import ArtifactStore
 from ftlab.cache import main as cache_main
 from ftlab.cache import parse_size
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 
 
 def key(n: int) -> str:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.data.real_tasks import final_number, normalize_number
 from ftlab.data.tasks import Example, build_task
-from ftlab.errors import ConfigError, FtlabError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
 from ftlab.scoring import choice_accuracy, choice_log_likelihoods

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.fused.grouping import plan_groups
 from ftlab.fused.recipe import check_no_base_noise
 from ftlab.run import prepare_model

@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import compose, run_tiny
 from ftlab.adapters.registry import get_adapter
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models import quantization as Q
 from ftlab.models.memory import prepare_for_training, upcast_trainable_

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import cli
 from ftlab.adapters.params import model_facts, trainable_params
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.plan.estimate import RunFacts, estimate_memory, estimate_time, fit_line
 from ftlab.plan.naming import fmt_value, swept_keys, tag
 from ftlab.plan.options import PlanOptions, parse_planner_args
@@ -196,7 +196,7 @@ def test_planner_options_fail_with_one_line():
 @pytest.mark.parametrize("bad,key", [("+experiment=no_such_experiment", "experiment"),
                                      ("adapter.rank=4", "adapter.rank")])
 def test_bad_input_fails_like_a_run(tmp_path, bad, key):
-    from ftlab.errors import FtlabError
+    from ftlab.core.errors import FtlabError
     from ftlab.preflight.launch import preflight
 
     out = tmp_path / "plan"

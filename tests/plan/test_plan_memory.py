@@ -18,7 +18,7 @@ from ftlab.adapters.params import (
     trainable_params,
     weight_bytes,
 )
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.plan.estimate import RunFacts, memory_match
 from ftlab.plan.priors import Prior
 

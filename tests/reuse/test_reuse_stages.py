@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import cli
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.preflight.compose import compose_run
 from ftlab.run import run
 

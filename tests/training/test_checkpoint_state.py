@@ -17,7 +17,7 @@ from torch import nn
 from conftest import FAST, cli, compose
 from ftlab.artifacts.manifest import build_manifest
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.run import run
 from ftlab.training.foundation import config_diff, foundation_mismatch
 from ftlab.training.state import (

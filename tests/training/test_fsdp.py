@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import cli, compose
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.preflight.fsdp_rules import check_fsdp_config, fsdp_problem
 from ftlab.training.fsdp import gather_trainable, plain_parts, rebuild_, unwrap_, wrap_policy
 from ftlab.training.state import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.preflight.compose import compose_run
 from ftlab.reuse.steps import as_plain, run_steps
 from ftlab.training.loggers import LoggerSpec, get_logger, register_logger

@@ -14,8 +14,8 @@ from typing import Any
 
 import lightning as L
 
+from ftlab.core.writefail import write_failure
 from ftlab.training.state import META_FILE, STATE_FILE, STATE_KEY, state_info
-from ftlab.writefail import write_failure
 
 
 def save_state(trainer: L.Trainer, path: Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
-from ftlab.io import write_json
+from ftlab.core.io import write_json
 from ftlab.training.module import gpu_memory_mb
 
 FIELDS = ["epoch", "step", "train_loss", "val_loss", "epoch_time", "gpu_memory_mb", "trainable_params",

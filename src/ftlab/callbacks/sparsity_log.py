@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 
 from ftlab.callbacks.stage_metrics import StageMetrics
-from ftlab.io import CsvAppender
+from ftlab.core.io import CsvAppender
 
 FILE = "sparsity_log.csv"
 COLUMNS = ["epoch", "step", "overall_sparsity"]

@@ -15,8 +15,8 @@ from typing import Any
 
 import lightning as L
 
+from ftlab.core.io import CsvAppender
 from ftlab.evaluation import SCORERS, evaluate
-from ftlab.io import CsvAppender
 from ftlab.training.schedules import stage_table
 
 FILE = "stage_metrics.csv"

@@ -17,10 +17,10 @@ from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.data.benchmark_files import resolve
 from ftlab.data.lm_eval_catalog import SPLIT_KEYS, task_yaml
 from ftlab.data.task_base import Example, Task
-from ftlab.errors import ConfigError, FtlabError
 
 TRAIN = "train"
 RENDERED = ("multiple_choice", "generate_until")

@@ -25,8 +25,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ftlab.core.errors import FtlabError, fail
 from ftlab.data.task_base import Example, Task, numbered_jsonl, register_task
-from ftlab.errors import FtlabError, fail
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FINAL_ANSWER_MARK = "####"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from ftlab.core.errors import ConfigError
 from ftlab.data import instruct, real_tasks  # noqa: F401  (register the file-based tasks)
 from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names callers import from here)
     Example,
@@ -26,7 +27,6 @@ from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names caller
     registered_tasks,
     split_examples,
 )
-from ftlab.errors import ConfigError
 
 
 def _word(rng: random.Random, lo: int, hi: int) -> str:

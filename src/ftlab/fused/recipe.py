@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
-from ftlab.errors import ConfigError
 from ftlab.fused.build import TrialAdapter, adapt_trial, install
 from ftlab.fused.coordinator import FusedStep
 from ftlab.fused.module import FusedTrialModule

@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.benchmark_config import write_jsonl
 from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
 from ftlab.data.real_tasks import REAL_TASKS, checked_rows
 from ftlab.data.tasks import split_examples
-from ftlab.errors import ConfigError
 from ftlab.harness.score import Benchmark
 
 FEWSHOT_KEY = "task.options.fewshot_path"

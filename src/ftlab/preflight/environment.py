@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 
 import torch
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.hardware import get_target
 from ftlab.training.state import META_FILE, STATE_FILE
 

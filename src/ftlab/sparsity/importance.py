@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from ftlab.errors import ConfigError
-from ftlab.plugins import Registry, import_object, is_import_path
+from ftlab.core.errors import ConfigError
+from ftlab.core.plugins import Registry, import_object, is_import_path
 from ftlab.sparsity.methods import NO_METHOD, find_method
 
 

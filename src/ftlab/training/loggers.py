@@ -18,8 +18,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.errors import fail
-from ftlab.plugins import Registry
+from ftlab.core.errors import fail
+from ftlab.core.plugins import Registry
 
 WANDB_MODES = ("offline", "online", "disabled")
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 from ftlab.training.foundation import foundation_mismatch
 
 log = logging.getLogger("ftlab")
