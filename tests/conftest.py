@@ -41,7 +41,7 @@ def compose(*overrides: str):
 
 def run_tiny(run_dir: Path, *overrides: str, callbacks: list | None = None):
     """Compose ``FAST + overrides`` and run it into ``run_dir``; returns (cfg, task metric)."""
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     cfg = compose(*FAST, *overrides)
     return cfg, run(cfg, run_dir=run_dir, extra_callbacks=callbacks)

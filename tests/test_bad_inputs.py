@@ -405,13 +405,13 @@ def test_cli_bad_input_exit_2_one_line_nothing_left(args: list[str], needle: str
 
 _LATE_FAILURE = """
 import sys
-import ftlab.run
+import ftlab.recipe.run
 from ftlab.core.errors import ConfigError
 
 def run(cfg, *a, **k):  # what only the run can find out (e.g. weights that do not load)
     raise ConfigError("model.name_or_path", "weights", "loadable weights")
 
-ftlab.run.run = run
+ftlab.recipe.run.run = run
 from ftlab.__main__ import main
 main(sys.argv[1:])
 """
@@ -434,7 +434,7 @@ def test_error_after_hydra_started_removes_the_empty_run_dir(tmp_path: Path):
 
 
 def test_discard_if_empty_keeps_anything_of_value(tmp_path: Path):
-    from ftlab.rundir import discard_if_empty
+    from ftlab.recipe.rundir import discard_if_empty
 
     sweep = tmp_path / "sweep"
     job = sweep / "0"

@@ -129,7 +129,7 @@ def run_model(run_dir: Path, cfg: DictConfig, weights: str) -> tuple[torch.nn.Mo
             raise ConfigError("--weights", weights, f"a run with an exported model ({merged} is missing)")
         return _load_hf(merged), _tokenizer(merged, cfg), weights
     # adapter / base: the run's base model (and sparsity masks) rebuilt from its config
-    from ftlab.run import prepare_model  # Lightning + peft: only when the base is rebuilt
+    from ftlab.recipe.run import prepare_model  # Lightning + peft: only when the base is rebuilt
 
     tokenizer, base = prepare_model(cfg)
     prepare_masks(cfg, base, tokenizer)

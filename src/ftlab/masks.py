@@ -90,7 +90,7 @@ def write_level(pruned, cfg: Any, level: float, directory: Path, fmt: str, model
 
 def make_masks(overrides: list[str], fmt: str = "safetensors") -> Path:
     """Compose, validate, compute and write; returns the output directory."""
-    from ftlab.run import prepare_model  # Lightning: not for --help or a bad option
+    from ftlab.recipe.run import prepare_model  # Lightning: not for --help or a bad option
 
     cfg = compose_run(overrides, config_name=CONFIG_NAME)
     out_dir = Path(compose_config(overrides, with_hydra=True, config_name=CONFIG_NAME).hydra.run.dir)

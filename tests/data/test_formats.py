@@ -20,7 +20,7 @@ from ftlab.data.encoding import IGNORE_INDEX, encode
 from ftlab.data.tasks import build_task, split_examples
 from ftlab.models import build_tokenizer
 from ftlab.preflight.launch import preflight
-from ftlab.run import summary_line
+from ftlab.recipe.run import summary_line
 
 EOS = 1
 

@@ -141,7 +141,7 @@ def _run_overrides(name: str, path: Path) -> list[str]:
 @pytest.mark.parametrize("name,key", [("boolq", "eval_accuracy"), ("hellaswag", "eval_accuracy"),
                                       ("gsm8k", "eval_exact_match")])
 def test_tiny_model_trains_and_scores(tmp_path, name, key):
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     path = write_jsonl(tmp_path / f"{name}.jsonl", ROWS[name](40, seed=1))
     cfg = compose_run(_run_overrides(name, path))

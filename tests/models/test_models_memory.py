@@ -33,7 +33,7 @@ def batch(vocab: int, n: int = 2, length: int = 16) -> dict[str, torch.Tensor]:
 
 
 def adapted_model(*overrides: str):
-    """Base built, prepared and adapted the way ``ftlab.run`` does it."""
+    """Base built, prepared and adapted the way ``ftlab.recipe.run`` does it."""
     cfg = compose(*overrides)
     model = build_model(cfg.model, build_tokenizer(cfg.model), seed=0)
     model = prepare_for_training(model, cfg)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ftlab.preflight.compose import compose_run
-from ftlab.run import run
+from ftlab.recipe.run import run
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.pipeline import dropped_update
 from ftlab.validate import validate

@@ -18,7 +18,7 @@ from conftest import FAST, cli, compose
 from ftlab.artifacts.manifest import build_manifest
 from ftlab.artifacts.store import ArtifactStore
 from ftlab.core.errors import ConfigError, FtlabError
-from ftlab.run import run
+from ftlab.recipe.run import run
 from ftlab.training.foundation import config_diff, foundation_mismatch
 from ftlab.training.state import (
     META_FILE,
@@ -180,7 +180,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
 @pytest.mark.slow
 def test_format_1_checkpoint_with_every_weight_still_resumes(tmp_path, caplog):
     from ftlab.adapters.registry import get_adapter
-    from ftlab.run import prepare_model
+    from ftlab.recipe.run import prepare_model
     from ftlab.training.module import FtlabModule
 
     full = go(tmp_path / "r")
