@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.data.real_tasks import final_number, normalize_number
 from ftlab.data.tasks import Example, build_task
+from ftlab.evaluation.scoring import choice_accuracy, choice_log_likelihoods
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
-from ftlab.scoring import choice_accuracy, choice_log_likelihoods
 from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
 
 ROWS = {"boolq": boolq_rows, "hellaswag": hellaswag_rows, "gsm8k": gsm8k_rows}

@@ -115,7 +115,9 @@ def validate_model(cfg) -> None:
 
 
 def validate_task_metric(cfg) -> None:
-    from ftlab.evaluation import SCORERS  # torchmetrics (loads matplotlib): not at `python -m ftlab` start-up
+    from ftlab.evaluation.metrics import (
+        SCORERS,  # torchmetrics (loads matplotlib): not at `python -m ftlab` start-up
+    )
 
     if cfg.task.metric not in SCORERS:
         fail("task.metric", cfg.task.metric, f"one of {sorted(SCORERS)}")

@@ -1,0 +1,3 @@
+"""A run's evaluation: val loss and the task metric (``metrics.py``: ftlab's own fast scorer during
+training, lm-eval's scores of the whole test split at the end) and the task metrics of ftlab's own
+scorer (``scoring.py``: choice log-likelihoods, final-number match)."""
