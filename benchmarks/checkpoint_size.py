@@ -3,7 +3,7 @@
     python benchmarks/checkpoint_size.py [--adapters lora,dora,sora,masked,full] [--hidden 512]
                                          [--out DIR] [--json FILE]
 
-For each adapter one real ``ftlab.run.run`` trains a widened tiny Llama (``--hidden``; the
+For each adapter one real ``ftlab.recipe.run.run`` trains a widened tiny Llama (``--hidden``; the
 intermediate size scales with it) for two stages of two steps (``schedule=stages`` with a fresh
 reuse cache, ``train.save_every_n_steps=2``), so it writes step checkpoints and cached stage
 entries exactly as a user's run does. Reported per adapter:
@@ -58,7 +58,7 @@ def dir_bytes(path: Path) -> int:
 def measure(adapter: str, hidden: int, root: Path) -> dict:
     from ftlab.artifacts.store import ArtifactStore
     from ftlab.preflight.compose import compose_run
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     cache, run_dir = root / f"cache-{adapter}", root / f"run-{adapter}"
     cfg = compose_run([f"adapter={adapter}", *common(hidden, cache), *EXTRA.get(adapter, [])])

@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from ftlab.data.tasks import harness_task  # noqa: E402
+from ftlab.evaluation.scoring import choice_log_likelihoods  # noqa: E402
 from ftlab.harness.data import run_task_benchmark, whole_file_files  # noqa: E402
 from ftlab.harness.score import score_benchmarks  # noqa: E402
 from ftlab.models import build_model, build_tokenizer  # noqa: E402
 from ftlab.preflight.compose import compose_run  # noqa: E402
-from ftlab.scoring import choice_log_likelihoods  # noqa: E402
 from real_task_files import boolq_rows, hellaswag_rows, write_jsonl  # noqa: E402
 
 ROWS = {"boolq": boolq_rows, "hellaswag": hellaswag_rows}

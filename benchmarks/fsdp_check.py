@@ -150,7 +150,7 @@ def check_export(run: Path, overrides: list[str]) -> None:
     from transformers import AutoModelForCausalLM
 
     from ftlab.preflight.compose import compose_run
-    from ftlab.run import prepare_model
+    from ftlab.recipe.run import prepare_model
 
     merged = AutoModelForCausalLM.from_pretrained(str(run / "model"), dtype=torch.float32).eval()
     _, base = prepare_model(compose_run([o for o in overrides if not o.startswith("hardware")]))
@@ -174,7 +174,7 @@ def check_bf16_base(run: Path, overrides: list[str]) -> None:
     from transformers import AutoModelForCausalLM
 
     from ftlab.preflight.compose import compose_run
-    from ftlab.run import prepare_model
+    from ftlab.recipe.run import prepare_model
 
     dtypes = sorted({str(v.dtype) for v in adapter(run).values()})
     got = AutoModelForCausalLM.from_pretrained(str(run / "model"), dtype="auto").state_dict()

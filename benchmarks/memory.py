@@ -8,7 +8,7 @@ of 512 tokens: ~6 M weights against ~2 GB of activations per step); any ``compos
 override replaces those defaults (``model=tiny_gpt_neox``, ``adapter=dora``,
 ``model.dtype=bfloat16``, ``model.quantization=nf4``...). Each setting runs in its own
 subprocess — a process's peak resident set only grows, so settings cannot share one — which
-builds the model exactly as ``ftlab.run`` does (``prepare_for_training``, the adapter, fp32
+builds the model exactly as ``ftlab.recipe.run`` does (``prepare_for_training``, the adapter, fp32
 trainables) and takes ``--steps`` AdamW steps on random tokens.
 
 Peak memory is CUDA's ``max_memory_allocated`` on a GPU, else the process's peak RSS

@@ -2,7 +2,7 @@
 
 Both sides train the same tiny model (widened so a step takes >= 20 ms on CPU) with the same
 LoRA config, optimiser, schedule, clipping and batches. ftlab's side is the real recipe
-(``ftlab.run.run``: Lightning Trainer, ftlab's module, callbacks writing loss_log.csv and
+(``ftlab.recipe.run.run``: Lightning Trainer, ftlab's module, callbacks writing loss_log.csv and
 training_history.json), timed from the start of step ``warmup`` to the start of the last step, so
 set-up and export are excluded on both sides. Runs alternate and the median ratio is printed.
 
@@ -39,7 +39,7 @@ from ftlab.data.encoding import collate
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.build import model_config
 from ftlab.preflight.compose import compose_run
-from ftlab.run import run
+from ftlab.recipe.run import run
 from ftlab.training.schedules import lr_multiplier
 
 LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -15,8 +15,8 @@ import argparse
 import tempfile
 import time
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.checks import _facts
-from ftlab.errors import FtlabError
 from ftlab.preflight.compose import compose_config, expand_sweep, preflight
 
 CASES = {

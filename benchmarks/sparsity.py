@@ -182,10 +182,10 @@ def dense_hessians(model, linears: dict, batches: list) -> dict:
 def quality(base_steps: int, level: float) -> None:
     import copy
 
+    from ftlab.data.inference import loss_on
     from ftlab.data.tasks import build_task
-    from ftlab.inference import loss_on
     from ftlab.preflight.compose import compose_run
-    from ftlab.run import prepare_model
+    from ftlab.recipe.run import prepare_model
     from ftlab.sparsity.calibration import calibration_batches
     from ftlab.sparsity.compute import compute_pruned
     from ftlab.sparsity.selection import canonical_parameters, select_modules

@@ -21,7 +21,7 @@ SRC = str(ROOT / "src" / "ftlab")
 
 def main(argv: list[str]) -> int:
     from ftlab.preflight.compose import compose_run
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     overrides = argv or ["+experiment=quickstart"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,7 +41,7 @@ def compose(*overrides: str):
 
 def assert_refused(overrides: list[str], message: str) -> None:
     """Composing ``overrides`` ends in one :class:`ConfigError` line starting with ``message``."""
-    from ftlab.errors import ConfigError
+    from ftlab.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         compose(*overrides)
@@ -50,7 +50,7 @@ def assert_refused(overrides: list[str], message: str) -> None:
 
 def run_tiny(run_dir: Path, *overrides: str, callbacks: list | None = None):
     """Compose ``FAST + overrides`` and run it into ``run_dir``; returns (cfg, task metric)."""
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     cfg = compose(*FAST, *overrides)
     return cfg, run(cfg, run_dir=run_dir, extra_callbacks=callbacks)

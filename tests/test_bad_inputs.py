@@ -29,8 +29,8 @@ import pytest
 import torch
 
 from conftest import ROOT, cli
+from ftlab.core.errors import FtlabError, report_error
 from ftlab.data.checks import _facts
-from ftlab.errors import FtlabError, report_error
 from ftlab.preflight.compose import compose_config, expand_sweep
 from ftlab.preflight.launch import preflight
 from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
@@ -411,13 +411,13 @@ def test_cli_bad_input_exit_2_one_line_nothing_left(args: list[str], needle: str
 
 _LATE_FAILURE = """
 import sys
-import ftlab.run
-from ftlab.errors import ConfigError
+import ftlab.recipe.run
+from ftlab.core.errors import ConfigError
 
 def run(cfg, *a, **k):  # what only the run can find out (e.g. weights that do not load)
     raise ConfigError("model.name_or_path", "weights", "loadable weights")
 
-ftlab.run.run = run
+ftlab.recipe.run.run = run
 from ftlab.__main__ import main
 main(sys.argv[1:])
 """
@@ -440,7 +440,7 @@ def test_error_after_hydra_started_removes_the_empty_run_dir(tmp_path: Path):
 
 
 def test_discard_if_empty_keeps_anything_of_value(tmp_path: Path):
-    from ftlab.rundir import discard_if_empty
+    from ftlab.recipe.rundir import discard_if_empty
 
     sweep = tmp_path / "sweep"
     job = sweep / "0"

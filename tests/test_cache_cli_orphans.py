@@ -10,8 +10,8 @@ from pathlib import Path
 
 from conftest import ROOT
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.cache import default_cache_dir
 from ftlab.cache import main as cache_main
+from ftlab.reuse.cache_admin import default_cache_dir
 
 KEY = "a" * 64
 

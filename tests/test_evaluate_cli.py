@@ -8,8 +8,8 @@ import json
 import pytest
 
 from conftest import run_tiny
+from ftlab.core.errors import FtlabError
 from ftlab.data.tasks import checked_rows
-from ftlab.errors import FtlabError
 from ftlab.evaluate import main
 from real_task_files import arc_rows, boolq_rows, hellaswag_rows, piqa_rows, write_jsonl, write_parquet
 

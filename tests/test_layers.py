@@ -20,20 +20,19 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Bottom to top. A unit is a subpackage of ftlab or a top-level module (``ftlab`` itself: its
 #: ``__init__``). A unit imports only units on lower floors.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("leaves", ("errors", "io", "console", "signals", "rundir")),
-    ("ground", ("ftlab", "plugins", "writefail", "config", "artifacts", "models")),
+    ("leaves", ("core",)),
+    ("ground", ("ftlab", "config", "artifacts", "models")),
     ("hardware targets", ("hardware",)),
     ("data", ("data",)),
-    ("inference", ("inference",)),
-    ("methods", ("sparsity", "scoring")),
+    ("methods", ("sparsity",)),
     ("adapters", ("adapters",)),
     ("training", ("training",)),
-    ("harness and base model", ("harness", "base_model")),
+    ("harness", ("harness",)),
     ("evaluation", ("evaluation",)),
     ("callbacks", ("callbacks",)),
     ("plan of steps and launchers", ("reuse", "launchers")),
     ("preflight and search", ("preflight", "search")),
-    ("recipe and analysis", ("run", "runlock", "analysis")),
+    ("recipe and analysis", ("recipe", "analysis")),
     ("fused trials", ("fused",)),
     ("entry points", ("__main__", "plan", "evaluate", "masks", "cache", "validate", "analyze")),
 ]
@@ -151,8 +150,8 @@ def test_no_package_cycles():
 def test_the_check_sees_function_level_and_relative_imports():
     """The parser counts what the floors rest on: an import inside a function, a relative one, and
     not an annotation-only one."""
-    code = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ftlab.run import x\n"
+    code = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ftlab.recipe.run import x\n"
             "def f():\n    from ftlab.reuse.steps import run_steps\n    from .io import write_json\n")
     names = _imported(ast.parse(code), "ftlab.data")
     assert "ftlab.reuse.steps" in names and "ftlab.data.io" in names
-    assert not any(n.startswith("ftlab.run") for n in names)
+    assert not any(n.startswith("ftlab.recipe.run") for n in names)

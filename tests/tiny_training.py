@@ -1,6 +1,6 @@
 """Build the parts of one tiny run in-process (config, datamodule, LightningModule) and fit them
 with a real Lightning Trainer and only the callbacks a test names: direct tests of callbacks and
-of the datamodule without going through the recipe (``ftlab.run``)."""
+of the datamodule without going through the recipe (``ftlab.recipe.run``)."""
 
 from __future__ import annotations
 

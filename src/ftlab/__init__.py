@@ -1,6 +1,6 @@
 """ftlab: Hydra-configured parameter-efficient fine-tuning of language models with Lightning."""
 
-from ftlab.console import quiet_known_noise
+from ftlab.core.console import quiet_known_noise
 
 __version__ = "0.1.0"
 

@@ -10,15 +10,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from ftlab.console import configure_run_console
-from ftlab.errors import FtlabError, report_error
+from ftlab.core.console import configure_run_console
+from ftlab.core.errors import FtlabError, report_error
+from ftlab.core.signals import Interrupted, job_guard
+from ftlab.core.writefail import write_failure
 from ftlab.preflight.compose import config_dir, translate_hydra_error
 from ftlab.preflight.launch import base_config, output_dir, preflight
 from ftlab.preflight.store import register_configs
-from ftlab.rundir import discard_if_empty
-from ftlab.runlock import job_lock, lock_run_dir, release_run_dirs
-from ftlab.signals import Interrupted, job_guard
-from ftlab.writefail import write_failure
+from ftlab.recipe.rundir import discard_if_empty
+from ftlab.recipe.runlock import job_lock, lock_run_dir, release_run_dirs
 
 # Hydra flags that take the next argument as their value.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -70,7 +70,7 @@ def discard_run_dir() -> None:
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
-    from ftlab.run import run  # Lightning + transformers: loaded once a job runs, not for --help/--cfg
+    from ftlab.recipe.run import run  # Lightning + transformers: loaded once a job runs, not for --help/--cfg
 
     hc = HydraConfig.get()
     configure_run_console(bool(hc.verbose))  # after Hydra's logging setup: once per line

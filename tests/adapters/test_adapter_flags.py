@@ -11,7 +11,7 @@ from conftest import compose
 from ftlab.adapters import all_adapters, get_adapter
 from ftlab.adapters.params import model_facts, param_bytes, trainable_params
 from ftlab.adapters.registry import AdapterSpec
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.validate import validate_model_memory, validate_stage_thresholds
 

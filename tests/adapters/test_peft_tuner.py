@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import FAST, assert_refused, compose, run_tiny
 from ftlab.adapters.registry import get_adapter
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import check_supported
 from ftlab.models import build_model, build_tokenizer

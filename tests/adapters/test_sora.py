@@ -15,7 +15,7 @@ from torch import nn
 
 from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.sora import GATE_GROUP, GatedDoraLinear, GatedLoraLinear
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
 from ftlab.training.module import FtlabModule

@@ -13,7 +13,7 @@ import torch
 
 from conftest import read_csv
 from ftlab.preflight.compose import compose_run
-from ftlab.run import run
+from ftlab.recipe.run import run
 from ftlab.training.state import META_FILE, STATE_FILE, find_latest_checkpoint
 
 pytestmark = pytest.mark.slow

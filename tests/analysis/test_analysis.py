@@ -21,7 +21,7 @@ TINY = ["task.num_examples=80", "task.eval_examples=4", "train.max_steps=6", "tr
 
 
 def make_run(run_dir: Path, overrides: list[str]) -> Path:
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     cache = f"paths.cache_dir={run_dir.parent / '.cache'}"  # hermetic: masks/bases cached beside the runs
     run(compose_run([*TINY, cache, *overrides]), run_dir=run_dir)

@@ -12,8 +12,8 @@ import pytest
 
 from ftlab.artifacts.store import ArtifactStore
 from ftlab.cache import main as cache_main
-from ftlab.cache import parse_size
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
+from ftlab.reuse.cache_admin import parse_size
 
 
 def key(n: int) -> str:

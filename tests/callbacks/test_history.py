@@ -1,6 +1,6 @@
 """``training_history.json`` (TrainingHistory): one row per epoch end whose ``train_loss`` is the mean
 of the epoch's losses the module computed and whose ``val_loss`` is the token-weighted answer loss
-of the val split (:func:`ftlab.inference.loss_on`, computed here independently)."""
+of the val split (:func:`ftlab.data.inference.loss_on`, computed here independently)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 
 from ftlab.callbacks.history import FIELDS, TrainingHistory, empty_history, fill_final_val_loss
-from ftlab.inference import loss_on
+from ftlab.data.inference import loss_on
 from tiny_training import tiny_fit, tiny_parts
 
 EPOCH = 8  # batches per epoch of tiny_parts' data

@@ -10,8 +10,8 @@ import pytest
 from conftest import read_csv
 from ftlab.callbacks.checkpoints import PeriodicCheckpoint
 from ftlab.callbacks.stage_metrics import COLUMNS, FILE, StageMetrics, metric_key
-from ftlab.evaluation import exact_match
-from ftlab.inference import loss_on
+from ftlab.data.inference import loss_on
+from ftlab.evaluation.metrics import exact_match
 from ftlab.training.state import STATE_FILE
 from tiny_training import tiny_fit, tiny_parts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT, cli, compose
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 
 GROUPS = ["model", "adapter", "sparsity", "schedule", "hardware", "task", "logger"]
 

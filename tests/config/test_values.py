@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from ftlab.config.fields import Bounds, knob
 from ftlab.config.values import check_node
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.preflight.launch import preflight
 
 CASES = [

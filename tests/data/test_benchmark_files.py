@@ -6,9 +6,9 @@ from __future__ import annotations
 import datasets
 import pytest
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.benchmark_config import task_config
 from ftlab.data.benchmark_files import SCORED, resolve
-from ftlab.errors import FtlabError
 from real_task_files import arc_rows, piqa_rows, winogrande_rows, write_jsonl, write_parquet
 
 

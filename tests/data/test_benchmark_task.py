@@ -11,8 +11,8 @@ from lm_eval.api.task import ConfigurableTask
 from lm_eval.tasks._yaml_loader import load_yaml
 from omegaconf import OmegaConf
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.tasks import build_task
-from ftlab.errors import ConfigError
 from real_task_files import arc_rows, gsm8k_rows, piqa_rows, winogrande_rows, write_jsonl
 
 UPSTREAM = Path(lm_eval.__file__).resolve().parent / "tasks"

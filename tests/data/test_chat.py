@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.chat import render_conversation, render_examples
 from ftlab.data.encoding import IGNORE_INDEX, encode_spans
 from ftlab.data.task_base import Example
-from ftlab.errors import FtlabError
 
 LLAMA3 = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' "

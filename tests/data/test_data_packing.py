@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import compose, run_tiny
+from ftlab.core.errors import ConfigError
 from ftlab.data.datamodule import LengthGroupedSampler, ResumableSampler, TaskDataModule
 from ftlab.data.encoding import IGNORE_INDEX, Encoded, collate
 from ftlab.data.packing import (
@@ -22,7 +23,6 @@ from ftlab.data.packing import (
     padding_fraction,
     segment_ids,
 )
-from ftlab.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from tolerance import assert_close
 

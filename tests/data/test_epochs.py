@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, run_tiny
+from ftlab.core.errors import FtlabError
 from ftlab.data.checks import data_facts
 from ftlab.data.epochs import epoch_items, planned_steps, steps_per_epoch, train_steps
 from ftlab.data.packing import pack_rows
-from ftlab.errors import FtlabError
 from ftlab.preflight.launch import preflight
 
 EPOCHS = ("train.max_epochs=2", "train.max_steps=null")

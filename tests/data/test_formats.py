@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 
 from conftest import compose
+from ftlab.core.errors import FtlabError
 from ftlab.data.chat import render_examples
 from ftlab.data.checks import data_facts
 from ftlab.data.encoding import IGNORE_INDEX, encode
 from ftlab.data.tasks import build_task, split_examples
-from ftlab.errors import FtlabError
 from ftlab.models import build_tokenizer
 from ftlab.preflight.launch import preflight
-from ftlab.run import summary_line
+from ftlab.recipe.run import summary_line
 
 EOS = 1
 

@@ -7,8 +7,8 @@ from functools import partial
 
 import pytest
 
+from ftlab.core.errors import FtlabError
 from ftlab.data import lm_eval_catalog as catalog
-from ftlab.errors import FtlabError
 
 SUITES = ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa",
           "gsm8k", "asdiv", "mathqa", "agieval_aqua_rat", "wikitext"]

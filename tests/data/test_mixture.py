@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from conftest import compose, run_tiny
+from ftlab.core.errors import FtlabError
 from ftlab.data.tasks import build_task
-from ftlab.errors import FtlabError
 from ftlab.preflight.launch import preflight
 from ftlab.reuse.runner import StepRunner
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.data.real_tasks import final_number, normalize_number
 from ftlab.data.tasks import Example, build_task
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.evaluation.scoring import choice_accuracy, choice_log_likelihoods
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
-from ftlab.scoring import choice_accuracy, choice_log_likelihoods
 from real_task_files import boolq_rows, gsm8k_rows, hellaswag_rows, write_jsonl, write_parquet
 
 ROWS = {"boolq": boolq_rows, "hellaswag": hellaswag_rows, "gsm8k": gsm8k_rows}
@@ -141,7 +141,7 @@ def _run_overrides(name: str, path: Path) -> list[str]:
 @pytest.mark.parametrize("name,key", [("boolq", "eval_accuracy"), ("hellaswag", "eval_accuracy"),
                                       ("gsm8k", "eval_exact_match")])
 def test_tiny_model_trains_and_scores(tmp_path, name, key):
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     path = write_jsonl(tmp_path / f"{name}.jsonl", ROWS[name](40, seed=1))
     cfg = compose_run(_run_overrides(name, path))

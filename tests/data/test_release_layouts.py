@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.benchmark_files import resolve
 from ftlab.data.release_layouts import normalized
-from ftlab.errors import FtlabError
 from real_task_files import write_jsonl
 
 PIQA = [{"goal": "g1", "sol1": "a", "sol2": "b"}, {"goal": "g2", "sol1": "c", "sol2": "d"}]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from ftlab.core.errors import ConfigError
 from ftlab.data import task_base
 from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
 from ftlab.data.real_tasks import BOOLQ_CHOICES, RealTask, boolq_example, boolq_superglue_row
@@ -16,7 +17,6 @@ from ftlab.data.tasks import (
     harness_task_names,
     validate_real_task,
 )
-from ftlab.errors import ConfigError
 from ftlab.harness.benchmark_checks import uses_harness
 from ftlab.harness.data import run_task_benchmark
 from real_task_files import boolq_rows, write_jsonl

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import compose
+from ftlab.core.errors import FtlabError
 from ftlab.data.encoding import IGNORE_INDEX, encode_example
 from ftlab.data.tasks import build_task
-from ftlab.errors import FtlabError
 from ftlab.models import build_tokenizer
 
 

@@ -18,10 +18,10 @@ from safetensors.torch import load_file
 
 from conftest import cli, compose, run_tiny
 from ftlab.artifacts.manifest import tokenizer_fingerprint
+from ftlab.core.errors import FtlabError
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.encoding import encode
 from ftlab.data.tokenized import tokenized_bytes
-from ftlab.errors import FtlabError
 from ftlab.models import build_tokenizer
 from ftlab.reuse.runner import StepRunner
 

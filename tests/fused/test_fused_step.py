@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ftlab.adapters.registry import get_adapter
+from ftlab.core.errors import ConfigError
 from ftlab.data.encoding import IGNORE_INDEX, Encoded, collate
-from ftlab.errors import ConfigError
 from ftlab.fused.batch import concat_batches, trial_losses
 from ftlab.fused.build import adapt_trial, adapted_layers, check_fusable, install, lend_back, restore, slot_of
 from ftlab.models import build_model, build_tokenizer

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.fused.grouping import plan_groups
 from ftlab.fused.recipe import check_no_base_noise
-from ftlab.run import prepare_model
+from ftlab.recipe.run import prepare_model
 
 BASE = ["model.init_seed=0", "task.num_examples=80"]
 

@@ -1,4 +1,4 @@
-"""A fused group against solo runs of the same configs, end to end (``ftlab.run.run``): loss
+"""A fused group against solo runs of the same configs, end to end (``ftlab.recipe.run.run``): loss
 curves, trained adapters, metrics; a diverging trial stops alone; trials with fewer steps leave
 early; a killed group resumed with ``resume=auto`` ends as an uninterrupted one.
 
@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from conftest import compose
 from ftlab.fused.module import TrialDiverged
 from ftlab.fused.recipe import prepare_trial, run_group
-from ftlab.run import prepare_model, run
+from ftlab.recipe.run import prepare_model, run
 
 SMALL = ["task.num_examples=80", "task.max_length=32", "train.batch_size=8", "train.eval_batch_size=16",
          "task.eval_examples=4", "task.max_new_tokens=4", "train.log_every_n_steps=1", "model.init_seed=0",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftlab.errors import ConfigError, fail
+from ftlab.core.errors import ConfigError, fail
 from ftlab.fused.grouping import why_not_fused
 from ftlab.hardware import HardwareSpec, all_targets, get_target, register_target, shards_parameters
 from ftlab.models import memory

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 from ftlab.harness.benchmark_checks import check_evaluation
 from ftlab.preflight.launch import preflight
 

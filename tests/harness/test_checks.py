@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 from ftlab.evaluate import main
 from ftlab.preflight.launch import preflight
 from real_task_files import arc_rows, gsm8k_rows, piqa_rows, write_jsonl

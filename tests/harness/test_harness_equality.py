@@ -25,10 +25,10 @@ from transformers import AutoTokenizer
 from conftest import compose
 from ftlab.data.benchmark_files import resolve
 from ftlab.data.tasks import harness_task
+from ftlab.evaluation.scoring import choice_log_likelihoods
 from ftlab.harness.data import run_task_benchmark, whole_file_files
 from ftlab.harness.score import Benchmark, harness_options, score_benchmarks
 from ftlab.models import build_model, build_tokenizer
-from ftlab.scoring import choice_log_likelihoods
 from real_task_files import (
     arc_rows,
     boolq_rows,

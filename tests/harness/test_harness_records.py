@@ -7,10 +7,10 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.benchmark_config import task_config
 from ftlab.data.benchmark_files import FEWSHOT, SCORED
 from ftlab.data.tasks import build_task
-from ftlab.errors import FtlabError
 from ftlab.harness.data import run_split_files, whole_file_files
 from ftlab.harness.records import default_variant, metric_records, pick, variant_name
 from real_task_files import boolq_rows, gsm8k_rows, write_jsonl, write_parquet

@@ -11,7 +11,7 @@ import pytest
 from conftest import compose
 from ftlab.adapters import all_adapters, get_adapter
 from ftlab.adapters.registry import AdapterSpec
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.launchers.cerebras_adapters import cerebras_adapters, cerebras_refusal, lora_on_cerebras
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import check_supported

@@ -8,7 +8,7 @@ import fnmatch
 
 import pytest
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.launchers.cerebras_names import (
     CS_CHECKPOINT_FORMAT,
     LAYER_PARAMS,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.launchers.cerebras_names import param_globs
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import (

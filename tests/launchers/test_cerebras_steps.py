@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, cli
+from ftlab.core.errors import ConfigError
 from ftlab.data.tasks import build_task
-from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_job import write_job_files
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import check_supported, cszoo_params

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.launchers.cerebras_options import CerebrasOptions
 from ftlab.launchers.cerebras_params import (
     base_mask,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, run_tiny
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.launchers.slurm import check_cluster, restart_count, resume_setting
 from ftlab.preflight.compose import compose_config
 from ftlab.preflight.validate import validate_config

@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoConfig, BloomForCausalLM, LlamaForCausalLM
 
 from conftest import FAST, cli, compose
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.attention import has_implementation, resolve_attention
 

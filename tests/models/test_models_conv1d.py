@@ -15,14 +15,14 @@ from conftest import compose, run_tiny
 from ftlab.adapters.params import model_facts, trainable_params
 from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.targets import resolve_targets
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
+from ftlab.evaluation.mask_validation import validate
 from ftlab.models import build_model, build_tokenizer
 from ftlab.sparsity.compute import compute_pruned, input_stats
 from ftlab.sparsity.masks import mask_units, nm_pattern_ok, structured_ok
 from ftlab.sparsity.pipeline import attach_masks, prepare_masks
 from ftlab.sparsity.scores import InputSquares
 from ftlab.sparsity.selection import select_modules
-from ftlab.validate import validate
 
 LEAVES = ["c_attn", "c_proj", "c_fc", "c_proj"]
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import compose
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.inputs import EXTRA_INPUTS
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import compose, run_tiny
 from ftlab.adapters.registry import get_adapter
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models import quantization as Q
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
@@ -33,7 +33,7 @@ def batch(vocab: int, n: int = 2, length: int = 16) -> dict[str, torch.Tensor]:
 
 
 def adapted_model(*overrides: str):
-    """Base built, prepared and adapted the way ``ftlab.run`` does it."""
+    """Base built, prepared and adapted the way ``ftlab.recipe.run`` does it."""
     cfg = compose(*overrides)
     model = build_model(cfg.model, build_tokenizer(cfg.model), seed=0)
     model = prepare_for_training(model, cfg)

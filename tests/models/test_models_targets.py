@@ -17,7 +17,7 @@ from conftest import compose, run_tiny
 from ftlab.adapters.masked import MaskedLora
 from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.targets import peft_parameter_list, peft_target_list, resolve_targets
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.structure import (
     decoder_layer_classes,

@@ -14,7 +14,7 @@ import sentencepiece as spm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import compose, run_tiny
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.model_checks import check_model_dir
 

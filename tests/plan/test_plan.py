@@ -8,7 +8,7 @@ import pytest
 
 from conftest import cli
 from ftlab.adapters.params import model_facts, trainable_params
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.plan.estimate import RunFacts, estimate_memory, estimate_time, fit_line
 from ftlab.plan.naming import fmt_value, swept_keys, tag
 from ftlab.plan.options import PlanOptions, parse_planner_args
@@ -87,7 +87,7 @@ def test_stage_tree_merges_identical_history_only():
 def test_planned_sharing_matches_what_the_cache_does(tmp_path):
     """Two trials sharing stage 1: the plan's tree says which stages the second trial gets from the
     cache; running both (cache in tmp) must show exactly those hits, under the same keys."""
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     common = [*TINY, "schedule=stages", f"paths.cache_dir={tmp_path}/cache"]
     jobs = [[*common, _stages((4, 1e-3), (3, 1e-4))], [*common, _stages((4, 1e-3), (3, 3e-4))]]
@@ -163,7 +163,7 @@ def test_memory_fit_and_batch_size_recommendation():
 
 @pytest.mark.slow
 def test_estimate_for_a_run_identical_to_a_finished_prior(tmp_path):
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     run(compose_run(TINY), run_dir=tmp_path / "priors" / "0")
     measured = json.loads((tmp_path / "priors" / "0" / "metrics.json").read_text())["train_time_s"]
@@ -196,7 +196,7 @@ def test_planner_options_fail_with_one_line():
 @pytest.mark.parametrize("bad,key", [("+experiment=no_such_experiment", "experiment"),
                                      ("adapter.rank=4", "adapter.rank")])
 def test_bad_input_fails_like_a_run(tmp_path, bad, key):
-    from ftlab.errors import FtlabError
+    from ftlab.core.errors import FtlabError
     from ftlab.preflight.launch import preflight
 
     out = tmp_path / "plan"

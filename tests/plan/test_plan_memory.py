@@ -18,7 +18,7 @@ from ftlab.adapters.params import (
     trainable_params,
     weight_bytes,
 )
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.plan.estimate import RunFacts, memory_match
 from ftlab.plan.priors import Prior
 
@@ -112,7 +112,7 @@ def test_fsdp_plan_shards_per_device_and_says_whether_it_fits() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_fsdp_without_cuda_is_refused_in_one_line(tmp_path) -> None:
-    from ftlab.run import run
+    from ftlab.recipe.run import run
 
     cfg = compose("hardware=fsdp")  # accelerator=gpu: FSDP trains here only with hardware.accelerator=cpu
     with pytest.raises(ConfigError) as err:

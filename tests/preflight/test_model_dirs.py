@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from transformers import BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
 
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 from ftlab.preflight.launch import preflight
 from ftlab.preflight.model_checks import weight_shapes
 from real_task_files import gsm8k_rows, write_jsonl

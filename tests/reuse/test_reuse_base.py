@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from ftlab.artifacts.store import ArtifactStore
 from ftlab.preflight.compose import compose_run
-from ftlab.run import run
+from ftlab.recipe.run import run
 
 pytestmark = pytest.mark.slow
 

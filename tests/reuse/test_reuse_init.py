@@ -20,10 +20,10 @@ from ftlab.adapters.registry import get_adapter
 from ftlab.artifacts.store import ArtifactStore
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
+from ftlab.recipe.run import run
 from ftlab.reuse.cached import INIT_FILE, cached_init_fn
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.steps import as_plain, run_steps
-from ftlab.run import run
 
 PISSA = ["adapter=lora", "adapter.init=pissa", "adapter.r=4"]
 

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 
 from conftest import cli
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.preflight.compose import compose_run
-from ftlab.run import run
+from ftlab.recipe.run import run
 
 TINY = ["schedule=stages", "task.num_examples=120", "train.batch_size=8", "train.eval_batch_size=32",
         "train.log_every_n_steps=2", "train.log_measurements=false", "eval.generate=false",

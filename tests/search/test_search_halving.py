@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.search.halving import badness, group, predict, promote, rung_sizes, survivors
 from ftlab.search.options import search_options
 from ftlab.search.space import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.io import save_masks
 

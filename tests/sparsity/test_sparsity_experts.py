@@ -17,6 +17,7 @@ from adapted_steps import train_then_logits
 from conftest import compose, read_csv, run_tiny
 from ftlab.adapters.params import model_facts, trainable_params
 from ftlab.adapters.registry import get_adapter
+from ftlab.evaluation.mask_validation import validate
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.structure import expert_parameters
 from ftlab.sparsity.calibration import calibration_batches
@@ -35,7 +36,6 @@ from ftlab.sparsity.masks import mask_units, nm_pattern_ok, sparsity_of, structu
 from ftlab.sparsity.pipeline import attach_masks, prepare_masks
 from ftlab.sparsity.selection import select_modules
 from ftlab.sparsity.stats import describe, layer_rows
-from ftlab.validate import validate
 
 MOE = ["tiny_mixtral", "tiny_qwen2_moe", "tiny_qwen3_moe"]
 CAL = ("sparsity.calibration.batches=2", "sparsity.calibration.batch_size=4")

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
 from ftlab.sparsity.check import check_targets, validate_weights

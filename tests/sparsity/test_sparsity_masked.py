@@ -98,7 +98,7 @@ def test_merge_keeps_zeros_and_outputs(tmp_path):
 
 
 def test_masked_without_masks_refuses_to_train():
-    from ftlab.errors import FtlabError
+    from ftlab.core.errors import FtlabError
 
     _, _, _, adapted = masked_model()
     with pytest.raises(FtlabError, match="adapter=masked needs the sparse base's masks"):

@@ -227,7 +227,7 @@ def test_nm_and_structured_unit():
 
 
 def test_masks_from_scores_rejects_unknown_method():
-    from ftlab.errors import ConfigError
+    from ftlab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="sparsity.method"):
         masks_from_scores({"w": torch.ones(2, 2)}, MaskSpec("bogus", 0.5))

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from ftlab.evaluation.mask_validation import validate
 from ftlab.preflight.compose import compose_run
-from ftlab.run import run
+from ftlab.recipe.run import run
 from ftlab.sparsity.io import load_masks
 from ftlab.sparsity.pipeline import dropped_update
-from ftlab.validate import validate
 
 FAST = ["task.num_examples=120", "train.max_steps=6", "train.batch_size=8", "train.log_every_n_steps=3",
         "train.log_measurements=false", "eval.generate=false", "schedule.lr=1e-2", "train.save_merged_model=true"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
 from ftlab.reuse import steps as S

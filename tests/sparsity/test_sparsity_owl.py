@@ -8,7 +8,7 @@ import csv
 import pytest
 import torch
 
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.masks import main
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run

@@ -9,7 +9,7 @@ import pytest
 from transformers import BloomConfig, BloomForCausalLM
 
 from conftest import compose
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.structure import decoder_linears, expert_count, expert_parameters, router_names
 from ftlab.sparsity.selection import select_modules, unit_name

@@ -44,7 +44,7 @@ def test_cpu_says_why_in_one_line(tmp_path):
 
 
 def test_bad_speed_value_is_one_line(tmp_path):
-    from ftlab.errors import ConfigError
+    from ftlab.core.errors import ConfigError
     from ftlab.validate import parse_args
 
     with pytest.raises(ConfigError, match=r"speed='4:8' is invalid: one of \['2:4'\]"):

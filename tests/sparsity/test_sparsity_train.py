@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from ftlab.adapters.registry import all_adapters
 from ftlab.models import build_model, build_tokenizer
 from ftlab.preflight.compose import compose_run
-from ftlab.run import run
+from ftlab.recipe.run import run
 from ftlab.sparsity.compute import compute_masks
 from ftlab.sparsity.io import save_masks
 from ftlab.sparsity.masks import nm_pattern_ok

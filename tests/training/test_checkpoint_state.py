@@ -17,8 +17,8 @@ from torch import nn
 from conftest import FAST, cli, compose
 from ftlab.artifacts.manifest import build_manifest
 from ftlab.artifacts.store import ArtifactStore
-from ftlab.errors import ConfigError, FtlabError
-from ftlab.run import run
+from ftlab.core.errors import ConfigError, FtlabError
+from ftlab.recipe.run import run
 from ftlab.training.foundation import config_diff, foundation_mismatch
 from ftlab.training.resume import resume_checkpoint
 from ftlab.training.state import (
@@ -252,7 +252,7 @@ def test_format_1_checkpoint_with_every_weight_is_migrated_and_resumes_exactly(t
     ``meta.json`` with step and epoch only, or none: a state file kept by hand) resumes bit for bit
     like the uninterrupted run."""
     from ftlab.adapters.registry import get_adapter
-    from ftlab.run import prepare_model
+    from ftlab.recipe.run import prepare_model
     from ftlab.training.module import FtlabModule
 
     full = go(tmp_path / "r")

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import cli, compose
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.preflight.fsdp_rules import check_fsdp_config, fsdp_problem
 from ftlab.training.fsdp import gather_trainable, plain_parts, rebuild_, unwrap_, wrap_policy
 from ftlab.training.state import (
@@ -65,7 +65,7 @@ def test_cli_refuses_gpu_fsdp_without_cuda_before_weights_load(tmp_path):
 
 def _tiny_lora():
     from ftlab.adapters.registry import get_adapter
-    from ftlab.run import prepare_model
+    from ftlab.recipe.run import prepare_model
 
     cfg = compose("model.config.hidden_size=32", "model.config.intermediate_size=64")
     _, model = prepare_model(cfg)
@@ -226,7 +226,7 @@ def test_fsdp_export_loads_into_a_plain_model_with_the_same_logits(fsdp_and_ddp)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ftlab.run import prepare_model
+    from ftlab.recipe.run import prepare_model
 
     fsdp, ddp = fsdp_and_ddp
     merged = AutoModelForCausalLM.from_pretrained(str(fsdp / "model")).eval()
@@ -292,7 +292,7 @@ def test_bf16_base_under_bf16_mixed_trains_sharded_and_exports_the_base_plus_the
 
     from peft import PeftModel
 
-    from ftlab.run import prepare_model
+    from ftlab.recipe.run import prepare_model
 
     (tmp_path / "sitecustomize.py").write_text(CPU_AUTOCAST)
     run = tmp_path / "r"

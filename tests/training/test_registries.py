@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 
-from ftlab.errors import ConfigError, fail
+from ftlab.core.errors import ConfigError, fail
 from ftlab.preflight.compose import compose_run
 from ftlab.preflight.environment import check_logger
 from ftlab.reuse.steps import as_plain, run_steps

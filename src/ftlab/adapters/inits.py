@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from transformers.pytorch_utils import Conv1D
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.peft_lora import LowRankConfig, peft_config, validate_low_rank
 from ftlab.adapters.registry import AdapterSpec, register_adapter
-from ftlab.errors import FtlabError, fail
+from ftlab.core.errors import FtlabError, fail
 from ftlab.sparsity.config import sparsity_enabled
 from ftlab.sparsity.io import save_masks
 from ftlab.sparsity.selection import canonical_name

@@ -21,7 +21,7 @@ from ftlab.adapters.registry import AdapterSpec, get_adapter, register_adapter
 from ftlab.adapters.targets import adapter_targets, peft_parameter_list, peft_target_list, split_targets
 from ftlab.config.fields import knob
 from ftlab.config.schema import AdapterConfig, CalibrationConfig
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.hardware import get_target, shards_parameters
 from ftlab.models.quantization import dequantized_merge, is_quantized
 from ftlab.models.structure import is_transposed

@@ -23,7 +23,7 @@ from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets, peft_target_list
 from ftlab.config.schema import AdapterConfig
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.hardware import shards_parameters
 from ftlab.models.build import build_model
 

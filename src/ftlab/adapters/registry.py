@@ -5,7 +5,7 @@ tuners register themselves), and :mod:`ftlab.adapters` imports every built-in fa
 ``ftlab.adapters.*`` import sees them all. Adding an adapter family = one new module that calls
 :func:`register_adapter`, one import line in ``ftlab/adapters/__init__.py`` and one YAML file in
 ``conf/adapter/``. An installed package adds its own through the ``ftlab.adapters`` entry point
-(an :class:`AdapterSpec`; its YAML option through ``ftlab.conf``, :mod:`ftlab.plugins`).
+(an :class:`AdapterSpec`; its YAML option through ``ftlab.conf``, :mod:`ftlab.core.plugins`).
 
 Rules that span adapters (planner arithmetic, quantisation, Cerebras, per-stage thresholds) read
 the capability flags of :class:`AdapterSpec`, never adapter names.
@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from ftlab.plugins import Registry
+from ftlab.core.plugins import Registry
 
 
 @dataclass(frozen=True)

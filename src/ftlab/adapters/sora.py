@@ -58,7 +58,7 @@ from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.peft_lora import LowRankConfig, validate_low_rank
 from ftlab.adapters.registry import AdapterSpec, register_adapter
 from ftlab.adapters.targets import adapter_targets
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.models.quantization import dense_weight, dequantized_model, is_quantized
 from ftlab.models.structure import LINEAR_TYPES, matches
 

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ftlab.adapters.registry import all_adapters, get_adapter
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models.structure import (
     decoder_linears,
     expert_parameters,

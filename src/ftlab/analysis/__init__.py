@@ -30,7 +30,7 @@ from ftlab.analysis.tables import (
     sparsity_table,
     summary_table,
 )
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 
 TABLES = ("summary.csv", "grouped_summary.csv", "sparsity_vs_performance.csv")
 #: written when the tree holds sweeps with ``reuse_summary.json``

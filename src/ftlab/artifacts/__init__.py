@@ -4,7 +4,7 @@ Every expensive step of a run (base pre-training, mask computation, each trainin
 benchmark's scores) has a key = sha256(canonical JSON of parent key + the step's allow-listed
 config + format version). The store publishes atomically, locks per key across processes and
 machines, and calls an entry a hit only when its manifest verifies. Everything here takes plain
-dicts and paths and imports no other ftlab package but :mod:`ftlab.io` and :mod:`ftlab.errors`,
+dicts and paths and imports no other ftlab package but :mod:`ftlab.core.io` and :mod:`ftlab.core.errors`,
 so that data, the harness and the plan of steps (:mod:`ftlab.reuse`) can all stand on it.
 """
 

@@ -33,7 +33,7 @@ from typing import Any
 from ftlab.artifacts.keys import canonical_json
 from ftlab.artifacts.locks import HOST, KeyLock, read_state
 from ftlab.artifacts.manifest import build_manifest, check_manifest
-from ftlab.io import write_json
+from ftlab.core.io import write_json
 
 ARTIFACT = "artifact"
 CONFIG_FILE = "config.json"

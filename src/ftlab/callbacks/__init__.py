@@ -1,6 +1,6 @@
 """Thin Lightning callbacks that write a run's files (listed in docs/architecture.md, "What a run writes").
 
-The names below load on first use (PEP 562): tools that only need :mod:`ftlab.io`
+The names below load on first use (PEP 562): tools that only need :mod:`ftlab.core.io`
 (``python -m ftlab.masks`` and friends) must not pay for importing Lightning and transformers.
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ftlab.io import CsvAppender
+from ftlab.core.io import CsvAppender
 
 Scorer = Callable[[torch.nn.Module, object], dict[str, float]]  # (model, tokenizer) -> task: value
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
-from ftlab.io import write_json
+from ftlab.core.io import write_json
 from ftlab.training.module import gpu_memory_mb
 
 FIELDS = ["epoch", "step", "train_loss", "val_loss", "epoch_time", "gpu_memory_mb", "trainable_params",
@@ -56,7 +56,7 @@ class TrainingHistory(L.Callback):
             "step": trainer.global_step,
             "train_loss": sum(pl_module.epoch_losses) / max(1, len(pl_module.epoch_losses)),
             # validation runs at full epoch ends; a run stopped mid-epoch by max_steps gets its
-            # final val_loss from the end-of-run evaluation (see ftlab.run)
+            # final val_loss from the end-of-run evaluation (see ftlab.recipe.run)
             "val_loss": self._val_loss,
             "epoch_time": time.perf_counter() - self._t0,
             "gpu_memory_mb": gpu_memory_mb(),

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ftlab.io import CsvAppender
+from ftlab.core.io import CsvAppender
 from ftlab.training.device_values import DeviceScalars, group_means
 from ftlab.training.module import gpu_memory_mb
 

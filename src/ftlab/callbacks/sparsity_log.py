@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 
 from ftlab.callbacks.stage_metrics import StageMetrics
-from ftlab.io import CsvAppender
+from ftlab.core.io import CsvAppender
 from ftlab.training.schedules import is_staged
 
 FILE = "sparsity_log.csv"

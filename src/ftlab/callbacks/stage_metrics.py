@@ -2,7 +2,7 @@
 
 This is the "metric vs non-zero parameters at each threshold" record of SoRA's sparsifying
 scheduler: under ``schedule=stages`` each stage trains with its own ``xi``, and when its last
-optimiser step is done the model is evaluated (:func:`ftlab.evaluation.evaluate`, rank 0) and one
+optimiser step is done the model is evaluated (:func:`ftlab.evaluation.metrics.evaluate`, rank 0) and one
 row is written. A resumed run keeps the rows up to its checkpoint and records a stage that ended
 exactly at the checkpoint if that row is missing.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import lightning as L
 
-from ftlab.evaluation import SCORERS, evaluate
-from ftlab.io import CsvAppender
+from ftlab.core.io import CsvAppender
+from ftlab.evaluation.metrics import SCORERS, evaluate
 from ftlab.training.schedules import stage_table
 
 FILE = "stage_metrics.csv"

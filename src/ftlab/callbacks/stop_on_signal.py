@@ -1,4 +1,4 @@
-"""The fit's side of :mod:`ftlab.signals`: a signal that arrives during training waits for the end
+"""The fit's side of :mod:`ftlab.core.signals`: a signal that arrives during training waits for the end
 of the current optimiser step, which is checkpointed before the job ends (``resume=auto`` then
 continues exactly)."""
 
@@ -9,7 +9,7 @@ import signal
 import lightning as L
 
 from ftlab.callbacks.checkpoints import PeriodicCheckpoint
-from ftlab.signals import Interrupted, SignalGuard, current_guard
+from ftlab.core.signals import Interrupted, SignalGuard, current_guard
 
 
 class StopOnSignal(L.Callback):

@@ -138,7 +138,7 @@ class TaskConfig:
     test_fraction: float = knob(0.1, "share of the source held out for the test split", gt=0, lt=1)
     max_length: int = knob(64, "prompt + answer tokens per example", ge=1)
     max_new_tokens: int = knob(16, "tokens generated per answer when scoring", ge=1)
-    metric: str = knob("exact_match", "exact_match | accuracy | ... (ftlab.evaluation.SCORERS)")
+    metric: str = knob("exact_match", "exact_match | accuracy | ... (ftlab.evaluation.metrics.SCORERS)")
     eval_examples: int | None = knob(None, "cap on test examples scored (null = all)", ge=1)
     options: dict[str, Any] = knob(doc="the task's own options (checked by the task)", factory=dict)
     format: str | None = knob(None, "task=instruct: the row layout, prompt_answer | alpaca | messages | sharegpt")

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftlab.config.fields import is_finite_number, rules
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 
 
 def _plain(value: Any) -> Any:
@@ -59,7 +59,7 @@ def _check_list(key: str, value: ListConfig, r: dict[str, Any]) -> None:
 
 
 def check_node(node: DictConfig, prefix: str = "") -> None:
-    """Raise :class:`ftlab.errors.ConfigError` on the first value its field's rules refuse."""
+    """Raise :class:`ftlab.core.errors.ConfigError` on the first value its field's rules refuse."""
     cls = OmegaConf.get_type(node)
     if not dataclasses.is_dataclass(cls):
         _check_finite(prefix.rstrip("."), node)

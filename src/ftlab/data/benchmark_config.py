@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
 from ftlab.data.lm_eval_catalog import SPLIT_KEYS, default_shots, fewshot_source, scored_split, task_yaml
-from ftlab.errors import FtlabError
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.release_layouts import normalized
-from ftlab.errors import FtlabError
 
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow"}
 SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}

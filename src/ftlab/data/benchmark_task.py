@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.data.benchmark_files import resolve
 from ftlab.data.task_base import Example, Task, register_task
-from ftlab.errors import ConfigError, FtlabError
 
 if TYPE_CHECKING:
     from lm_eval.api.task import ConfigurableTask

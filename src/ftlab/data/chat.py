@@ -23,8 +23,8 @@ from typing import Any
 
 from transformers import ByT5Tokenizer
 
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.data.task_base import Example, Splits
-from ftlab.errors import ConfigError, FtlabError
 
 #: For the byte tokenizer (no template of its own): a role header per turn, assistant turns end
 #: in EOS, the others in a newline. No whitespace touches EOS: the byte tokenizer's ``</s>``

@@ -18,10 +18,10 @@ from typing import Any
 from omegaconf import OmegaConf
 from transformers import ByT5Tokenizer
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.chat import render_examples
 from ftlab.data.encoding import IGNORE_INDEX, encode_spans
 from ftlab.data.tasks import build_task, split_examples
-from ftlab.errors import ConfigError
 from ftlab.models import build_tokenizer
 
 log = logging.getLogger("ftlab")

@@ -16,9 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.checks import data_facts, world_size
 from ftlab.data.packing import pack_length, pack_rows
-from ftlab.errors import ConfigError
 
 
 def epoch_items(cfg: Any, lengths: list[int] | tuple[int, ...]) -> int:

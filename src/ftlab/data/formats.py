@@ -28,8 +28,8 @@ from typing import Any
 
 import datasets
 
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.data.task_base import Example
-from ftlab.errors import ConfigError, FtlabError
 
 #: Stanford Alpaca's prompt (also LLM-Adapters' ``generate_prompt``), with and without an input.
 ALPACA_PROMPT = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.formats import (
     Format,
     check_columns,
@@ -18,7 +19,6 @@ from ftlab.data.formats import (
 )
 from ftlab.data.mixture import MIXTURE_KEYS, mixture_splits, source_specs
 from ftlab.data.task_base import Example, Splits, Task, register_task
-from ftlab.errors import ConfigError
 
 
 class Instruct(Task):

@@ -19,7 +19,7 @@ import lm_eval.tasks as lm_eval_tasks
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 _TASK_LINE = re.compile(rb"^task:[ \t]*['\"]?([^\s'\"#]+)", re.M)

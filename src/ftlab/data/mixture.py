@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.formats import check_columns, get_format
 from ftlab.data.task_base import Example, Splits, split_examples
-from ftlab.errors import ConfigError
 
 SOURCE_KEYS = ("path", "format", "columns", "weight", "name")
 #: ``task`` keys that shape a mixture (they enter the data step's key with ``task.sources``)

@@ -25,8 +25,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.task_base import Example, HarnessBenchmark, Task, numbered_jsonl, register_task
-from ftlab.errors import FtlabError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FINAL_ANSWER_MARK = "####"

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 
 LABELS_SUFFIX = "-labels.lst"
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import ConfigError, FtlabError
-from ftlab.plugins import load_entry_points
+from ftlab.core.errors import ConfigError, FtlabError
+from ftlab.core.plugins import load_entry_points
 
 #: ``task`` keys of the bring-your-own-data formats (read by tasks with ``reads_format``)
 FORMAT_KEYS = ("format", "columns", "prompt_template", "chat_template", "last_turn_only", "sources",

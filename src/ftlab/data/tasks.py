@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ftlab.core.errors import ConfigError, fail
 from ftlab.data import benchmark_task, instruct  # noqa: F401  (register the file-based tasks)
 from ftlab.data.real_tasks import RealTask
 from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names callers import from here)
@@ -30,7 +31,6 @@ from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names caller
     split_examples,
     task_flag,
 )
-from ftlab.errors import ConfigError, fail
 
 
 def _word(rng: random.Random, lo: int, hi: int) -> str:

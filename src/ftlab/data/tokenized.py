@@ -22,10 +22,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.artifacts.manifest import content_fingerprint
+from ftlab.core.errors import FtlabError
 from ftlab.data.checks import data_facts
 from ftlab.data.encoding import Encoded, encode
 from ftlab.data.task_base import Splits
-from ftlab.errors import FtlabError
 
 SPLITS = ("train", "val")
 

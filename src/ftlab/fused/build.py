@@ -20,7 +20,7 @@ from torch import nn
 
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import AdapterSpec, all_adapters, get_adapter
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.fused.layer import FusedLowRankLinear, FusedState, LowRankSlot
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ftlab.adapters.base import AdaptedModel
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 from ftlab.fused.coordinator import FusedStep
 from ftlab.training.module import FtlabModule
 from ftlab.training.state import RNG_KEY

@@ -1,11 +1,11 @@
-"""A fused group, top to bottom: ``ftlab.run``'s phases, once for the shared part and once per trial.
+"""A fused group, top to bottom: ``ftlab.recipe.run``'s phases, once for the shared part and once per trial.
 
     shared   plan, tokenizer + base model (model/base steps, cached as in a solo run)  once
     trial    resume check, config.yaml + seeds, data, control, adapter (its family)    per trial, in order
     fused    fused layers over the base, one thread per trial running the solo fit    together
-    outputs  the trial's evaluation, export, metrics.json (ftlab.run.outputs)           per trial, on leaving
+    outputs  the trial's evaluation, export, metrics.json (ftlab.recipe.run.outputs)           per trial, on leaving
 
-Each trial thread calls :func:`ftlab.run.fit` with its own config, run dir, callbacks and trainer;
+Each trial thread calls :func:`ftlab.recipe.run.fit` with its own config, run dir, callbacks and trainer;
 only its LightningModule differs (:class:`~ftlab.fused.module.FusedTrialModule`). A trial that
 ends (its steps done, diverged, failed) leaves the fused step at once and writes its outputs
 while the others train on. Each trial's data comes from its own runner as in a solo run: for
@@ -26,18 +26,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.checks import check_train_batches
 from ftlab.data.datamodule import TaskDataModule
-from ftlab.errors import ConfigError
 from ftlab.fused.build import TrialAdapter, adapt_trial, install
 from ftlab.fused.coordinator import FusedStep
 from ftlab.fused.module import FusedTrialModule
 from ftlab.launchers.slurm import resume_setting
 from ftlab.models.memory import prepare_for_training, upcast_trainable_
 from ftlab.models.noise import base_noise, describe
-from ftlab.reuse.records import write_record
-from ftlab.reuse.runner import StepRunner
-from ftlab.run import (
+from ftlab.recipe.run import (
     control_metrics,
     fit,
     outputs,
@@ -46,6 +44,8 @@ from ftlab.run import (
     summary_line,
     write_config_and_seed,
 )
+from ftlab.reuse.records import write_record
+from ftlab.reuse.runner import StepRunner
 from ftlab.training.foundation import foundation
 from ftlab.training.resume import resume_checkpoint
 
@@ -89,7 +89,7 @@ def prepare_trial(cfg: DictConfig, run_dir: Path, shared: torch.nn.Module, token
 
 
 def run_group(cfgs: list[DictConfig], run_dirs: list[Path], jobs: list[dict[str, Any]] | None = None) -> list[Any]:
-    """Train the group; per trial its task metric (as :func:`ftlab.run.run` returns it) or the
+    """Train the group; per trial its task metric (as :func:`ftlab.recipe.run.run` returns it) or the
     exception that ended it. ``jobs``: per trial its Hydra ``job_num`` and ``overrides`` for its
     ``reuse_record.json`` (the group runs inside one Hydra job, whose identity is the first's)."""
     lead = cfgs[0]
@@ -145,7 +145,7 @@ def check_no_base_noise(shared: torch.nn.Module) -> None:
 
 
 def exportable(trial: Trial):
-    """The trial's adapted model for :func:`ftlab.run.outputs`: a merged export folds the update
+    """The trial's adapted model for :func:`ftlab.recipe.run.outputs`: a merged export folds the update
     into the base's weights in place, so it gets its own copy of the view (the others train on)."""
     adapted = trial.adapter.adapted
     if trial.cfg.train.save_merged_model:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ftlab.plugins import Registry
+from ftlab.core.plugins import Registry
 
 
 @dataclass(frozen=True)

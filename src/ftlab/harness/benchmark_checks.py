@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.tasks import harness_task
-from ftlab.errors import ConfigError
 
 
 def uses_harness(cfg: Any) -> bool:

@@ -27,9 +27,9 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import resolve_max_length
 from transformers import AutoConfig, PretrainedConfig
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.benchmark_config import task_config
 from ftlab.data.lm_eval_catalog import config_manager
-from ftlab.errors import FtlabError
 from ftlab.harness.score import Benchmark, harness_options
 
 #: lm-eval's HF wrapper generates this many tokens when a task sets no ``max_gen_toks``

@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.benchmark_config import write_jsonl
 from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
 from ftlab.data.tasks import checked_rows, harness_task, split_examples
-from ftlab.errors import ConfigError
 from ftlab.harness.score import Benchmark
 
 FEWSHOT_KEY = "task.options.fewshot_path"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.data.benchmark_files import resolve
 from ftlab.data.lm_eval_catalog import task_entry
-from ftlab.errors import ConfigError, FtlabError
 from ftlab.harness.score import Benchmark, HarnessScore
 
 

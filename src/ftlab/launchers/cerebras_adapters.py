@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ftlab.adapters.registry import AdapterSpec, all_adapters
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 
 _NO_PROX_HOOK = "rank gates need a proximal step after every optimiser step, which ModelZoo's trainer has no hook for"
 

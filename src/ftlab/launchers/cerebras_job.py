@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from ftlab.errors import ConfigError, FtlabError
-from ftlab.io import CsvAppender, write_json
+from ftlab.core.errors import ConfigError, FtlabError
+from ftlab.core.io import CsvAppender, write_json
 from ftlab.launchers.cerebras_params import static_plan
 from ftlab.launchers.cerebras_steps import JobPlan, Step, step_lines
 from ftlab.training.schedules import lr_at, total_steps

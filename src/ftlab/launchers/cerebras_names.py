@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 
 #: The ModelZoo release every fact in this module was checked against.
 MODELZOO_RELEASE = "Release_2.10.0"

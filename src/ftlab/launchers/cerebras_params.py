@@ -45,7 +45,7 @@ from omegaconf import OmegaConf
 from ftlab.adapters.params import model_facts, trainable_params
 from ftlab.adapters.registry import get_adapter
 from ftlab.adapters.targets import requested_targets
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.launchers.cerebras_adapters import cerebras_adapters, cerebras_refusal, lora_on_cerebras
 from ftlab.launchers.cerebras_names import (
     MODELZOO_MODELS,

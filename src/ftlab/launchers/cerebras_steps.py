@@ -40,8 +40,8 @@ import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.tasks import build_task
-from ftlab.errors import ConfigError
 from ftlab.launchers.cerebras_names import (
     CS_CHECKPOINT_FORMAT,
     MODELZOO_MODELS,

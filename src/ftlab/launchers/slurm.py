@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.hardware import get_target
 
 #: ``_target_`` of hydra-submitit-launcher's SLURM launcher (``hydra/launcher=slurm`` builds on it).

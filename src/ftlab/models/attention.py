@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 
 log = logging.getLogger("ftlab")
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models.attention import resolve_attention
 from ftlab.models.dtypes import torch_dtype
 from ftlab.models.inputs import check_token_ids_suffice

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

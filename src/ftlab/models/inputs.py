@@ -10,7 +10,7 @@ needs. ``ftlab.training.packing_matrix`` lists them in the README's architecture
 
 from __future__ import annotations
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 
 #: model type -> what its forward needs besides token ids
 EXTRA_INPUTS: dict[str, str] = {

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers.utils import is_flash_attn_2_available
 
-from ftlab.errors import ConfigError, fail
+from ftlab.core.errors import ConfigError, fail
 from ftlab.models.quantization import is_quantized, validate_quantization
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")

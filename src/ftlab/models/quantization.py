@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.models.dtypes import torch_dtype
 
 QUANTIZATIONS = ("nf4", "int8")

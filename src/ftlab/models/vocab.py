@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 
 log = logging.getLogger("ftlab")
 

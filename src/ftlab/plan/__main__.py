@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import ftlab.plan
-from ftlab.console import help_requested
-from ftlab.errors import FtlabError, report_error
+from ftlab.core.console import help_requested
+from ftlab.core.errors import FtlabError, report_error
 from ftlab.plan.options import PlannerArgs, is_planner_arg, parse_planner_args
 from ftlab.plan.planner import Plan, make_plan
 from ftlab.plan.report import to_json, to_markdown

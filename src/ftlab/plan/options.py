@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from ftlab.errors import ConfigError, fail
+from ftlab.core.errors import ConfigError, fail
 
 EMIT_CHOICES = ("slurm",)
 

@@ -19,7 +19,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from ftlab.errors import ConfigError, FtlabError, UnknownKeyError
+from ftlab.core.errors import ConfigError, FtlabError, UnknownKeyError
 from ftlab.preflight.store import register_configs
 from ftlab.preflight.validate import validate_config
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.hardware import get_target
 from ftlab.training.loggers import get_logger
 from ftlab.training.state import META_FILE, STATE_FILE, format_problem, read_meta

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftlab.adapters.registry import all_adapters, get_adapter
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.hardware import shards_parameters
 from ftlab.preflight.environment import check_hardware
 

@@ -15,9 +15,9 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.adapters.registry import get_adapter
+from ftlab.core.errors import ConfigError
 from ftlab.data.checks import check_data
 from ftlab.data.tasks import checked_rows, harness_task
-from ftlab.errors import ConfigError
 from ftlab.hardware import get_target
 from ftlab.harness.benchmark_checks import check_evaluation
 from ftlab.launchers.cerebras_job import check_executable
@@ -67,7 +67,7 @@ def _local_job_checks(cfgs: list[DictConfig], multirun: bool, launcher_name: str
 
 def check_launch(overrides: list[str], cfgs: list[DictConfig], *, multirun: bool,
                  config_name: str = "config", base: DictConfig | None = None) -> None:
-    """Raise :class:`ftlab.errors.FtlabError` if the jobs cannot run where they are sent
+    """Raise :class:`ftlab.core.errors.FtlabError` if the jobs cannot run where they are sent
     (``base``: the sweep's base config with its ``hydra`` node, when the caller has composed it)."""
     if not multirun:
         _local_job_checks(cfgs, multirun=False, launcher_name="basic")

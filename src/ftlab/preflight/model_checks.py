@@ -24,7 +24,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ftlab.adapters.targets import check_configured_targets
-from ftlab.errors import ConfigError, fail
+from ftlab.core.errors import ConfigError, fail
 from ftlab.models.build import build_model, build_tokenizer, meta_model
 from ftlab.models.dtypes import torch_dtype
 from ftlab.models.quantization import check_kbit_coverage

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.preflight.environment import unwritable_reason  # creates a probe file: root ignores modes
 from ftlab.reuse.handover import plan_for_checks
 from ftlab.reuse.steps import as_plain

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from ftlab.adapters.registry import all_adapters
 from ftlab.config.schema import RunConfig
-from ftlab.errors import FtlabError
-from ftlab.plugins import load_entry_points
+from ftlab.core.errors import FtlabError
+from ftlab.core.plugins import load_entry_points
 
 _done = False
 

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from ftlab.adapters.registry import all_adapters, get_adapter
 from ftlab.config.schema import SparsityConfig
 from ftlab.config.values import check_values
+from ftlab.core.errors import UnknownKeyError, fail
 from ftlab.data.tasks import build_task, task_names, validate_real_task
-from ftlab.errors import UnknownKeyError, fail
 from ftlab.hardware import get_target
 from ftlab.launchers.slurm import validate_launcher as check_slurm_launcher
 from ftlab.models.memory import validate_model as check_model_memory
@@ -114,7 +114,9 @@ def validate_model(cfg) -> None:
 
 
 def validate_task_metric(cfg) -> None:
-    from ftlab.evaluation import SCORERS  # torchmetrics (loads matplotlib): not at `python -m ftlab` start-up
+    from ftlab.evaluation.metrics import (
+        SCORERS,  # torchmetrics (loads matplotlib): not at `python -m ftlab` start-up
+    )
 
     if cfg.task.metric not in SCORERS:
         fail("task.metric", cfg.task.metric, f"one of {sorted(SCORERS)}")
@@ -211,6 +213,6 @@ VALIDATORS: list[Callable[[Any], None]] = [
 
 
 def validate_config(cfg) -> None:
-    """Raise :class:`ftlab.errors.ConfigError` on the first bad value."""
+    """Raise :class:`ftlab.core.errors.ConfigError` on the first bad value."""
     for check in VALIDATORS:
         check(cfg)

@@ -15,11 +15,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from ftlab.base_model import frozen
 from ftlab.models.dtypes import torch_dtype
 from ftlab.reuse.runner import StepRunner
 from ftlab.sparsity.compute import PrunedBase
 from ftlab.sparsity.io import load_masks, save_masks
+from ftlab.training.base_model import frozen
 
 MODEL_DIR = "model"
 MASK_FILE = "masks.safetensors"

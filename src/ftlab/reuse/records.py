@@ -13,7 +13,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
-from ftlab.io import write_csv, write_json
+from ftlab.core.io import write_csv, write_json
 from ftlab.reuse.tree import build_tree, render_tree
 
 RECORD_FILE = "reuse_record.json"

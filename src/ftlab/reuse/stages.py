@@ -31,7 +31,7 @@ from ftlab.artifacts.locks import KeyLock
 from ftlab.artifacts.store import Entry, Staging
 from ftlab.callbacks.loss_log import COLUMNS as LOSS_COLUMNS
 from ftlab.callbacks.loss_log import MEASUREMENT_COLUMNS
-from ftlab.io import write_csv
+from ftlab.core.io import write_csv
 from ftlab.reuse.runner import StageRecord, StepRunner
 from ftlab.reuse.steps import RunSteps, run_steps, world_size  # noqa: F401 (re-export)
 from ftlab.training.schedules import stage_table

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 from ftlab.reuse.steps import run_steps
 from ftlab.search.halving import Prediction, predict, promote, survivors
 from ftlab.search.options import SearchOptions

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.search.halving import MODES
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftlab.io import write_csv, write_json
+from ftlab.core.io import write_csv, write_json
 from ftlab.search.halving import Prediction
 from ftlab.search.space import stage_label, trial_level
 from ftlab.search.state import SearchState

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import FtlabError
-from ftlab.io import write_json
+from ftlab.core.errors import FtlabError
+from ftlab.core.io import write_json
 from ftlab.reuse.records import RECORD_FILE
 
 STATE_FILE = "search_state.json"

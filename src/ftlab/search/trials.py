@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftlab.artifacts.keys import lookup
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 from ftlab.reuse.stages import eval_signature, reuse_applies, world_size
 from ftlab.reuse.steps import run_steps
 

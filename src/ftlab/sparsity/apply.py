@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
 from ftlab.sparsity.selection import canonical_parameters
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.encoding import collate, encode_example
 from ftlab.data.tasks import build_task
-from ftlab.errors import ConfigError
 
 
 def calibration_batches(cfg: Any, tokenizer, cal: Any = None, key: str = "sparsity.calibration") -> list[dict[str, torch.Tensor]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.sparsity.masks import (
     floor_count,
     group_count,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.sparsity import scores as S
 from ftlab.sparsity.calibration import calibration_batches, to_device
 from ftlab.sparsity.experts import ExpertInputs

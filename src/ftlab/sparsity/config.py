@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.models.build import meta_model
 from ftlab.sparsity.check import check_fit, check_model
 from ftlab.sparsity.compute import layouts_for, spec_of

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ftlab.plugins import Registry
+from ftlab.core.plugins import Registry
 from ftlab.sparsity.methods import NO_METHOD, find_method
 
 

@@ -16,8 +16,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ftlab.errors import ConfigError
-from ftlab.io import atomic_path
+from ftlab.core.errors import ConfigError
+from ftlab.core.io import atomic_path
 
 FORMAT_VERSION = 1
 SUFFIXES = (".safetensors", ".pt")

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ftlab.errors import ConfigError
-from ftlab.plugins import Registry
+from ftlab.core.errors import ConfigError
+from ftlab.core.plugins import Registry
 from ftlab.sparsity.masks import GROUPS, nm_mask, structure_masks, unstructured_masks
 
 #: ``sparsity.method`` of a dense base (no mask); not a registered method.

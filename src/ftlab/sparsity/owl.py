@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 
 
 def outlier_ratio(scores: list[torch.Tensor], threshold_m: float) -> float:

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ftlab.inference import loss_on
-from ftlab.io import write_json
+from ftlab.core.io import write_json
+from ftlab.data.inference import loss_on
 from ftlab.sparsity.apply import MaskApplier, apply_masks_
 from ftlab.sparsity.check import check_fit, check_model, check_targets, validate_weights
 from ftlab.sparsity.compute import PrunedBase, compute_pruned, importance_of, layouts_for, spec_of

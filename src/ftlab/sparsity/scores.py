@@ -12,7 +12,7 @@ import zlib
 
 import torch
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.sparsity.importance import ImportanceSpec, register_importance
 
 

@@ -20,7 +20,7 @@ from fnmatch import fnmatch
 import torch
 from torch import nn
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.models.structure import (
     LINEAR_TYPES,
     decoder_linears,

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.sparsity.importance import ImportanceSpec, register_importance
 from ftlab.sparsity.masks import prune_count
 from ftlab.sparsity.methods import get_method

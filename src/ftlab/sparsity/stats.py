@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ftlab.io import CsvAppender, atomic_path
+from ftlab.core.io import CsvAppender, atomic_path
 from ftlab.sparsity.masks import mask_units, overall_sparsity, sparsity_of
 from ftlab.sparsity.selection import HeadLayout, unit_parts
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
+from ftlab.core.plugins import Registry
 from ftlab.models.structure import LINEAR_TYPES, is_transposed
-from ftlab.plugins import Registry
 from ftlab.sparsity.selection import HeadLayout, unit_name, unit_parts
 
 #: leaf name -> dimension that holds the units ("out": row blocks, "in": column blocks)

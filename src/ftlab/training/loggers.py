@@ -21,8 +21,8 @@ from urllib.request import url2pathname
 
 from omegaconf import OmegaConf
 
-from ftlab.errors import fail
-from ftlab.plugins import Registry
+from ftlab.core.errors import fail
+from ftlab.core.plugins import Registry
 
 WANDB_MODES = ("offline", "online", "disabled")
 #: where wandb looks for its key: the env var, then ``~/.netrc`` (or ``$NETRC``) for its host

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ftlab.core.errors import fail
 from ftlab.data.encoding import Encoded
 from ftlab.data.packing import attention_windows, collate_packed, has_local_layers, model_inputs
-from ftlab.errors import fail
 
 #: largest per-token NLL difference (nats) accepted between packed and alone, by weight dtype:
 #: float32 agrees to rounding (< 1e-6 on every architecture that packs); half precision rounds

@@ -20,9 +20,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from ftlab.core.errors import ConfigError
 from ftlab.data.encoding import Encoded
 from ftlab.data.packing import collate_packed, has_local_layers, model_inputs
-from ftlab.errors import ConfigError
 from ftlab.models.attention import resolve_attention
 from ftlab.models.inputs import check_token_ids_suffice
 from ftlab.training.packing_check import check_packing, example_tokens, token_nll

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.training.foundation import foundation_mismatch
 from ftlab.training.state import (
     STATE_FILE,

@@ -47,10 +47,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ftlab.errors import FtlabError
+from ftlab.core.errors import FtlabError
+from ftlab.core.writefail import write_failure
 from ftlab.training.foundation import foundation_mismatch
 from ftlab.training.rng import every_rank, own_rank, rng_state
-from ftlab.writefail import write_failure
 
 log = logging.getLogger("ftlab")
 

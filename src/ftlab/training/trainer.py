@@ -9,7 +9,7 @@ import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 from ftlab.hardware import shards_parameters
 from ftlab.training.fsdp import fsdp_strategy
 from ftlab.training.loggers import get_logger

@@ -23,7 +23,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab.errors import FtlabError, report_error
+from ftlab.core.errors import FtlabError, report_error
 from ftlab.launchers.cerebras_options import CEREBRAS_TARGET, CerebrasOptions
 
 log = logging.getLogger(__name__)

@@ -59,7 +59,7 @@ def task_config(sweep_config: DictConfig) -> DictConfig:
 
 class FusedLauncher(Launcher):
     def __init__(self, group_size: int | None = None) -> None:
-        from ftlab.errors import ConfigError  # ftlab loads with its package, not at plugin discovery
+        from ftlab.core.errors import ConfigError  # ftlab loads with its package, not at plugin discovery
 
         if group_size is not None and group_size < 2:
             raise ConfigError("hydra.launcher.group_size", group_size, "an integer >= 2, or null (every job that can share)")

@@ -25,7 +25,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ftlab.errors import FtlabError, report_error
+from ftlab.core.errors import FtlabError, report_error
 from ftlab.search.options import SearchOptions, search_options
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from fnmatch import fnmatch
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.registry import AdapterSpec
 from ftlab.config.schema import AdapterConfig
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.sparsity.importance import ImportanceSpec, ScoreInputs
 
 

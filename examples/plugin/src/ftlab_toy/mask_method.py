@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ftlab.errors import fail
+from ftlab.core.errors import fail
 from ftlab.sparsity.masks import lowest_k_masks, prune_count
 from ftlab.sparsity.methods import MaskMethodSpec
 

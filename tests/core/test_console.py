@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import FAST, ROOT, compose, run_tiny
-from ftlab.console import (
+from ftlab.core.console import (
     ConsoleFilter,
     ConsoleFormatter,
     configure_run_console,

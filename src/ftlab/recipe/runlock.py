@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ftlab.artifacts.locks import BOOT_ID, HOST, KeyLock, read_state
-from ftlab.errors import ConfigError
+from ftlab.core.errors import ConfigError
 
 LOCK_NAME = ".ftlab-run.lock"
 HEARTBEAT_S = 5.0

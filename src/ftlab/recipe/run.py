@@ -34,18 +34,18 @@ from omegaconf import DictConfig, OmegaConf
 from ftlab.adapters.base import AdaptedModel
 from ftlab.adapters.inits import init_spec
 from ftlab.adapters.registry import get_adapter
-from ftlab.base_model import pretrain_base
 from ftlab.callbacks import LossLog, PeriodicCheckpoint, TrainingHistory
 from ftlab.callbacks.best_state import BestState
 from ftlab.callbacks.eval_log import EvalLog
 from ftlab.callbacks.history import empty_history, fill_final_val_loss
 from ftlab.callbacks.sparsity_log import gated_callbacks
 from ftlab.callbacks.stop_on_signal import StopOnSignal
+from ftlab.core.io import write_json
+from ftlab.core.signals import Interrupted
 from ftlab.data.checks import check_train_batches, data_facts
 from ftlab.data.datamodule import TaskDataModule
 from ftlab.data.packing import padding_fraction
-from ftlab.evaluation import final_evaluate, training_scorer
-from ftlab.io import write_json
+from ftlab.evaluation.metrics import final_evaluate, training_scorer
 from ftlab.launchers.slurm import resume_setting
 from ftlab.models import build_model, build_tokenizer
 from ftlab.models.attention import resolve_attention
@@ -55,10 +55,10 @@ from ftlab.reuse.cached import cached_base_model, cached_init_fn, cached_mask_fn
 from ftlab.reuse.records import write_record
 from ftlab.reuse.runner import StepRunner
 from ftlab.reuse.stages import StageRun
-from ftlab.signals import Interrupted
 from ftlab.sparsity.calibration import calibration_batches
 from ftlab.sparsity.compute import compute_pruned
 from ftlab.sparsity.pipeline import SparseBase, sparse_base
+from ftlab.training.base_model import pretrain_base
 from ftlab.training.foundation import foundation
 from ftlab.training.fsdp import ShardedStrategy
 from ftlab.training.loggers import get_logger

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import FAST, ROOT, cli
 from ftlab.artifacts.locks import BOOT_ID, HOST
-from ftlab.errors import ConfigError
-from ftlab.runlock import LOCK_NAME, lock_run_dir, release_run_dirs
+from ftlab.core.errors import ConfigError
+from ftlab.recipe.runlock import LOCK_NAME, lock_run_dir, release_run_dirs
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +66,7 @@ def test_gone_owner_is_taken_over(tmp_path: Path):
 
 
 def test_a_job_releases_its_own_lock_but_not_the_commands(tmp_path: Path):
-    from ftlab.runlock import job_lock
+    from ftlab.recipe.runlock import job_lock
 
     with job_lock(tmp_path / "sweep" / "0", "hydra.sweep.dir"):
         assert (tmp_path / "sweep" / "0" / LOCK_NAME).is_file()

@@ -16,7 +16,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import FAST, ROOT, cli
-from ftlab.signals import Interrupted, SignalGuard
+from ftlab.core.signals import Interrupted, SignalGuard
 
 
 def test_signal_outside_training_ends_at_once_with_its_status():

@@ -17,11 +17,11 @@ from __future__ import annotations
 import torch
 from torchmetrics.aggregation import MeanMetric
 
+from ftlab.core.errors import FtlabError
 from ftlab.data.encoding import IGNORE_INDEX
+from ftlab.data.inference import generate_answers
 from ftlab.data.real_tasks import final_number
 from ftlab.data.tasks import Example
-from ftlab.errors import FtlabError
-from ftlab.inference import generate_answers
 
 #: what separates a prompt from its continuation (lm-eval's ``target_delimiter``)
 TARGET_DELIMITER = " "

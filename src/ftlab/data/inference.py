@@ -1,5 +1,5 @@
 """The two passes every scorer makes over examples: teacher-forced answer loss and greedy
-generation. Kept below both the training-time scorers (``ftlab.evaluation``, ``ftlab.scoring``) and
+generation. Kept below both the training-time scorers (``ftlab.evaluation.metrics``, ``ftlab.evaluation.scoring``) and
 the sparse pipeline, which all need them without needing each other."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``ftlab.evaluation``: exact match and :func:`evaluate` on a constructed bigram Llama that answers
+"""``ftlab.evaluation.metrics``: exact match and :func:`evaluate` on a constructed bigram Llama that answers
 " AB" to every prompt ending in ":", against hand-computed values."""
 
 from __future__ import annotations
@@ -8,7 +8,14 @@ from omegaconf import OmegaConf
 
 from bigram_model import bigram_model, byte_tokenizer, nll
 from ftlab.data.tasks import Example, Splits
-from ftlab.evaluation import SCORERS, evaluate, exact_match, final_evaluate, normalize_answer, uses_harness
+from ftlab.evaluation.metrics import (
+    SCORERS,
+    evaluate,
+    exact_match,
+    final_evaluate,
+    normalize_answer,
+    uses_harness,
+)
 
 TABLE = {":": " ", " ": "A", "A": "B", "B": "</s>"}
 

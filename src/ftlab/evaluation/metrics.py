@@ -15,10 +15,10 @@ from typing import Any
 
 from torchmetrics.aggregation import MeanMetric
 
+from ftlab.data.inference import generate_answers, loss_on
 from ftlab.data.tasks import Example
+from ftlab.evaluation.scoring import choice_accuracy, final_number_match
 from ftlab.harness.benchmark_checks import asks_benchmarks, uses_harness
-from ftlab.inference import generate_answers, loss_on
-from ftlab.scoring import choice_accuracy, final_number_match
 
 
 def normalize_answer(text: str) -> str:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 #: what a run dir holds before the run has produced anything
-NO_VALUE_FILES = ("config.yaml", "multirun.yaml", ".ftlab-run.lock", ".ftlab-run.lock.break")  # + ftlab.runlock
+NO_VALUE_FILES = ("config.yaml", "multirun.yaml", ".ftlab-run.lock", ".ftlab-run.lock.break")  # + ftlab.recipe.runlock
 NO_VALUE_DIRS = (".hydra",)
 
 

@@ -1,4 +1,4 @@
-"""The two passes under every scorer (``ftlab.inference``): teacher-forced answer loss and greedy
+"""The two passes under every scorer (``ftlab.data.inference``): teacher-forced answer loss and greedy
 generation, on a constructed bigram Llama whose numbers are known by hand, and on a random tiny
 Llama against a hand-written greedy loop."""
 
@@ -9,8 +9,8 @@ import torch
 
 from bigram_model import bigram_model, byte_tokenizer, nll, scale
 from conftest import compose
+from ftlab.data.inference import batches, generate_answers, loss_on
 from ftlab.data.tasks import Example
-from ftlab.inference import batches, generate_answers, loss_on
 from ftlab.models import build_model
 from tolerance import nll_rounding
 

@@ -3,7 +3,7 @@
 Why a module of its own: every registry (adapters, importance scores, tasks) finds outside
 methods the same way, so a researcher's package registers its methods by declaring entry points
 (``[project.entry-points."ftlab.importance"] power = "mypkg.scores:POWER"``) and never edits
-ftlab. A leaf: it imports no ftlab package but :mod:`ftlab.errors`.
+ftlab. A leaf: it imports no ftlab package but :mod:`ftlab.core.errors`.
 
 Groups and what each entry point names:
 
@@ -26,7 +26,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.core.errors import ConfigError, FtlabError
 
 GROUPS = ("ftlab.adapters", "ftlab.importance", "ftlab.tasks", "ftlab.schedules", "ftlab.loggers", "ftlab.conf",
           "ftlab.masks", "ftlab.structures", "ftlab.hardware")

@@ -1,5 +1,5 @@
 """Recognise a failed write (disk full, quota, read-only filesystem, file size limit) anywhere in a
-job and turn it into one :class:`ftlab.errors.WriteError` line naming the path.
+job and turn it into one :class:`ftlab.core.errors.WriteError` line naming the path.
 
 Libraries report the same condition in different shapes: Python's ``OSError`` (with ``errno`` and
 ``filename``), torch's ``RuntimeError`` from its zip writer, safetensors' own error whose text
@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from ftlab.errors import WriteError
+from ftlab.core.errors import WriteError
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 #: how the OS errors above read inside other libraries' messages

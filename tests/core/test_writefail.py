@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, ROOT, cli, read_csv
-from ftlab.errors import WriteError
-from ftlab.io import CsvAppender
+from ftlab.core.errors import WriteError
+from ftlab.core.io import CsvAppender
+from ftlab.core.writefail import write_failure
 from ftlab.training.state import META_FILE, STATE_FILE, checkpoints_newest_first
-from ftlab.writefail import write_failure
 
 RUN = [*FAST, "train.max_steps=40", "train.save_every_n_steps=4", "eval.enabled=false",
        "train.save_merged_model=false"]

@@ -1,4 +1,4 @@
-"""``ftlab.scoring``: choice log-likelihoods equal hand-computed sums on a constructed bigram Llama
+"""``ftlab.evaluation.scoring``: choice log-likelihoods equal hand-computed sums on a constructed bigram Llama
 (with and without lm-eval's per-character length normalisation), truncation of prompt+choice,
 the accuracy that follows, final-number match, and the one-line refusals."""
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bigram_model import bigram_model, byte_tokenizer, nll, scale
+from ftlab.core.errors import FtlabError
 from ftlab.data.tasks import Example
-from ftlab.errors import FtlabError
-from ftlab.scoring import choice_accuracy, choice_ids, choice_log_likelihoods, final_number_match
+from ftlab.evaluation.scoring import choice_accuracy, choice_ids, choice_log_likelihoods, final_number_match
 from tolerance import nll_rounding
 
 pytestmark = pytest.mark.numerical

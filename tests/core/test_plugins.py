@@ -14,8 +14,8 @@ from hydra.core.config_store import ConfigStore
 from safetensors.torch import load_file
 
 from conftest import FAST, ROOT, cli
-from ftlab.errors import ConfigError, FtlabError
-from ftlab.plugins import Registry, import_object, is_import_path, load_entry_points
+from ftlab.core.errors import ConfigError, FtlabError
+from ftlab.core.plugins import Registry, import_object, is_import_path, load_entry_points
 from ftlab.preflight.store import store_options
 
 PLUGIN = ROOT / "examples" / "plugin"
@@ -23,10 +23,10 @@ PLUGIN = ROOT / "examples" / "plugin"
 
 def test_import_path_resolves_or_fails_in_one_line():
     assert is_import_path("pkg.mod:NAME") and not is_import_path("magnitude")
-    assert import_object("ftlab.plugins:GROUPS", "x")[:3] == ("ftlab.adapters", "ftlab.importance", "ftlab.tasks")
-    assert import_object("ftlab.plugins:Registry.get", "x") is Registry.get  # dotted attributes
-    with pytest.raises(ConfigError, match="sparsity.importance='ftlab.plugins:NOPE'"):
-        import_object("ftlab.plugins:NOPE", "sparsity.importance")
+    assert import_object("ftlab.core.plugins:GROUPS", "x")[:3] == ("ftlab.adapters", "ftlab.importance", "ftlab.tasks")
+    assert import_object("ftlab.core.plugins:Registry.get", "x") is Registry.get  # dotted attributes
+    with pytest.raises(ConfigError, match="sparsity.importance='ftlab.core.plugins:NOPE'"):
+        import_object("ftlab.core.plugins:NOPE", "sparsity.importance")
     with pytest.raises(ValueError, match="unknown entry-point group"):
         load_entry_points("ftlab.nope")
 
