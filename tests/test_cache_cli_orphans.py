@@ -22,7 +22,7 @@ store = ArtifactStore(sys.argv[1])
 lock = store.lock(sys.argv[2])
 assert lock.try_acquire()
 staging = store.stage(sys.argv[2])
-(staging.dir / "artifact" / "half.bin").write_bytes(b"x" * 1000)
+(staging.root / "artifact" / "half.bin").write_bytes(b"x" * 1000)
 os.kill(os.getpid(), signal.SIGKILL)  # the job is killed mid-build: lock file and tmp dir stay
 """
 
@@ -58,9 +58,9 @@ def test_gc_removes_the_orphan_and_a_live_build_is_left_alone(tmp_path: Path, ca
         live = store.stage("b" * 64)
         assert cache_main(["--cache-dir", str(root), "verify"]) == 1
         out = capsys.readouterr().out
-        assert orphan.name in out and live.dir.name not in out
+        assert orphan.name in out and live.root.name not in out
         assert cache_main(["--cache-dir", str(root), "gc"]) == 0
-        assert not orphan.exists() and live.dir.is_dir()
+        assert not orphan.exists() and live.root.is_dir()
     finally:
         lock.release()
 
