@@ -186,9 +186,11 @@ RUN = ["hardware.devices=2", "train.batch_size=4", "task.num_examples=200", "tas
 DROPOUT = "adapter.dropout=0.1"  # dropout draws from every rank's RNG: the resume must restore each
 
 
-def _train(run: Path, *overrides: str) -> None:
-    proc = cli("ftlab", *RUN, *overrides, f"hydra.run.dir={run}")
+def _train(run: Path, *overrides: str, env: dict | None = None) -> str:
+    """The console (stdout + stderr) of a run that must succeed."""
+    proc = cli("ftlab", *RUN, *overrides, f"hydra.run.dir={run}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def _losses(run: Path) -> list[float]:
@@ -200,8 +202,27 @@ def _losses(run: Path) -> list[float]:
 def fsdp_and_ddp(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp")
     _train(root / "fsdp", *CPU_FSDP, DROPOUT)
-    _train(root / "ddp", "hardware=cpu", DROPOUT)
+    # verbose: Lightning's rank lines on the console (the quiet console keeps them in the run's log)
+    console = _train(root / "ddp", "hardware=cpu", DROPOUT, env={"FTLAB_VERBOSE": "1"})
+    (root / "ddp.console").write_text(console)
     return root / "fsdp", root / "ddp"
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_run(fsdp_and_ddp):
+    """Two-process DDP on CPU (gloo) through the CLI, as a user runs it: Lightning re-executes the
+    command line for rank 1 with the same run dir, and only rank 0 writes the run's files."""
+    _, run = fsdp_and_ddp
+    out = run.with_name("ddp.console").read_text()
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in out and "GLOBAL_RANK: 1, MEMBER: 2/2" in out
+    with open(run / "loss_log.csv", newline="") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4, 5, 6]  # one writer: no duplicated rows
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_steps"] == 6 and "val_loss" in metrics
+    # rank 0 evaluated after rank 1 had left, and wrote everything once
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-epoch0-step3", "checkpoint-epoch0-step6"]
+    assert not list(run.rglob("*.tmp")) and not list((run / "checkpoints").glob(".tmp-*"))
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
 
 
 @pytest.mark.slow
