@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from conftest import ROOT, cli
-from ftlab.__main__ import main
 
 FIXTURE_BIN = ROOT / "tests" / "fixtures" / "bin"
 FAST = ["train.max_steps=20", "train.log_every_n_steps=5", "train.save_every_n_steps=10"]
@@ -132,7 +131,8 @@ def test_failing_cszoo_fails_the_sweep_with_its_message(tmp_path: Path):
      False),
     (["adapter=lora", "adapter.target_modules=[q_proj,v_proj]"], "adapter.target_modules=['q_proj', 'v_proj']", False),
 ])
-def test_unsupported_options_fail_before_launch(tmp_path: Path, args, needle, new_process, capsys, monkeypatch):
+def test_unsupported_options_fail_before_launch(tmp_path: Path, args, needle, new_process, refused_in_process,
+                                                monkeypatch):
     """The first case through a real ``python -m ftlab``; the others through the same ``main`` in this
     process (the refusal comes from the preflight, before Hydra starts: a new interpreter adds nothing)."""
     sweep = tmp_path / "sweep"
@@ -144,9 +144,7 @@ def test_unsupported_options_fail_before_launch(tmp_path: Path, args, needle, ne
     else:
         for name, value in fake_env().items():
             monkeypatch.setenv(name, value)
-        with pytest.raises(SystemExit) as exit_:
-            main(argv)
-        code, stderr = exit_.value.code, capsys.readouterr().err
+        code, _, stderr = refused_in_process(*argv)
     assert code == 2, stderr
     lines = [ln for ln in stderr.splitlines() if ln.startswith("ftlab: error:")]
     assert len(lines) == 1 and needle in lines[0], stderr
