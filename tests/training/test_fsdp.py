@@ -47,10 +47,11 @@ def test_what_fsdp_does_not_train_is_refused_in_one_line(overrides, key):
     assert fsdp_problem(compose("hardware=cpu", *overrides)) is None  # other strategies: not this check's business
 
 
-def test_cli_refuses_fsdp_with_a_gated_adapter_before_anything_runs(tmp_path):
-    res = cli("ftlab", *CPU_FSDP, "adapter=sora", f"hydra.run.dir={tmp_path / 'r'}")
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith("ftlab: error: adapter='sora' is invalid")
+def test_cli_refuses_fsdp_with_a_gated_adapter_before_anything_runs(tmp_path, refused_in_process):
+    # python -m ftlab's main in this process; the next test runs a refusal through a real interpreter
+    code, _, stderr = refused_in_process(*CPU_FSDP, "adapter=sora", f"hydra.run.dir={tmp_path / 'r'}")
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("ftlab: error: adapter='sora' is invalid")
     assert not (tmp_path / "r").exists()
 
 
