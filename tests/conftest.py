@@ -73,3 +73,25 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture
+def refused_in_process(capsys, monkeypatch):
+    """``python -m ftlab ARGV`` run by the same ``ftlab.__main__.main`` in this process, for an input
+    the preflight refuses before Hydra starts: a new interpreter adds ~10 s of imports and nothing
+    the assertions read. Returns (exit status, stdout, stderr); a command that gets past the
+    preflight fails the test (Hydra is never started here)."""
+    from ftlab import __main__ as entry  # the package's entry point: loaded only by the tests that use it
+
+    def passed_the_preflight() -> None:
+        raise AssertionError("the preflight let this command through to Hydra")
+
+    monkeypatch.setattr(entry, "hydra_main", passed_the_preflight)
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_:
+            entry.main(list(argv))
+        out = capsys.readouterr()
+        return exit_.value.code, out.out, out.err
+
+    return call

@@ -388,24 +388,32 @@ def test_byte_token_count_matches_the_tokenizer():
 
 # -- end to end: the CLI ---------------------------------------------------------------------------
 
+#: (id, args, needle, through a new interpreter): one case runs ``python -m ftlab`` for real, the
+#: others the same ``main`` in this process (their refusal comes before Hydra starts)
 CLI_CASES = [
-    ("zero-steps", ["task.num_examples=3"], "train.batch_size=16"),
-    ("gpu", ["hardware=gpu"], "hardware='gpu'") if GPU_LESS else ("tasks", ["task=unknown"], "task='unknown'"),
+    ("zero-steps", ["task.num_examples=3"], "train.batch_size=16", True),
+    ("gpu", ["hardware=gpu"], "hardware='gpu'", False) if GPU_LESS else ("tasks", ["task=unknown"], "task='unknown'",
+                                                                       False),
     ("stage-lr-multirun", ["--multirun", "schedule=stages", "schedule.stages=[{iters: 3}]", "seed=1,2"],
-     "schedule.stages[0].lr"),
+     "schedule.stages[0].lr", False),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args,needle", [(a, n) for _, a, n in CLI_CASES], ids=[i for i, _, _ in CLI_CASES])
-def test_cli_bad_input_exit_2_one_line_nothing_left(args: list[str], needle: str, tmp_path: Path):
+@pytest.mark.parametrize("args,needle,new_process", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_input_exit_2_one_line_nothing_left(args: list[str], needle: str, new_process: bool, tmp_path: Path,
+                                                    refused_in_process):
     cache = tmp_path / "cache"
-    proc = cli("ftlab", *args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep",
-               f"paths.cache_dir={cache}", timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ftlab: error: ") and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
+    argv = [*args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep", f"paths.cache_dir={cache}"]
+    if new_process:
+        proc = cli("ftlab", *argv, timeout=300)
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    else:
+        code, stdout, stderr = refused_in_process(*argv)
+    assert code == 2, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ftlab: error: ") and needle in lines[0], stderr
+    assert "Traceback" not in stderr + stdout
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists() and not cache.exists()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -341,11 +339,10 @@ def test_no_matching_target_module():
 @pytest.mark.parametrize(("args", "key"), [
     (["adapter=sora", "adapter.sparse_lambda_2=-1"], "adapter.sparse_lambda_2=-1"),
 ])
-def test_cli_bad_input_one_line_nonzero_exit(tmp_path, args, key):
-    proc = subprocess.run([sys.executable, "-m", "ftlab", *args, f"hydra.run.dir={tmp_path / 'run'}"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+def test_cli_bad_input_one_line_nonzero_exit(tmp_path, args, key, refused_in_process):
+    code, _, stderr = refused_in_process(*args, f"hydra.run.dir={tmp_path / 'run'}")  # python -m ftlab's main
+    assert code == 2
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("ftlab: error: ") and key in lines[0]
     assert not (tmp_path / "run").exists()
 

@@ -85,12 +85,19 @@ def test_stage_list_errors() -> None:
         compose("schedule=stages", "schedule.stages=[]")
 
 
-@pytest.mark.parametrize("args", [["adapter=lorax"], ["adapter.r=0"], ["--multirun", "adapter.dropout=0.1,1.5"]])
-def test_cli_bad_input_one_line_exit_2(args: list[str], tmp_path) -> None:
-    proc = cli("ftlab", *args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep", timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ftlab: error: "), proc.stderr
+@pytest.mark.parametrize(("args", "new_process"), [(["adapter=lorax"], True), (["adapter.r=0"], False),
+                                                 (["--multirun", "adapter.dropout=0.1,1.5"], False)])
+def test_cli_bad_input_one_line_exit_2(args: list[str], new_process: bool, tmp_path, refused_in_process) -> None:
+    """The first case through a real ``python -m ftlab``, the others through its ``main`` in this process."""
+    argv = [*args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"]
+    if new_process:
+        proc = cli("ftlab", *argv, timeout=120)
+        code, stderr = proc.returncode, proc.stderr
+    else:
+        code, _, stderr = refused_in_process(*argv)
+    assert code == 2, stderr
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ftlab: error: "), stderr
     # nothing was launched or written
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 

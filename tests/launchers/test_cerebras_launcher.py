@@ -125,17 +125,28 @@ def test_failing_cszoo_fails_the_sweep_with_its_message(tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("args", "needle"), [
-    (["adapter=sora"], "adapter='sora' is invalid"),
-    (["adapter=lora", "hydra.launcher.executable=cszoo-not-installed"], "hydra.launcher.executable='cszoo-not-installed'"),
-    (["adapter=lora", "adapter.target_modules=[q_proj,v_proj]"], "adapter.target_modules=['q_proj', 'v_proj']"),
+@pytest.mark.parametrize(("args", "needle", "new_process"), [
+    (["adapter=sora"], "adapter='sora' is invalid", True),
+    (["adapter=lora", "hydra.launcher.executable=cszoo-not-installed"], "hydra.launcher.executable='cszoo-not-installed'",
+     False),
+    (["adapter=lora", "adapter.target_modules=[q_proj,v_proj]"], "adapter.target_modules=['q_proj', 'v_proj']", False),
 ])
-def test_unsupported_options_fail_before_launch(tmp_path: Path, args, needle):
+def test_unsupported_options_fail_before_launch(tmp_path: Path, args, needle, new_process, refused_in_process,
+                                                monkeypatch):
+    """The first case through a real ``python -m ftlab``; the others through the same ``main`` in this
+    process (the refusal comes from the preflight, before Hydra starts: a new interpreter adds nothing)."""
     sweep = tmp_path / "sweep"
-    proc = cli("ftlab", "--multirun", "hardware=cerebras", *args, "seed=1,2", "hydra.launcher.train_data_dir=/d",
-               "hydra.launcher.checkpoint_path=/c.mdl", f"hydra.sweep.dir={sweep}", env=fake_env())
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ftlab: error:")]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    argv = ["--multirun", "hardware=cerebras", *args, "seed=1,2", "hydra.launcher.train_data_dir=/d",
+            "hydra.launcher.checkpoint_path=/c.mdl", f"hydra.sweep.dir={sweep}"]
+    if new_process:
+        proc = cli("ftlab", *argv, env=fake_env())
+        code, stderr = proc.returncode, proc.stderr
+    else:
+        for name, value in fake_env().items():
+            monkeypatch.setenv(name, value)
+        code, _, stderr = refused_in_process(*argv)
+    assert code == 2, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("ftlab: error:")]
+    assert len(lines) == 1 and needle in lines[0], stderr
     assert not sweep.exists()  # nothing launched, nothing half-written
     assert not list(tmp_path.rglob("fake_cszoo_call*"))  # cszoo was never started (it logs every call)

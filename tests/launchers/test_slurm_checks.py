@@ -64,20 +64,23 @@ def test_tasks_per_node_must_match_devices_at_composition():
 
 
 @pytest.mark.slow
-def test_swept_hardware_against_fixed_launcher_resources_fails_before_submitting(tmp_path: Path):
+def test_swept_hardware_against_fixed_launcher_resources_fails_before_submitting(tmp_path: Path, refused_in_process):
     # submitit takes tasks_per_node from the sweep's base config (devices=1) for every job
-    proc = cli("ftlab", "--multirun", "hydra/launcher=slurm", "hardware.devices=1,2", f"hydra.sweep.dir={tmp_path / 's'}")
-    assert proc.returncode == 2
-    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("ftlab: error:")]
+    # (python -m ftlab's main in this process: test_cli_reports_unreachable_cluster_before_submitting runs it for real)
+    code, _, stderr = refused_in_process("--multirun", "hydra/launcher=slurm", "hardware.devices=1,2",
+                                         f"hydra.sweep.dir={tmp_path / 's'}")
+    assert code == 2
+    err = [ln for ln in stderr.splitlines() if ln.startswith("ftlab: error:")]
     assert len(err) == 1 and "hydra.launcher.tasks_per_node=1" in err[0] and "job #1" in err[0]
     assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow
-def test_local_multirun_refuses_multi_process_jobs(tmp_path: Path):
-    proc = cli("ftlab", "--multirun", "hardware.devices=2", "seed=1,2", f"hydra.sweep.dir={tmp_path / 's'}")
-    assert proc.returncode == 2 and "hardware.devices=2 is invalid" in proc.stderr
-    assert "hydra/launcher=slurm" in proc.stderr
+def test_local_multirun_refuses_multi_process_jobs(tmp_path: Path, refused_in_process):
+    code, _, stderr = refused_in_process("--multirun", "hardware.devices=2", "seed=1,2",
+                                         f"hydra.sweep.dir={tmp_path / 's'}")
+    assert code == 2 and "hardware.devices=2 is invalid" in stderr
+    assert "hydra/launcher=slurm" in stderr
 
 
 def _unreachable_conf(tmp_path: Path) -> Path:

@@ -193,17 +193,24 @@ def test_planner_options_fail_with_one_line():
         parse_planner_args(["plan.contrls=true"])
 
 
-@pytest.mark.parametrize("bad,key", [("+experiment=no_such_experiment", "experiment"),
-                                     ("adapter.rank=4", "adapter.rank")])
-def test_bad_input_fails_like_a_run(tmp_path, bad, key):
+@pytest.mark.parametrize("bad,key,new_process", [("+experiment=no_such_experiment", "experiment", True),
+                                                 ("adapter.rank=4", "adapter.rank", False)])
+def test_bad_input_fails_like_a_run(tmp_path, bad, key, new_process, capsys):
+    """The first case through a real ``python -m ftlab.plan``, the other through its ``main`` in this process."""
     from ftlab.core.errors import FtlabError
+    from ftlab.plan.__main__ import main as plan_main
     from ftlab.preflight.launch import preflight
 
     out = tmp_path / "plan"
-    plan = cli("ftlab.plan", bad, f"plan.dir={out}")
+    if new_process:
+        plan = cli("ftlab.plan", bad, f"plan.dir={out}")
+        code, stdout, stderr = plan.returncode, plan.stdout, plan.stderr
+    else:
+        code = plan_main([bad, f"plan.dir={out}"])
+        stdout, stderr = capsys.readouterr()
     with pytest.raises(FtlabError) as err:  # what `python -m ftlab` checks before launching
         preflight([bad], multirun=True)
-    assert plan.returncode == 2
-    assert plan.stderr.strip() == f"ftlab: error: {err.value}"
-    assert plan.stderr.startswith(f"ftlab: error: {key}") and len(plan.stderr.strip().splitlines()) == 1
-    assert not out.exists() and plan.stdout == ""
+    assert code == 2
+    assert stderr.strip() == f"ftlab: error: {err.value}"
+    assert stderr.startswith(f"ftlab: error: {key}") and len(stderr.strip().splitlines()) == 1
+    assert not out.exists() and stdout == ""

@@ -14,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, cli
+from ftlab.plan.__main__ import main as plan_main
 from ftlab.plan.options import SlurmOptions
 from ftlab.plan.slurm import fmt_time, time_limit_min
 from ftlab.preflight.compose import compose_run
@@ -73,14 +74,17 @@ def test_emit_slurm_writes_run_dirs_scripts_and_submit_all(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
-def test_bad_emit_writes_nothing(tmp_path):
-    proc = cli("ftlab.plan", *TINY, "emit=pbs", f"plan.dir={tmp_path}/plan")
-    assert proc.returncode == 2 and proc.stderr.strip() == "ftlab: error: emit='pbs' is invalid: one of ['slurm'] (or leave it out)"
+def test_bad_emit_writes_nothing(tmp_path, capsys):
+    # python -m ftlab.plan's main in this process (tests/plan/test_plan.py runs a refusal through a real one)
+    code = plan_main([*TINY, "emit=pbs", f"plan.dir={tmp_path}/plan"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "ftlab: error: emit='pbs' is invalid: one of ['slurm'] (or leave it out)"
     assert not (tmp_path / "plan").exists()
     # a job the run's own preflight would refuse on the cluster is refused here, before any file
-    proc = cli("ftlab.plan", *TINY, "hardware=cpu,cerebras", "emit=slurm", f"plan.dir={tmp_path}/plan")
-    assert proc.returncode == 2 and proc.stderr.startswith("ftlab: error: hardware='cerebras' is invalid")
-    assert "hydra/launcher=cerebras" in proc.stderr and not (tmp_path / "plan").exists()
+    code = plan_main([*TINY, "hardware=cpu,cerebras", "emit=slurm", f"plan.dir={tmp_path}/plan"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ftlab: error: hardware='cerebras' is invalid")
+    assert "hydra/launcher=cerebras" in err and not (tmp_path / "plan").exists()
     assert not list(tmp_path.iterdir())
 
 

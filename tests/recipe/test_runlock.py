@@ -126,14 +126,16 @@ def test_two_runs_into_one_dir_second_refused_first_equals_single(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_multirun_into_a_sweep_dir_in_use_is_refused(tmp_path: Path):
+def test_multirun_into_a_sweep_dir_in_use_is_refused(tmp_path: Path, refused_in_process):
+    """python -m ftlab's main in this process (the lock is checked before Hydra starts; the test above
+    runs a refused second run through a real interpreter)."""
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         _foreign_lock(tmp_path / "sweep", owner.pid)
-        proc = cli("ftlab", "--multirun", *FAST, "seed=1,2", f"hydra.sweep.dir={tmp_path}/sweep")
+        code, _, stderr = refused_in_process("--multirun", *FAST, "seed=1,2", f"hydra.sweep.dir={tmp_path}/sweep")
     finally:
         owner.kill()
         owner.wait()
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "hydra.sweep.dir=" in lines[0], proc.stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "hydra.sweep.dir=" in lines[0], stderr
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == [LOCK_NAME]  # nothing written

@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import cli
 from ftlab.artifacts.store import ArtifactStore
 from ftlab.core.errors import ConfigError
 from ftlab.preflight.compose import compose_run
@@ -121,13 +120,13 @@ def test_bad_stage_lists_and_unwritable_cache_dir_fail_at_composition(tmp_path):
 
 
 @pytest.mark.slow
-def test_unwritable_cache_dir_stops_a_sweep_before_any_job(tmp_path):
+def test_unwritable_cache_dir_stops_a_sweep_before_any_job(tmp_path, refused_in_process):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     sweep = tmp_path / "sweep"
-    res = cli("ftlab", "--multirun", "+experiment=stage_reuse_demo", f"paths.cache_dir={blocker}/cache",
-              f"hydra.sweep.dir={sweep}", timeout=120)
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
+    code, _, stderr = refused_in_process("--multirun", "+experiment=stage_reuse_demo", f"paths.cache_dir={blocker}/cache",
+                                         f"hydra.sweep.dir={sweep}")
+    assert code == 2
+    lines = stderr.strip().splitlines()
     assert lines[-1].startswith("ftlab: error: paths.cache_dir=") and "not a directory" in lines[-1]
     assert not sweep.exists()

@@ -20,6 +20,8 @@ TINY = ["schedule=stages", STAGES, "task.num_examples=120", "train.batch_size=8"
         "task.eval_examples=16", "eval.generate=false", "train.save_merged_model=false", "train.save_adapter=false",
         "train.log_measurements=false"]
 GRID = ["schedule.stages.0.lr=1e-4,3e-3", "schedule.stages.1.lr=1e-4,3e-3", "schedule.stages.2.lr=1e-4,3e-3"]
+#: the refusals below come before any job: a 2-trial grid is checked the same way and composes 2 trials, not 8
+SMALL_GRID = ["schedule.stages.0.lr=1e-4,3e-3"]
 
 
 def test_the_sweeper_is_a_discoverable_hydra_plugin():
@@ -44,9 +46,9 @@ def test_a_truncated_trial_has_the_full_trials_prefix_keys():
     assert okeys[0] == keys[0] and okeys[1] != keys[1]
 
 
-def search(tmp_path: Path, *extra: str, name: str = "sweep"):
+def search(tmp_path: Path, *extra: str, name: str = "sweep", grid: list[str] = GRID):
     out = tmp_path / name
-    res = cli("ftlab", "--multirun", "hydra/sweeper=stage_search", "hydra.sweeper.search.eta=2", *TINY, *GRID,
+    res = cli("ftlab", "--multirun", "hydra/sweeper=stage_search", "hydra.sweeper.search.eta=2", *TINY, *grid,
               f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={out}", *extra, timeout=600,
               env={"OMP_NUM_THREADS": "1"})
     return res, out
@@ -124,7 +126,7 @@ def test_a_2x2x2_search_its_records_and_a_resume(tmp_path):
 
 @pytest.mark.slow
 def test_bad_search_options_stop_with_one_line_and_write_nothing(tmp_path):
-    res, out = search(tmp_path, "hydra.sweeper.search.mode=best")
+    res, out = search(tmp_path, "hydra.sweeper.search.mode=best", grid=SMALL_GRID)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
         "ftlab: error: hydra.sweeper.search.mode='best' is invalid: one of ['min', 'max']")
@@ -132,6 +134,6 @@ def test_bad_search_options_stop_with_one_line_and_write_nothing(tmp_path):
     # another search's state in the sweep dir is refused
     out.mkdir(parents=True, exist_ok=True)
     (out / STATE_FILE).write_text(json.dumps({"version": 1, "fingerprint": "0", "trials": []}))
-    res, _ = search(tmp_path)
+    res, _ = search(tmp_path, grid=SMALL_GRID)
     assert res.returncode == 2 and "holds search_state.json of another search" in res.stderr
     assert json.loads((out / STATE_FILE).read_text())["fingerprint"] == "0"

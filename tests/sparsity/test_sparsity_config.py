@@ -3,8 +3,6 @@ for single runs and for every job of a sweep."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -66,13 +64,13 @@ def test_mask_file_that_does_not_fit_fails_at_composition(tmp_path):
         compose_run(["sparsity.mask_path=" + str(ok), "model=tiny_mistral"])
 
 
-def test_sweep_with_one_bad_level_launches_nothing(tmp_path):
-    """``python -m ftlab --multirun``: the bad job fails the whole sweep before any job runs."""
+def test_sweep_with_one_bad_level_launches_nothing(tmp_path, refused_in_process):
+    """``python -m ftlab --multirun`` (its main, in this process): the bad job fails the whole sweep
+    before any job runs."""
     sweep_dir = tmp_path / "sweep"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ftlab", "--multirun", "sparsity=unstructured", "sparsity.level=0.5,1.5",
-         f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+    code, _, stderr = refused_in_process("--multirun", "sparsity=unstructured", "sparsity.level=0.5,1.5",
+                                         f"hydra.sweep.dir={sweep_dir}")
+    assert code == 2
+    lines = stderr.strip().splitlines()
     assert lines == ["ftlab: error: sparsity.level=1.5 is invalid: a number in [0, 1)"]
     assert not sweep_dir.exists()

@@ -47,10 +47,11 @@ def test_what_fsdp_does_not_train_is_refused_in_one_line(overrides, key):
     assert fsdp_problem(compose("hardware=cpu", *overrides)) is None  # other strategies: not this check's business
 
 
-def test_cli_refuses_fsdp_with_a_gated_adapter_before_anything_runs(tmp_path):
-    res = cli("ftlab", *CPU_FSDP, "adapter=sora", f"hydra.run.dir={tmp_path / 'r'}")
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith("ftlab: error: adapter='sora' is invalid")
+def test_cli_refuses_fsdp_with_a_gated_adapter_before_anything_runs(tmp_path, refused_in_process):
+    # python -m ftlab's main in this process; the next test runs a refusal through a real interpreter
+    code, _, stderr = refused_in_process(*CPU_FSDP, "adapter=sora", f"hydra.run.dir={tmp_path / 'r'}")
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("ftlab: error: adapter='sora' is invalid")
     assert not (tmp_path / "r").exists()
 
 
@@ -186,9 +187,11 @@ RUN = ["hardware.devices=2", "train.batch_size=4", "task.num_examples=200", "tas
 DROPOUT = "adapter.dropout=0.1"  # dropout draws from every rank's RNG: the resume must restore each
 
 
-def _train(run: Path, *overrides: str) -> None:
-    proc = cli("ftlab", *RUN, *overrides, f"hydra.run.dir={run}")
+def _train(run: Path, *overrides: str, env: dict | None = None) -> str:
+    """The console (stdout + stderr) of a run that must succeed."""
+    proc = cli("ftlab", *RUN, *overrides, f"hydra.run.dir={run}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def _losses(run: Path) -> list[float]:
@@ -200,8 +203,27 @@ def _losses(run: Path) -> list[float]:
 def fsdp_and_ddp(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp")
     _train(root / "fsdp", *CPU_FSDP, DROPOUT)
-    _train(root / "ddp", "hardware=cpu", DROPOUT)
+    # verbose: Lightning's rank lines on the console (the quiet console keeps them in the run's log)
+    console = _train(root / "ddp", "hardware=cpu", DROPOUT, env={"FTLAB_VERBOSE": "1"})
+    (root / "ddp.console").write_text(console)
     return root / "fsdp", root / "ddp"
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_run(fsdp_and_ddp):
+    """Two-process DDP on CPU (gloo) through the CLI, as a user runs it: Lightning re-executes the
+    command line for rank 1 with the same run dir, and only rank 0 writes the run's files."""
+    _, run = fsdp_and_ddp
+    out = run.with_name("ddp.console").read_text()
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in out and "GLOBAL_RANK: 1, MEMBER: 2/2" in out
+    with open(run / "loss_log.csv", newline="") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4, 5, 6]  # one writer: no duplicated rows
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_steps"] == 6 and "val_loss" in metrics
+    # rank 0 evaluated after rank 1 had left, and wrote everything once
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-epoch0-step3", "checkpoint-epoch0-step6"]
+    assert not list(run.rglob("*.tmp")) and not list((run / "checkpoints").glob(".tmp-*"))
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
 
 
 @pytest.mark.slow
