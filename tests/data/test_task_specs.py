@@ -12,6 +12,7 @@ from ftlab.data.benchmark_files import FEWSHOT, SCORED, LocalData
 from ftlab.data.real_tasks import BOOLQ_CHOICES, RealTask, boolq_example, boolq_superglue_row
 from ftlab.data.tasks import (
     HarnessBenchmark,
+    build_task,
     checked_rows,
     harness_task,
     harness_task_names,
@@ -37,7 +38,7 @@ class YesNo(RealTask):
 
 @pytest.fixture
 def yesno(monkeypatch):
-    monkeypatch.setitem(task_base._TASKS, YesNo.name, YesNo)  # register_task, undone after the test
+    monkeypatch.setitem(task_base.TASKS._specs, YesNo.name, YesNo)  # register_task, undone after the test
     return YesNo
 
 
@@ -77,3 +78,21 @@ def test_composition_checks_read_the_spec(yesno, tmp_path):
     validate_real_task(cfg_of("yesno", path))  # its own metric on its file: accepted
     with pytest.raises(ConfigError, match=r"multiple-choice tasks: \[.*'yesno'"):  # the flag, not a name list
         validate_real_task(cfg_of("capitalization", metric="accuracy"))
+
+
+def test_tasks_are_one_registry_and_a_second_task_of_a_name_is_refused(monkeypatch):
+    """Tasks go through the same :class:`~ftlab.core.plugins.Registry` as every extension point: an
+    unknown name fails in one line naming the registered ones, and an installed package's task
+    named like a built-in one is an error, not a silent choice of either."""
+    with pytest.raises(ConfigError) as err:
+        build_task(OmegaConf.create({"name": "nope", "options": {}}))
+    assert str(err.value).startswith("task.name='nope'") and "boolq" in str(err.value)
+
+    class OtherBoolQ(RealTask):
+        name = "boolq"
+
+    monkeypatch.setattr("ftlab.core.plugins.load_entry_points",
+                        lambda group: [("boolq", OtherBoolQ)] if group == "ftlab.tasks" else [])
+    with pytest.raises(ConfigError) as err:
+        task_base.TASKS.find("boolq")
+    assert "one task per name" in str(err.value) and "\n" not in str(err.value)

@@ -91,11 +91,13 @@ class Registry(Generic[S]):
     quick experiment without a package); :meth:`resolve` accepts those. ``builtin_modules``:
     modules in higher packages that register built-in specs (a launcher's own hardware target),
     imported on the first lookup so that no lower package has to import them. ``also``: what
-    else the config key accepts, for the one-line error."""
+    else the config key accepts, for the one-line error. ``classes``: a spec is a subclass of
+    ``spec_type`` whose class attributes are its flags (tasks: the class is also what builds one)."""
 
     def __init__(self, what: str, key: str, spec_type: type, group: str, *, import_paths: bool = False,
-                 builtin_modules: tuple[str, ...] = (), also: str = ""):
+                 builtin_modules: tuple[str, ...] = (), also: str = "", classes: bool = False):
         self.what, self.key, self.spec_type, self.group = what, key, spec_type, group
+        self.classes = classes
         self.import_paths, self.builtin_modules = import_paths, builtin_modules
         self.also = also + (f", or an import path module:{spec_type.__name__}" if import_paths else "")
         self._specs: dict[str, S] = {}
@@ -115,9 +117,17 @@ class Registry(Generic[S]):
             for module in self.builtin_modules:
                 importlib.import_module(module)
         for name, spec in load_entry_points(self.group):
-            if not isinstance(spec, self.spec_type):
+            if not self.is_spec(spec):
                 raise ConfigError(self.key, name, f"an entry point ({self.group}) naming a {self.spec_type.__name__}")
+            if self._specs.get(spec.name, spec) is not spec:  # an installed package's spec named like another
+                raise ConfigError(self.key, spec.name, f"one {self.what} per name (the entry point {name!r} of "
+                                                       f"{self.group} names a second {spec.name!r})")
             self.register(spec)
+
+    def is_spec(self, obj: Any) -> bool:
+        if self.classes:
+            return isinstance(obj, type) and issubclass(obj, self.spec_type)
+        return isinstance(obj, self.spec_type)
 
     def all(self) -> list[S]:
         self._load_plugins()

@@ -87,6 +87,6 @@ class BenchmarkTask(Task):
         return self.load_file(Path(self.cfg.path))
 
 
-register_task(BenchmarkTask.name, BenchmarkTask)
+register_task(BenchmarkTask)
 
 __all__ = ["BenchmarkTask", "lm_eval_task", "rendered"]

@@ -78,4 +78,4 @@ class Instruct(Task):
         return read_examples(Path(path), fmt, dict(self.cfg.get("columns") or {}), self.cfg.get("prompt_template"))
 
 
-register_task("instruct", Instruct)
+register_task(Instruct)

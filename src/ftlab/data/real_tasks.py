@@ -252,4 +252,4 @@ class GSM8K(RealTask):
 
 
 for _cls in (BoolQ, HellaSwag, GSM8K):
-    register_task(_cls.name, _cls)
+    register_task(_cls)

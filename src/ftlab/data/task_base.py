@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftlab.core.errors import ConfigError, FtlabError
-from ftlab.core.plugins import load_entry_points
+from ftlab.core.plugins import Registry
 
 #: ``task`` keys of the bring-your-own-data formats (read by tasks with ``reads_format``)
 FORMAT_KEYS = ("format", "columns", "prompt_template", "chat_template", "last_turn_only", "sources",
@@ -178,23 +177,20 @@ def read_prompt_answer_jsonl(path: Path) -> list[Example]:
     return out
 
 
-_TASKS: dict[str, Callable[[Any], Task]] = {}
-
-
-def register_task(name: str, factory: Callable[[Any], Task]) -> None:
-    """Add task ``name``; ``factory`` is a :class:`Task` subclass, whose class attributes (``harness``,
-    ``multiple_choice``, ``option_keys``...) are the task's spec, read before any task is built."""
-    _TASKS[name] = factory
+#: The task registry: each spec is a :class:`Task` subclass, whose class attributes (``name``,
+#: ``harness``, ``multiple_choice``, ``option_keys``...) are read before any task is built, and
+#: installed packages add theirs under the entry-point group ``ftlab.tasks`` (look tasks up via
+#: :mod:`ftlab.data.tasks`). A name registered twice (an outside task named like a built-in) is an
+#: error, as in every other registry, not a silent choice of one.
+TASKS: Registry[type[Task]] = Registry("task", "task.name", Task, "ftlab.tasks", classes=True)
+register_task = TASKS.register
 
 
 def task_flag(name: str, flag: str, default: Any = None) -> Any:
     """Capability ``flag`` of registered task ``name`` (``default`` for a name not registered)."""
-    return getattr(registered_tasks().get(name), flag, default)
+    return getattr(TASKS.find(name), flag, default)
 
 
-def registered_tasks() -> dict[str, Callable[[Any], Task]]:
-    """``{name: factory}`` of the tasks registered so far and of installed packages (entry point
-    group ``ftlab.tasks``, each a :class:`Task` subclass; look tasks up via :mod:`ftlab.data.tasks`)."""
-    for name, factory in load_entry_points("ftlab.tasks"):
-        _TASKS.setdefault(name, factory)
-    return _TASKS
+def registered_tasks() -> dict[str, type[Task]]:
+    """``{name: Task subclass}`` of the built-in tasks and those of installed packages."""
+    return {task.name: task for task in TASKS.all()}

@@ -19,6 +19,7 @@ from ftlab.core.errors import ConfigError, fail
 from ftlab.data import benchmark_task, instruct  # noqa: F401  (register the file-based tasks)
 from ftlab.data.real_tasks import RealTask
 from ftlab.data.task_base import (  # noqa: F401  (re-exported: the names callers import from here)
+    TASKS,
     Example,
     HarnessBenchmark,
     Splits,
@@ -111,8 +112,8 @@ class Arithmetic(Task):
         return out
 
 
-register_task("capitalization", Capitalization)
-register_task("arithmetic", Arithmetic)
+register_task(Capitalization)
+register_task(Arithmetic)
 
 
 def task_names() -> list[str]:
@@ -120,16 +121,13 @@ def task_names() -> list[str]:
 
 
 def build_task(cfg: Any) -> Task:
-    tasks = registered_tasks()
-    if cfg.name not in tasks:
-        raise ConfigError("task.name", cfg.name, f"one of {task_names()}")
-    return tasks[cfg.name](cfg)
+    return TASKS.get(cfg.name)(cfg)
 
 
 def harness_task(name: str) -> type[RealTask] | None:
     """The registered task ``name`` when its spec says lm-eval gives its final numbers (``harness``
     set on a :class:`RealTask`, which can check and rewrite its rows for lm-eval); None otherwise."""
-    factory = registered_tasks().get(name)
+    factory = TASKS.find(name)
     if isinstance(factory, type) and issubclass(factory, RealTask) and factory.harness is not None:
         return factory
     return None
