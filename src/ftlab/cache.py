@@ -24,6 +24,7 @@ from ftlab.reuse.cache_admin import cmd_gc, cmd_ls, cmd_ls_run, cmd_verify, defa
 
 def run_plan(overrides: list[str]):
     """The plan of steps of the run these overrides compose (what ``python -m ftlab`` executes)."""
+    # composition imports the config checks (torch, peft: ~4 s): only `ls --run` pays, not ls/verify/gc
     from ftlab.preflight.compose import compose_run
     from ftlab.reuse.handover import plan_for_run
     from ftlab.reuse.steps import as_plain
